@@ -1,0 +1,3 @@
+from mycel.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""Small helpers around the ``multiaddr`` package (no parser of our own)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+from multiaddr import Multiaddr
+
+if TYPE_CHECKING:
+    from mycel.core.peer_id import PeerId
+
+P2P = "p2p"
+DNS_PROTOCOLS = ("dns", "dns4", "dns6")
+
+
+def as_multiaddr(addr: str | Multiaddr) -> Multiaddr:
+    return addr if isinstance(addr, Multiaddr) else Multiaddr(addr)
+
+
+def protocol_names(addr: Multiaddr) -> list[str]:
+    return [p.name for p in addr.protocols()]
+
+
+def split_peer_id(addr: str | Multiaddr) -> tuple[Multiaddr, PeerId | None]:
+    """``/ip4/…/tcp/…/p2p/Qm…`` → (``/ip4/…/tcp/…``, PeerId). The last ``/p2p`` only."""
+    from mycel.core.peer_id import PeerId
+
+    addr = as_multiaddr(addr)
+    parts = list(addr.items())
+    if parts and parts[-1][0].name == P2P:
+        peer = PeerId.from_string(str(parts[-1][1]))
+        rest = addr.decapsulate(Multiaddr(f"/p2p/{parts[-1][1]}"))
+        return rest, peer
+    return addr, None
+
+
+def with_peer_id(addr: Multiaddr, peer: PeerId) -> Multiaddr:
+    base, existing = split_peer_id(addr)
+    return base.encapsulate(Multiaddr(f"/p2p/{peer}"))
+
+
+def tcp_host_port(addr: Multiaddr) -> tuple[str, str, int] | None:
+    """For ``/{ip4,ip6,dns,dns4,dns6}/<host>/tcp/<port>`` (and nothing after): (proto, host, port)."""
+    parts = list(addr.items())
+    if len(parts) != 2:
+        return None
+    (p0, host), (p1, port) = parts
+    if p1.name != "tcp" or p0.name not in ("ip4", "ip6", *DNS_PROTOCOLS):
+        return None
+    return p0.name, str(host), int(str(port))
+
+
+def ip_multiaddr(host: str, port: int, transport: str = "tcp") -> Multiaddr:
+    ip = ipaddress.ip_address(host.split("%", 1)[0])
+    family = "ip4" if ip.version == 4 else "ip6"
+    return Multiaddr(f"/{family}/{ip}/{transport}/{port}")
+
+
+def is_loopback(addr: Multiaddr) -> bool:
+    for proto, value in addr.items():
+        if proto.name in ("ip4", "ip6"):
+            return ipaddress.ip_address(str(value)).is_loopback
+    return False
+
+
+def is_unspecified(addr: Multiaddr) -> bool:
+    for proto, value in addr.items():
+        if proto.name in ("ip4", "ip6"):
+            return ipaddress.ip_address(str(value)).is_unspecified
+    return False

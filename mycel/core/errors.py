@@ -1,0 +1,84 @@
+"""The typed error hierarchy.
+
+Every error mycel raises on purpose derives from :class:`MycelError`. Errors caused by what a remote
+peer sent derive from :class:`ProtocolViolation`, so a driver can tell "the peer misbehaved" (close
+what it arrived on, log, keep serving) from local mistakes.
+"""
+
+from __future__ import annotations
+
+
+class MycelError(Exception):
+    """Base class of every mycel error."""
+
+
+class ProtocolViolation(MycelError):
+    """The remote side sent bytes that break the protocol (malformed, oversized, out of order)."""
+
+
+class DecodeError(ProtocolViolation):
+    """Bytes could not be decoded (truncated, non-minimal varint, bad protobuf, ...)."""
+
+
+class MessageTooLarge(ProtocolViolation):
+    """A length prefix or message exceeds the limit for its protocol."""
+
+
+class HandshakeError(MycelError):
+    """A security handshake failed."""
+
+
+class PeerIdMismatch(HandshakeError):
+    """The authenticated remote key does not match the peer ID we dialed."""
+
+
+class InvalidSignature(MycelError):
+    """A signature did not verify."""
+
+
+class NegotiationError(MycelError):
+    """multistream-select could not agree on a protocol."""
+
+
+class ProtocolNotSupported(NegotiationError):
+    """The other side answered ``na`` to every protocol we proposed."""
+
+
+class TransportError(MycelError):
+    """A transport could not dial or listen."""
+
+
+class DialError(TransportError):
+    """Dialing a peer or address failed. ``errors`` holds the per-address failures, if any."""
+
+    def __init__(self, message: str, errors: list[BaseException] | None = None) -> None:
+        super().__init__(message)
+        self.errors: list[BaseException] = errors or []
+
+
+class ConnectionClosed(MycelError):
+    """The connection is closed; no stream can be opened or accepted on it."""
+
+
+class StreamReset(MycelError):
+    """The stream was reset (by us or by the remote); reads and writes fail."""
+
+
+class StreamClosed(MycelError):
+    """Writing after our side of the stream was closed."""
+
+
+class MuxerError(ProtocolViolation):
+    """The stream multiplexer saw a protocol violation."""
+
+
+class ResourceLimitExceeded(MycelError):
+    """A configured bound was reached (streams, pending handshakes, buffers)."""
+
+
+class ConfigError(MycelError, ValueError):
+    """A HostConfig or component was configured inconsistently."""
+
+
+class DecryptionError(ProtocolViolation):
+    """An encrypted frame failed authentication (bad tag, wrong key or nonce, tampered bytes)."""

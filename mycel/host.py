@@ -1,0 +1,382 @@
+"""HostConfig + open_host(): the user's entry point."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import trio
+from multiaddr import Multiaddr
+
+from mycel import __version__
+from mycel.core.abc import (
+    Connection,
+    Direction,
+    MuxedStream,
+    SecurityProtocol,
+    StreamMuxer,
+    StreamTransport,
+    Transport,
+)
+from mycel.core.addrs import as_multiaddr, is_unspecified, split_peer_id, with_peer_id
+from mycel.core.errors import ConfigError, DialError, MycelError, NegotiationError
+from mycel.core.events import (
+    ConnectionClosed,
+    ConnectionOpened,
+    Event,
+    StreamHandlerFailed,
+    StreamOpened,
+)
+from mycel.core.identity import Identity
+from mycel.core.peer_id import PeerId
+from mycel.multistream import select_inbound, select_lazy, select_outbound
+from mycel.network.peerstore import PeerStore
+from mycel.network.swarm import Swarm
+from mycel.network.upgrader import Upgrader
+from mycel.service import Service, StreamHandler
+
+log = logging.getLogger("mycel.host")
+
+S = TypeVar("S", bound=Service)
+
+EVENT_QUEUE_SIZE = 256  # per subscriber; when full, further events are dropped and counted
+DEFAULT_HANDLER_CONCURRENCY = 1024  # inbound streams per protocol being handled at once; beyond: reset
+
+
+def _default_transports() -> list[Transport]:
+    from mycel.transports.tcp import TCP
+
+    return [TCP()]
+
+
+def _default_security() -> list[SecurityProtocol]:
+    from mycel.security.noise import Noise
+
+    return [Noise()]
+
+
+def _default_muxers() -> list[StreamMuxer]:
+    from mycel.muxers.mplex import Mplex
+    from mycel.muxers.yamux import Yamux
+
+    return [Yamux(), Mplex()]
+
+
+def _default_services() -> list[Service]:
+    from mycel.protocols.identify import Identify
+    from mycel.protocols.ping import Ping
+
+    return [Identify(), Ping()]
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Everything a host is made of. Order in ``security`` and ``muxers`` is preference order.
+
+    Plaintext security is never enabled unless it is listed in ``security`` by the user.
+    """
+
+    identity: Identity = field(default_factory=Identity.generate)
+    transports: Sequence[Transport] = field(default_factory=_default_transports)
+    security: Sequence[SecurityProtocol] = field(default_factory=_default_security)
+    muxers: Sequence[StreamMuxer] = field(default_factory=_default_muxers)
+    listen: Sequence[str | Multiaddr] = ()
+    services: Sequence[Service] = field(default_factory=_default_services)
+    agent_version: str = f"mycel/{__version__}"
+    protocol_version: str = "ipfs/0.1.0"
+    handshake_timeout: float = 15.0
+    negotiate_timeout: float = 10.0
+    max_pending_inbound_handshakes: int = 64
+    handler_concurrency: int = DEFAULT_HANDLER_CONCURRENCY
+
+    def __post_init__(self) -> None:
+        if not self.transports:
+            raise ConfigError("at least one transport is needed")
+        if any(isinstance(t, StreamTransport) for t in self.transports):
+            if not self.security:
+                raise ConfigError("a stream transport needs at least one security protocol")
+            if not self.muxers:
+                raise ConfigError("a stream transport needs at least one stream muxer")
+        for name, items in (("security", self.security), ("muxers", self.muxers)):
+            ids = [x.protocol_id for x in items]  # type: ignore[attr-defined]
+            if len(set(ids)) != len(ids):
+                raise ConfigError(f"duplicate protocol in {name}: {ids}")
+        for addr in self.listen:
+            as_multiaddr(addr)
+        if self.handshake_timeout <= 0 or self.negotiate_timeout <= 0:
+            raise ConfigError("timeouts must be positive")
+        object.__setattr__(self, "transports", tuple(self.transports))
+        object.__setattr__(self, "security", tuple(self.security))
+        object.__setattr__(self, "muxers", tuple(self.muxers))
+        object.__setattr__(self, "services", tuple(self.services))
+        object.__setattr__(self, "listen", tuple(self.listen))
+
+    def replace(self, **changes: Any) -> HostConfig:
+        return dataclasses.replace(self, **changes)
+
+
+class _Handler:
+    def __init__(self, func: StreamHandler, limit: int) -> None:
+        self.func = func
+        self.limit = limit
+        self.active = 0
+
+
+class Host:
+    """A running libp2p host. Create with ``async with open_host(config) as host``."""
+
+    def __init__(self, config: HostConfig, nursery: trio.Nursery) -> None:
+        self.config = config
+        self.identity = config.identity
+        self.peerstore = PeerStore()
+        self._nursery = nursery
+        self._handlers: dict[str, _Handler] = {}
+        self._subscribers: list[trio.MemorySendChannel[Event]] = []
+        self.dropped_events = 0
+        self._services = list(config.services)
+        stream_transports = any(isinstance(t, StreamTransport) for t in config.transports)
+        upgrader = Upgrader(self.identity, config.security, config.muxers) if stream_transports else None
+        self.swarm = Swarm(
+            nursery,
+            self.identity,
+            config.transports,
+            upgrader,
+            handshake_timeout=config.handshake_timeout,
+            max_pending_inbound=config.max_pending_inbound_handshakes,
+            on_connection=self._connection_opened,
+            on_disconnect=self._connection_closed,
+            on_stream=self._handle_inbound_stream,
+        )
+
+    # -- identity and addresses -----------------------------------------------------------------
+    @property
+    def peer_id(self) -> PeerId:
+        return self.identity.peer_id
+
+    @property
+    def listen_addrs(self) -> list[Multiaddr]:
+        """The bound addresses (port 0 resolved), without ``/p2p``."""
+        return self.swarm.listen_addrs
+
+    @property
+    def addrs(self) -> list[Multiaddr]:
+        """Addresses others can dial us on, each ending in ``/p2p/<our id>``.
+
+        Unspecified listen addresses (0.0.0.0, ::) are expanded to loopback here; services such as
+        identify add observed public addresses separately.
+        """
+        out: list[Multiaddr] = []
+        for addr in self.listen_addrs:
+            if is_unspecified(addr):
+                text = str(addr).replace("/ip4/0.0.0.0/", "/ip4/127.0.0.1/").replace("/ip6/::/", "/ip6/::1/")
+                addr = Multiaddr(text)
+            out.append(with_peer_id(addr, self.peer_id))
+        return out
+
+    @property
+    def advertised_addrs(self) -> list[Multiaddr]:
+        """Listen addresses without ``/p2p``, unspecified ones expanded, as identify announces them."""
+        return [split_peer_id(a)[0] for a in self.addrs]
+
+    # -- services -------------------------------------------------------------------------------
+    def service(self, kind: type[S]) -> S:
+        for svc in self._services:
+            if isinstance(svc, kind):
+                return svc
+        raise LookupError(f"no {kind.__name__} service in this host")
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run a background task for the host's lifetime (cancelled when the host closes)."""
+        self._nursery.start_soon(fn, *args)
+
+    # -- events ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def subscribe(self, maxsize: int = EVENT_QUEUE_SIZE) -> Iterator[trio.MemoryReceiveChannel[Event]]:
+        send, recv = trio.open_memory_channel[Event](maxsize)
+        self._subscribers.append(send)
+        try:
+            yield recv
+        finally:
+            self._subscribers.remove(send)
+            send.close()
+
+    def emit(self, event: Event) -> None:
+        for sub in self._subscribers:
+            try:
+                sub.send_nowait(event)
+            except trio.WouldBlock:
+                self.dropped_events += 1
+            except trio.BrokenResourceError:
+                pass
+
+    def _connection_opened(self, conn: Connection) -> None:
+        log.debug("connected to %s via %s (%s)", conn.remote_peer, conn.remote_addr, conn.direction.value)
+        self.peerstore.set_public_key(conn.remote_peer, conn.remote_public_key)
+        if conn.direction is Direction.OUTBOUND:
+            self.peerstore.add_addrs(conn.remote_peer, [conn.remote_addr])
+        for svc in self._services:
+            svc.connection_opened(self, conn)
+        self.emit(ConnectionOpened(conn))
+
+    def _connection_closed(self, conn: Connection) -> None:
+        log.debug("disconnected from %s", conn.remote_peer)
+        for svc in self._services:
+            svc.connection_closed(self, conn)
+        self.emit(ConnectionClosed(conn))
+
+    # -- streams --------------------------------------------------------------------------------
+    def set_stream_handler(self, protocol_id: str, handler: StreamHandler, *, max_concurrent: int | None = None) -> None:
+        """Serve ``protocol_id``. ``handler(stream)`` runs in the host; the stream is closed when it returns.
+
+        At most ``max_concurrent`` streams of this protocol are handled at once; more are reset.
+        """
+        self._handlers[protocol_id] = _Handler(handler, max_concurrent or self.config.handler_concurrency)
+
+    def remove_stream_handler(self, protocol_id: str) -> None:
+        self._handlers.pop(protocol_id, None)
+
+    @property
+    def protocols(self) -> list[str]:
+        return list(self._handlers)
+
+    async def _handle_inbound_stream(self, stream: MuxedStream) -> None:
+        peer = stream.connection.remote_peer
+        try:
+            with trio.fail_after(self.config.negotiate_timeout):
+                proto = await select_inbound(stream, self._handlers.__contains__, lambda: list(self._handlers))
+        except (MycelError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.debug("inbound stream from %s: negotiation failed: %r", peer, exc)
+            await _reset_quietly(stream)
+            return
+        handler = self._handlers.get(proto)
+        if handler is None:
+            await _reset_quietly(stream)
+            return
+        if handler.active >= handler.limit:
+            log.warning("too many %s streams being handled (%d); resetting one from %s", proto, handler.limit, peer)
+            await _reset_quietly(stream)
+            return
+        stream.protocol = proto
+        self.emit(StreamOpened(peer, proto, Direction.INBOUND))
+        handler.active += 1
+        try:
+            await handler.func(stream)
+        except Exception as exc:  # a handler's failure is the handler's: log, report, keep serving
+            log.info("handler for %s from %s failed: %r", proto, peer, exc)
+            self.emit(StreamHandlerFailed(peer, proto, exc))
+            await _reset_quietly(stream)
+        finally:
+            handler.active -= 1
+            with trio.CancelScope(shield=True):
+                with contextlib.suppress(MycelError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.aclose()
+
+    async def new_stream(self, peer: PeerId | str | Multiaddr, protocols: Sequence[str] | str) -> MuxedStream:
+        """Open a stream to ``peer`` speaking the first of ``protocols`` it accepts.
+
+        Dials if needed (from peerstore addresses, or the multiaddr given). With a single protocol the
+        peer is known to support (from identify), negotiation is optimistic and costs no round trip.
+        """
+        if isinstance(protocols, str):
+            protocols = [protocols]
+        if not protocols:
+            raise ValueError("no protocols given")
+        conn = await self.connect(peer)
+        stream = await conn.open_stream()
+        known = self.peerstore.protocols(conn.remote_peer)
+        try:
+            if len(protocols) == 1 and protocols[0] in known:
+                lazy = await select_lazy(stream, protocols[0])
+                self.emit(StreamOpened(conn.remote_peer, protocols[0], Direction.OUTBOUND))
+                return lazy
+            with trio.fail_after(self.config.negotiate_timeout):
+                proto = await select_outbound(stream, protocols)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await _reset_quietly(stream)
+            raise
+        stream.protocol = proto
+        self.emit(StreamOpened(conn.remote_peer, proto, Direction.OUTBOUND))
+        return stream
+
+    # -- connections ----------------------------------------------------------------------------
+    async def connect(self, target: PeerId | str | Multiaddr, addrs: Sequence[Multiaddr | str] = ()) -> Connection:
+        """Connect to a peer (reusing a live connection). ``target`` is a PeerId, a peer id string, or a
+        multiaddr (with ``/p2p/<id>`` to authenticate the remote; without it any peer is accepted)."""
+        if isinstance(target, PeerId):
+            peer: PeerId | None = target
+            extra = [as_multiaddr(a) for a in addrs]
+        else:
+            text = str(target)
+            if text.startswith("/"):
+                base, peer = split_peer_id(as_multiaddr(text))
+                extra = [base] + [as_multiaddr(a) for a in addrs]
+                if peer is None:
+                    return await self.swarm.dial_addr(base)
+            else:
+                peer = PeerId.from_string(text)
+                extra = [as_multiaddr(a) for a in addrs]
+        assert peer is not None
+        if extra:
+            self.peerstore.add_addrs(peer, extra)
+        existing = self.swarm.connections(peer)
+        if existing:
+            return existing[0]
+        known = self.peerstore.addrs(peer)
+        if not known:
+            raise DialError(f"no addresses known for {peer}")
+        return await self.swarm.dial_peer(peer, known)
+
+    def connections(self, peer: PeerId | None = None) -> list[Connection]:
+        return self.swarm.connections(peer)
+
+    def connected_peers(self) -> list[PeerId]:
+        return self.swarm.connected_peers()
+
+    async def disconnect(self, peer: PeerId) -> None:
+        for conn in self.swarm.connections(peer):
+            await conn.aclose()
+
+    async def listen(self, addr: str | Multiaddr) -> list[Multiaddr]:
+        return await self.swarm.listen(as_multiaddr(addr))
+
+
+async def _reset_quietly(stream: MuxedStream) -> None:
+    with contextlib.suppress(MycelError, trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.reset()
+
+
+@contextlib.asynccontextmanager
+async def open_host(config: HostConfig | None = None) -> AsyncIterator[Host]:
+    """Start a host: listeners are bound and services running when the block is entered."""
+    config = config or HostConfig()
+    try:
+        async with trio.open_nursery() as nursery:
+            host = Host(config, nursery)
+            try:
+                for svc in host._services:
+                    for proto, handler in svc.handlers().items():
+                        host.set_stream_handler(proto, handler)
+                for svc in host._services:
+                    await nursery.start(svc.run, host)
+                for addr in config.listen:
+                    await host.listen(addr)
+                log.info("host %s listening on %s", host.peer_id, [str(a) for a in host.listen_addrs])
+                yield host
+            finally:
+                with trio.CancelScope(shield=True):
+                    await host.swarm.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Policy, decided once: background tasks of the host never raise, so an exception here is the
+        # user's own (from the body of the `async with`); hand it back unwrapped.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
+__all__ = ["Host", "HostConfig", "open_host"]

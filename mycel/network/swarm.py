@@ -1,0 +1,296 @@
+"""The swarm: listeners, dialing (with address racing), the connection registry, inbound streams.
+
+Everything it starts runs in the nursery it is given; closing the swarm closes every listener and
+connection. A failing connection or handshake is logged and forgotten; it never takes the swarm down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+import trio
+from multiaddr import Multiaddr
+
+from mycel.core.abc import (
+    Connection,
+    ConnectionTransport,
+    Listener,
+    MuxedStream,
+    RawConnection,
+    StreamTransport,
+    Transport,
+)
+from mycel.core.addrs import split_peer_id
+from mycel.core.errors import ConnectionClosed, DialError, MycelError, PeerIdMismatch, TransportError
+from mycel.network.upgrader import Upgrader
+
+if TYPE_CHECKING:
+    from mycel.core.identity import Identity
+    from mycel.core.peer_id import PeerId
+
+log = logging.getLogger("mycel.network.swarm")
+
+MAX_PARALLEL_DIALS = 8  # addresses of one peer tried at once; the rest wait for a free slot
+
+
+class _PendingDial:
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.conn: Connection | None = None
+        self.error: BaseException | None = None
+
+
+class Swarm:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        identity: Identity,
+        transports: Sequence[Transport],
+        upgrader: Upgrader | None,
+        *,
+        handshake_timeout: float,
+        max_pending_inbound: int,
+        on_connection: Callable[[Connection], None],
+        on_disconnect: Callable[[Connection], None],
+        on_stream: Callable[[MuxedStream], Awaitable[None]],
+    ) -> None:
+        self._nursery = nursery
+        self.identity = identity
+        self.transports = list(transports)
+        self.upgrader = upgrader
+        self.handshake_timeout = handshake_timeout
+        self._pending_inbound = trio.Semaphore(max_pending_inbound)
+        self._on_connection = on_connection
+        self._on_disconnect = on_disconnect
+        self._on_stream = on_stream
+        self._conns: dict[PeerId, list[Connection]] = {}
+        self._dials: dict[PeerId, _PendingDial] = {}
+        self._listeners: list[Listener[RawConnection] | Listener[Connection]] = []
+        self._closed = False
+
+    # -- registry -----------------------------------------------------------------------------
+    def connections(self, peer: PeerId | None = None) -> list[Connection]:
+        if peer is not None:
+            return [c for c in self._conns.get(peer, ()) if not c.is_closed]
+        return [c for conns in self._conns.values() for c in conns if not c.is_closed]
+
+    def connected_peers(self) -> list[PeerId]:
+        return [p for p, conns in self._conns.items() if any(not c.is_closed for c in conns)]
+
+    @property
+    def listen_addrs(self) -> list[Multiaddr]:
+        return [a for lst in self._listeners for a in lst.addrs]
+
+    def _register(self, conn: Connection) -> None:
+        self._conns.setdefault(conn.remote_peer, []).append(conn)
+        self._nursery.start_soon(self._run_connection, conn)
+        self._on_connection(conn)
+
+    async def _run_connection(self, conn: Connection) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._accept_streams, conn, nursery)
+                try:
+                    await conn.run()
+                except MycelError as exc:
+                    log.info("connection to %s ended: %s", conn.remote_peer, exc)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    log.debug("connection to %s broke: %r", conn.remote_peer, exc)
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await conn.aclose()
+            peers = self._conns.get(conn.remote_peer, [])
+            if conn in peers:
+                peers.remove(conn)
+            if not peers:
+                self._conns.pop(conn.remote_peer, None)
+            self._on_disconnect(conn)
+
+    async def _accept_streams(self, conn: Connection, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await conn.accept_stream()
+            except (ConnectionClosed, trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            nursery.start_soon(self._on_stream, stream)
+
+    # -- listening ----------------------------------------------------------------------------
+    async def listen(self, addr: Multiaddr) -> list[Multiaddr]:
+        for transport in self.transports:
+            if not transport.can_listen(addr):
+                continue
+            if isinstance(transport, StreamTransport):
+                if self.upgrader is None:
+                    raise TransportError(f"{transport.name} needs security and muxers configured")
+                listener = await transport.open_listener(addr)
+                self._listeners.append(listener)
+                self._nursery.start_soon(self._accept_raw_loop, listener)
+                return listener.addrs
+            if isinstance(transport, ConnectionTransport):
+                clistener = await transport.open_listener(addr, self.identity)
+                self._listeners.append(clistener)
+                self._nursery.start_soon(self._accept_conn_loop, clistener)
+                return clistener.addrs
+        raise TransportError(f"no transport can listen on {addr}")
+
+    async def _accept_raw_loop(self, listener: Listener[RawConnection]) -> None:
+        while True:
+            try:
+                raw = await listener.accept()
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            try:
+                self._pending_inbound.acquire_nowait()
+            except trio.WouldBlock:
+                log.warning("too many pending inbound handshakes; dropping %s", raw.remote_addr)
+                await raw.aclose()
+                continue
+            self._nursery.start_soon(self._handshake_inbound, raw)
+
+    async def _handshake_inbound(self, raw: RawConnection) -> None:
+        assert self.upgrader is not None
+        try:
+            with trio.fail_after(self.handshake_timeout):
+                conn = await self.upgrader.upgrade_inbound(raw)
+        except trio.TooSlowError:
+            log.info("inbound handshake from %s timed out", raw.remote_addr)
+            await raw.aclose()
+            return
+        except (MycelError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.info("inbound handshake from %s failed: %s", raw.remote_addr, exc)
+            await raw.aclose()
+            return
+        finally:
+            self._pending_inbound.release()
+        if self._closed:
+            await conn.aclose()
+            return
+        self._register(conn)
+
+    async def _accept_conn_loop(self, listener: Listener[Connection]) -> None:
+        while True:
+            try:
+                conn = await listener.accept()
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            self._register(conn)
+
+    # -- dialing ------------------------------------------------------------------------------
+    def _transport_for(self, addr: Multiaddr) -> Transport | None:
+        for transport in self.transports:
+            if transport.can_dial(addr):
+                return transport
+        return None
+
+    async def dial_addr(self, addr: Multiaddr) -> Connection:
+        """Dial one address; ``/p2p/<id>`` at the end is checked against the remote's key."""
+        base, peer = split_peer_id(addr)
+        if peer is not None:
+            return await self.dial_peer(peer, [base])
+        return await self._dial_one(base, None)
+
+    async def dial_peer(self, peer: PeerId, addrs: Sequence[Multiaddr]) -> Connection:
+        """Reuse a live connection to ``peer`` or dial ``addrs`` (raced), deduplicating concurrent dials."""
+        if peer == self.identity.peer_id:
+            raise DialError("refusing to dial ourselves")
+        existing = self.connections(peer)
+        if existing:
+            return existing[0]
+        pending = self._dials.get(peer)
+        if pending is not None:
+            await pending.done.wait()
+            if pending.conn is not None and not pending.conn.is_closed:
+                return pending.conn
+            raise DialError(f"dial to {peer} failed: {pending.error}") from pending.error
+        pending = _PendingDial()
+        self._dials[peer] = pending
+        try:
+            conn = await self._race(peer, list(addrs))
+            pending.conn = conn
+            return conn
+        except BaseException as exc:
+            pending.error = exc
+            raise
+        finally:
+            del self._dials[peer]
+            pending.done.set()
+
+    async def _race(self, peer: PeerId, addrs: list[Multiaddr]) -> Connection:
+        candidates = [a for a in dict.fromkeys(addrs) if self._transport_for(a) is not None]
+        if not candidates:
+            raise DialError(f"no dialable address for {peer} (have {[str(a) for a in addrs]})")
+        if len(candidates) == 1:
+            return await self._dial_one(candidates[0], peer)
+        winner: list[Connection] = []
+        errors: list[BaseException] = []
+        slots = trio.Semaphore(MAX_PARALLEL_DIALS)
+
+        async def attempt(addr: Multiaddr, scope: trio.CancelScope) -> None:
+            async with slots:
+                try:
+                    conn = await self._dial_one(addr, peer, register=False)
+                except (MycelError, OSError) as exc:
+                    errors.append(exc)
+                    return
+            if winner:
+                await conn.aclose()
+                return
+            winner.append(conn)
+            scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for addr in candidates:
+                nursery.start_soon(attempt, addr, nursery.cancel_scope)
+        if not winner:
+            raise DialError(f"all {len(candidates)} addresses of {peer} failed", errors)
+        self._register(winner[0])
+        return winner[0]
+
+    async def _dial_one(self, addr: Multiaddr, peer: PeerId | None, register: bool = True) -> Connection:
+        transport = self._transport_for(addr)
+        if transport is None:
+            raise DialError(f"no transport for {addr}")
+        if isinstance(transport, ConnectionTransport):
+            with trio.fail_after(self.handshake_timeout):
+                conn = await transport.dial(addr, self.identity, peer)
+        elif isinstance(transport, StreamTransport):
+            if self.upgrader is None:
+                raise DialError(f"{transport.name} needs security and muxers configured")
+            raw = await transport.dial(addr)
+            try:
+                with trio.fail_after(self.handshake_timeout):
+                    conn = await self.upgrader.upgrade_outbound(raw, peer)
+            except trio.TooSlowError as exc:
+                await raw.aclose()
+                raise DialError(f"handshake with {addr} timed out") from exc
+            except PeerIdMismatch:
+                await raw.aclose()
+                raise
+            except (MycelError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                await raw.aclose()
+                raise DialError(f"handshake with {addr} failed: {exc}") from exc
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await raw.aclose()
+                raise
+        else:
+            raise DialError(f"unsupported transport type {type(transport).__name__}")
+        if register:
+            self._register(conn)
+        return conn
+
+    # -- shutdown -----------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        self._closed = True
+        for listener in self._listeners:
+            try:
+                await listener.aclose()
+            except (trio.ClosedResourceError, OSError):
+                pass
+        for conn in self.connections():
+            await conn.aclose()
+
+

@@ -1,0 +1,77 @@
+"""Perf (``/perf/1.0.0``): the client sends u64 BE "bytes to send back", uploads, half-closes, then
+reads the requested bytes until EOF. Not enabled by default (it lets a peer ask for unbounded work)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import trio
+
+from mycel.core.abc import MuxedStream
+from mycel.core.errors import ProtocolViolation
+from mycel.service import Service, StreamHandler
+
+PERF_PROTOCOL = "/perf/1.0.0"
+BLOCK = 256 * 1024
+_ZEROS = bytes(BLOCK)
+
+
+@dataclass(frozen=True)
+class PerfResult:
+    upload_bytes: int
+    download_bytes: int
+    upload_seconds: float
+    download_seconds: float
+
+
+async def _send_zeros(stream: trio.abc.SendStream, n: int) -> None:
+    view = memoryview(_ZEROS)
+    while n > 0:
+        k = min(n, BLOCK)
+        await stream.send_all(view[:k])
+        n -= k
+
+
+async def _drain(stream: trio.abc.ReceiveStream) -> int:
+    total = 0
+    while True:
+        chunk = await stream.receive_some(BLOCK)
+        if not chunk:
+            return total
+        total += len(chunk)
+
+
+async def serve_perf(stream: trio.abc.HalfCloseableStream) -> None:
+    header = b""
+    while len(header) < 8:
+        chunk = await stream.receive_some(8 - len(header))
+        if not chunk:
+            raise ProtocolViolation("perf stream ended before the 8-byte length")
+        header += chunk
+    (to_send,) = struct.unpack(">Q", header)
+    await _drain(stream)
+    await _send_zeros(stream, to_send)
+    await stream.send_eof()
+
+
+async def run_perf(stream: trio.abc.HalfCloseableStream, upload: int, download: int) -> PerfResult:
+    start = trio.current_time()
+    await stream.send_all(struct.pack(">Q", download))
+    await _send_zeros(stream, upload)
+    await stream.send_eof()
+    mid = trio.current_time()
+    got = await _drain(stream)
+    end = trio.current_time()
+    if got != download:
+        raise ProtocolViolation(f"perf: asked for {download} bytes, got {got}")
+    return PerfResult(upload, download, mid - start, end - mid)
+
+
+class Perf(Service):
+    def handlers(self) -> Mapping[str, StreamHandler]:
+        return {PERF_PROTOCOL: self._handle}
+
+    async def _handle(self, stream: MuxedStream) -> None:
+        await serve_perf(stream)
