@@ -102,7 +102,7 @@ class HostConfig:
             if not self.muxers:
                 raise ConfigError("a stream transport needs at least one stream muxer")
         for name, items in (("security", self.security), ("muxers", self.muxers)):
-            ids = [x.protocol_id for x in items]  # type: ignore[attr-defined]
+            ids = [x.protocol_id for x in items]
             if len(set(ids)) != len(ids):
                 raise ConfigError(f"duplicate protocol in {name}: {ids}")
         for addr in self.listen:

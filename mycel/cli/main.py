@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseExceptionGroup as group:
         leaf = group
         while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
-            leaf = leaf.exceptions[0]  # type: ignore[assignment]
+            leaf = leaf.exceptions[0]
         print(f"mycel: error: {leaf}", file=sys.stderr)
         return 1
 

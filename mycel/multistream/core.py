@@ -43,7 +43,7 @@ class MessageDecoder:
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         self._buf += data
         if len(self._buf) > MAX_MESSAGE_SIZE + 16:
             # more unread input than one message may hold: only possible if a message is oversized

@@ -103,7 +103,7 @@ class LazyNegotiatedStream(MuxedStream):
     def connection(self) -> Connection:
         return self._inner.connection
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         if self._core is not None:
             await self._settle()
         return await self._inner.receive_some(max_bytes)
