@@ -1,0 +1,558 @@
+"""Sans-IO yamux (``/yamux/1.0.0``): bytes and ``now`` in, events and bytes out.
+
+Frame: 12-byte big-endian header ``version u8 | type u8 | flags u16 | stream_id u32 | length u32``.
+No trio, no clock, no randomness: the driver passes ``now`` (seconds) into every call that needs it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from mycel.core.errors import ConnectionClosed, MuxerError, ResourceLimitExceeded, StreamClosed
+from mycel.muxers.events import (
+    GoAwayReceived,
+    KeepaliveTimeout,
+    MuxerEvent,
+    PongReceived,
+    SendWindowOpened,
+    StreamAborted,
+    StreamData,
+    StreamEnded,
+    StreamOpened,
+)
+
+PROTOCOL_ID = "/yamux/1.0.0"
+
+HEADER = struct.Struct(">BBHII")
+HEADER_SIZE = 12
+VERSION = 0
+
+TYPE_DATA = 0
+TYPE_WINDOW_UPDATE = 1
+TYPE_PING = 2
+TYPE_GO_AWAY = 3
+
+FLAG_SYN = 0x1
+FLAG_ACK = 0x2
+FLAG_FIN = 0x4
+FLAG_RST = 0x8
+_STREAM_FLAGS = FLAG_SYN | FLAG_ACK | FLAG_FIN | FLAG_RST
+
+GO_AWAY_NORMAL = 0
+GO_AWAY_PROTOCOL_ERROR = 1
+GO_AWAY_INTERNAL_ERROR = 2
+
+INITIAL_WINDOW = 256 * 1024
+MAX_WINDOW = 16 * 1024 * 1024
+MAX_FRAME = 64 * 1024
+ACCEPT_BACKLOG = 256
+MAX_UNACKED_STREAMS = 256
+KEEPALIVE_INTERVAL = 30.0
+_MAX_U32 = 0xFFFFFFFF
+_MAX_PENDING_PONGS = 64
+_MAX_OUTSTANDING_PINGS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A decoded yamux header (for Data frames ``length`` is the payload size)."""
+
+    type: int
+    flags: int
+    stream_id: int
+    length: int
+    version: int = VERSION
+
+
+def encode_frame(type: int, flags: int, stream_id: int, length: int, payload: bytes = b"") -> bytes:
+    """Encode one frame (header plus, for Data, ``payload`` of ``length`` bytes)."""
+    return HEADER.pack(VERSION, type, flags, stream_id, length) + payload
+
+
+def decode_header(data: bytes | bytearray | memoryview) -> Frame:
+    """Decode a 12-byte header without validating it."""
+    version, type_, flags, stream_id, length = HEADER.unpack_from(data)
+    return Frame(type_, flags, stream_id, length, version)
+
+
+class _Stream:
+    __slots__ = (
+        "id",
+        "outbound",
+        "send_window",
+        "recv_window",
+        "recv_credit",
+        "buffered",
+        "epoch",
+        "need_ack",
+        "acked",
+        "accepted",
+        "local_fin",
+        "remote_fin",
+        "discard",
+    )
+
+    def __init__(self, stream_id: int, outbound: bool, now: float) -> None:
+        self.id = stream_id
+        self.outbound = outbound
+        self.send_window = INITIAL_WINDOW
+        self.recv_window = INITIAL_WINDOW  # the window we aim to keep open for the peer
+        self.recv_credit = INITIAL_WINDOW  # bytes the peer may still send
+        self.buffered = 0  # received, not yet consumed by the reader
+        self.epoch = now  # time of the last window update we sent
+        self.need_ack = not outbound  # inbound: ACK rides on our first frame
+        self.acked = not outbound
+        self.accepted = outbound
+        self.local_fin = False
+        self.remote_fin = False
+        self.discard = False
+
+
+class YamuxCore:
+    """One yamux session. ``is_client`` = we initiated the connection (odd stream ids)."""
+
+    protocol_id = PROTOCOL_ID
+    supports_ping = True
+
+    def __init__(
+        self,
+        is_client: bool,
+        *,
+        max_window: int = MAX_WINDOW,
+        max_frame: int = MAX_FRAME,
+        accept_backlog: int = ACCEPT_BACKLOG,
+        max_unacked: int = MAX_UNACKED_STREAMS,
+        keepalive_interval: float | None = KEEPALIVE_INTERVAL,
+        keepalive_timeout: float | None = None,
+        window_growth_rtts: float = 2.0,
+    ) -> None:
+        if max_window < INITIAL_WINDOW or max_window > _MAX_U32:
+            raise ValueError("max_window must be between 256 KiB and 2**32-1")
+        if max_frame < 1:
+            raise ValueError("max_frame must be positive")
+        self.is_client = is_client
+        self.max_window = max_window
+        self.max_frame = max_frame
+        self.accept_backlog = accept_backlog
+        self.max_unacked = max_unacked
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_timeout = keepalive_timeout if keepalive_timeout is not None else keepalive_interval
+        self.window_growth_rtts = window_growth_rtts
+        self.rtt: float | None = None  # last measured round-trip time
+
+        self._streams: dict[int, _Stream] = {}
+        self._next_id = 1 if is_client else 2
+        self._unacked = 0  # outbound streams the remote has not ACKed yet
+        self._pending_accept = 0  # inbound streams the application has not accepted yet
+        self._out = bytearray()
+        self._local_goaway = False
+        self._remote_goaway = False
+        self._error: str | None = None
+
+        # receive parser state
+        self._hdr = bytearray()  # partial header; < 12 bytes
+        self._remaining = 0  # payload bytes of the current Data frame still to come
+        self._target: _Stream | None = None  # stream that gets them; None = discard
+        self._fin_after = False  # the current Data frame carries FIN
+        self._now = 0.0
+
+        # pings: opaque -> time sent; bounded, the oldest is forgotten at the bound
+        self._pings: OrderedDict[int, float] = OrderedDict()
+        self._next_ping = 0
+        self._pending_pongs = 0  # pongs queued since the last drain; more are dropped
+        self._last_recv: float | None = None
+        self._keepalive_sent: float | None = None  # when the unanswered keep-alive ping went out
+        self._heard = True  # something arrived since the keep-alive ping was sent
+
+    # ---- output -------------------------------------------------------------------------
+
+    @property
+    def pending_output(self) -> int:
+        return len(self._out)
+
+    def data_to_send(self) -> bytearray:
+        out = self._out
+        self._out = bytearray()
+        self._pending_pongs = 0
+        return out
+
+    def _frame(self, type_: int, flags: int, stream_id: int, length: int) -> None:
+        self._out += HEADER.pack(VERSION, type_, flags, stream_id, length)
+
+    # ---- state queries ------------------------------------------------------------------
+
+    @property
+    def is_failed(self) -> bool:
+        return self._error is not None
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    @property
+    def unacked_streams(self) -> int:
+        return self._unacked
+
+    @property
+    def pending_accept(self) -> int:
+        return self._pending_accept
+
+    def has_stream(self, key: int) -> bool:
+        return key in self._streams
+
+    def wire_id(self, key: int) -> int:
+        return key
+
+    def send_window(self, key: int) -> int:
+        st = self._streams.get(key)
+        if st is None or st.local_fin:
+            return 0
+        return st.send_window
+
+    def receive_window(self, key: int) -> int:
+        """The current target receive window of the stream (0 if unknown)."""
+        st = self._streams.get(key)
+        return st.recv_window if st is not None else 0
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        self._last_recv = now
+        if self._error is None and not self._local_goaway:
+            self.ping(now)  # first RTT sample for window auto-tuning
+
+    def close(self) -> None:
+        if self._local_goaway or self._error is not None:
+            return
+        self._local_goaway = True
+        self._frame(TYPE_GO_AWAY, 0, 0, GO_AWAY_NORMAL)
+
+    def _fail(self, reason: str) -> MuxerError:
+        if self._error is None:
+            self._error = reason
+            self._local_goaway = True
+            self._frame(TYPE_GO_AWAY, 0, 0, GO_AWAY_PROTOCOL_ERROR)
+        return MuxerError(reason)
+
+    # ---- local commands -----------------------------------------------------------------
+
+    def open_stream(self, now: float) -> int:
+        if self._error is not None or self._local_goaway:
+            raise ConnectionClosed("yamux session is closing")
+        if self._remote_goaway:
+            raise ConnectionClosed("remote sent GoAway: no new streams")
+        if self._unacked >= self.max_unacked:
+            raise ResourceLimitExceeded(f"{self._unacked} outbound streams not yet acknowledged")
+        sid = self._next_id
+        if sid > _MAX_U32:
+            raise ConnectionClosed("yamux stream ids exhausted")
+        self._next_id = sid + 2
+        self._streams[sid] = _Stream(sid, True, now)
+        self._unacked += 1
+        self._frame(TYPE_WINDOW_UPDATE, FLAG_SYN, sid, 0)
+        return sid
+
+    def send_data(self, key: int, data: memoryview) -> int:
+        st = self._streams.get(key)
+        if st is None or st.local_fin:
+            raise StreamClosed(f"yamux stream {key} is not writable")
+        n = min(len(data), st.send_window)
+        if n <= 0:
+            return 0
+        flags = 0
+        if st.need_ack:
+            flags = FLAG_ACK
+            st.need_ack = False
+        out = self._out
+        pack = HEADER.pack
+        max_frame = self.max_frame
+        pos = 0
+        while pos < n:
+            m = min(max_frame, n - pos)
+            out += pack(VERSION, TYPE_DATA, flags, key, m)
+            out += data[pos : pos + m]
+            flags = 0
+            pos += m
+        st.send_window -= n
+        return n
+
+    def send_eof(self, key: int) -> None:
+        st = self._streams.get(key)
+        if st is None or st.local_fin:
+            return
+        flags = FLAG_FIN
+        if st.need_ack:
+            flags |= FLAG_ACK
+            st.need_ack = False
+        st.local_fin = True
+        self._frame(TYPE_DATA, flags, key, 0)
+        if st.remote_fin:
+            self._free(st)
+
+    def reset_stream(self, key: int) -> None:
+        st = self._streams.get(key)
+        if st is None:
+            return
+        self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, key, 0)
+        self._free(st)
+
+    def consume(self, key: int, n: int, now: float) -> None:
+        st = self._streams.get(key)
+        if st is None:
+            return
+        st.buffered -= n
+        self._maybe_update_window(st, now)
+
+    def stop_receiving(self, key: int, now: float) -> None:
+        st = self._streams.get(key)
+        if st is None:
+            return
+        st.discard = True
+        st.buffered = 0
+        self._maybe_update_window(st, now)
+
+    def stream_accepted(self, key: int) -> None:
+        st = self._streams.get(key)
+        if st is not None and not st.accepted:
+            st.accepted = True
+            self._pending_accept -= 1
+
+    def ping(self, now: float) -> int:
+        if self._error is not None:
+            raise ConnectionClosed("yamux session failed")
+        opaque = self._next_ping
+        self._next_ping = (opaque + 1) & _MAX_U32
+        if len(self._pings) >= _MAX_OUTSTANDING_PINGS:
+            self._pings.popitem(last=False)
+        self._pings[opaque] = now
+        self._frame(TYPE_PING, FLAG_SYN, 0, opaque)
+        return opaque
+
+    # ---- timers (keep-alive) ------------------------------------------------------------
+
+    def timer(self) -> float | None:
+        if self.keepalive_interval is None or self._error is not None or self._last_recv is None:
+            return None
+        if self._keepalive_sent is not None and not self._heard:
+            assert self.keepalive_timeout is not None
+            return self._keepalive_sent + self.keepalive_timeout
+        return self._last_recv + self.keepalive_interval
+
+    def handle_timer(self, now: float) -> list[MuxerEvent]:
+        if self.keepalive_interval is None or self._error is not None or self._last_recv is None:
+            return []
+        if self._keepalive_sent is not None:
+            if self._heard:
+                self._keepalive_sent = None  # heard from the remote since: alive
+            else:
+                assert self.keepalive_timeout is not None
+                if now >= self._keepalive_sent + self.keepalive_timeout:
+                    return [KeepaliveTimeout()]
+                return []
+        if now >= self._last_recv + self.keepalive_interval:
+            self.ping(now)
+            self._keepalive_sent = now
+            self._heard = False
+        return []
+
+    # ---- receiving ----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> list[MuxerEvent]:
+        """Feed bytes from the wire. Raises MuxerError on a violation (a GoAway is then queued)."""
+        if self._error is not None:
+            raise MuxerError(self._error)
+        self._now = now
+        self._last_recv = now
+        self._heard = True
+        events: list[MuxerEvent] = []
+        mv = memoryview(data)
+        end = len(mv)
+        pos = 0
+        unpack_from = HEADER.unpack_from
+        try:
+            while pos < end:
+                if self._remaining:
+                    n = min(self._remaining, end - pos)
+                    st = self._target
+                    if st is not None:
+                        if st.discard:
+                            self._maybe_update_window(st, now)
+                        else:
+                            st.buffered += n
+                            events.append(StreamData(st.id, mv[pos : pos + n]))
+                    pos += n
+                    self._remaining -= n
+                    if not self._remaining:
+                        self._end_payload(events)
+                    continue
+                if self._hdr:
+                    take = HEADER_SIZE - len(self._hdr)
+                    self._hdr += mv[pos : pos + take]
+                    pos += take
+                    if len(self._hdr) < HEADER_SIZE:
+                        break
+                    version, type_, flags, sid, length = unpack_from(self._hdr)
+                    self._hdr.clear()
+                elif end - pos < HEADER_SIZE:
+                    self._hdr += mv[pos:end]
+                    break
+                else:
+                    version, type_, flags, sid, length = unpack_from(mv, pos)
+                    pos += HEADER_SIZE
+                self._handle_frame(version, type_, flags, sid, length, events)
+        except MuxerError as exc:
+            raise self._fail(str(exc)) from None
+        return events
+
+    def _end_payload(self, events: list[MuxerEvent]) -> None:
+        st = self._target
+        self._target = None
+        if st is not None and self._fin_after:
+            self._remote_fin(st, events)
+        self._fin_after = False
+
+    def _skip(self, length: int) -> None:
+        self._target = None
+        self._fin_after = False
+        self._remaining = length
+
+    def _handle_frame(
+        self, version: int, type_: int, flags: int, sid: int, length: int, events: list[MuxerEvent]
+    ) -> None:
+        if version != VERSION:
+            raise MuxerError(f"unsupported yamux version {version}")
+        if type_ == TYPE_DATA or type_ == TYPE_WINDOW_UPDATE:
+            if flags & ~_STREAM_FLAGS:
+                raise MuxerError(f"unknown yamux flags {flags:#x}")
+            if sid == 0:
+                raise MuxerError("stream frame on stream id 0")
+            self._stream_frame(type_, flags, sid, length, events)
+        elif type_ == TYPE_PING:
+            if sid != 0:
+                raise MuxerError(f"ping on stream id {sid}")
+            if flags == FLAG_SYN:
+                if self._pending_pongs < _MAX_PENDING_PONGS:
+                    self._pending_pongs += 1
+                    self._frame(TYPE_PING, FLAG_ACK, 0, length)
+            elif flags == FLAG_ACK:
+                sent = self._pings.pop(length, None)
+                if sent is not None:
+                    rtt = self._now - sent
+                    self.rtt = rtt
+                    events.append(PongReceived(length, rtt))
+            else:
+                raise MuxerError(f"bad ping flags {flags:#x}")
+        elif type_ == TYPE_GO_AWAY:
+            if sid != 0 or flags:
+                raise MuxerError("malformed GoAway")
+            self._remote_goaway = True
+            events.append(GoAwayReceived(length))
+        else:
+            raise MuxerError(f"unknown yamux frame type {type_}")
+
+    def _stream_frame(self, type_: int, flags: int, sid: int, length: int, events: list[MuxerEvent]) -> None:
+        is_data = type_ == TYPE_DATA
+        st = self._streams.get(sid)
+        if flags & FLAG_SYN:
+            if flags & FLAG_ACK:
+                raise MuxerError(f"SYN and ACK together on stream {sid}")
+            if st is not None:
+                raise MuxerError(f"SYN for existing stream {sid}")
+            if (sid & 1) == (1 if self.is_client else 0):
+                raise MuxerError(f"remote opened stream {sid} with our id parity")
+            if flags & FLAG_RST:
+                st = None  # opened and reset at once: nothing to do
+            elif self._local_goaway or self._pending_accept >= self.accept_backlog:
+                self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0)  # refuse: backlog full or closing
+                st = None
+            else:
+                st = _Stream(sid, False, self._now)
+                self._streams[sid] = st
+                self._pending_accept += 1
+                events.append(StreamOpened(sid))
+        if st is None:
+            if is_data and length:
+                self._skip(length)  # stream unknown (already freed, or refused): drop the payload
+            return
+        if flags & FLAG_ACK and not st.acked:
+            st.acked = True
+            self._unacked -= 1
+        if flags & FLAG_RST:
+            if is_data and length:
+                self._skip(length)
+            self._free(st)
+            events.append(StreamAborted(sid, True, "reset by remote"))
+            return
+        if not is_data:
+            if length:
+                window = st.send_window + length
+                if window > _MAX_U32:
+                    raise MuxerError(f"send window of stream {sid} overflows")
+                st.send_window = window
+                events.append(SendWindowOpened(sid))
+            if flags & FLAG_FIN:
+                self._remote_fin(st, events)
+            return
+        if length:
+            if length > st.recv_credit:
+                raise MuxerError(f"stream {sid}: {length} bytes exceed the receive window ({st.recv_credit})")
+            st.recv_credit -= length
+            if st.remote_fin:
+                self._skip(length)
+                self._local_reset(st, "data after FIN", events)
+                return
+            self._target = st
+            self._fin_after = bool(flags & FLAG_FIN)
+            self._remaining = length
+        elif flags & FLAG_FIN:
+            self._remote_fin(st, events)
+
+    def _remote_fin(self, st: _Stream, events: list[MuxerEvent]) -> None:
+        if st.remote_fin:
+            return
+        st.remote_fin = True
+        events.append(StreamEnded(st.id))
+        if st.local_fin:
+            self._free(st)
+
+    def _local_reset(self, st: _Stream, reason: str, events: list[MuxerEvent]) -> None:
+        self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, st.id, 0)
+        self._free(st)
+        events.append(StreamAborted(st.id, False, reason))
+
+    def _free(self, st: _Stream) -> None:
+        if self._streams.pop(st.id, None) is None:
+            return
+        if self._target is st:
+            self._target = None  # the rest of the current payload is dropped
+            self._fin_after = False
+        if not st.acked:
+            self._unacked -= 1
+        if not st.accepted:
+            self._pending_accept -= 1
+
+    def _maybe_update_window(self, st: _Stream, now: float) -> None:
+        if st.remote_fin or st.id not in self._streams:
+            return
+        window = st.recv_window
+        delta = window - st.recv_credit - st.buffered
+        if delta < window >> 1:
+            return
+        rtt = self.rtt
+        if (
+            rtt is not None
+            and window < self.max_window
+            and now - st.epoch < self.window_growth_rtts * rtt
+        ):
+            grown = min(window * 2, self.max_window)
+            delta += grown - window
+            st.recv_window = grown
+        st.epoch = now
+        st.recv_credit += delta
+        flags = 0
+        if st.need_ack:
+            flags = FLAG_ACK
+            st.need_ack = False
+        self._frame(TYPE_WINDOW_UPDATE, flags, st.id, delta)
