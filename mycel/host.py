@@ -137,6 +137,7 @@ class Host:
         self._handlers: dict[str, _Handler] = {}
         self._subscribers: list[trio.MemorySendChannel[Event]] = []
         self.dropped_events = 0
+        self._addrs_cache: tuple[tuple[Multiaddr, ...], list[Multiaddr]] | None = None
         self._services = list(config.services)
         stream_transports = any(isinstance(t, StreamTransport) for t in config.transports)
         upgrader = Upgrader(self.identity, config.security, config.muxers) if stream_transports else None
@@ -169,13 +170,16 @@ class Host:
         Unspecified listen addresses (0.0.0.0, ::) are expanded to loopback here; services such as
         identify add observed public addresses separately.
         """
-        out: list[Multiaddr] = []
-        for addr in self.listen_addrs:
-            if is_unspecified(addr):
-                text = str(addr).replace("/ip4/0.0.0.0/", "/ip4/127.0.0.1/").replace("/ip6/::/", "/ip6/::1/")
-                addr = Multiaddr(text)
-            out.append(with_peer_id(addr, self.peer_id))
-        return out
+        listen = tuple(self.listen_addrs)
+        if self._addrs_cache is None or self._addrs_cache[0] != listen:
+            out: list[Multiaddr] = []
+            for addr in listen:
+                if is_unspecified(addr):
+                    text = str(addr).replace("/ip4/0.0.0.0/", "/ip4/127.0.0.1/").replace("/ip6/::/", "/ip6/::1/")
+                    addr = Multiaddr(text)
+                out.append(with_peer_id(addr, self.peer_id))
+            self._addrs_cache = (listen, out)
+        return list(self._addrs_cache[1])
 
     @property
     def advertised_addrs(self) -> list[Multiaddr]:

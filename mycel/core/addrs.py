@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from multiaddr import Multiaddr
 
+from mycel.core.varint import encode_uvarint
+
 if TYPE_CHECKING:
     from mycel.core.peer_id import PeerId
 
@@ -51,10 +53,15 @@ def tcp_host_port(addr: Multiaddr) -> tuple[str, str, int] | None:
     return p0.name, str(host), int(str(port))
 
 
+_IP4, _IP6 = encode_uvarint(4), encode_uvarint(41)
+_PORT_CODES = {"tcp": encode_uvarint(6), "udp": encode_uvarint(273)}
+
+
 def ip_multiaddr(host: str, port: int, transport: str = "tcp") -> Multiaddr:
+    """``/ip4|ip6/<host>/<transport>/<port>``, built from bytes (string parsing is ~30x slower)."""
     ip = ipaddress.ip_address(host.split("%", 1)[0])
-    family = "ip4" if ip.version == 4 else "ip6"
-    return Multiaddr(f"/{family}/{ip}/{transport}/{port}")
+    code = _IP4 if ip.version == 4 else _IP6
+    return Multiaddr(code + ip.packed + _PORT_CODES[transport] + port.to_bytes(2, "big"))
 
 
 def is_loopback(addr: Multiaddr) -> bool:

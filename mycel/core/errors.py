@@ -82,3 +82,7 @@ class ConfigError(MycelError, ValueError):
 
 class DecryptionError(ProtocolViolation):
     """An encrypted frame failed authentication (bad tag, wrong key or nonce, tampered bytes)."""
+
+
+class InvalidCertificate(HandshakeError, ProtocolViolation):
+    """A peer's TLS certificate failed libp2p verification (chain, validity, extension, signature)."""

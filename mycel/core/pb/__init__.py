@@ -1,0 +1,1 @@
+"""Generated protobuf modules for keys, signed envelopes and peer records (``make proto``)."""
