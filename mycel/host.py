@@ -279,11 +279,14 @@ class Host:
                 with contextlib.suppress(MycelError, trio.BrokenResourceError, trio.ClosedResourceError):
                     await stream.aclose()
 
-    async def new_stream(self, peer: PeerId | str | Multiaddr, protocols: Sequence[str] | str) -> MuxedStream:
+    async def new_stream(
+        self, peer: PeerId | str | Multiaddr, protocols: Sequence[str] | str, *, lazy: bool | None = None
+    ) -> MuxedStream:
         """Open a stream to ``peer`` speaking the first of ``protocols`` it accepts.
 
         Dials if needed (from peerstore addresses, or the multiaddr given). With a single protocol the
-        peer is known to support (from identify), negotiation is optimistic and costs no round trip.
+        peer is known to support (from identify), or ``lazy=True``, negotiation is optimistic and costs
+        no round trip: a refusal then surfaces as ProtocolNotSupported from the first read.
         """
         if isinstance(protocols, str):
             protocols = [protocols]
@@ -293,7 +296,7 @@ class Host:
         stream = await conn.open_stream()
         known = self.peerstore.protocols(conn.remote_peer)
         try:
-            if len(protocols) == 1 and protocols[0] in known:
+            if len(protocols) == 1 and (lazy or (lazy is None and protocols[0] in known)):
                 lazy = await select_lazy(stream, protocols[0])
                 self.emit(StreamOpened(conn.remote_peer, protocols[0], Direction.OUTBOUND))
                 return lazy

@@ -6,9 +6,13 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from mycel.core.abc import Connection, RawConnection, SecurityProtocol, StreamMuxer
+from multiaddr import Multiaddr
+
+from mycel.core.abc import Connection, Direction, RawConnection, SecurityProtocol, StreamMuxer
 from mycel.core.errors import ConfigError, NegotiationError
 from mycel.multistream import select_inbound, select_outbound
+from mycel.multistream.core import DialerCore, MessageDecoder
+from mycel.multistream.negotiate import read_message
 
 if TYPE_CHECKING:
     from mycel.core.identity import Identity
@@ -43,7 +47,13 @@ class Upgrader:
         return muxer
 
     async def upgrade_outbound(self, raw: RawConnection, expected_peer: PeerId | None) -> Connection:
-        sec_id = await select_outbound(raw, self._security_order)
+        if len(self._security_order) == 1:
+            # One security protocol: propose it optimistically, so the proposal travels with the
+            # first handshake message and the answer is checked when the handshake first reads.
+            sec_id = self._security_order[0]
+            raw = LazySelectConnection(raw, sec_id)
+        else:
+            sec_id = await select_outbound(raw, self._security_order)
         secure = await self._security[sec_id].secure_outbound(
             raw, self.identity, expected_peer, self._muxer_order
         )
@@ -57,3 +67,56 @@ class Upgrader:
             secure, self._muxers.__contains__, lambda: self._muxer_order
         )
         return self._muxer(muxer_id).new_connection(secure)
+
+
+class LazySelectConnection(RawConnection):
+    """A raw connection with an optimistic multistream proposal in front of it.
+
+    The header and proposal are prepended to the first write; the first read consumes and checks the
+    answer (a refusal raises ProtocolNotSupported there).
+    """
+
+    def __init__(self, inner: RawConnection, protocol: str) -> None:
+        self._inner = inner
+        self._core: DialerCore | None = DialerCore([protocol])
+        self._prefix = self._core.initial_bytes()
+
+    @property
+    def local_addr(self) -> Multiaddr:
+        return self._inner.local_addr
+
+    @property
+    def remote_addr(self) -> Multiaddr:
+        return self._inner.remote_addr
+
+    @property
+    def direction(self) -> Direction:
+        return self._inner.direction
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._prefix:
+            data, self._prefix = self._prefix + bytes(data), b""
+        await self._inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        core = self._core
+        if core is not None:
+            if self._prefix:  # nothing written yet: the proposal must go out before we wait
+                await self.send_all(b"")
+            decoder = MessageDecoder()
+            while core.selected is None:
+                core.receive(await read_message(self._inner, decoder))
+            self._core = None
+        return await self._inner.receive_some(max_bytes)
+
+    async def send_eof(self) -> None:
+        if self._prefix:
+            await self.send_all(b"")
+        await self._inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+

@@ -94,7 +94,7 @@ class Ping(Service):
     async def ping(self, peer: PeerId | str, count: int = 1) -> list[float]:
         """Ping ``peer`` (dialing it if needed) ``count`` times on one stream; RTTs in seconds."""
         assert self._host is not None, "Ping service is not running"
-        stream = await self._host.new_stream(peer, [PING_PROTOCOL])
+        stream = await self._host.new_stream(peer, [PING_PROTOCOL], lazy=True)  # we read at once
         try:
             rtts = await ping_stream(stream, count)
             await stream.send_eof()

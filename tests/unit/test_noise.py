@@ -756,11 +756,28 @@ async def test_static_key_is_fresh_per_connection(monkeypatch: pytest.MonkeyPatc
         return key
 
     monkeypatch.setattr(noise_protocol_module, "_fresh_x25519", spy)
-    noise = Noise()
+    noise = Noise(static_key_per_connection=True)
     await noise_pair(noise=noise)
     await noise_pair(noise=noise)
     assert len(made) == 8  # static + ephemeral, per side, per connection
     assert len(set(made)) == 8
+
+
+async def test_static_key_reused_per_instance_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[bytes] = []
+    real = noise_protocol_module._fresh_x25519
+
+    def spy() -> bytes:
+        key = real()
+        made.append(key)
+        return key
+
+    monkeypatch.setattr(noise_protocol_module, "_fresh_x25519", spy)
+    noise = Noise()
+    await noise_pair(noise=noise)
+    await noise_pair(noise=noise)
+    assert len(made) == 5  # one static for the instance, ephemerals fresh per side per connection
+    assert len(set(made)) == 5
 
 
 def test_noise_rejects_bad_limit() -> None:

@@ -180,13 +180,16 @@ class NoiseHandshake:
         muxers: Sequence[str] = (),
         max_message_size: int = MAX_FRAME,
         prologue: bytes = b"",
+        identity_sig: bytes | None = None,
     ) -> None:
+        """``identity_sig`` may carry a precomputed signature over our static public key."""
         if not 0 < max_message_size <= MAX_FRAME:
             raise ValueError(f"max_message_size must be in 1..{MAX_FRAME}")
         self._xx = XXHandshake(
             initiator=initiator, static_private=static_private, ephemeral_private=ephemeral_private, prologue=prologue
         )
         self._identity = identity
+        self._identity_sig = identity_sig
         self._initiator = initiator
         self._expected = remote_peer
         self._muxers = tuple(muxers)
@@ -267,7 +270,8 @@ class NoiseHandshake:
     def _our_payload(self) -> bytes:
         msg = noise_handshake_pb2.NoiseHandshakePayload(
             identity_key=self._identity.public_key.to_protobuf(),
-            identity_sig=self._identity.private_key.sign(STATIC_KEY_DOMAIN + self._xx.local_static_public),
+            identity_sig=self._identity_sig
+            or self._identity.private_key.sign(STATIC_KEY_DOMAIN + self._xx.local_static_public),
         )
         if self._muxers:
             msg.extensions.stream_muxers.extend(self._muxers)

@@ -13,7 +13,7 @@ from mycel.core.errors import HandshakeError, ProtocolViolation
 from mycel.core.identity import Identity
 from mycel.core.peer_id import PeerId
 from mycel.security.noise.connection import NoiseConnection
-from mycel.security.noise.handshake import NoiseHandshake
+from mycel.security.noise.handshake import STATIC_KEY_DOMAIN, NoiseHandshake
 from mycel.security.noise.transport import MAX_FRAME, NoiseTransport
 
 __all__ = ["Noise"]
@@ -28,16 +28,40 @@ def _fresh_x25519() -> bytes:
 class Noise(SecurityProtocol):
     """libp2p Noise (XX, 25519, ChaChaPoly, SHA256, empty prologue).
 
-    A fresh X25519 static key is made for every connection. ``handshake_max_message`` bounds each
-    incoming handshake message (at most 65535, the frame limit).
+    The X25519 static key (never the identity key, never persisted) is made once per ``Noise``
+    instance and its identity signature cached, which the spec allows and which saves a key generation
+    and a signature on every handshake; ``static_key_per_connection=True`` makes a fresh one each time.
+    Ephemeral keys are always fresh. ``handshake_max_message`` bounds each incoming handshake message
+    (at most 65535, the frame limit).
     """
 
     protocol_id = "/noise"
 
-    def __init__(self, *, handshake_max_message: int = MAX_FRAME) -> None:
+    def __init__(self, *, handshake_max_message: int = MAX_FRAME, static_key_per_connection: bool = False) -> None:
         if not 0 < handshake_max_message <= MAX_FRAME:
             raise ValueError(f"handshake_max_message must be in 1..{MAX_FRAME}")
         self.handshake_max_message = handshake_max_message
+        self.static_key_per_connection = static_key_per_connection
+        self._static: tuple[bytes, bytes] | None = None  # (private, public)
+        self._signatures: dict[bytes, bytes] = {}  # identity key protobuf -> sig; bounded below
+
+    def _static_key(self, identity: Identity) -> tuple[bytes, bytes | None]:
+        """Our static private key and, when reusable, the cached identity_sig over its public half."""
+        if self.static_key_per_connection:
+            return _fresh_x25519(), None
+        if self._static is None:
+            private = _fresh_x25519()
+            public = x25519.X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+            self._static = (private, public)
+        private, public = self._static
+        key = identity.public_key.to_protobuf()
+        sig = self._signatures.get(key)
+        if sig is None:
+            if len(self._signatures) >= 16:  # one per identity using this instance; rarely more than one
+                self._signatures.clear()
+            sig = identity.private_key.sign(STATIC_KEY_DOMAIN + public)
+            self._signatures[key] = sig
+        return private, sig
 
     async def secure_outbound(
         self,
@@ -46,11 +70,13 @@ class Noise(SecurityProtocol):
         remote_peer: PeerId | None,
         muxer_ids: Sequence[str] = (),
     ) -> NoiseConnection:
+        static, sig = self._static_key(identity)
         handshake = NoiseHandshake(
             identity,
             initiator=True,
-            static_private=_fresh_x25519(),
+            static_private=static,
             ephemeral_private=_fresh_x25519(),
+            identity_sig=sig,
             remote_peer=remote_peer,
             muxers=muxer_ids,
             max_message_size=self.handshake_max_message,
@@ -63,11 +89,13 @@ class Noise(SecurityProtocol):
         identity: Identity,
         muxer_ids: Sequence[str] = (),
     ) -> NoiseConnection:
+        static, sig = self._static_key(identity)
         handshake = NoiseHandshake(
             identity,
             initiator=False,
-            static_private=_fresh_x25519(),
+            static_private=static,
             ephemeral_private=_fresh_x25519(),
+            identity_sig=sig,
             muxers=muxer_ids,
             max_message_size=self.handshake_max_message,
         )
