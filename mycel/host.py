@@ -314,20 +314,20 @@ class Host:
     async def connect(self, target: PeerId | str | Multiaddr, addrs: Sequence[Multiaddr | str] = ()) -> Connection:
         """Connect to a peer (reusing a live connection). ``target`` is a PeerId, a peer id string, or a
         multiaddr (with ``/p2p/<id>`` to authenticate the remote; without it any peer is accepted)."""
+        extra = [as_multiaddr(a) for a in addrs]
         if isinstance(target, PeerId):
-            peer: PeerId | None = target
-            extra = [as_multiaddr(a) for a in addrs]
+            peer = target
         else:
             text = str(target)
             if text.startswith("/"):
-                base, peer = split_peer_id(as_multiaddr(text))
-                extra = [base] + [as_multiaddr(a) for a in addrs]
-                if peer is None:
+                base, maybe_peer = split_peer_id(as_multiaddr(text))
+                if maybe_peer is None:
                     return await self.swarm.dial_addr(base)
-            else:
-                peer = PeerId.from_string(text)
-                extra = [as_multiaddr(a) for a in addrs]
-        assert peer is not None
+                # an explicit address is what gets dialed (with any extra ones), not the whole peerstore
+                peer = maybe_peer
+                self.peerstore.add_addrs(peer, [base, *extra])
+                return await self.swarm.dial_peer(peer, [base, *extra])
+            peer = PeerId.from_string(text)
         if extra:
             self.peerstore.add_addrs(peer, extra)
         existing = self.swarm.connections(peer)

@@ -255,3 +255,51 @@ async def test_remote_sees_close_when_host_exits() -> None:
                 while not isinstance(await events.receive(), ConnectionClosed):
                     pass
         assert a.connections() == []
+
+
+async def test_security_refused_by_listener_fails_dial_cleanly() -> None:
+    from mycel.security.plaintext import Plaintext
+    from mycel.testing.hosts import memory_config
+    from mycel.transports.memory import MemoryNetwork
+
+    network = MemoryNetwork()
+    async with (
+        open_host(memory_config(network, security=[Plaintext()])) as plain,
+        open_host(memory_config(network)) as noisy,
+    ):
+        with pytest.raises(DialError):
+            await noisy.connect(plain.addrs[0])
+        assert noisy.connections() == [] and plain.connections() == []
+
+
+async def test_dns_and_ipv6_addresses() -> None:
+    async with open_host(tcp_config(listen=["/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0"])) as a:
+        addrs = [str(x) for x in a.listen_addrs]
+        assert any(x.startswith("/ip6/::1/tcp/") for x in addrs)
+        v4 = next(x for x in addrs if x.startswith("/ip4/"))
+        v6 = next(x for x in addrs if x.startswith("/ip6/"))
+        port4, port6 = v4.rsplit("/", 1)[1], v6.rsplit("/", 1)[1]
+        assert port4 != "0" and port6 != "0"
+        async with open_host(tcp_config(listen=[])) as b:
+            conn = await b.connect(f"/dns4/localhost/tcp/{port4}/p2p/{a.peer_id}")
+            assert conn.remote_peer == a.peer_id
+            await b.disconnect(a.peer_id)
+            conn = await b.connect(f"{v6}/p2p/{a.peer_id}")
+            assert str(conn.remote_addr).startswith("/ip6/::1/")
+
+
+async def test_plaintext_is_never_a_default() -> None:
+    cfg = HostConfig()
+    assert [s.protocol_id for s in cfg.security] == ["/noise"]
+    assert [m.protocol_id for m in cfg.muxers] == ["/yamux/1.0.0", "/mplex/6.7.0"]
+
+
+def test_config_validation() -> None:
+    from mycel.core.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        HostConfig(security=[])
+    with pytest.raises(ConfigError):
+        HostConfig(muxers=[])
+    with pytest.raises(ConfigError):
+        HostConfig(muxers=[Yamux(), Yamux()])
