@@ -1,0 +1,253 @@
+"""A client for the libp2p daemon control protocol (go-libp2p-daemon ``specs/CONTROL.md``).
+
+Every message on the control socket is a uvarint-delimited protobuf. Each request here uses its own
+control connection: plain requests close it after the one response; ``stream_open`` keeps it, because
+after the OK response the daemon pipes the libp2p stream through that same socket. Inbound streams for a
+``stream_handler`` registration arrive as connections to a unix socket we listen on, each starting with
+a bare (not wrapped) delimited ``StreamInfo``.
+
+The codec functions are sans-IO; :class:`ControlClient` and :class:`DaemonStream` are the trio driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import trio
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+
+from interop.p2pd import p2pd_pb2 as pb
+from mycel.core.errors import DecodeError, MycelError
+from mycel.core.varint import LengthPrefixedDecoder, encode_uvarint, length_prefixed
+
+log = logging.getLogger("mycel.interop.p2pd")
+
+MAX_CONTROL_MESSAGE = 4 * 1024 * 1024  # the daemon's own cap; a longer prefix raises MessageTooLarge
+READ_CHUNK = 256 * 1024
+
+
+class DaemonError(MycelError):
+    """The daemon answered a request with ERROR (``str(err)`` is its message)."""
+
+
+@dataclass(frozen=True)
+class PeerEntry:
+    """One peer as the daemon reports it: raw peer-id bytes and binary multiaddrs."""
+
+    peer_id: bytes
+    addrs: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    peer_id: bytes
+    addr: bytes
+    protocol: str
+
+
+# --- sans-IO codec ---------------------------------------------------------------------------------
+
+
+def encode_request(request: pb.Request) -> bytes:
+    return length_prefixed(request.SerializeToString())
+
+
+def decode_response(data: bytes) -> pb.Response:
+    """Parse one Response body; ``DecodeError`` if it is not a valid Response."""
+    msg = pb.Response()
+    try:
+        msg.ParseFromString(data)
+    except ProtobufDecodeError as exc:
+        raise DecodeError(f"bad p2pd Response: {exc}") from exc
+    if not msg.IsInitialized():  # the parser does not insist on required fields; we do
+        raise DecodeError(f"p2pd Response lacks {msg.FindInitializationErrors()}")
+    return msg
+
+
+def decode_stream_info(data: bytes) -> StreamInfo:
+    msg = pb.StreamInfo()
+    try:
+        msg.ParseFromString(data)
+    except ProtobufDecodeError as exc:
+        raise DecodeError(f"bad p2pd StreamInfo: {exc}") from exc
+    if not msg.IsInitialized():
+        raise DecodeError(f"p2pd StreamInfo lacks {msg.FindInitializationErrors()}")
+    return StreamInfo(peer_id=msg.peer, addr=msg.addr, protocol=msg.proto)
+
+
+def check_ok(response: pb.Response) -> pb.Response:
+    if response.type != pb.Response.OK:
+        raise DaemonError(response.error.msg if response.HasField("error") else "daemon error")
+    return response
+
+
+def identify_request() -> pb.Request:
+    return pb.Request(type=pb.Request.IDENTIFY)
+
+
+def connect_request(peer_id: bytes, addrs: Sequence[bytes], timeout: int) -> pb.Request:
+    return pb.Request(
+        type=pb.Request.CONNECT,
+        connect=pb.ConnectRequest(peer=peer_id, addrs=list(addrs), timeout=timeout),
+    )
+
+
+def list_peers_request() -> pb.Request:
+    return pb.Request(type=pb.Request.LIST_PEERS)
+
+
+def stream_open_request(peer_id: bytes, protocols: Sequence[str], timeout: int) -> pb.Request:
+    return pb.Request(
+        type=pb.Request.STREAM_OPEN,
+        streamOpen=pb.StreamOpenRequest(peer=peer_id, proto=list(protocols), timeout=timeout),
+    )
+
+
+def stream_handler_request(addr: bytes, protocols: Sequence[str]) -> pb.Request:
+    return pb.Request(
+        type=pb.Request.STREAM_HANDLER,
+        streamHandler=pb.StreamHandlerRequest(addr=addr, proto=list(protocols), balanced=False),
+    )
+
+
+def disconnect_request(peer_id: bytes) -> pb.Request:
+    return pb.Request(type=pb.Request.DISCONNECT, disconnect=pb.DisconnectRequest(peer=peer_id))
+
+
+# --- trio driver -----------------------------------------------------------------------------------
+
+
+class DaemonStream(trio.abc.HalfCloseableStream):
+    """A libp2p stream piped through a daemon socket; bytes read past the header come out first."""
+
+    def __init__(self, sock: trio.SocketStream, prefix: bytes, info: StreamInfo) -> None:
+        self.socket = sock
+        self.info = info
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            if max_bytes is None or max_bytes >= len(self._prefix):
+                data, self._prefix = self._prefix, b""
+            else:
+                data, self._prefix = self._prefix[:max_bytes], self._prefix[max_bytes:]
+            return data
+        return await self.socket.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.socket.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.socket.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        """``shutdown(SHUT_WR)`` on the control socket."""
+        await self.socket.send_eof()
+
+    async def aclose(self) -> None:
+        await self.socket.aclose()
+
+    async def abort(self) -> None:
+        """Close the socket while bytes the daemon sent are still unread.
+
+        On Linux a unix stream socket closed with unread data makes the peer's next read fail with
+        ECONNRESET instead of returning EOF; that is the closest thing to a reset the daemon offers.
+        """
+        self.socket.socket.close()
+        await trio.lowlevel.checkpoint()
+
+
+async def _read_message(sock: trio.SocketStream, decoder: LengthPrefixedDecoder) -> bytes:
+    """Read until one whole delimited message is buffered; EOF first is a DecodeError."""
+    while True:
+        msg = decoder.next_message()
+        if msg is not None:
+            return msg
+        data = await sock.receive_some(READ_CHUNK)
+        if not data:
+            raise DecodeError("daemon closed the control connection mid-message")
+        decoder.feed(data)
+
+
+class ControlClient:
+    """Talks to one daemon over its unix control socket (one control connection per request)."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+
+    async def _roundtrip(self, request: pb.Request) -> tuple[pb.Response, trio.SocketStream, bytes]:
+        sock = await trio.open_unix_socket(self.socket_path)
+        try:
+            await sock.send_all(encode_request(request))
+            decoder = LengthPrefixedDecoder(MAX_CONTROL_MESSAGE)
+            response = decode_response(await _read_message(sock, decoder))
+            return response, sock, decoder.take_rest()
+        except BaseException:
+            await trio.aclose_forcefully(sock)
+            raise
+
+    async def _request(self, request: pb.Request) -> pb.Response:
+        response, sock, _ = await self._roundtrip(request)
+        await sock.aclose()
+        return check_ok(response)
+
+    async def identify(self) -> PeerEntry:
+        response = await self._request(identify_request())
+        return PeerEntry(response.identify.id, tuple(response.identify.addrs))
+
+    async def connect(self, peer_id: bytes, addrs: Sequence[bytes], timeout: int = 30) -> None:
+        await self._request(connect_request(peer_id, addrs, timeout))
+
+    async def disconnect(self, peer_id: bytes) -> None:
+        await self._request(disconnect_request(peer_id))
+
+    async def list_peers(self) -> list[PeerEntry]:
+        response = await self._request(list_peers_request())
+        return [PeerEntry(p.id, tuple(p.addrs)) for p in response.peers]
+
+    async def stream_open(self, peer_id: bytes, protocols: Sequence[str], timeout: int = 30) -> DaemonStream:
+        response, sock, rest = await self._roundtrip(stream_open_request(peer_id, protocols, timeout))
+        try:
+            check_ok(response)
+            info = response.streamInfo
+            return DaemonStream(sock, rest, StreamInfo(info.peer, info.addr, info.proto))
+        except BaseException:
+            await trio.aclose_forcefully(sock)
+            raise
+
+    async def stream_handler(self, listen_addr: bytes, protocols: Sequence[str]) -> None:
+        await self._request(stream_handler_request(listen_addr, protocols))
+
+
+async def accept_daemon_stream(sock: trio.SocketStream) -> DaemonStream:
+    """Read the bare StreamInfo the daemon writes on an inbound handler connection."""
+    decoder = LengthPrefixedDecoder(MAX_CONTROL_MESSAGE)
+    info = decode_stream_info(await _read_message(sock, decoder))
+    return DaemonStream(sock, decoder.take_rest(), info)
+
+
+async def open_unix_listener(path: str, backlog: int = 128) -> trio.SocketListener:
+    """A listening unix socket for inbound daemon streams (``backlog`` bounds pending connects)."""
+    if os.path.exists(path):
+        os.unlink(path)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.bind(path)
+    except BaseException:
+        sock.close()
+        raise
+    sock.listen(backlog)
+    return trio.SocketListener(sock)
+
+
+P_UNIX = 0x0190
+
+
+def unix_multiaddr(path: str) -> bytes:
+    """Binary ``/unix/<abs path>`` as go-multiaddr encodes it: the value keeps its leading slash."""
+    raw = os.fsencode(path)
+    return encode_uvarint(P_UNIX) + length_prefixed(raw)
