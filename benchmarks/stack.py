@@ -12,6 +12,7 @@ to benchmarks/results/stack-<time>.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -62,7 +63,7 @@ async def server(muxer_name: str) -> None:
             pass
 
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(trio.serve_tcp, raw_handler, 0, host="127.0.0.1")
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, raw_handler, 0, host="127.0.0.1"))
         raw_port = listeners[0].socket.getsockname()[1]
         async with open_host(config(muxer_name, ["/ip4/127.0.0.1/tcp/0"], bytes(32))) as host:
             print(json.dumps({"raw": raw_port, "mycel": str(host.addrs[0])}), flush=True)
