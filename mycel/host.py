@@ -297,9 +297,9 @@ class Host:
         known = self.peerstore.protocols(conn.remote_peer)
         try:
             if len(protocols) == 1 and (lazy or (lazy is None and protocols[0] in known)):
-                lazy = await select_lazy(stream, protocols[0])
+                optimistic = await select_lazy(stream, protocols[0])
                 self.emit(StreamOpened(conn.remote_peer, protocols[0], Direction.OUTBOUND))
-                return lazy
+                return optimistic
             with trio.fail_after(self.config.negotiate_timeout):
                 proto = await select_outbound(stream, protocols)
         except BaseException:
