@@ -22,7 +22,7 @@ from mycel.core.abc import (
     StreamTransport,
     Transport,
 )
-from mycel.core.addrs import as_multiaddr, is_unspecified, split_peer_id, with_peer_id
+from mycel.core.addrs import as_multiaddr, expand_unspecified, split_peer_id, with_peer_id
 from mycel.core.errors import ConfigError, DialError, MycelError, NegotiationError
 from mycel.core.events import (
     ConnectionClosed,
@@ -167,17 +167,11 @@ class Host:
     def addrs(self) -> list[Multiaddr]:
         """Addresses others can dial us on, each ending in ``/p2p/<our id>``.
 
-        Unspecified listen addresses (0.0.0.0, ::) are expanded to loopback here; services such as
-        identify add observed public addresses separately.
+        Unspecified listen addresses (0.0.0.0, ::) are expanded to every interface address.
         """
         listen = tuple(self.listen_addrs)
         if self._addrs_cache is None or self._addrs_cache[0] != listen:
-            out: list[Multiaddr] = []
-            for addr in listen:
-                if is_unspecified(addr):
-                    text = str(addr).replace("/ip4/0.0.0.0/", "/ip4/127.0.0.1/").replace("/ip6/::/", "/ip6/::1/")
-                    addr = Multiaddr(text)
-                out.append(with_peer_id(addr, self.peer_id))
+            out = [with_peer_id(a, self.peer_id) for addr in listen for a in expand_unspecified(addr)]
             self._addrs_cache = (listen, out)
         return list(self._addrs_cache[1])
 

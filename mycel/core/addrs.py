@@ -76,3 +76,37 @@ def is_unspecified(addr: Multiaddr) -> bool:
         if proto.name in ("ip4", "ip6"):
             return ipaddress.ip_address(str(value)).is_unspecified
     return False
+
+
+def interface_addresses(version: int) -> list[str]:
+    """IP addresses of this machine's interfaces (link-local IPv6 left out), loopback last."""
+    import socket
+
+    import psutil
+
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    found: list[str] = []
+    for addrs in psutil.net_if_addrs().values():
+        for entry in addrs:
+            if entry.family != family:
+                continue
+            ip = ipaddress.ip_address(entry.address.split("%", 1)[0])
+            if ip.is_link_local:
+                continue
+            found.append(str(ip))
+    found.sort(key=lambda a: ipaddress.ip_address(a).is_loopback)
+    return list(dict.fromkeys(found))
+
+
+def expand_unspecified(addr: Multiaddr) -> list[Multiaddr]:
+    """``/ip4/0.0.0.0/tcp/N`` → one address per interface (``/ip6/::`` likewise); others unchanged."""
+    if not is_unspecified(addr):
+        return [addr]
+    text = str(addr)
+    if text.startswith("/ip4/0.0.0.0/"):
+        rest = text[len("/ip4/0.0.0.0") :]
+        return [Multiaddr(f"/ip4/{ip}{rest}") for ip in interface_addresses(4)]
+    if text.startswith("/ip6/::/"):
+        rest = text[len("/ip6/::") :]
+        return [Multiaddr(f"/ip6/{ip}{rest}") for ip in interface_addresses(6)]
+    return [addr]

@@ -303,3 +303,13 @@ def test_config_validation() -> None:
         HostConfig(muxers=[])
     with pytest.raises(ConfigError):
         HostConfig(muxers=[Yamux(), Yamux()])
+
+
+async def test_unspecified_listen_address_is_expanded() -> None:
+    async with open_host(tcp_config(listen=["/ip4/0.0.0.0/tcp/0"])) as a:
+        addrs = [str(x) for x in a.addrs]
+        assert addrs and all("/ip4/0.0.0.0/" not in x for x in addrs)
+        assert any(x.startswith("/ip4/127.0.0.1/tcp/") for x in addrs)
+        async with open_host(tcp_config(listen=[])) as b:
+            loopback = next(x for x in addrs if x.startswith("/ip4/127.0.0.1/"))
+            assert (await b.connect(loopback)).remote_peer == a.peer_id
