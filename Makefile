@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test unit demo interop interop-peers bench proto typecheck clean
+.PHONY: venv test unit demo interop interop-peers system-deps bench proto typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,15 +19,30 @@ venv: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP)
+test: $(STAMP) interop-peers system-deps
 	$(BIN)/mypy
+	$(BIN)/mypy --config-file interop/mypy.ini
 	$(BIN)/python -m pytest -q
+
+# redis-server for the transport-interop harness tests (Debian package; installed when we are root)
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
+	  else echo "redis-server is missing: sudo apt-get install redis-server" >&2; exit 1; fi; }
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+# the real go / js / py-libp2p peers (pinned; stamps make this a ~0.05 s no-op once installed)
+interop-peers:
+	interop/install.sh
+
+# mycel against every peer x direction x stack; table on stdout, JSON in interop/results/
+interop: $(STAMP) interop-peers
+	$(BIN)/python -m interop
 
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py

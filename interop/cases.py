@@ -66,6 +66,9 @@ class DialHooks:
     # False where the stream cannot be half-closed without losing the echo (p2pd's control socket):
     # the echo cases then read the whole echo back before closing.
     half_close_keeps_reading: bool = True
+    # False where a stream cannot write while a read is pending (py-libp2p 0.8.1 mplex: read() and
+    # write() share one lock): the echo cases then alternate writes and reads (see echo_roundtrip).
+    concurrent_read_write: bool = True
     reset_detail: str = "reset the stream"
 
 
@@ -118,12 +121,34 @@ def _first_mismatch(a: bytes | bytearray, b: bytes | bytearray) -> int:
     return lo
 
 
-async def echo_roundtrip(open_echo: OpenStream, payload: bytes, half_close_keeps_reading: bool) -> bytearray:
+async def _lockstep(stream: CaseStream, payload: bytes, got: bytearray) -> None:
+    """Write chunk by chunk, reading back all but the last chunk's echo after each write (never a read
+    and a write pending at once), then half-close and read the rest to EOF."""
+    view = memoryview(payload)
+    written = 0
+    for off in range(0, len(view), CHUNK):
+        chunk = view[off : off + CHUNK]
+        await stream.write(chunk)
+        written += len(chunk)
+        while len(got) < written - CHUNK:
+            data = await stream.read(CHUNK)
+            if not data:
+                raise CaseFailed(f"EOF after {len(got)} of {len(payload)} echoed bytes")
+            got += data
+    await stream.close_write()
+    got.extend(await _read_until_eof(stream, len(payload) - len(got)))
+
+
+async def echo_roundtrip(
+    open_echo: OpenStream, payload: bytes, half_close_keeps_reading: bool, concurrent: bool = True
+) -> bytearray:
     """Write ``payload`` on a fresh echo stream, half-close, read to EOF; return what came back."""
     stream = await open_echo()
     got = bytearray()
     try:
-        if half_close_keeps_reading:
+        if not concurrent:
+            await _lockstep(stream, payload, got)
+        elif half_close_keeps_reading:
 
             async def writer() -> None:
                 await _pump_out(stream, payload)
@@ -160,10 +185,12 @@ def _compare(payload: bytes, got: bytes | bytearray) -> None:
 async def case_echo_1mib(hooks: DialHooks) -> Report:
     payload = os.urandom(1 << 20)
     start = time.perf_counter()
-    got = await echo_roundtrip(hooks.open_echo, payload, hooks.half_close_keeps_reading)
+    got = await echo_roundtrip(hooks.open_echo, payload, hooks.half_close_keeps_reading, hooks.concurrent_read_write)
     elapsed = time.perf_counter() - start
     _compare(payload, got)
     how = "write, half-close, read to EOF" if hooks.half_close_keeps_reading else "write, read 1 MiB back, close"
+    if not hooks.concurrent_read_write:
+        how = "writes and reads alternated in 64 KiB steps, then half-close, read to EOF"
     return {
         "ok": True,
         "detail": f"1 MiB echoed intact ({how})",
@@ -182,7 +209,9 @@ async def case_echo_64_streams(hooks: DialHooks) -> Report:
         nonlocal good
         payload = os.urandom(size)
         try:
-            got = await echo_roundtrip(hooks.open_echo, payload, hooks.half_close_keeps_reading)
+            got = await echo_roundtrip(
+                hooks.open_echo, payload, hooks.half_close_keeps_reading, hooks.concurrent_read_write
+            )
             _compare(payload, got)
             good += 1
         except Exception as exc:  # one stream's failure is a finding, not a crash
@@ -226,7 +255,7 @@ async def case_reset(hooks: DialHooks) -> Report:
         await stream.close()
         raise
     payload = os.urandom(4096)
-    got = await echo_roundtrip(hooks.open_echo, payload, hooks.half_close_keeps_reading)
+    got = await echo_roundtrip(hooks.open_echo, payload, hooks.half_close_keeps_reading, hooks.concurrent_read_write)
     _compare(payload, got)
     return {"ok": True, "detail": f"{hooks.reset_detail}; a new echo stream on the same connection then worked"}
 

@@ -90,6 +90,42 @@ function watchReset (stream, connection) {
   })
 }
 
+// The chunks of an inbound stream until the remote's EOF. Not `for await (const chunk of stream)`:
+// js-libp2p 3.3.11 dispatches 'remoteCloseWrite' and 'end' only once, so when the remote's FIN
+// arrives during protocol negotiation (data + FIN sent optimistically, as go and mycel do), both fire
+// before the handler runs; the data is then unshifted back into the stream and the stream's own
+// iterator, which waits for 'remoteCloseWrite'/'close', never ends. Here the remote write status is
+// checked directly: closed + nothing buffered = EOF.
+async function * inbound (stream) {
+  const queue = []
+  let failure = null
+  let closed = false
+  let wake = null
+  const notify = () => { if (wake != null) { const w = wake; wake = null; w() } }
+  const onMessage = (evt) => { queue.push(evt.data); notify() }
+  const onClose = (evt) => { if (evt.error != null) failure = evt.error; closed = true; notify() }
+  stream.addEventListener('message', onMessage)
+  stream.addEventListener('remoteCloseWrite', notify)
+  stream.addEventListener('close', onClose)
+  try {
+    while (true) {
+      if (queue.length > 0) {
+        yield queue.shift()
+      } else if (failure != null) {
+        throw failure
+      } else if (closed || (stream.remoteWriteStatus === 'closed' && stream.readBufferLength === 0)) {
+        return
+      } else {
+        await new Promise((resolve) => { wake = resolve })
+      }
+    }
+  } finally {
+    stream.removeEventListener('message', onMessage)
+    stream.removeEventListener('remoteCloseWrite', notify)
+    stream.removeEventListener('close', onClose)
+  }
+}
+
 async function sendAll (stream, data) {
   if (!stream.send(data)) await stream.onDrain()
 }
@@ -98,7 +134,7 @@ async function echoHandler (stream, connection) {
   watchReset(stream, connection)
   let total = 0
   try {
-    for await (const chunk of stream) {
+    for await (const chunk of inbound(stream)) {
       total += chunk.byteLength
       await sendAll(stream, chunk)
     }
@@ -116,7 +152,7 @@ async function perfHandler (stream, connection) {
   let have = 0
   let uploaded = 0
   try {
-    for await (const chunk of stream) {
+    for await (const chunk of inbound(stream)) {
       const buf = chunk.subarray()
       uploaded += buf.byteLength
       if (have < 8) {

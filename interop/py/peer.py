@@ -108,6 +108,19 @@ def muxer_saw_reset(stream: INetStream) -> bool:
     return isinstance(event, trio.Event) and event.is_set()
 
 
+async def settle_remote_end(stream: INetStream) -> None:
+    """Wait until py-libp2p's mplex has recorded how the remote ended the stream.
+
+    Its reset handler closes the stream's message channel (waking our read with EOF) and only after a
+    checkpoint sets ``event_reset`` together with ``event_remote_closed``; a clean close also sets
+    ``event_remote_closed``. Waiting for that event makes the reset check below deterministic.
+    """
+    event = getattr(cast(NetStream, stream).muxed_stream, "event_remote_closed", None)
+    if isinstance(event, trio.Event):
+        with trio.move_on_after(5):
+            await event.wait()
+
+
 async def echo_handler(stream: INetStream) -> None:
     peer = str(stream.muxed_conn.peer_id)
     total = 0
@@ -118,6 +131,7 @@ async def echo_handler(stream: INetStream) -> None:
                 break
             total += len(data)
             await stream.write(data)
+        await settle_remote_end(stream)
         if muxer_saw_reset(stream):
             log.info("echo from %s: %d bytes, then a reset that read() reported as EOF", peer, total)
             cases.emit_stream_reset(cases.ECHO, peer, "read() returned EOF but the muxer had received a reset")
@@ -263,6 +277,9 @@ async def dial(args: argparse.Namespace) -> int:
             identify=identify,
             ping=ping,
             open_echo=open_echo,
+            # py-libp2p's mplex stream holds one lock across read() and write(): a pending read blocks
+            # every write on that stream, so a streaming echo (read while writing) deadlocks
+            concurrent_read_write=args.muxer != "mplex",
             reset_detail=f"stream.reset() sent a {args.muxer} reset",
         )
         results = await cases.run_dial_cases(hooks, args.case_timeout)
