@@ -1,0 +1,464 @@
+"""One UDP socket shared by every QUIC connection (inbound and outbound) that uses its port.
+
+Datagrams are demultiplexed by destination connection id. The socket has no task of its own: every
+party that needs it to make progress (``Connection.run()``, a pending dial, ``Listener.accept()``)
+calls :meth:`UDPEndpoint.drive`, and one of them at a time (the *driver*) does the I/O — it reads
+datagrams in batches until the socket is empty, applies them, sends what the connections queued, and
+fires the connections' timers from one heap. When the driver's owner stops, another waiting party
+takes over. Sending is done inline by whoever has something to send (non-blocking ``sendto``, with
+UDP GSO batching on Linux); only datagrams the kernel refuses (EAGAIN) wait in a bounded backlog.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import itertools
+import logging
+import math
+import socket
+import struct
+import sys
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import trio
+from aioquic.buffer import Buffer, BufferReadError  # type: ignore[attr-defined]
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
+from aioquic.quic.packet import (
+    QuicPacketType,
+    QuicProtocolVersion,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
+from multiaddr import Multiaddr
+from trio.lowlevel import ParkingLot
+
+from mycel.core.addrs import ip_multiaddr
+from mycel.core.varint import encode_uvarint
+
+if TYPE_CHECKING:
+    from mycel.transports.quic.connection import QUICConnection
+
+__all__ = ["UDPEndpoint", "NetworkAddress", "CID_LENGTH", "quic_multiaddr"]
+
+log = logging.getLogger("mycel.transports.quic")
+
+NetworkAddress = tuple[Any, ...]  # (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6
+
+CID_LENGTH: Final = 8  # length of every connection id we issue (short headers carry no length)
+SUPPORTED_VERSIONS: Final[list[int]] = [int(QuicProtocolVersion.VERSION_1)]
+RECEIVE_BUFFER: Final = 65536
+RECEIVE_BATCH: Final = 256  # datagrams read per wakeup before applying them (then we yield)
+SEND_BACKLOG: Final = 4096  # datagrams waiting for socket buffer space; beyond this they are dropped
+SOCKET_BUFFER: Final = 4 * 1024 * 1024  # SO_RCVBUF/SO_SNDBUF asked for (the kernel may cap it)
+TIMER_GRANULARITY: Final = 0.001  # a timer that is still due after firing waits this long (no spinning)
+GSO_MAX_SEGMENTS: Final = 64  # Linux UDP_MAX_SEGMENTS
+GSO_MAX_BYTES: Final = 65000
+_SOL_UDP: Final = 17
+_UDP_SEGMENT: Final = 103
+_QUIC_V1_CODE: Final = encode_uvarint(0x01CD)
+
+
+def quic_multiaddr(host: str, port: int) -> Multiaddr:
+    """``/ip4|ip6/<host>/udp/<port>/quic-v1``."""
+    return Multiaddr(ip_multiaddr(host, port, "udp").to_bytes() + _QUIC_V1_CODE)
+
+
+class UDPEndpoint:
+    """A bound UDP socket and the QUIC connections that use it."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        max_pending_handshakes: int,
+        on_close: Callable[[UDPEndpoint], None],
+        gso: bool = True,
+    ) -> None:
+        sock.setblocking(False)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            except OSError:
+                pass
+        self._sock = sock
+        self.family = sock.family
+        name = sock.getsockname()
+        self.local_sockaddr: NetworkAddress = name
+        self.local_multiaddr = quic_multiaddr(name[0], name[1])
+        self._max_pending = max_pending_handshakes
+        self._on_close = on_close
+        self._gso = gso and sys.platform == "linux"
+        # Our connection ids -> connection: at most 8 ids per connection (aioquic's active limit) + 1.
+        self._by_cid: dict[bytes, QUICConnection] = {}
+        self._conns: set[QUICConnection] = set()
+        # Inbound connections still handshaking: at max_pending_handshakes new Initials are dropped.
+        self._pending_inbound: set[QUICConnection] = set()
+        self._original_cids: dict[QUICConnection, bytes] = {}
+        self.listener: Any = None  # the QUICListener accepting on this endpoint, if any
+        self._dirty: dict[QUICConnection, None] = {}
+        self._driver: trio.lowlevel.Task | None = None
+        self._driver_lot = ParkingLot()
+        self._heap: list[tuple[float, int, QUICConnection]] = []
+        self._seq = itertools.count()
+        self._timer_scope: trio.CancelScope | None = None
+        # Datagrams the kernel refused (EAGAIN), oldest first; beyond SEND_BACKLOG new ones are dropped.
+        self._backlog: deque[tuple[bytes, NetworkAddress]] = deque()
+        self._draining = False  # a task is sending the backlog
+        self._io_nursery: trio.Nursery | None = None  # the driver's nursery, while there is a driver
+        self._closing = False
+        self._closed = False
+        self.dropped = 0  # datagrams ignored: garbage, unknown connection ids, over the bounds
+
+    def __repr__(self) -> str:
+        return f"<UDPEndpoint {self.local_multiaddr} conns={len(self._conns)}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    def multiaddr_of(self, addr: NetworkAddress) -> Multiaddr:
+        return quic_multiaddr(addr[0], addr[1])
+
+    # ---- connection registry ------------------------------------------------------------
+
+    def register(self, conn: QUICConnection, cids: list[bytes], *, original_cid: bytes | None = None) -> None:
+        self._conns.add(conn)
+        for cid in cids:
+            self.add_cid(cid, conn)
+        if original_cid is not None and original_cid not in self._by_cid:
+            self._by_cid[original_cid] = conn  # the client's first DCID, until the handshake is done
+            self._original_cids[conn] = original_cid
+            self._pending_inbound.add(conn)
+
+    def add_cid(self, cid: bytes, conn: QUICConnection) -> None:
+        if not self._closed and conn in self._conns:
+            self._by_cid.setdefault(cid, conn)
+            conn._cids.add(cid)
+
+    def remove_cid(self, cid: bytes, conn: QUICConnection) -> None:
+        if self._by_cid.get(cid) is conn:
+            del self._by_cid[cid]
+
+    def handshake_done(self, conn: QUICConnection) -> None:
+        self._pending_inbound.discard(conn)
+        original = self._original_cids.pop(conn, None)
+        if original is not None:
+            self.remove_cid(original, conn)
+            if self.listener is not None:
+                self.listener.deliver(conn)
+            else:
+                conn.close_now("not listening any more")
+
+    def unregister(self, conn: QUICConnection) -> None:
+        if conn not in self._conns:
+            return
+        self._conns.discard(conn)
+        self._pending_inbound.discard(conn)
+        self._dirty.pop(conn, None)
+        original = self._original_cids.pop(conn, None)
+        if original is not None:
+            self.remove_cid(original, conn)
+        for cid in conn._cids:
+            self.remove_cid(cid, conn)
+        conn._cids.clear()
+        conn._timer_at = None
+        if not self._conns and self.listener is None and not self._closing:
+            self.close()
+
+    def mark_dirty(self, conn: QUICConnection) -> None:
+        self._dirty[conn] = None
+
+    # ---- driving --------------------------------------------------------------------------
+
+    async def drive(self) -> None:
+        """Do the endpoint's I/O (or wait to take it over) until cancelled or the socket closes."""
+        while not self._closed:
+            if self._driver is None:
+                self._driver = trio.lowlevel.current_task()
+                try:
+                    await self._run_io()
+                finally:
+                    self._driver = None
+                    self._driver_lot.unpark(count=1)  # hand over to another waiting party
+            else:
+                await self._driver_lot.park()
+
+    async def _run_io(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._timer_loop)
+            self._io_nursery = nursery
+            if self._backlog and not self._draining:
+                nursery.start_soon(self._drain_backlog)
+            try:
+                await self._receive_loop()
+            finally:
+                self._io_nursery = None
+            nursery.cancel_scope.cancel()
+
+    async def _receive_loop(self) -> None:
+        sock = self._sock
+        buf = bytearray(RECEIVE_BUFFER)
+        view = memoryview(buf)
+        dispatch = self._dispatch
+        while not self._closed:
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except (trio.ClosedResourceError, OSError):
+                return
+            now = trio.current_time()
+            for _ in range(RECEIVE_BATCH):
+                if self._closed:
+                    return
+                try:
+                    n, addr = sock.recvfrom_into(buf)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if self._closed or exc.errno == errno.EBADF:
+                        return
+                    log.debug("UDP receive on %s: %s", self.local_multiaddr, exc)  # e.g. ICMP errors
+                    continue
+                dispatch(bytes(view[:n]), addr, now)
+            self._process_dirty(now)
+
+    def _process_dirty(self, now: float) -> None:
+        while self._dirty:
+            conn = next(iter(self._dirty))
+            del self._dirty[conn]
+            self._safely(conn, conn.process, now)
+
+    def _safely(self, conn: QUICConnection, fn: Callable[..., None], *args: Any) -> None:
+        """Run a connection's handler; an unexpected failure closes that connection only."""
+        try:
+            fn(*args)
+        except Exception as exc:
+            log.warning("QUIC connection %r failed: %r; closing it", conn, exc, exc_info=True)
+            conn.fail_internally(exc)
+
+    def _dispatch(self, data: bytes, addr: NetworkAddress, now: float) -> None:
+        if not data:
+            self.dropped += 1
+            return
+        if not data[0] & 0x80:  # short header: our connection id follows the first byte
+            conn = self._by_cid.get(data[1 : 1 + CID_LENGTH])
+            if conn is None:
+                self.dropped += 1
+                return
+            self._safely(conn, conn.receive_datagram, data, addr, now)
+            self._dirty[conn] = None
+            return
+        try:
+            header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
+        except (ValueError, BufferReadError):
+            self.dropped += 1
+            return
+        conn = self._by_cid.get(header.destination_cid)
+        if conn is not None:
+            self._safely(conn, conn.receive_datagram, data, addr, now)
+            self._dirty[conn] = None
+            return
+        self._maybe_accept(data, header, addr, now)
+
+    def _maybe_accept(self, data: bytes, header: Any, addr: NetworkAddress, now: float) -> None:
+        listener = self.listener
+        if listener is None or header.packet_type == QuicPacketType.VERSION_NEGOTIATION:
+            self.dropped += 1
+            return
+        if header.version is not None and header.version not in SUPPORTED_VERSIONS:
+            self._send_now(
+                encode_quic_version_negotiation(
+                    source_cid=header.destination_cid,
+                    destination_cid=header.source_cid,
+                    supported_versions=SUPPORTED_VERSIONS,
+                ),
+                addr,
+            )
+            return
+        if header.packet_type != QuicPacketType.INITIAL or len(data) < SMALLEST_MAX_DATAGRAM_SIZE:
+            self.dropped += 1
+            return
+        if len(self._pending_inbound) >= self._max_pending:
+            self.dropped += 1
+            log.debug("%d QUIC handshakes pending on %s; dropping an Initial from %s", self._max_pending, self, addr)
+            return
+        conn = listener.make_inbound(self, header.destination_cid, addr)
+        self._safely(conn, conn.receive_datagram, data, addr, now)
+        if not conn._core.heard_from_peer:  # not a valid Initial: forget it without a word
+            self.dropped += 1
+            conn.discard()
+            return
+        self._dirty[conn] = None
+
+    # ---- timers ---------------------------------------------------------------------------
+
+    def schedule(self, conn: QUICConnection, at: float | None) -> None:
+        """(Re)arm ``conn``'s timer; the driver calls ``conn.handle_timer`` at ``at``."""
+        if at == conn._timer_at or conn not in self._conns:
+            return
+        conn._timer_at = at
+        if at is None:
+            return
+        heap = self._heap
+        heapq.heappush(heap, (at, next(self._seq), conn))
+        if len(heap) > 4 * len(self._conns) + 64:  # drop stale entries (timers that were re-armed)
+            self._heap = heap = [e for e in heap if e[2]._timer_at == e[0]]
+            heapq.heapify(heap)
+        scope = self._timer_scope
+        if scope is not None and at < scope.deadline:
+            scope.deadline = at
+
+    async def _timer_loop(self) -> None:
+        while True:
+            now = trio.current_time()
+            heap = self._heap
+            due: dict[QUICConnection, None] = {}
+            while heap and heap[0][0] <= now:
+                at, _, conn = heapq.heappop(heap)
+                if conn._timer_at == at:
+                    conn._timer_at = None
+                    due[conn] = None
+            for conn in due:  # each at most once per round: a timer still due waits for the next
+                self._safely(conn, conn.handle_timer, now)
+                again = conn._timer_at
+                if again is not None and again <= now:  # still due: not again before TIMER_GRANULARITY
+                    conn._timer_at = None
+                    self.schedule(conn, now + TIMER_GRANULARITY)
+            self._process_dirty(now)
+            heap = self._heap
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
+
+    # ---- sending --------------------------------------------------------------------------
+
+    def send(self, datagrams: list[tuple[bytes, NetworkAddress]]) -> int:
+        """Send now what the kernel takes; queue the rest (bounded). Returns the bytes handed over."""
+        total = 0
+        for data, _ in datagrams:
+            total += len(data)
+        if self._closed:
+            return total
+        if self._backlog:
+            self._enqueue(datagrams, 0)
+            return total
+        sock = self._sock
+        i, count = 0, len(datagrams)
+        while i < count:
+            data, addr = datagrams[i]
+            if self._gso and i + 1 < count:
+                j = self._gso_group(datagrams, i)
+                if j - i > 1:
+                    try:
+                        sock.sendmsg(
+                            [b"".join(d for d, _ in datagrams[i:j])],
+                            [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", len(data)))],
+                            0,
+                            addr,
+                        )
+                    except BlockingIOError:
+                        self._enqueue(datagrams, i)
+                        return total
+                    except OSError as exc:
+                        if exc.errno in (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                            log.debug("UDP GSO unavailable on %s (%s); sending datagrams one by one", self, exc)
+                            self._gso = False
+                            continue
+                        log.debug("UDP send from %s to %s failed: %s", self.local_multiaddr, addr, exc)
+                    i = j
+                    continue
+            try:
+                sock.sendto(data, addr)
+            except BlockingIOError:
+                self._enqueue(datagrams, i)
+                return total
+            except OSError as exc:
+                if self._closed:
+                    return total
+                log.debug("UDP send from %s to %s failed: %s", self.local_multiaddr, addr, exc)
+            i += 1
+        return total
+
+    @staticmethod
+    def _gso_group(datagrams: list[tuple[bytes, NetworkAddress]], start: int) -> int:
+        """End of the run from ``start`` that one GSO send can carry: same address, equal sizes (the
+        last may be shorter), at most 64 segments and 65000 bytes."""
+        first, addr = datagrams[start]
+        size = len(first)
+        end = min(len(datagrams), start + GSO_MAX_SEGMENTS, start + GSO_MAX_BYTES // size)
+        j = start + 1
+        while j < end:
+            data, to = datagrams[j]
+            if to != addr or len(data) > size:
+                break
+            j += 1
+            if len(data) < size:
+                break
+        return j
+
+    def _send_now(self, data: bytes, addr: NetworkAddress) -> None:
+        self.send([(data, addr)])
+
+    def _enqueue(self, datagrams: list[tuple[bytes, NetworkAddress]], start: int) -> None:
+        room = SEND_BACKLOG - len(self._backlog)
+        rest = datagrams[start:]
+        if len(rest) > room:
+            self.dropped += len(rest) - room
+            rest = rest[:room]
+        self._backlog.extend(rest)
+        if not self._draining and self._io_nursery is not None:
+            self._draining = True
+            self._io_nursery.start_soon(self._drain_backlog)
+
+    async def _drain_backlog(self) -> None:
+        """Send the backlog as the socket becomes writable (one such task at a time)."""
+        self._draining = True
+        sock = self._sock
+        backlog = self._backlog
+        try:
+            while backlog and not self._closed:
+                data, addr = backlog[0]
+                try:
+                    sock.sendto(data, addr)
+                except BlockingIOError:
+                    try:
+                        await trio.lowlevel.wait_writable(sock)
+                    except (trio.ClosedResourceError, OSError):
+                        return
+                    continue
+                except OSError as exc:
+                    if self._closed:
+                        return
+                    log.debug("UDP send from %s to %s failed: %s", self.local_multiaddr, addr, exc)
+                backlog.popleft()
+        finally:
+            self._draining = False
+
+    # ---- closing --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection (CONNECTION_CLOSE) and the socket. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        for conn in list(self._conns):
+            conn.close_now("endpoint closed")
+        self._closed = True
+        self._backlog.clear()
+        try:
+            trio.lowlevel.notify_closing(self._sock)
+        except RuntimeError:  # not inside trio (interpreter shutdown)
+            pass
+        self._sock.close()
+        self._driver_lot.unpark_all()
+        self.listener = None
+        if self._timer_scope is not None:
+            self._timer_scope.cancel()
+        self._on_close(self)
