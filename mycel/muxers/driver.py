@@ -10,11 +10,22 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
-from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
+from trio.lowlevel import (
+    Abort,
+    ParkingLot,
+    Task,
+    cancel_shielded_checkpoint,
+    checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
 
 from mycel.core.abc import Connection, ConnectionStats, Direction, MuxedStream, SecureConnection
 from mycel.core.errors import (
@@ -46,11 +57,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mycel.muxers")
 
-RECEIVE_CHUNK = 256 * 1024  # bytes asked of the secure connection per read
+RECEIVE_CHUNK = 1024 * 1024  # bytes asked of the secure connection per read
 DEFAULT_READ = 256 * 1024  # what receive_some(None) returns at most
 OUTPUT_HIGH_WATER = 1024 * 1024  # stream writers wait while more than this is queued for the wire
 CONTROL_HIGH_WATER = 4 * 1024 * 1024  # the reader stops reading while more than this is queued
 CLOSE_TIMEOUT = 5.0  # seconds allowed to flush the last frames (GoAway, RSTs) when closing
+JOIN_BELOW = 16 * 1024  # receive_some joins buffered pieces only while the result is smaller than this
+# Stream calls that complete without waiting skip trio's schedule point, so a handler's writes reach
+# the writer task together (one socket write); every YIELD_EVERY-th such call still yields, so a task
+# looping on a busy stream cannot starve the others.
+YIELD_EVERY = 32
 
 
 class StreamResetError(StreamReset, trio.BrokenResourceError):
@@ -80,16 +96,16 @@ class MuxedStreamImpl(MuxedStream):
         "_conn",
         "_key",
         "_direction",
-        "_buf",
-        "_off",
+        "_chunks",
+        "_head",
         "_eof",
         "_reset",
         "_write_closed",
         "_closed",
         "_receiving",
         "_sending",
-        "_read_lot",
-        "_send_lot",
+        "_reader",
+        "_sender",
         "protocol",
     )
 
@@ -97,16 +113,20 @@ class MuxedStreamImpl(MuxedStream):
         self._conn = conn
         self._key = key
         self._direction = direction
-        self._buf = bytearray()  # received, unread bytes start at _off
-        self._off = 0
+        # received, unread data: bytes objects in order (None while empty: idle streams stay small);
+        # bounded by the stream's receive window (yamux) or the muxer's buffer limit (mplex)
+        self._chunks: deque[bytes] | None = None
+        self._head = 0  # bytes of _chunks[0] already read
         self._eof = False  # the remote half-closed
         self._reset = False
         self._write_closed = False  # we sent FIN
         self._closed = False  # aclose() was called
         self._receiving = False
         self._sending = False
-        self._read_lot = ParkingLot()
-        self._send_lot = ParkingLot()
+        # the task waiting to read / to send (one each at most: concurrent use is BusyResourceError);
+        # two slots instead of two ParkingLots save ~1 KiB per stream
+        self._reader: Task | None = None
+        self._sender: Task | None = None
         self.protocol: str | None = None
 
     # ---- MuxedStream properties ---------------------------------------------------------
@@ -129,24 +149,54 @@ class MuxedStreamImpl(MuxedStream):
     # ---- driver side --------------------------------------------------------------------
 
     def _on_data(self, data: bytes | memoryview) -> None:
-        self._buf += data
-        if self._read_lot:
-            self._read_lot.unpark_all()
+        if not isinstance(data, memoryview):
+            chunk = data
+        elif type(data.obj) is bytes and len(data) == len(data.obj):  # a whole decrypted record: no copy
+            chunk = data.obj
+        else:
+            chunk = data.tobytes()  # part of what the connection read: copy once
+        if self._chunks is None:
+            self._chunks = deque()
+        self._chunks.append(chunk)
+        if self._reader is not None:
+            self._wake_reader()
 
     def _on_eof(self) -> None:
         self._eof = True
-        if self._read_lot:
-            self._read_lot.unpark_all()
+        if self._reader is not None:
+            self._wake_reader()
 
     def _on_reset(self) -> None:
         self._reset = True
-        self._buf = bytearray()
-        self._off = 0
+        self._chunks = None
+        self._head = 0
         self._wake_all()
 
     def _wake_all(self) -> None:
-        self._read_lot.unpark_all()
-        self._send_lot.unpark_all()
+        if self._reader is not None:
+            self._wake_reader()
+        if self._sender is not None:
+            self._wake_sender()
+
+    def _wake_reader(self) -> None:
+        task, self._reader = self._reader, None
+        if task is not None:
+            reschedule(task)
+
+    def _wake_sender(self) -> None:
+        task, self._sender = self._sender, None
+        if task is not None:
+            reschedule(task)
+
+    # Waiting: the task parks itself in the slot and is rescheduled by the wake functions. Bound
+    # methods as abort callbacks keep a parked (idle) stream to one small object.
+    def _abort_read(self, _: object) -> Abort:
+        self._reader = None
+        return Abort.SUCCEEDED
+
+    def _abort_send(self, _: object) -> Abort:
+        self._sender = None
+        return Abort.SUCCEEDED
 
     # ---- receiving ----------------------------------------------------------------------
 
@@ -168,7 +218,7 @@ class MuxedStreamImpl(MuxedStream):
                     raise trio.ClosedResourceError("the stream was closed")
                 if self._reset:
                     raise StreamResetError(f"stream {self.stream_id} was reset")
-                if len(self._buf) > self._off:
+                if self._chunks:
                     data = self._take(max_bytes)
                     break
                 if self._eof:
@@ -176,33 +226,43 @@ class MuxedStreamImpl(MuxedStream):
                     break
                 if self._conn._closed:
                     raise StreamConnectionLost(f"connection closed: {self._conn._close_reason}")
-                await self._read_lot.park()
+                self._reader = current_task()
+                await wait_task_rescheduled(self._abort_read)
                 parked = True
-            if not parked:
-                await cancel_shielded_checkpoint()
+            await self._conn._maybe_yield(parked)
             return data
         finally:
             self._receiving = False
 
     def _take(self, max_bytes: int) -> bytes:
-        buf = self._buf
-        off = self._off
-        end = min(len(buf), off + max_bytes)
-        with memoryview(buf) as view:
-            data = bytes(view[off:end])
-        if end == len(buf):
-            self._buf = bytearray()  # drop the capacity too: idle streams stay small
-            self._off = 0
-        elif end > 65536 and end * 2 > len(buf):
-            del buf[:end]  # compact once the consumed prefix dominates (amortised O(1) per byte)
-            self._off = 0
-        else:
-            self._off = end
+        """Up to ``max_bytes`` buffered bytes. A whole buffered piece is handed out without a copy;
+        small pieces are joined (up to JOIN_BELOW) so many tiny frames do not mean many tiny reads."""
+        chunks = self._chunks
+        assert chunks
+        parts: list[bytes] = []
+        total = 0
+        while chunks and total < max_bytes:
+            head = chunks[0]
+            off = self._head
+            want = max_bytes - total
+            if len(head) - off <= want:
+                piece = head if not off else head[off:]
+                chunks.popleft()
+                self._head = 0
+            else:
+                piece = head[off : off + want]
+                self._head = off + want
+            parts.append(piece)
+            total += len(piece)
+            if total >= JOIN_BELOW:
+                break
+        if not chunks:
+            self._chunks = None  # idle streams keep no deque
         conn = self._conn
         if not conn._closed:
-            conn._core.consume(self._key, end - off, trio.current_time())
+            conn._core.consume(self._key, total, trio.current_time())
             conn._wake_writer()
-        return data
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     # ---- sending ------------------------------------------------------------------------
 
@@ -241,14 +301,14 @@ class MuxedStreamImpl(MuxedStream):
                     continue
                 window = core.send_window(key)
                 if window <= 0:
-                    await self._send_lot.park()  # the window update unparks us
+                    self._sender = current_task()
+                    await wait_task_rescheduled(self._abort_send)  # the window update wakes us
                     parked = True
                     self._check_writable()
                     continue
                 pos += core.send_data(key, view[pos : pos + min(room, window)])
                 conn._wake_writer()
-            if not parked:
-                await cancel_shielded_checkpoint()
+            await conn._maybe_yield(parked)
         finally:
             self._sending = False
 
@@ -264,7 +324,8 @@ class MuxedStreamImpl(MuxedStream):
             parked = False
             while not (self._write_closed or self._reset or self._closed or conn._closed):
                 if conn._core.send_window(self._key) <= 0:
-                    await self._send_lot.park()
+                    self._sender = current_task()
+                    await wait_task_rescheduled(self._abort_send)
                 elif conn._core.pending_output >= OUTPUT_HIGH_WATER:
                     await conn._flush_lot.park()
                 else:
@@ -293,7 +354,7 @@ class MuxedStreamImpl(MuxedStream):
                 conn._core.send_eof(self._key)
                 conn._wake_writer()
                 conn._forget_if_done(self)
-            await cancel_shielded_checkpoint()
+            await self._conn._maybe_yield(False)
         finally:
             self._sending = False
 
@@ -311,8 +372,8 @@ class MuxedStreamImpl(MuxedStream):
                     core.send_eof(self._key)
                 core.stop_receiving(self._key, trio.current_time())  # credits unread data too
                 conn._wake_writer()
-            self._buf = bytearray()
-            self._off = 0
+            self._chunks = None
+            self._head = 0
             self._wake_all()
             conn._forget_if_done(self)
         await checkpoint()
@@ -340,6 +401,7 @@ class MuxedConnection(Connection):
         # Inbound streams not yet accepted; bounded by the core's accept backlog (it resets the excess).
         self._accept_queue: OrderedDict[int, MuxedStreamImpl] = OrderedDict()
         self._accept_lot = ParkingLot()
+        self._inbound_handler: Callable[[MuxedStreamImpl], None] | None = None
         self._open_lot = ParkingLot()
         self._writer_lot = ParkingLot()
         self._flush_lot = ParkingLot()
@@ -351,8 +413,14 @@ class MuxedConnection(Connection):
         self._run_done = trio.Event()
         self._writer_idle = True
         self._writer_dead = False
+        self._unyielded = 0  # stream calls completed in a row without a schedule point
         self._reader_scope: trio.CancelScope | None = None
         self._stats = ConnectionStats()
+        # Frames no larger than one record of the secure channel (Noise: 65519 bytes): each payload is
+        # then sealed on its own and reaches the remote reader as one piece.
+        record = getattr(secure, "record_size", None)
+        if isinstance(record, int) and record > 0 and getattr(core, "max_frame", 0) > record:
+            core.max_frame = record  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return f"<MuxedConnection {self._core.protocol_id} to {self._secure.remote_peer}>"
@@ -427,8 +495,7 @@ class MuxedConnection(Connection):
         self._streams[key] = stream
         self._stats.streams_opened += 1
         self._wake_writer()
-        if not parked:
-            await cancel_shielded_checkpoint()
+        await self._maybe_yield(parked)
         return stream
 
     async def accept_stream(self) -> MuxedStreamImpl:
@@ -444,9 +511,34 @@ class MuxedConnection(Connection):
                 break
             await self._accept_lot.park()
             parked = True
-        if not parked:
-            await cancel_shielded_checkpoint()
+        await self._maybe_yield(parked)
         return stream
+
+    def set_inbound_handler(self, handler: Callable[[MuxedStreamImpl], None] | None) -> None:
+        """Hand each inbound stream to ``handler`` as it opens, instead of queueing it for
+        :meth:`accept_stream` (the swarm spawns its handler task from there: no accept-task hop).
+
+        ``handler`` runs in the reader task and must not block; if it raises, the stream is reset.
+        Streams already queued are handed over at once.
+        """
+        self._inbound_handler = handler
+        if handler is not None:
+            while self._accept_queue:
+                _, stream = self._accept_queue.popitem(last=False)
+                self._hand_over(stream, handler)
+
+    def _hand_over(self, stream: MuxedStreamImpl, handler: Callable[[MuxedStreamImpl], None]) -> None:
+        self._core.stream_accepted(stream._key)
+        self._stats.streams_accepted += 1
+        try:
+            handler(stream)
+        except Exception as exc:  # e.g. the handler's nursery is closing: refuse the stream
+            logger.info("inbound stream from %s not handled: %r", self._secure.remote_peer, exc)
+            if not self._closed:
+                self._core.reset_stream(stream._key)
+                self._wake_writer()
+            stream._on_reset()
+            self._forget_if_done(stream)
 
     async def ping(self) -> float:
         """Round-trip time in seconds, measured with a muxer ping (yamux only)."""
@@ -542,18 +634,31 @@ class MuxedConnection(Connection):
         secure = self._secure
         core = self._core
         stats = self._stats
+        # whole decrypted frames when the secure channel offers them (Noise): nothing is joined
+        receive_frames = getattr(secure, "receive_frames", None)
         while True:
             try:
-                data = await secure.receive_some(RECEIVE_CHUNK)
+                if receive_frames is not None:
+                    pieces: list[bytes | bytearray] = await receive_frames(RECEIVE_CHUNK)
+                else:
+                    data = await secure.receive_some(RECEIVE_CHUNK)
+                    pieces = [data] if data else []
             except (trio.BrokenResourceError, trio.ClosedResourceError, MycelError) as exc:
                 if not self._closed:
                     logger.info("connection to %s failed: %r", secure.remote_peer, exc)
                 return f"transport error: {exc!r}"
-            if not data:
+            if not pieces:
                 return "remote closed the connection"
-            stats.bytes_received += len(data)
+            now = trio.current_time()
             try:
-                events = core.receive_data(data, trio.current_time())
+                if len(pieces) == 1:
+                    stats.bytes_received += len(pieces[0])
+                    events = core.receive_data(pieces[0], now)
+                else:
+                    events = []
+                    for piece in pieces:
+                        stats.bytes_received += len(piece)
+                        events += core.receive_data(piece, now)
             except ProtocolViolation as exc:
                 logger.warning(
                     "%s violation from %s, closing the connection: %s", core.protocol_id, secure.remote_peer, exc
@@ -563,6 +668,9 @@ class MuxedConnection(Connection):
                 self._dispatch(events)
                 if self._closed:
                     return self._close_reason
+                # let the streams we fed run before reading more (the transport's reads do not
+                # yield when data is already there; without this a busy reader would fill windows)
+                await cancel_shielded_checkpoint()
             if core.pending_output:
                 self._wake_writer()
                 while core.pending_output > CONTROL_HIGH_WATER and not self._writer_dead:
@@ -581,12 +689,15 @@ class MuxedConnection(Connection):
             elif isinstance(ev, SendWindowOpened):
                 stream = streams.get(ev.key)
                 if stream is not None:
-                    stream._send_lot.unpark_all()
+                    stream._wake_sender()
             elif isinstance(ev, StreamOpened):
                 stream = MuxedStreamImpl(self, ev.key, Direction.INBOUND)
                 streams[ev.key] = stream
-                self._accept_queue[ev.key] = stream
-                self._accept_lot.unpark(count=1)
+                if self._inbound_handler is not None:
+                    self._hand_over(stream, self._inbound_handler)
+                else:
+                    self._accept_queue[ev.key] = stream
+                    self._accept_lot.unpark(count=1)
             elif isinstance(ev, StreamEnded):
                 stream = streams.get(ev.key)
                 if stream is not None:
@@ -624,8 +735,22 @@ class MuxedConnection(Connection):
 
     # ---- writing ------------------------------------------------------------------------
 
+    async def _maybe_yield(self, parked: bool) -> None:
+        """End of a stream call: a call that waited has yielded already; others yield every YIELD_EVERY."""
+        if parked:
+            self._unyielded = 0
+            return
+        n = self._unyielded + 1
+        if n >= YIELD_EVERY:
+            self._unyielded = 0
+            await cancel_shielded_checkpoint()
+        else:
+            self._unyielded = n
+
     def _wake_writer(self) -> None:
-        if self._writer_lot:
+        # only when there is something to send: a reader consuming data (no window update due) must
+        # not cost the writer two scheduling rounds for nothing
+        if self._writer_lot and self._core.pending_output:
             self._writer_lot.unpark_all()
 
     async def _wait_flushed(self) -> None:
@@ -636,17 +761,28 @@ class MuxedConnection(Connection):
         core = self._core
         secure = self._secure
         stats = self._stats
+        # frames as they are, when both sides can (yamux frames, Noise encrypting them in place)
+        take_frames = getattr(core, "frames_to_send", None)
+        send_chunks = getattr(secure, "send_chunks", None)
+        if take_frames is None or send_chunks is None:
+            take_frames = send_chunks = None
         try:
             while True:
                 if not core.pending_output:
                     self._writer_idle = True
                     self._flush_lot.unpark_all()
                     await self._writer_lot.park()
+                    # one more round: tasks woken along with us (handlers answering the same read)
+                    # queue their frames first, and all of it goes out in one write
+                    await cancel_shielded_checkpoint()
                     continue
                 self._writer_idle = False
-                out = core.data_to_send()
-                await secure.send_all(out)
-                stats.bytes_sent += len(out)
+                size = core.pending_output
+                if take_frames is not None and send_chunks is not None:
+                    await send_chunks(take_frames())
+                else:
+                    await secure.send_all(core.data_to_send())
+                stats.bytes_sent += size
                 if self._flush_lot:
                     self._flush_lot.unpark_all()
         except (trio.BrokenResourceError, trio.ClosedResourceError, MycelError) as exc:

@@ -91,7 +91,12 @@ class Swarm:
     async def _run_connection(self, conn: Connection) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._accept_streams, conn, nursery)
+                set_inbound = getattr(conn, "set_inbound_handler", None)
+                if set_inbound is not None:  # the muxer hands streams over as they open: no accept task
+                    on_stream = self._on_stream
+                    set_inbound(lambda stream: nursery.start_soon(on_stream, stream))
+                else:
+                    nursery.start_soon(self._accept_streams, conn, nursery)
                 try:
                     await conn.run()
                 except MycelError as exc:
@@ -154,7 +159,7 @@ class Swarm:
         assert self.upgrader is not None
         try:
             with trio.fail_after(self.handshake_timeout):
-                conn = await self.upgrader.upgrade_inbound(raw)
+                conn = await _corked(raw, self.upgrader.upgrade_inbound(raw))
         except trio.TooSlowError:
             log.info("inbound handshake from %s timed out", raw.remote_addr)
             await raw.aclose()
@@ -262,7 +267,7 @@ class Swarm:
             raw = await transport.dial(addr)
             try:
                 with trio.fail_after(self.handshake_timeout):
-                    conn = await self.upgrader.upgrade_outbound(raw, peer)
+                    conn = await _corked(raw, self.upgrader.upgrade_outbound(raw, peer))
             except trio.TooSlowError as exc:
                 await raw.aclose()
                 raise DialError(f"handshake with {addr} timed out") from exc
@@ -294,3 +299,15 @@ class Swarm:
             await conn.aclose()
 
 
+async def _corked(raw: RawConnection, upgrade: Awaitable[Connection]) -> Connection:
+    """Run an upgrade with the raw connection's small writes held back until it must wait for the
+    peer (transports that offer ``cork``, like TCP): the listener's multistream header, its answer and
+    Noise message 2 leave in one write instead of three."""
+    cork = getattr(raw, "cork", None)
+    uncork = getattr(raw, "uncork", None)
+    if cork is None or uncork is None:
+        return await upgrade
+    cork()
+    conn = await upgrade
+    await uncork()
+    return conn

@@ -1,11 +1,19 @@
 """TCP transport: ``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>``.
 
 trio's SocketStream already sets TCP_NODELAY; we check it rather than trust it.
+
+:class:`SocketConnection` does its own reads and writes on the non-blocking socket (``os.read`` /
+``os.write``, waiting with ``trio.lowlevel.wait_readable/writable``): a call that completes at once is a
+cancellation point but, unlike trio's SocketStream, a schedule point only every YIELD_EVERY calls; and
+small reads are served from one read-ahead. On this machine each loopback ``send`` costs 0.1-0.3 ms (it
+wakes the peer), so fewer, fuller writes and reads are what make a dial fast.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
+import os
 import socket
 
 import trio
@@ -18,14 +26,37 @@ from mycel.core.errors import DialError, TransportError
 log = logging.getLogger("mycel.transports.tcp")
 
 _FAMILIES = {"ip4": socket.AF_INET, "ip6": socket.AF_INET6, "dns4": socket.AF_INET, "dns6": socket.AF_INET6}
+# A read for less than this asks the socket for this much and keeps the rest for the next reads, so the
+# exact little reads of multistream-select and the Noise handshake cost one recv, not one per field.
+# Bounded: at most one such read is kept.
+READ_AHEAD = 64 * 1024
+DEFAULT_READ = 64 * 1024  # receive_some(None)
+CORK_LIMIT = 64 * 1024  # corked writes are sent once this much is pending
+# Reads and writes that complete at once skip trio's schedule point (in-process, a dial+ping costs 30%
+# more CPU with one after every socket call); every YIELD_EVERY-th such call still yields, so a task
+# looping on a connection whose kernel buffers never run dry or full cannot starve the others.
+YIELD_EVERY = 32
+_FD_IO = os.name == "posix"  # sockets are file descriptors (os.read/os.write); elsewhere trio's stream does I/O
 
 
 class SocketConnection(RawConnection):
-    """A connected trio.SocketStream with multiaddrs."""
+    """A connected socket (TCP, or a unix socketpair for the memory transport) with multiaddrs.
+
+    ``cork()`` holds small writes back until the next read would wait, or ``uncork()``: during an
+    upgrade the listener's multistream header, its answer and Noise message 2 then leave in one write.
+    """
 
     def __init__(self, stream: trio.SocketStream, direction: Direction, transport: str = "tcp") -> None:
         self._stream = stream
+        self._sock = stream.socket
         self._direction = direction
+        self._ahead = b""  # read ahead, not yet returned, from _ahead_pos on
+        self._ahead_pos = 0
+        self._corked = False
+        self._pending = b""  # corked writes not yet sent; < CORK_LIMIT bytes
+        self._receiving = False
+        self._sending = False
+        self._unyielded = 0  # calls completed in a row without a schedule point
         sock = stream.socket
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -52,19 +83,145 @@ class SocketConnection(RawConnection):
     def direction(self) -> Direction:
         return self._direction
 
+    def _fd(self) -> int:
+        fd = self._sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the connection was closed")
+        return fd
+
+    # -- writing ------------------------------------------------------------------------------------
+    def cork(self) -> None:
+        """Hold writes back until a read would wait (or ``uncork``); see the class docstring."""
+        self._corked = True
+
+    async def uncork(self) -> None:
+        """Send what is held back and stop corking."""
+        self._corked = False
+        if self._pending:
+            await self._guarded_flush()
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this connection")
+        self._sending = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._fd()
+            if self._corked:
+                self._pending += data
+                if len(self._pending) >= CORK_LIMIT:
+                    await self._flush()
+                await self._maybe_yield()
+                return
+            if self._pending:
+                await self._flush()
+            with memoryview(data) as view:
+                await self._write(view if view.itemsize == 1 else view.cast("B"))
+            await self._maybe_yield()
+        finally:
+            self._sending = False
+
+    async def _guarded_flush(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this connection")
+        self._sending = True
+        try:
+            await self._flush()
+        finally:
+            self._sending = False
+
+    async def _flush(self) -> None:
+        pending, self._pending = self._pending, b""
+        await self._write(memoryview(pending))
+
+    async def _write(self, view: memoryview) -> None:
+        if not _FD_IO:
+            await self._stream.send_all(view)
+            return
+        while view:
+            try:
+                n = os.write(self._fd(), view)
+            except BlockingIOError:
+                self._unyielded = 0
+                await trio.lowlevel.wait_writable(self._sock)
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket write failed: {exc}") from exc
+            view = view[n:]
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self._stream.receive_some(max_bytes)
-
     async def send_eof(self) -> None:
+        if self._pending:
+            await self._guarded_flush()
         await self._stream.send_eof()
 
+    # -- reading ------------------------------------------------------------------------------------
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        want = DEFAULT_READ if max_bytes is None else operator.index(max_bytes)
+        if want < 1:
+            raise ValueError("max_bytes must be >= 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this connection")
+        self._receiving = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            ahead = self._ahead
+            if ahead:  # served from memory (at most READ_AHEAD bytes are ever held)
+                pos = self._ahead_pos
+                end = min(len(ahead), pos + want)
+                if end == len(ahead):
+                    self._ahead = b""
+                    self._ahead_pos = 0
+                    data = ahead[pos:] if pos else ahead
+                else:
+                    self._ahead_pos = end
+                    data = ahead[pos:end]
+            elif want >= READ_AHEAD:
+                data = await self._read(want)
+            else:
+                data = await self._read(READ_AHEAD)
+                if len(data) > want:
+                    self._ahead = data
+                    self._ahead_pos = want
+                    data = data[:want]
+            await self._maybe_yield()
+            return data
+        finally:
+            self._receiving = False
+
+    async def _read(self, n: int) -> bytes:
+        if not _FD_IO:
+            if self._pending:
+                await self._guarded_flush()
+            return bytes(await self._stream.receive_some(n))
+        while True:
+            try:
+                return os.read(self._fd(), n)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
+            if self._pending:  # about to wait: the peer may be waiting for what we held back
+                await self._guarded_flush()
+            self._unyielded = 0
+            await trio.lowlevel.wait_readable(self._sock)
+
+    async def _maybe_yield(self) -> None:
+        n = self._unyielded + 1
+        if n >= YIELD_EVERY:
+            n = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        self._unyielded = n
+
     async def aclose(self) -> None:
+        if self._pending and self._sock.fileno() >= 0:
+            with trio.move_on_after(0):  # best effort: never wait for a slow peer while closing
+                try:
+                    await self._guarded_flush()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+                    pass
         await self._stream.aclose()
 
     def __repr__(self) -> str:

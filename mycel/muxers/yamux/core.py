@@ -146,7 +146,10 @@ class YamuxCore:
         self._next_id = 1 if is_client else 2
         self._unacked = 0  # outbound streams the remote has not ACKed yet
         self._pending_accept = 0  # inbound streams the application has not accepted yet
-        self._out = bytearray()
+        # queued frames, one bytes object each (a Data frame carries its payload): no growing buffer is
+        # reallocated while frames are queued, and a secure channel can encrypt the frames in place
+        self._out: list[bytes] = []
+        self._out_len = 0
         self._local_goaway = False
         self._remote_goaway = False
         self._error: str | None = None
@@ -156,7 +159,8 @@ class YamuxCore:
         self._remaining = 0  # payload bytes of the current Data frame still to come
         self._target: _Stream | None = None  # stream that gets them; None = discard
         self._fin_after = False  # the current Data frame carries FIN
-        self._now = 0.0
+        self._now = 0.0  # the latest time given to any call
+        self._rtt_probe = False  # an RTT ping rides along with the next frame we queue
 
         # pings: opaque -> time sent; bounded, the oldest is forgotten at the bound
         self._pings: OrderedDict[int, float] = OrderedDict()
@@ -170,16 +174,25 @@ class YamuxCore:
 
     @property
     def pending_output(self) -> int:
-        return len(self._out)
+        return self._out_len
 
     def data_to_send(self) -> bytearray:
+        return bytearray().join(self.frames_to_send())
+
+    def frames_to_send(self) -> list[bytes]:
+        """Take the queued output as bytes chunks (frame headers, payloads), in order; what
+        :meth:`data_to_send` joins."""
         out = self._out
-        self._out = bytearray()
+        self._out = []
+        self._out_len = 0
         self._pending_pongs = 0
         return out
 
     def _frame(self, type_: int, flags: int, stream_id: int, length: int) -> None:
-        self._out += HEADER.pack(VERSION, type_, flags, stream_id, length)
+        if self._rtt_probe:
+            self._send_probe()
+        self._out.append(HEADER.pack(VERSION, type_, flags, stream_id, length))
+        self._out_len += HEADER_SIZE
 
     # ---- state queries ------------------------------------------------------------------
 
@@ -219,9 +232,17 @@ class YamuxCore:
     # ---- lifecycle ----------------------------------------------------------------------
 
     def start(self, now: float) -> None:
+        """Arm keep-alive. The first RTT sample (for window auto-tuning) is a ping queued with the
+        first frame we send, so it costs no write of its own."""
         self._last_recv = now
+        self._now = now
         if self._error is None and not self._local_goaway:
-            self.ping(now)  # first RTT sample for window auto-tuning
+            self._rtt_probe = True
+
+    def _send_probe(self) -> None:
+        self._rtt_probe = False
+        if self._error is None and not self._local_goaway:
+            self.ping(self._now)
 
     def close(self) -> None:
         if self._local_goaway or self._error is not None:
@@ -245,6 +266,7 @@ class YamuxCore:
             raise ConnectionClosed("remote sent GoAway: no new streams")
         if self._unacked >= self.max_unacked:
             raise ResourceLimitExceeded(f"{self._unacked} outbound streams not yet acknowledged")
+        self._now = now
         sid = self._next_id
         if sid > _MAX_U32:
             raise ConnectionClosed("yamux stream ids exhausted")
@@ -265,16 +287,21 @@ class YamuxCore:
         if st.need_ack:
             flags = FLAG_ACK
             st.need_ack = False
-        out = self._out
+        if self._rtt_probe:
+            self._send_probe()
+        append = self._out.append
         pack = HEADER.pack
         max_frame = self.max_frame
         pos = 0
         while pos < n:
             m = min(max_frame, n - pos)
-            out += pack(VERSION, TYPE_DATA, flags, key, m)
-            out += data[pos : pos + m]
+            # header and payload as separate chunks: a secure channel may seal a large payload as a
+            # record of its own, which the receiver can then hand to the reader without a copy
+            append(pack(VERSION, TYPE_DATA, flags, key, m))
+            append(data[pos : pos + m].tobytes())
             flags = 0
             pos += m
+        self._out_len += n + HEADER_SIZE * -(-n // max_frame)
         st.send_window -= n
         return n
 
@@ -299,6 +326,7 @@ class YamuxCore:
         self._free(st)
 
     def consume(self, key: int, n: int, now: float) -> None:
+        self._now = now
         st = self._streams.get(key)
         if st is None:
             return
@@ -322,6 +350,8 @@ class YamuxCore:
     def ping(self, now: float) -> int:
         if self._error is not None:
             raise ConnectionClosed("yamux session failed")
+        self._rtt_probe = False  # any answered ping is an RTT sample
+        self._now = now
         opaque = self._next_ping
         self._next_ping = (opaque + 1) & _MAX_U32
         if len(self._pings) >= _MAX_OUTSTANDING_PINGS:

@@ -7,6 +7,7 @@ Noise spec defines for ``ChaChaPoly``; done with ``cryptography`` directly for s
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -14,11 +15,14 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from mycel.core.errors import DecodeError, DecryptionError, MycelError
 
-__all__ = ["MAX_FRAME", "MAX_PLAINTEXT", "TAG_SIZE", "TransportCipher", "NoiseTransport"]
+__all__ = ["FRAME_OVERHEAD", "MAX_FRAME", "MAX_PLAINTEXT", "TAG_SIZE", "TransportCipher", "NoiseTransport"]
 
 MAX_FRAME: Final = 65535
 TAG_SIZE: Final = 16
 MAX_PLAINTEXT: Final = MAX_FRAME - TAG_SIZE  # 65519
+FRAME_OVERHEAD: Final = 2 + TAG_SIZE  # length prefix and tag added to every frame
+# encrypt_chunks() copies chunks shorter than this into shared frames; longer ones are encrypted in place
+SMALL_CHUNK: Final = 4096
 MAX_NONCE: Final = (1 << 64) - 1  # reserved by the Noise spec; we stop before using it
 _NONCE = struct.Struct("<4xQ")
 _LEN = struct.Struct(">H")
@@ -71,7 +75,7 @@ class NoiseTransport:
     ever copied on input.
     """
 
-    __slots__ = ("_send", "_recv", "_data", "_pos", "_partial", "_plain", "_plain_pos")
+    __slots__ = ("_send", "_recv", "_data", "_pos", "_partial", "_plain", "_plain_pos", "_held")
 
     def __init__(self, send_key: bytes, recv_key: bytes, *, send_nonce: int = 0, recv_nonce: int = 0) -> None:
         self._send = TransportCipher(send_key, send_nonce)
@@ -81,6 +85,7 @@ class NoiseTransport:
         self._partial = bytearray()  # an incomplete frame (header included); < 65537 bytes
         self._plain: bytes = b""  # decrypted bytes not yet returned (when read() got max_bytes)
         self._plain_pos = 0
+        self._held: bytearray | memoryview | None = None  # a complete frame read_frames() left for later
 
     @property
     def send_nonce(self) -> int:
@@ -110,6 +115,49 @@ class NoiseTransport:
             o += 2 + clen
         return out
 
+    @staticmethod
+    def sealed_bound(total: int, chunks: int) -> int:
+        """An upper bound on what :meth:`encrypt_chunks` writes for ``chunks`` buffers of ``total`` bytes."""
+        return total + (chunks + total // MAX_PLAINTEXT + 1) * FRAME_OVERHEAD
+
+    def encrypt_chunks(self, chunks: Sequence[bytes | bytearray | memoryview], out: bytearray) -> int:
+        """Encrypt ``chunks`` (in order, as one byte stream) into ``out``; return the bytes written.
+
+        ``out`` must hold :meth:`sealed_bound` bytes. A chunk of ``SMALL_CHUNK`` bytes or more becomes
+        frames of its own, encrypted straight from its buffer; shorter chunks are copied together into
+        shared frames, so many small writes (headers, control frames) cost few frames.
+        """
+        o = 0
+        staged = bytearray()  # small chunks waiting for a frame; < MAX_PLAINTEXT bytes
+        with memoryview(out) as dst:
+            for chunk in chunks:
+                n = len(chunk)
+                if not n:
+                    continue
+                if n < SMALL_CHUNK:
+                    if len(staged) + n > MAX_PLAINTEXT:
+                        o = self._seal(staged, dst, o)
+                        staged = bytearray()
+                    staged += chunk
+                    continue
+                if staged:
+                    o = self._seal(staged, dst, o)
+                    staged = bytearray()
+                with memoryview(chunk) as src:
+                    if src.ndim != 1 or src.itemsize != 1:
+                        src = src.cast("B")
+                    for off in range(0, n, MAX_PLAINTEXT):
+                        o = self._seal(src[off : off + MAX_PLAINTEXT], dst, o)
+            if staged:
+                o = self._seal(staged, dst, o)
+        return o
+
+    def _seal(self, plain: bytes | bytearray | memoryview, dst: memoryview, o: int) -> int:
+        clen = len(plain) + TAG_SIZE
+        _LEN.pack_into(dst, o, clen)
+        self._send.encrypt_into(plain if isinstance(plain, memoryview) else memoryview(plain), dst[o + 2 : o + 2 + clen])
+        return o + 2 + clen
+
     # --- incoming ---
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
@@ -129,29 +177,55 @@ class NoiseTransport:
     @property
     def buffered(self) -> int:
         """Ciphertext bytes received but not yet decrypted."""
-        return len(self._partial) + len(self._data) - self._pos
+        held = len(self._held) + 2 if self._held is not None else 0
+        return held + len(self._partial) + len(self._data) - self._pos
 
     def read(self, max_bytes: int | None = None) -> bytes | None:
-        """Decrypt every complete buffered frame and return up to ``max_bytes`` of plaintext.
+        """Decrypt complete buffered frames and return up to ``max_bytes`` of plaintext.
 
         Returns ``None`` when no plaintext is available (more bytes must be fed). Raises
-        :class:`DecryptionError` for a frame that does not authenticate.
+        :class:`DecryptionError` for a frame that does not authenticate. Frames beyond ``max_bytes``
+        stay encrypted until the next call, so the result is never cut out of a larger buffer.
         """
         if self._plain_pos < len(self._plain):
             return self._take_plain(max_bytes)
-        pieces: list[bytes] = []
-        while (frame := self._next_frame()) is not None:
-            pieces.append(self._recv.decrypt(frame))
+        pieces = self.read_frames(max_bytes)
         if not pieces:
             return None
         plain = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        if not plain:  # only empty frames
-            return None
         if max_bytes is None or len(plain) <= max_bytes:
             return plain
-        self._plain = plain
+        self._plain = plain  # one frame larger than max_bytes: at most 65519 bytes are kept
         self._plain_pos = 0
         return self._take_plain(max_bytes)
+
+    def read_frames(self, max_bytes: int | None = None) -> list[bytes]:
+        """Decrypt complete buffered frames, one plaintext per frame, while they fit in ``max_bytes``
+        (the first one always does). An empty list means more bytes must be fed.
+
+        No frame is joined to another or copied again: a receiver handles many 64 KiB pieces instead of
+        building (and freeing) quarter-megabyte buffers, which made the allocator thrash.
+        """
+        out: list[bytes] = []
+        total = 0
+        decrypt = self._recv.decrypt
+        while True:
+            frame = self._held
+            if frame is None:
+                frame = self._next_frame()
+                if frame is None:
+                    break
+            else:
+                self._held = None
+            size = len(frame) - TAG_SIZE
+            if out and max_bytes is not None and total + size > max_bytes:
+                self._held = frame
+                break
+            plain = decrypt(frame)
+            if plain:
+                out.append(plain)
+                total += len(plain)
+        return out
 
     def _take_plain(self, max_bytes: int | None) -> bytes:
         start = self._plain_pos
