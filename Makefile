@@ -44,6 +44,12 @@ interop-peers:
 interop: $(STAMP) interop-peers
 	$(BIN)/python -m interop
 
+# mycel side by side with raw TCP, js-, py- and go-libp2p on 127.0.0.1 (~10 min on 2 cores): one table on
+# stdout; JSON, text and a PNG chart in benchmarks/results/. Options: make bench BENCH_ARGS="--bytes 2e9"
+bench: $(STAMP) interop-peers
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/compare.py $(BENCH_ARGS)
+
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
 
