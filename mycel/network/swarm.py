@@ -6,6 +6,7 @@ connection. A failing connection or handshake is logged and forgotten; it never 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
@@ -33,6 +34,40 @@ if TYPE_CHECKING:
 log = logging.getLogger("mycel.network.swarm")
 
 MAX_PARALLEL_DIALS = 8  # addresses of one peer tried at once; the rest wait for a free slot
+# Head start of one dial tier over the next (QUIC before TCP), go-libp2p's happy-eyeballs figures: about one
+# RTT. The next tier starts at once when every dial of the previous one has failed.
+PRIVATE_TIER_DELAY = 0.030  # loopback and private addresses
+PUBLIC_TIER_DELAY = 0.250
+
+
+def dial_tiers(addrs: Sequence[Multiaddr]) -> list[list[Multiaddr]]:
+    """Group addresses into dial tiers, best first: QUIC (one round trip to a secure, multiplexed
+    connection), then everything else. Order inside a tier is kept."""
+    quic = [a for a in addrs if _is_quic(a)]
+    other = [a for a in addrs if not _is_quic(a)]
+    return [tier for tier in (quic, other) if tier]
+
+
+def tier_delay(tier: Sequence[Multiaddr]) -> float:
+    """How long ``tier`` gets before the next tier starts: short when every address is local."""
+    return PRIVATE_TIER_DELAY if all(_is_private(a) for a in tier) else PUBLIC_TIER_DELAY
+
+
+def _is_quic(addr: Multiaddr) -> bool:
+    return any(p.name in ("quic-v1", "quic") for p in addr.protocols())
+
+
+def _is_private(addr: Multiaddr) -> bool:
+    for proto in addr.protocols():
+        if proto.name in ("ip4", "ip6"):
+            try:
+                ip = ipaddress.ip_address(addr.value_for_protocol(proto.code))
+            except ValueError:
+                return False
+            return bool(ip.is_private or ip.is_loopback or ip.is_link_local)
+        if proto.name in ("dns", "dns4", "dns6", "dnsaddr"):
+            return bool(addr.value_for_protocol(proto.code) == "localhost")
+    return False
 
 
 class _PendingDial:
@@ -55,8 +90,10 @@ class Swarm:
         on_connection: Callable[[Connection], None],
         on_disconnect: Callable[[Connection], None],
         on_stream: Callable[[MuxedStream], Awaitable[None]],
+        tier_delay: float | None = None,
     ) -> None:
         self._nursery = nursery
+        self._tier_delay = tier_delay  # None: PRIVATE_/PUBLIC_TIER_DELAY by address
         self.identity = identity
         self.transports = list(transports)
         self.upgrader = upgrader
@@ -224,6 +261,8 @@ class Swarm:
             pending.done.set()
 
     async def _race(self, peer: PeerId, addrs: list[Multiaddr]) -> Connection:
+        """Dial ``addrs`` tier by tier (QUIC first): a tier starts when the previous one has had its head
+        start or has failed entirely; dials already running go on, and the first connection wins."""
         candidates = [a for a in dict.fromkeys(addrs) if self._transport_for(a) is not None]
         if not candidates:
             raise DialError(f"no dialable address for {peer} (have {[str(a) for a in addrs]})")
@@ -233,22 +272,37 @@ class Swarm:
         errors: list[BaseException] = []
         slots = trio.Semaphore(MAX_PARALLEL_DIALS)
 
-        async def attempt(addr: Multiaddr, scope: trio.CancelScope) -> None:
-            async with slots:
-                try:
-                    conn = await self._dial_one(addr, peer, register=False)
-                except (MycelError, OSError) as exc:
-                    errors.append(exc)
-                    return
+        async def attempt(addr: Multiaddr, scope: trio.CancelScope, left: list[int], failed: trio.Event) -> None:
+            try:
+                async with slots:
+                    try:
+                        conn = await self._dial_one(addr, peer, register=False)
+                    except (MycelError, OSError) as exc:
+                        log.debug("dial %s failed: %s", addr, exc)
+                        errors.append(exc)
+                        return
+            finally:
+                left[0] -= 1
+                if not left[0]:
+                    failed.set()  # (or succeeded: then the scope is cancelled below anyway)
             if winner:
                 await conn.aclose()
                 return
             winner.append(conn)
             scope.cancel()
 
+        tiers = dial_tiers(candidates)
         async with trio.open_nursery() as nursery:
-            for addr in candidates:
-                nursery.start_soon(attempt, addr, nursery.cancel_scope)
+            for i, tier in enumerate(tiers):
+                left, failed = [len(tier)], trio.Event()
+                for addr in tier:
+                    nursery.start_soon(attempt, addr, nursery.cancel_scope, left, failed)
+                if i + 1 < len(tiers):
+                    delay = self._tier_delay if self._tier_delay is not None else tier_delay(tier)
+                    with trio.move_on_after(delay):
+                        await failed.wait()
+                    if winner:
+                        break
         if not winner:
             raise DialError(f"all {len(candidates)} addresses of {peer} failed", errors)
         self._register(winner[0])
@@ -259,8 +313,11 @@ class Swarm:
         if transport is None:
             raise DialError(f"no transport for {addr}")
         if isinstance(transport, ConnectionTransport):
-            with trio.fail_after(self.handshake_timeout):
-                conn = await transport.dial(addr, self.identity, peer)
+            try:
+                with trio.fail_after(self.handshake_timeout):
+                    conn = await transport.dial(addr, self.identity, peer)
+            except trio.TooSlowError as exc:
+                raise DialError(f"handshake with {addr} timed out") from exc
         elif isinstance(transport, StreamTransport):
             if self.upgrader is None:
                 raise DialError(f"{transport.name} needs security and muxers configured")

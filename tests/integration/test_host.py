@@ -290,7 +290,8 @@ async def test_dns_and_ipv6_addresses() -> None:
 
 async def test_plaintext_is_never_a_default() -> None:
     cfg = HostConfig()
-    assert [s.protocol_id for s in cfg.security] == ["/noise"]
+    assert [s.protocol_id for s in cfg.security] == ["/noise", "/tls/1.0.0"]
+    assert [t.name for t in cfg.transports] == ["tcp", "quic-v1"]
     assert [m.protocol_id for m in cfg.muxers] == ["/yamux/1.0.0", "/mplex/6.7.0"]
 
 
