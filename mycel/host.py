@@ -324,8 +324,8 @@ class Host:
     # -- connections ----------------------------------------------------------------------------
     async def connect(self, target: PeerId | str | Multiaddr, addrs: Sequence[Multiaddr | str] = ()) -> Connection:
         """Connect to a peer (reusing a live connection). ``target`` is a PeerId, a peer id string, or a
-        multiaddr (with ``/p2p/<id>`` to authenticate the remote; without it any peer is accepted)."""
-        extra = [as_multiaddr(a) for a in addrs]
+        multiaddr (with ``/p2p/<id>`` to authenticate the remote; without it any peer is accepted).
+        ``addrs`` are more addresses of that peer; a ``/p2p/<id>`` on them must name the same peer."""
         if isinstance(target, PeerId):
             peer = target
         else:
@@ -333,14 +333,17 @@ class Host:
             if text.startswith("/"):
                 base, maybe_peer = self._parse_addr(text)
                 if maybe_peer is None:
+                    if addrs:
+                        raise DialError("more addresses need a peer to belong to: put /p2p/<id> on the target")
                     return await self.swarm.dial_addr(base)
                 # an explicit address is what gets dialed (with any extra ones), not the whole peerstore
                 peer = maybe_peer
-                self.peerstore.add_addrs(peer, [base, *extra])
-                return await self.swarm.dial_peer(peer, [base, *extra])
+                extra = [base, *self._own_addrs(peer, addrs)]
+                self.peerstore.add_addrs(peer, extra)
+                return await self.swarm.dial_peer(peer, extra)
             peer = PeerId.from_string(text)
-        if extra:
-            self.peerstore.add_addrs(peer, extra)
+        if addrs:
+            self.peerstore.add_addrs(peer, self._own_addrs(peer, addrs))
         existing = self.swarm.connections(peer)
         if existing:
             return existing[0]
@@ -348,6 +351,16 @@ class Host:
         if not known:
             raise DialError(f"no addresses known for {peer}")
         return await self.swarm.dial_peer(peer, known)
+
+    def _own_addrs(self, peer: PeerId, addrs: Sequence[Multiaddr | str]) -> list[Multiaddr]:
+        """``addrs`` without their ``/p2p/<peer>`` suffix; an address of another peer is an error."""
+        out = []
+        for addr in addrs:
+            base, owner = self._parse_addr(str(addr))
+            if owner is not None and owner != peer:
+                raise DialError(f"{addr} belongs to {owner}, not to {peer}")
+            out.append(base)
+        return out
 
     def _parse_addr(self, text: str) -> tuple[Multiaddr, PeerId | None]:
         parsed = self._parsed.get(text)

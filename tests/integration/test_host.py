@@ -131,6 +131,19 @@ async def test_dial_by_peer_id_races_addresses() -> None:
         dead2.close()
 
 
+async def test_connect_takes_full_addresses_of_the_peer_only() -> None:
+    async with open_host(tcp_config()) as a, open_host(tcp_config()) as b, open_host(tcp_config()) as c:
+        assert all("/p2p/" in str(x) for x in b.addrs)
+        with pytest.raises(DialError, match="belongs to"):
+            await a.connect(b.peer_id, c.addrs)  # c's address offered as b's
+        with pytest.raises(DialError, match="/p2p/<id>"):
+            await a.connect(b.listen_addrs[0], c.listen_addrs)  # extra addresses of an unnamed peer
+        assert a.connections() == []
+        conn = await a.connect(b.peer_id, b.addrs)  # /p2p/<b> on them is fine
+        assert conn.remote_peer == b.peer_id
+        assert a.peerstore.addrs(b.peer_id) == b.listen_addrs
+
+
 async def test_dial_with_no_addresses() -> None:
     async with memory_hosts(1) as (a,):
         with pytest.raises(DialError):
