@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the real libp2p interop peers, pinned, from PyPI / npm only:
 #   go  p2pd (go-libp2p-daemon) out of the hivemind==1.1.12 wheel -> interop/.peers/go/p2pd
-#   js  js-libp2p 3.x + Node 22 from interop/js/package-lock.json  -> interop/js/node_modules
+#   js  js-libp2p 3.x + Node 22 + @chainsafe/libp2p-quic from interop/js/package-lock.json -> interop/js/node_modules
 #   py  py-libp2p 0.8.1 in its own virtualenv                       -> interop/.peers/py-venv
 # Idempotent: stamp files make a second run a no-op. Usage: interop/install.sh [go] [js] [py]
 # Env: PYTHON (interpreter for the py venv, default python3), NPM (default npm), FORCE=1 to reinstall.
@@ -19,6 +19,7 @@ HIVEMIND_WHEEL="hivemind-${HIVEMIND_VERSION}-py3-none-manylinux2014_x86_64.whl"
 P2PD_SHA256="42f8f48e62583b97cdba3c31439c08029fb2b9fc506b5bdd82c46b7cc1d279d8"
 LIBP2P_PY_VERSION="0.8.1"
 NODE_MAJOR="22"
+JS_QUIC_VERSION="2.1.1"  # @chainsafe/libp2p-quic; must match interop/js/package.json
 
 CLEANUP=()
 cleanup() { for d in "${CLEANUP[@]}"; do rm -rf "$d"; done; }
@@ -82,8 +83,20 @@ install_js() {
     [[ -x "$node" ]] || die "js: $node missing (did npm skip the node package's install script?)"
     version="$("$node" --version)" || die "js: $node does not run"
     [[ "$version" == v$NODE_MAJOR.* ]] || die "js: $node is $version, expected v$NODE_MAJOR.x"
+    # QUIC is a napi-rs binary per platform; the lock lists the other platforms' binaries as optional
+    # entries without a tarball (see js/complete-lock.mjs), so npm skips them. Check what we got: the
+    # pinned version, and a native binding that loads here (the mirror has linux-x64-gnu only).
+    (cd "$dir" && "$node" --input-type=module -e "
+        import { readFileSync } from 'node:fs'
+        const { version } = JSON.parse(readFileSync('node_modules/@chainsafe/libp2p-quic/package.json', 'utf8'))
+        if (version !== '$JS_QUIC_VERSION') throw new Error('@chainsafe/libp2p-quic is ' + version + ', expected $JS_QUIC_VERSION')
+        const napi = await import('./node_modules/@chainsafe/libp2p-quic/dist/src/napi.js')
+        if (typeof napi.QuinnConfig !== 'function') throw new Error('native binding has no QuinnConfig')
+        const { applied } = await import('./quic-reset.mjs')
+        if (!applied) throw new Error('quic-reset.mjs no longer matches @chainsafe/libp2p-quic: re-check it')
+    ") || die "js: @chainsafe/libp2p-quic@$JS_QUIC_VERSION does not load with node $version on $(uname -s)/$(uname -m) (prebuilt binaries used here: linux-x64-gnu)"
     echo "$want" > "$stamp"
-    say "js: installed, node $version"
+    say "js: installed, node $version, @chainsafe/libp2p-quic $JS_QUIC_VERSION"
 }
 
 install_py() {

@@ -1,8 +1,11 @@
-// js-libp2p benchmark peer (TCP + Noise + yamux), the same contract as mycel_peer.py:
-//   node js_peer.mjs server                       -> {"peer_id", "addrs", "pid"}; serves /perf/1.0.0 and ping until stdin closes
+// js-libp2p benchmark peer, the same contract as mycel_peer.py:
+//   node js_peer.mjs server [--stack S]           -> {"peer_id", "addrs", "pid"}; serves /perf/1.0.0 and ping until stdin closes
 //   node js_peer.mjs client perf ADDR --bytes N [--streams K] [--server-pid P ...] [--directions upload download]
 //   node js_peer.mjs client dials ADDR --count N  -> fresh dial + one ping, N times
 //   node js_peer.mjs client ping ADDR --count N   -> N pings on one open stream
+// --stack (server and client alike): noise (default) = TCP + Noise + yamux, tls = TCP + TLS + yamux,
+// quic = /quic-v1 (@chainsafe/libp2p-quic 2.1.1, its default options); the server prints only that
+// transport's addresses and the client can dial only it.
 // Run with the pinned Node 22 (interop/js/node_modules/node/bin/node). The packages come from
 // interop/js/node_modules (MYCEL_JS_DIR overrides the directory holding node_modules): a resolve hook
 // maps this script's bare imports there, as an import map would. Perf is our own code over plain js
@@ -29,6 +32,7 @@ register('data:text/javascript,' + encodeURIComponent(HOOKS))
 const { createLibp2p } = await import('libp2p')
 const { tcp } = await import('@libp2p/tcp')
 const { noise } = await import('@chainsafe/libp2p-noise')
+const { tls } = await import('@libp2p/tls')
 const { yamux } = await import('@chainsafe/libp2p-yamux')
 const { ping } = await import('@libp2p/ping')
 const { multiaddr } = await import('@multiformats/multiaddr')
@@ -38,6 +42,7 @@ const PING = '/ipfs/ping/1.0.0'
 const BLOCK = 64 * 1024 // js yamux splits writes into 64 KiB messages anyway
 const MAX_STREAMS = 1_000_000 // the memory test holds 10,000 idle streams on one connection
 const TICKS = 100 // USER_HZ on Linux
+const STACKS = ['noise', 'tls', 'quic']
 
 function emit (obj) {
   process.stdout.write(JSON.stringify(obj) + '\n')
@@ -45,7 +50,7 @@ function emit (obj) {
 
 function parseArgs (argv) {
   const [mode, ...rest] = argv
-  const opts = { mode, test: null, addr: null, bytes: 1e9, streams: 1, count: 200, warmup: 5, serverPid: [], directions: ['upload', 'download'] }
+  const opts = { mode, stack: 'noise', test: null, addr: null, bytes: 1e9, streams: 1, count: 200, warmup: 5, serverPid: [], directions: ['upload', 'download'] }
   const positional = []
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i]
@@ -54,6 +59,7 @@ function parseArgs (argv) {
     else if (a === '--count') opts.count = Number(rest[++i])
     else if (a === '--warmup') opts.warmup = Number(rest[++i])
     else if (a === '--server-pid') opts.serverPid.push(Number(rest[++i]))
+    else if (a === '--stack') opts.stack = rest[++i]
     else if (a === '--directions') {
       opts.directions = []
       while (i + 1 < rest.length && !rest[i + 1].startsWith('--')) opts.directions.push(rest[++i])
@@ -61,7 +67,8 @@ function parseArgs (argv) {
     else positional.push(a)
   }
   if (mode === 'client') [opts.test, opts.addr] = positional
-  else if (mode !== 'server') throw new Error('usage: js_peer.mjs server | client perf|dials|ping ADDR [options]')
+  else if (mode !== 'server') throw new Error('usage: js_peer.mjs server | client perf|dials|ping ADDR [--stack noise|tls|quic] [options]')
+  if (!STACKS.includes(opts.stack)) throw new Error(`--stack ${opts.stack}: one of ${STACKS.join(', ')}`)
   return opts
 }
 
@@ -81,12 +88,29 @@ function selfCpu () {
   return (u.user + u.system) / 1e6
 }
 
-async function makeNode (listen) {
-  return createLibp2p({
-    addresses: { listen: listen ? ['/ip4/127.0.0.1/tcp/0'] : [] },
+// the listen address prefix of a stack (also the prefix of the addresses the server prints)
+function addrPrefix (stack) {
+  return stack === 'quic' ? '/ip4/127.0.0.1/udp/' : '/ip4/127.0.0.1/tcp/'
+}
+
+async function stackOptions (stack) {
+  if (stack === 'quic') {
+    // QUIC brings TLS 1.3 and its own streams (at most 256 concurrent per connection by default);
+    // its native binding is loaded only when asked for
+    const { quic } = await import('@chainsafe/libp2p-quic')
+    return { transports: [quic()], connectionEncrypters: [], streamMuxers: [] }
+  }
+  return {
     transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux({ maxInboundStreams: MAX_STREAMS, maxOutboundStreams: MAX_STREAMS })],
+    connectionEncrypters: [stack === 'tls' ? tls() : noise()],
+    streamMuxers: [yamux({ maxInboundStreams: MAX_STREAMS, maxOutboundStreams: MAX_STREAMS })]
+  }
+}
+
+async function makeNode (listen, stack) {
+  return createLibp2p({
+    addresses: { listen: listen ? [stack === 'quic' ? '/ip4/127.0.0.1/udp/0/quic-v1' : '/ip4/127.0.0.1/tcp/0'] : [] },
+    ...await stackOptions(stack),
     services: { ping: ping({ maxInboundStreams: 1024, maxOutboundStreams: 1024 }) },
     connectionManager: {
       inboundConnectionThreshold: 1e9, // default 5/s per IP: the dial and memory tests connect faster
@@ -130,10 +154,10 @@ async function perfHandler (stream) {
   }
 }
 
-async function server () {
-  const node = await makeNode(true)
+async function server (opts) {
+  const node = await makeNode(true, opts.stack)
   await node.handle(PERF, (stream) => { perfHandler(stream) }, { maxInboundStreams: MAX_STREAMS, maxOutboundStreams: MAX_STREAMS })
-  const addrs = node.getMultiaddrs().map(String).filter(a => a.startsWith('/ip4/127.0.0.1/tcp/'))
+  const addrs = node.getMultiaddrs().map(String).filter(a => a.startsWith(addrPrefix(opts.stack)))
   emit({ peer_id: node.peerId.toString(), addrs, pid: process.pid })
   await new Promise((resolve) => {
     process.stdin.on('end', resolve)
@@ -236,7 +260,7 @@ async function pings (node, opts) {
 }
 
 async function client (opts) {
-  const node = await makeNode(false)
+  const node = await makeNode(false, opts.stack)
   const run = { perf, dials, ping: pings }[opts.test]
   if (run == null) throw new Error(`unknown test ${opts.test}`)
   const result = await run(node, opts)
@@ -246,7 +270,7 @@ async function client (opts) {
 
 async function main () {
   const opts = parseArgs(process.argv.slice(2))
-  if (opts.mode === 'server') await server()
+  if (opts.mode === 'server') await server(opts)
   else await client(opts)
   process.exit(0)
 }

@@ -1,6 +1,7 @@
 // js-libp2p 3.x interop peer for mycel. Run with the pinned Node 22:
 //   interop/js/node_modules/node/bin/node interop/js/peer.mjs listen --transport tcp --security noise --muxer yamux
 //   interop/js/node_modules/node/bin/node interop/js/peer.mjs dial --transport tcp --security noise --muxer yamux <maddr>/p2p/<id>
+//   ... --transport quic-v1 --security none --muxer none ...   (QUIC: @chainsafe/libp2p-quic, see quic-reset.mjs)
 // Same contract as interop/cases.py (the Python peers): one JSON line on stdout, logs on stderr,
 // exit 3 with {"unsupported": ...} for a stack js-libp2p cannot run.
 
@@ -49,20 +50,43 @@ function parseArgs (argv) {
 }
 
 function unsupportedReason ({ transport, security, muxer, ip }) {
-  if (transport !== 'tcp') return `transport ${transport}: this js peer is built with tcp only`
+  if (transport === 'quic-v1') {
+    if (security !== 'none' || muxer !== 'none') return `quic-v1 brings its own security and streams: --security none --muxer none, not ${security}/${muxer}`
+    return ip !== '127.0.0.1' ? 'interop peers stay on 127.0.0.1' : null
+  }
+  if (transport !== 'tcp') return `transport ${transport}: this js peer has tcp and quic-v1 (@chainsafe/libp2p-quic)`
   if (!['noise', 'tls'].includes(security)) return `security ${security}: js-libp2p offers noise and tls`
   if (!['yamux', 'mplex'].includes(muxer)) return `muxer ${muxer}: js-libp2p offers yamux and mplex`
   if (ip !== '127.0.0.1') return 'interop peers stay on 127.0.0.1'
   return null
 }
 
-async function makeNode (opts) {
-  return createLibp2p({
-    addresses: { listen: opts.mode === 'listen' ? [`/ip4/${opts.ip}/tcp/0`] : [] },
+// The listen multiaddr prefix of our transport (also what the listener's printed addrs start with).
+function addrPrefix (opts) {
+  return opts.transport === 'quic-v1' ? `/ip4/${opts.ip}/udp/` : `/ip4/${opts.ip}/tcp/`
+}
+
+async function stackOptions (opts) {
+  if (opts.transport === 'quic-v1') {
+    // loaded only for QUIC (a native binding); quic-reset.mjs: libp2p-quic 2.1.1 reads a remote reset as EOF
+    const { quic } = await import('@chainsafe/libp2p-quic')
+    await import('./quic-reset.mjs')
+    // QUIC brings TLS 1.3 and its own streams: no connection encrypter or muxer of libp2p's
+    return { transports: [quic()], connectionEncrypters: [], streamMuxers: [] }
+  }
+  return {
     transports: [tcp()],
     connectionEncrypters: [opts.security === 'tls' ? tls() : noise()],
     // js mplex closes a connection that opens more than 5 streams per second (disconnectThreshold): off
-    streamMuxers: [opts.muxer === 'mplex' ? mplex({ disconnectThreshold: 1e9 }) : yamux()],
+    streamMuxers: [opts.muxer === 'mplex' ? mplex({ disconnectThreshold: 1e9 }) : yamux()]
+  }
+}
+
+async function makeNode (opts) {
+  const listen = opts.transport === 'quic-v1' ? `/ip4/${opts.ip}/udp/0/quic-v1` : `/ip4/${opts.ip}/tcp/0`
+  return createLibp2p({
+    addresses: { listen: opts.mode === 'listen' ? [listen] : [] },
+    ...await stackOptions(opts),
     services: {
       // the listener identifies whoever connects; the dialer runs identify explicitly (a case)
       identify: identify({ runOnConnectionOpen: opts.mode === 'listen', maxInboundStreams: 32, maxOutboundStreams: 32 }),
@@ -182,7 +206,7 @@ async function listen (opts) {
   await node.handle(ECHO, echoHandler, { maxInboundStreams: STREAM_LIMIT, maxOutboundStreams: STREAM_LIMIT })
   await node.handle(PERF, perfHandler, { maxInboundStreams: STREAM_LIMIT, maxOutboundStreams: STREAM_LIMIT })
   const peerId = node.peerId.toString()
-  const addrs = node.getMultiaddrs().map(String).filter(a => a.startsWith(`/ip4/${opts.ip}/tcp/`))
+  const addrs = node.getMultiaddrs().map(String).filter(a => a.startsWith(addrPrefix(opts)))
   emit({ peer_id: peerId, addrs })
   log(`listening as ${peerId} on ${addrs.join(' ')}`)
   await new Promise((resolve) => {
@@ -337,7 +361,7 @@ async function dial (opts) {
       stream.abort(new Error('interop reset'))
       const payload = randomBytes(4096)
       compare(payload, await echoRoundtrip(c, payload))
-      return { detail: `stream.abort() sent a ${opts.muxer} reset; a new echo stream on the same connection then worked` }
+      return { detail: `stream.abort() sent a ${opts.transport === 'quic-v1' ? 'QUIC RESET_STREAM' : opts.muxer + ' reset'}; a new echo stream on the same connection then worked` }
     }
   }
 

@@ -1,8 +1,9 @@
 // js-libp2p 3.x in the libp2p/test-plans transport-interop role, to check mycel's entrypoint against.
 //   interop/js/node_modules/node/bin/node interop/js/testplans.mjs     # configured by env only
-// Env (test-plans lower-case or unified-testing upper-case): transport/TRANSPORT, security/SECURE_CHANNEL,
-// muxer/MUXER, is_dialer/IS_DIALER, ip/LISTENER_IP, redis_addr/REDIS_ADDR, test_timeout_seconds,
-// TEST_KEY (key <TEST_KEY>_listener_multiaddr, else listenerAddr).
+// Env (test-plans lower-case or unified-testing upper-case): transport/TRANSPORT (tcp or quic-v1),
+// security/SECURE_CHANNEL, muxer/MUXER (both ignored for quic-v1, which brings its own), is_dialer/IS_DIALER,
+// ip/LISTENER_IP, redis_addr/REDIS_ADDR, test_timeout_seconds, TEST_KEY (key <TEST_KEY>_listener_multiaddr,
+// else listenerAddr).
 // Listener: RPUSH <addr>/p2p/<id>, then sleep the timeout and exit 1. Dialer: BLPOP, dial, ping, print
 // {"handshakePlusOneRTTMillis": ..., "pingRTTMilllis": ...} on stdout, exit 0. Logs on stderr.
 // Redis is spoken with a tiny RESP client over node:net (no npm redis dependency).
@@ -156,24 +157,32 @@ async function main () {
   const timeoutSecs = Number(env('test_timeout_seconds', 'TEST_TIMEOUT_SECS', 'test_timeout_secs') ?? 180)
   const testKey = env('TEST_KEY')
   const key = testKey != null ? `${testKey}_listener_multiaddr` : 'listenerAddr'
-  if (transport !== 'tcp') throw new Error(`transport ${transport}: this js fixture has tcp only`)
-  if (!['noise', 'tls'].includes(security)) throw new Error(`security ${security} not supported`)
-  if (!['yamux', 'mplex'].includes(muxer)) throw new Error(`muxer ${muxer} not supported`)
+  const isQuic = transport === 'quic-v1'
+  if (transport !== 'tcp' && !isQuic) throw new Error(`transport ${transport}: this js fixture has tcp and quic-v1`)
+  if (!isQuic && !['noise', 'tls'].includes(security)) throw new Error(`security ${security} not supported`)
+  if (!isQuic && !['yamux', 'mplex'].includes(muxer)) throw new Error(`muxer ${muxer} not supported`)
 
   const deadline = Date.now() + timeoutSecs * 1000
   const redis = await Redis.open(redisHost, Number(redisPort), deadline)
+  const stack = isQuic
+    ? { transports: [(await import('@chainsafe/libp2p-quic')).quic()], connectionEncrypters: [], streamMuxers: [] } // TLS 1.3 + streams built in
+    : {
+        transports: [tcp()],
+        connectionEncrypters: [security === 'tls' ? tls() : noise()],
+        streamMuxers: [muxer === 'mplex' ? mplex({ disconnectThreshold: 1e9 }) : yamux()]
+      }
   const node = await createLibp2p({
-    addresses: { listen: isDialer ? [] : [`/ip4/${ip}/tcp/0`] },
-    transports: [tcp()],
-    connectionEncrypters: [security === 'tls' ? tls() : noise()],
-    streamMuxers: [muxer === 'mplex' ? mplex({ disconnectThreshold: 1e9 }) : yamux()],
+    addresses: { listen: isDialer ? [] : [isQuic ? `/ip4/${ip}/udp/0/quic-v1` : `/ip4/${ip}/tcp/0`] },
+    ...stack,
     services: { identify: identify(), ping: ping() },
     connectionMonitor: { enabled: false }
   })
   if (!isDialer) {
-    const bound = node.getMultiaddrs().map(String).find(a => a.includes('/tcp/'))
-    const port = bound.split('/tcp/')[1].split('/')[0]
-    const addr = `/ip4/${advertisedIp(ip)}/tcp/${port}/p2p/${node.peerId}`
+    const proto = isQuic ? 'udp' : 'tcp'
+    const bound = node.getMultiaddrs().map(String).find(a => a.includes(`/${proto}/`))
+    if (bound == null) throw new Error(`no ${proto} listen address in ${node.getMultiaddrs().join(' ')}`)
+    const port = bound.split(`/${proto}/`)[1].split('/')[0]
+    const addr = `/ip4/${advertisedIp(ip)}/${proto}/${port}${isQuic ? '/quic-v1' : ''}/p2p/${node.peerId}`
     await redis.command('RPUSH', key, addr)
     log(`listening; published ${addr} under ${key}`)
     await new Promise((resolve) => setTimeout(resolve, timeoutSecs * 1000))
