@@ -3,6 +3,10 @@ drives it through the daemon control protocol.
 
     .venv/bin/python interop/go_peer.py listen --transport tcp --security noise --muxer yamux
     .venv/bin/python interop/go_peer.py dial --transport tcp --security noise --muxer yamux <maddr>/p2p/<id>
+    .venv/bin/python interop/go_peer.py listen --transport quic-v1 --security none --muxer none
+
+QUIC: this p2pd build listens on ``/quic-v1`` (RFC 9000, quic-go) when given it in ``-hostAddrs``; its
+``-quic`` flag is deprecated and always on. Draft-29 ``/quic`` is gone ("no transport for protocol").
 
 The transport, security, muxer, ping and identify responders are go's. Things the daemon does not
 offer are done by this script over go streams, and the report says so: the echo handler (this p2pd
@@ -55,8 +59,12 @@ IDENTIFY_LIMIT = 10 * 8 * 1024 + 64  # 10 messages of at most 8 KiB each, plus p
 
 
 def unsupported_reason(transport: str, security: str, muxer: str) -> str | None:
+    if transport == "quic-v1":
+        if security != "none" or muxer != "none":
+            return "quic-v1 brings its own security (TLS 1.3) and streams: security and muxer must be none"
+        return None
     if transport != "tcp":
-        return f"transport {transport!r}: this adapter drives p2pd over tcp only"
+        return f"transport {transport!r}: this adapter drives p2pd over tcp and quic-v1"
     if security not in SUPPORTED_SECURITY:
         return f"security {security!r}: p2pd offers noise and tls"
     if muxer not in SUPPORTED_MUXERS:
@@ -71,19 +79,30 @@ class Daemon:
     workdir: str
 
 
+def host_addr(transport: str, ip: str) -> str:
+    """p2pd's ``-hostAddrs`` for the transport (this build's QUIC is quic-go speaking RFC 9000 /quic-v1)."""
+    return f"/ip4/{ip}/udp/0/quic-v1" if transport == "quic-v1" else f"/ip4/{ip}/tcp/0"
+
+
+def own_addr(transport: str, ip: str, addr: str) -> bool:
+    """Whether ``addr`` (from p2pd's IDENTIFY) is one of our listen addresses for ``transport``."""
+    if transport == "quic-v1":
+        return addr.startswith(f"/ip4/{ip}/udp/") and addr.endswith("/quic-v1")
+    return addr.startswith(f"/ip4/{ip}/tcp/")
+
+
 @asynccontextmanager
-async def run_p2pd(security: str, muxer: str, ip: str) -> AsyncIterator[Daemon]:
+async def run_p2pd(transport: str, security: str, muxer: str, ip: str) -> AsyncIterator[Daemon]:
     """Start p2pd on 127.0.0.1 and a private unix control socket; stop it (by PID) on exit."""
     workdir = tempfile.mkdtemp(prefix="mycel-p2pd-")
     control_path = os.path.join(workdir, "p2pd.sock")
-    argv = [
-        str(P2PD),
-        "-listen", f"/unix{control_path}",
-        "-hostAddrs", f"/ip4/{ip}/tcp/0",
-        f"-noise={'true' if security == 'noise' else 'false'}",
-        f"-tls={'true' if security == 'tls' else 'false'}",
-        "-muxer", muxer,
-    ]  # fmt: skip
+    argv = [str(P2PD), "-listen", f"/unix{control_path}", "-hostAddrs", host_addr(transport, ip)]
+    if transport == "tcp":
+        argv += [
+            f"-noise={'true' if security == 'noise' else 'false'}",
+            f"-tls={'true' if security == 'tls' else 'false'}",
+            "-muxer", muxer,
+        ]  # fmt: skip
     log.info("starting %s", " ".join(argv))
     proc = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     assert proc.stdout is not None
@@ -160,7 +179,7 @@ async def echo_handler(sock: trio.SocketStream) -> None:
 
 
 async def listen(args: argparse.Namespace) -> int:
-    async with run_p2pd(args.security, args.muxer, args.ip) as daemon:
+    async with run_p2pd(args.transport, args.security, args.muxer, args.ip) as daemon:
         handler_path = os.path.join(daemon.workdir, "echo.sock")
         listener = await open_unix_listener(handler_path)
         async with trio.open_nursery() as nursery:
@@ -169,7 +188,7 @@ async def listen(args: argparse.Namespace) -> int:
             me = await daemon.control.identify()
             peer = b58encode(daemon.peer_id)
             addrs = [addr_to_str(a) for a in me.addrs]
-            addrs = [f"{a}/p2p/{peer}" for a in addrs if a.startswith(f"/ip4/{args.ip}/tcp/")]
+            addrs = [f"{a}/p2p/{peer}" for a in addrs if own_addr(args.transport, args.ip, a)]
             cases.emit({"peer_id": peer, "addrs": addrs})
             await cases.wait_for_shutdown()
             nursery.cancel_scope.cancel()
@@ -214,7 +233,7 @@ async def read_all(stream: DaemonStream, limit: int) -> bytes:
 
 async def dial(args: argparse.Namespace) -> int:
     peer_id, addr = split_target(args.target)
-    async with run_p2pd(args.security, args.muxer, args.ip) as daemon:
+    async with run_p2pd(args.transport, args.security, args.muxer, args.ip) as daemon:
         control = daemon.control
 
         async def connect() -> cases.Report:

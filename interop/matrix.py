@@ -184,6 +184,8 @@ async def run_cell(
     missing = impl.missing()
     if missing:
         return CellResult(spec, "fail", f"{impl.key} peer not installed: {missing} (make interop-peers)")
+    factor = impl.timeout_factor(spec.stack)
+    case_timeout, dial_timeout = case_timeout * factor, dial_timeout * factor
     tail = _LogTail()
     mycel_logger = logging.getLogger("mycel")
     saved_level = mycel_logger.level

@@ -3,6 +3,7 @@ implementation (itself included) over each stack both support, and a table is pr
 
     .venv/bin/python interop/selfcheck.py                 # tcp/noise/yamux and tcp/noise/mplex
     .venv/bin/python interop/selfcheck.py --stacks tcp/tls/yamux --impls go,js --json out.json
+    .venv/bin/python interop/selfcheck.py --stacks quic-v1 --impls go,py
 
 Exit status 0 when every cell ran (failed cases are findings, shown in the table), 1 when a peer could
 not be started at all.
@@ -24,7 +25,7 @@ if __package__ in (None, ""):
 
 import trio
 
-from interop.peers import CASES, IMPLS, PeerError, PeerImpl, Stack
+from interop.peers import CASES, IMPLS, STANDALONE_TRANSPORTS, PeerError, PeerImpl, Stack
 
 log = logging.getLogger("mycel.interop.selfcheck")
 
@@ -51,9 +52,13 @@ class Cell:
 
 
 def parse_stack(text: str) -> Stack:
+    """``tcp/noise/yamux``, or a transport with its own security and streams: ``quic-v1``."""
     parts = text.split("/")
+    if len(parts) == 1 and text in STANDALONE_TRANSPORTS:
+        return Stack(text, None, None)
     if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"stack must be transport/security/muxer: {text}")
+        standalone = ", ".join(sorted(STANDALONE_TRANSPORTS))
+        raise argparse.ArgumentTypeError(f"stack must be transport/security/muxer or one of {standalone}: {text}")
     return Stack(*parts)
 
 

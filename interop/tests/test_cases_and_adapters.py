@@ -195,7 +195,15 @@ def test_support_matrix() -> None:
     assert peers.GO.unsupported_reason(Stack("tcp", "noise", "mplex")) is not None
     assert peers.GO.unsupported_reason(Stack("tcp", "tls", "yamux")) is None
     assert peers.JS.unsupported_reason(Stack("tcp", "noise", "mplex")) is None
-    assert peers.PY.unsupported_reason(Stack("quic-v1", None, None)) is not None
+    quic = Stack("quic-v1", None, None)
+    assert peers.PY.unsupported_reason(quic) is None
+    assert peers.GO.unsupported_reason(quic) is None
+    assert quic.args() == ["--transport", "quic-v1", "--security", "none", "--muxer", "none"]
+    # QUIC brings its own security and streams: a security or muxer with it is not a stack
+    assert "not a stack" in (peers.PY.unsupported_reason(Stack("quic-v1", "noise", "yamux")) or "")
+    assert peers.PY.unsupported_reason(Stack("webrtc", None, None)) is not None
+    assert peers.PY.timeout_factor(quic) == 2.0 and peers.GO.timeout_factor(quic) == 1.0
+    assert peers.PY.timeout_factor(STACK) == 1.0
     assert STACK.args() == ["--transport", "tcp", "--security", "noise", "--muxer", "yamux"]
 
 

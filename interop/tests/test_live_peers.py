@@ -54,3 +54,23 @@ async def test_go_dials_js_through_p2pd() -> None:
         assert "SHUT_WR" in result.cases["half_close"]["detail"]
         assert result.cases["identify"]["go_peerstore_addrs"] == [listener.addrs[0].split("/p2p/")[0]]
         assert await listener.wait_for_event("stream_reset", timeout=10)
+
+
+QUIC = Stack("quic-v1", None, None)
+
+
+async def test_go_dials_py_over_quic() -> None:
+    need(GO, PY)
+    async with PY.listen(QUIC) as listener:
+        assert "/udp/" in listener.addrs[0] and "/quic-v1/p2p/" in listener.addrs[0]
+        result = await GO.dial(QUIC, listener.addrs[0], timeout=240)
+        ok = {name for name, case in result.cases.items() if case["ok"]}
+        assert ok == {"connect", "identify", "ping", "echo_1mib", "echo_64_streams", "reset"}, result.cases
+        assert "SHUT_WR" in result.cases["half_close"]["detail"]  # p2pd's pipe cannot half-close
+        identify = result.cases["identify"]
+        assert identify["agent_version"].startswith("py-libp2p/")
+        assert identify["signed_peer_record"] == "verified"
+        # py-libp2p alone would report a /tcp/ observed address here (interop/py/peer.py fixes it)
+        observed = identify["observed_addr"]
+        assert observed.startswith("/ip4/127.0.0.1/udp/") and observed.endswith("/quic-v1"), observed
+        assert await listener.wait_for_event("stream_reset", timeout=10)
