@@ -28,6 +28,7 @@ from trio.lowlevel import (
 )
 
 from mycel.core.abc import Connection, ConnectionStats, Direction, MuxedStream, SecureConnection
+from mycel.core.yielding import YieldBudget
 from mycel.core.errors import (
     ConnectionClosed,
     MycelError,
@@ -229,7 +230,7 @@ class MuxedStreamImpl(MuxedStream):
                 self._reader = current_task()
                 await wait_task_rescheduled(self._abort_read)
                 parked = True
-            await self._conn._maybe_yield(parked)
+            await self._conn._yields.spend(parked)
             return data
         finally:
             self._receiving = False
@@ -308,7 +309,7 @@ class MuxedStreamImpl(MuxedStream):
                     continue
                 pos += core.send_data(key, view[pos : pos + min(room, window)])
                 conn._wake_writer()
-            await conn._maybe_yield(parked)
+            await conn._yields.spend(parked)
         finally:
             self._sending = False
 
@@ -354,7 +355,7 @@ class MuxedStreamImpl(MuxedStream):
                 conn._core.send_eof(self._key)
                 conn._wake_writer()
                 conn._forget_if_done(self)
-            await self._conn._maybe_yield(False)
+            await self._conn._yields.spend(False)
         finally:
             self._sending = False
 
@@ -413,7 +414,7 @@ class MuxedConnection(Connection):
         self._run_done = trio.Event()
         self._writer_idle = True
         self._writer_dead = False
-        self._unyielded = 0  # stream calls completed in a row without a schedule point
+        self._yields = YieldBudget(YIELD_EVERY)
         self._reader_scope: trio.CancelScope | None = None
         self._stats = ConnectionStats()
         # Frames no larger than one record of the secure channel (Noise: 65519 bytes): each payload is
@@ -495,7 +496,7 @@ class MuxedConnection(Connection):
         self._streams[key] = stream
         self._stats.streams_opened += 1
         self._wake_writer()
-        await self._maybe_yield(parked)
+        await self._yields.spend(parked)
         return stream
 
     async def accept_stream(self) -> MuxedStreamImpl:
@@ -511,7 +512,7 @@ class MuxedConnection(Connection):
                 break
             await self._accept_lot.park()
             parked = True
-        await self._maybe_yield(parked)
+        await self._yields.spend(parked)
         return stream
 
     def set_inbound_handler(self, handler: Callable[[MuxedStreamImpl], None] | None) -> None:
@@ -735,17 +736,6 @@ class MuxedConnection(Connection):
 
     # ---- writing ------------------------------------------------------------------------
 
-    async def _maybe_yield(self, parked: bool) -> None:
-        """End of a stream call: a call that waited has yielded already; others yield every YIELD_EVERY."""
-        if parked:
-            self._unyielded = 0
-            return
-        n = self._unyielded + 1
-        if n >= YIELD_EVERY:
-            self._unyielded = 0
-            await cancel_shielded_checkpoint()
-        else:
-            self._unyielded = n
 
     def _wake_writer(self) -> None:
         # only when there is something to send: a reader consuming data (no window update due) must

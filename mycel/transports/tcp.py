@@ -22,6 +22,7 @@ from multiaddr import Multiaddr
 from mycel.core.abc import Direction, Listener, RawConnection, StreamTransport
 from mycel.core.addrs import ip_multiaddr, tcp_host_port
 from mycel.core.errors import DialError, TransportError
+from mycel.core.yielding import YieldBudget
 
 log = logging.getLogger("mycel.transports.tcp")
 
@@ -56,7 +57,7 @@ class SocketConnection(RawConnection):
         self._pending = b""  # corked writes not yet sent; < CORK_LIMIT bytes
         self._receiving = False
         self._sending = False
-        self._unyielded = 0  # calls completed in a row without a schedule point
+        self._yields = YieldBudget(YIELD_EVERY)
         sock = stream.socket
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -111,13 +112,13 @@ class SocketConnection(RawConnection):
                 self._pending += data
                 if len(self._pending) >= CORK_LIMIT:
                     await self._flush()
-                await self._maybe_yield()
+                await self._yields.spend()
                 return
             if self._pending:
                 await self._flush()
             with memoryview(data) as view:
                 await self._write(view if view.itemsize == 1 else view.cast("B"))
-            await self._maybe_yield()
+            await self._yields.spend()
         finally:
             self._sending = False
 
@@ -142,7 +143,7 @@ class SocketConnection(RawConnection):
             try:
                 n = os.write(self._fd(), view)
             except BlockingIOError:
-                self._unyielded = 0
+                self._yields.waited()
                 await trio.lowlevel.wait_writable(self._sock)
                 continue
             except OSError as exc:
@@ -186,7 +187,7 @@ class SocketConnection(RawConnection):
                     self._ahead = data
                     self._ahead_pos = want
                     data = data[:want]
-            await self._maybe_yield()
+            await self._yields.spend()
             return data
         finally:
             self._receiving = False
@@ -205,15 +206,9 @@ class SocketConnection(RawConnection):
                 raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
             if self._pending:  # about to wait: the peer may be waiting for what we held back
                 await self._guarded_flush()
-            self._unyielded = 0
+            self._yields.waited()
             await trio.lowlevel.wait_readable(self._sock)
 
-    async def _maybe_yield(self) -> None:
-        n = self._unyielded + 1
-        if n >= YIELD_EVERY:
-            n = 0
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        self._unyielded = n
 
     async def aclose(self) -> None:
         if self._pending and self._sock.fileno() >= 0:
