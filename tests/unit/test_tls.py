@@ -317,6 +317,23 @@ async def test_certificate_is_reused_per_identity() -> None:
     assert tls.certificate(identity) is first
 
 
+async def test_a_known_certificate_is_not_verified_in_full_again() -> None:
+    client, server = TLS(), TLS()
+    client_id, server_id = Identity.generate(), Identity.generate()
+    for _ in range(3):
+        out, inn = await tls_pair(client_id, server_id, client=client, server=server)
+        assert out.remote_peer == server_id.peer_id and inn.remote_peer == client_id.peer_id
+    assert client._verified.hits == 2 and server._verified.hits == 2
+    a, b = socket_raw_pair()
+    refused, _ = await run_both(  # a known certificate, but not the peer we asked for
+        lambda: client.secure_outbound(a, client_id, Identity.generate().peer_id),
+        lambda: server.secure_inbound(b, server_id),
+    )
+    with pytest.raises(PeerIdMismatch):
+        refused.unwrap()
+    assert client._verified.hits == 3
+
+
 async def test_handshake_eof_and_garbage() -> None:
     a_raw, b_raw = memory_raw_pair()
 

@@ -25,6 +25,7 @@ from mycel.security.tls.certificate import (
     EXTENSION_OID,
     SIGNATURE_PREFIX,
     CertificateCache,
+    VerificationCache,
     decode_signed_key,
     encode_signed_key,
     generate_certificate,
@@ -184,6 +185,51 @@ def test_certificate_cache() -> None:
     assert len(built) == 4
     cache.get(b, NOW)
     assert len(built) == 5
+
+
+def test_verification_cache_remembers_successes_only() -> None:
+    a, b = Identity.generate(), Identity.generate()
+    cert_a = generate_certificate(a.private_key, NOW)
+    cert_b = generate_certificate(b.private_key, NOW)
+    cache = VerificationCache(size=2)
+    assert cache.verify([cert_a.der], NOW).peer_id == a.peer_id and cache.hits == 0
+    assert cache.verify([cert_a.der], NOW, a.peer_id).public_key == a.public_key and cache.hits == 1
+    # what depends on the moment is checked on every hit
+    with pytest.raises(PeerIdMismatch):
+        cache.verify([cert_a.der], NOW, b.peer_id)
+    with pytest.raises(InvalidCertificate, match="valid from"):
+        cache.verify([cert_a.der], NOW + CERTIFICATE_VALIDITY + datetime.timedelta(seconds=1))
+    with pytest.raises(InvalidCertificate, match="exactly one"):
+        cache.verify([cert_a.der, cert_b.der], NOW)
+    # a failure is not remembered: a certificate that is not valid yet verifies once it is
+    early = NOW - CLOCK_SKEW - datetime.timedelta(minutes=1)
+    with pytest.raises(InvalidCertificate):
+        cache.verify([cert_b.der], early)
+    assert len(cache) == 1
+    assert cache.verify([cert_b.der], NOW).peer_id == b.peer_id and len(cache) == 2
+    # bounded: the least recently used goes
+    cache.verify([cert_a.der], NOW)
+    cert_c = generate_certificate(Identity.generate().private_key, NOW)
+    cache.verify([cert_c.der], NOW)
+    assert len(cache) == 2
+    hits = cache.hits
+    cache.verify([cert_b.der], NOW)  # was evicted: verified in full again
+    assert cache.hits == hits
+
+
+def test_verification_cache_with_a_parsed_certificate_and_bad_ones() -> None:
+    a = Identity.generate()
+    cert = generate_certificate(a.private_key, NOW)
+    cache = VerificationCache()
+    assert cache.verify([cert.der], NOW, parsed=cert.certificate).peer_id == a.peer_id
+    forged = generate_certificate(a.private_key, NOW)  # a's key, but the extension of another host
+    other = generate_certificate(Identity.generate().private_key, NOW)
+    bad = build(key=forged.private_key, extensions=[(other.certificate.extensions[0].value, False)])
+    for _ in range(2):  # and again: failures are not cached
+        with pytest.raises(InvalidCertificate, match="signature is invalid"):
+            cache.verify([der(bad)], NOW)
+    with pytest.raises(ValueError):
+        VerificationCache(size=0)
 
 
 # ---- verification rules ------------------------------------------------------------------------

@@ -41,6 +41,7 @@ __all__ = [
     "LocalCertificate",
     "CertificateCache",
     "VerifiedPeer",
+    "VerificationCache",
     "generate_certificate",
     "verify_certificate_chain",
     "encode_signed_key",
@@ -235,12 +236,40 @@ def verify_certificate(
     cert_der: bytes, now: datetime.datetime, expected_peer: PeerId | None = None
 ) -> VerifiedPeer:
     """Verify one peer certificate (DER) per the libp2p TLS spec; see :func:`verify_certificate_chain`."""
+    verified, not_before, not_after = _verify_signed(cert_der, now)
+    return _check_peer(verified, not_before, not_after, now, expected_peer)
+
+
+def _check_peer(
+    verified: VerifiedPeer,
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+    now: datetime.datetime,
+    expected_peer: PeerId | None,
+) -> VerifiedPeer:
+    if not not_before <= now <= not_after:
+        raise InvalidCertificate(
+            f"certificate valid from {not_before.isoformat()} to {not_after.isoformat()}, not at {now.isoformat()}"
+        )
+    if expected_peer is not None and verified.peer_id != expected_peer:
+        raise PeerIdMismatch(f"expected peer {expected_peer}, the certificate authenticates {verified.peer_id}")
+    return verified
+
+
+def _verify_signed(
+    cert_der: bytes, now: datetime.datetime, cert: x509.Certificate | None = None
+) -> tuple[VerifiedPeer, datetime.datetime, datetime.datetime]:
+    """Everything about a certificate that does not depend on the time or the expected peer: it parses,
+    is validly self-signed, has the libp2p extension once with a valid signature and no unknown critical
+    extension. Returns the peer and the validity period (checked against ``now`` first: an expired
+    certificate is refused before its signatures are checked). ``cert`` is ``cert_der`` already parsed."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     if len(cert_der) > MAX_CERTIFICATE:
         raise InvalidCertificate(f"certificate of {len(cert_der)} bytes exceeds {MAX_CERTIFICATE}")
     try:
-        cert = x509.load_der_x509_certificate(bytes(cert_der))
+        if cert is None:
+            cert = x509.load_der_x509_certificate(bytes(cert_der))
         not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
         cert_key = cert.public_key()
     except _PARSE_ERRORS as exc:
@@ -279,10 +308,52 @@ def verify_certificate(
         raise InvalidCertificate(f"libp2p extension is malformed: {exc}") from None
     if not public_key.verify(SIGNATURE_PREFIX + _spki(cert_key), signature):
         raise InvalidCertificate("libp2p extension signature is invalid")
-    peer_id = PeerId.from_public_key(public_key)
-    if expected_peer is not None and peer_id != expected_peer:
-        raise PeerIdMismatch(f"expected peer {expected_peer}, the certificate authenticates {peer_id}")
-    return VerifiedPeer(public_key, peer_id)
+    return VerifiedPeer(public_key, PeerId.from_public_key(public_key)), not_before, not_after
+
+
+class VerificationCache:
+    """Certificates that verified recently, by their DER bytes (at most ``size``, least recently used
+    forgotten first).
+
+    The same bytes verify the same way, and libp2p implementations present one certificate for many
+    connections (a day or more), so a peer that connects again skips the parsing and both signature
+    checks; what depends on the moment is checked every time: the validity period and the expected peer
+    id. (The TLS handshake's CertificateVerify still proves the peer holds the certificate's key.)
+    Failures are not remembered.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self._size = size
+        self._entries: OrderedDict[bytes, tuple[VerifiedPeer, datetime.datetime, datetime.datetime]] = OrderedDict()
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def verify(
+        self,
+        chain: Sequence[bytes],
+        now: datetime.datetime,
+        expected_peer: PeerId | None = None,
+        *,
+        parsed: x509.Certificate | None = None,
+    ) -> VerifiedPeer:
+        """:func:`verify_certificate_chain`, remembering success. ``parsed``: ``chain[0]`` already parsed."""
+        if len(chain) != 1:
+            raise InvalidCertificate(f"expected exactly one certificate, got {len(chain)}")
+        der = bytes(chain[0])
+        entry = self._entries.get(der)
+        if entry is None:
+            entry = _verify_signed(der, now, parsed)
+            self._entries[der] = entry
+            if len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        else:
+            self.hits += 1
+            self._entries.move_to_end(der)
+        return _check_peer(*entry, now, expected_peer)
 
 
 def verify_certificate_chain(

@@ -14,7 +14,7 @@ from mycel.core.abc import RawConnection, SecurityProtocol
 from mycel.core.errors import HandshakeError, MycelError, ProtocolViolation
 from mycel.core.identity import Identity
 from mycel.core.peer_id import PeerId
-from mycel.security.tls.certificate import CertificateCache, LocalCertificate
+from mycel.security.tls.certificate import CertificateCache, LocalCertificate, VerificationCache
 from mycel.security.tls.connection import TLSConnection
 from mycel.security.tls.session import TLSSession, make_context
 
@@ -42,6 +42,7 @@ class TLS(SecurityProtocol):
     def __init__(self, *, clock: Callable[[], datetime.datetime] | None = None) -> None:
         self._clock = clock or _utc_now
         self._contexts: CertificateCache[SSL.Context] = CertificateCache(make_context)
+        self._verified = VerificationCache()  # peers' certificates that verified (see VerificationCache)
 
     def certificate(self, identity: Identity) -> LocalCertificate:
         """The certificate currently presented for ``identity``."""
@@ -59,7 +60,9 @@ class TLS(SecurityProtocol):
     ) -> TLSConnection:
         now = self._now()
         _, context = self._contexts.get(identity, now)
-        session = TLSSession(context, is_client=True, now=now, expected_peer=remote_peer, muxer_ids=muxer_ids)
+        session = TLSSession(
+            context, is_client=True, now=now, expected_peer=remote_peer, muxer_ids=muxer_ids, verifier=self._verified
+        )
         return await self._run(conn, identity, session)
 
     async def secure_inbound(
@@ -70,7 +73,7 @@ class TLS(SecurityProtocol):
     ) -> TLSConnection:
         now = self._now()
         _, context = self._contexts.get(identity, now)
-        session = TLSSession(context, is_client=False, now=now, muxer_ids=muxer_ids)
+        session = TLSSession(context, is_client=False, now=now, muxer_ids=muxer_ids, verifier=self._verified)
         return await self._run(conn, identity, session)
 
     async def _run(self, conn: RawConnection, identity: Identity, session: TLSSession) -> TLSConnection:

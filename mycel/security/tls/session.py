@@ -18,7 +18,7 @@ from OpenSSL import SSL, crypto
 
 from mycel.core.errors import DecodeError, HandshakeError, InvalidCertificate, MycelError
 from mycel.core.peer_id import PeerId
-from mycel.security.tls.certificate import LocalCertificate, VerifiedPeer, verify_certificate
+from mycel.security.tls.certificate import LocalCertificate, VerificationCache, VerifiedPeer
 
 __all__ = ["TLSSession", "ALPN_LIBP2P", "MAX_RECORD_PLAINTEXT", "make_context"]
 
@@ -81,8 +81,10 @@ class TLSSession:
         now: datetime.datetime,
         expected_peer: PeerId | None = None,
         muxer_ids: Sequence[str] = (),
+        verifier: VerificationCache | None = None,
     ) -> None:
         self.is_client = is_client
+        self._verifier = verifier if verifier is not None else VerificationCache(1)
         self._now = now
         self._expected_peer = expected_peer
         self._muxer_ids = list(muxer_ids)
@@ -112,7 +114,7 @@ class TLSSession:
         if self.verified is None:
             try:
                 der = cert.to_cryptography().public_bytes(Encoding.DER)
-                self.verified = verify_certificate(der, self._now, self._expected_peer)
+                self.verified = self._verifier.verify([der], self._now, self._expected_peer)
             except MycelError as exc:
                 self.error = exc
                 return False

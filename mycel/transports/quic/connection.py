@@ -2,8 +2,11 @@
 
 Everything here is synchronous except the waiting done by stream and connection methods: datagrams
 are fed in by the :class:`~mycel.transports.quic.endpoint.UDPEndpoint` that owns the socket, events
-are applied right away, and whatever the core wants to send is sent inline (non-blocking UDP sends).
-Waiting is done on trio parking lots that the events unpark; nothing polls.
+are applied right away, and what the core wants to send is sent inline (non-blocking UDP sends) when
+it is urgent or fills a datagram; small writes, ACKs and credit updates are deferred until the tasks
+that are running have had their turn (:meth:`QUICConnection._flush_soon`), so that what they write
+together shares datagrams. Waiting is done on trio parking lots that the events unpark; nothing polls.
+Stream calls that need not wait yield to the scheduler once every ``YIELD_EVERY`` calls.
 
 Stream semantics: ``send_eof`` = FIN; ``aclose`` = FIN + STOP_SENDING (later data from the peer is
 dropped on arrival; the peer's later writes complete and are discarded); ``reset`` = RESET_STREAM +
@@ -31,8 +34,9 @@ from mycel.core.errors import ConnectionClosed, HandshakeError, InvalidCertifica
 from mycel.core.identity import Identity
 from mycel.core.keys import PublicKey
 from mycel.core.peer_id import PeerId
+from mycel.core.yielding import YieldBudget
 from mycel.muxers.driver import StreamConnectionLost, StreamResetError, StreamWriteClosed
-from mycel.security.tls.certificate import verify_certificate_chain
+from mycel.security.tls.certificate import VerificationCache
 from mycel.security.tls.session import ALPN_LIBP2P
 from mycel.transports.quic.core import QuicCore
 
@@ -52,6 +56,7 @@ DEFAULT_READ: Final = 256 * 1024  # what receive_some(None) returns at most
 # less than SEND_LOW_WATER is unsent.
 SEND_BUFFER: Final = 4 * 1024 * 1024
 SEND_LOW_WATER: Final = SEND_BUFFER // 2
+YIELD_EVERY: Final = 32  # a stream call that need not wait yields to the scheduler once per this many
 _CRYPTO_ALERT_BAD_CERTIFICATE: Final = QuicErrorCode.CRYPTO_ERROR + 42
 _CRYPTO_ALERT_NO_APPLICATION_PROTOCOL: Final = QuicErrorCode.CRYPTO_ERROR + 120
 
@@ -190,8 +195,7 @@ class QUICStream(MuxedStream):
                     raise StreamConnectionLost(f"connection closed: {self._conn._close_reason}")
                 await self._read_lot.park()
                 parked = True
-            if not parked:
-                await cancel_shielded_checkpoint()
+            await self._conn._yields.spend(parked)
             return data
         finally:
             self._receiving = False
@@ -212,7 +216,7 @@ class QUICStream(MuxedStream):
             self._off = end
         conn = self._conn
         if conn._core.consume(self._id, end - off) and conn._state is not _State.CLOSED:
-            conn._flush()  # send the credit now
+            conn._flush_soon()  # the credit update, with whatever else goes out this round
         return data
 
     # ---- sending ------------------------------------------------------------------------
@@ -251,10 +255,11 @@ class QUICStream(MuxedStream):
             total = len(view)
             pos = 0
             parked = False
+            core = conn._core
             while pos < total:
                 if self._discarding:
                     break  # the peer does not want more data: drop it (like a closed reader)
-                room = self._room()
+                unsent, room = core.send_room(self._id, self._written, SEND_BUFFER)
                 if room <= 0:
                     conn._blocked_writers.add(self)
                     await self._send_lot.park()  # unparked when the unsent amount drops or on errors
@@ -267,9 +272,11 @@ class QUICStream(MuxedStream):
                     break
                 self._written += len(chunk)
                 pos += len(chunk)
-                conn._flush(ack=True)
-            if not parked:
-                await cancel_shielded_checkpoint()
+                if unsent + len(chunk) >= core.max_datagram_size:
+                    conn._flush(ack=True)  # a full datagram (or more): send what the window allows now
+                else:
+                    conn._flush_soon(ack=True)  # small: goes out with what else is written this round
+            await conn._yields.spend(parked)
         finally:
             self._sending = False
 
@@ -309,9 +316,9 @@ class QUICStream(MuxedStream):
                     raise StreamConnectionLost(f"connection closed: {conn._close_reason}")
                 self._write_closed = True
                 if not self._discarding and conn._write(self._id, b"", end=True):
-                    conn._flush(ack=True)
+                    conn._flush_soon(ack=True)
                 conn._forget_if_done(self)
-            await cancel_shielded_checkpoint()
+            await self._conn._yields.spend(False)
         finally:
             self._sending = False
 
@@ -330,7 +337,7 @@ class QUICStream(MuxedStream):
                 if not self._eof:
                     conn._stop_receiving(self._id)
                 self._drop_buffer()
-                conn._flush()
+                conn._flush_soon()
             else:
                 self._drop_buffer()
             self._wake_all()
@@ -343,7 +350,7 @@ class QUICStream(MuxedStream):
             conn = self._conn
             if conn._state is not _State.CLOSED:
                 conn._reset_stream(self._id, stop=not self._eof)
-                conn._flush()
+                conn._flush_soon()
             self._on_reset()
             conn._forget_if_done(self)
         await checkpoint()
@@ -366,6 +373,7 @@ class QUICConnection(Connection):
         keepalive_interval: float | None,
         handshake_deadline: float,
         max_datagram_size: int,
+        verifier: VerificationCache | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._core = core
@@ -375,6 +383,7 @@ class QUICConnection(Connection):
         self._remote_multiaddr = endpoint.multiaddr_of(remote_addr)
         self._expected_peer = expected_peer
         self._wall_clock = wall_clock
+        self._verifier = verifier if verifier is not None else VerificationCache(1)
         self._accept_backlog = accept_backlog
         self._keepalive_interval = keepalive_interval
         self._handshake_deadline: float | None = handshake_deadline
@@ -400,6 +409,8 @@ class QUICConnection(Connection):
         self._last_activity = 0.0
         self._ping_uid = 0
         self._timer_at: float | None = None  # what the endpoint's timer heap has for us
+        self._ack_wanted = False  # a deferred flush (see _flush_soon) should send pending ACKs too
+        self._yields = YieldBudget(YIELD_EVERY)
         self._stats = ConnectionStats()
         self._cids: set[bytes] = set()
         self.local_addr_override: Multiaddr | None = None  # the source address, if the socket's is 0.0.0.0/::
@@ -563,7 +574,9 @@ class QUICConnection(Connection):
         """Send CONNECTION_CLOSE (if the core still can) and mark everything closed. Idempotent."""
         if self._state is _State.CLOSED:
             return
-        if error_code == QuicErrorCode.NO_ERROR:  # an application close
+        if error_code == QuicErrorCode.NO_ERROR:  # an application close, after what was written
+            if self._state is _State.OPEN:
+                self._flush()
             self._core.close(error_code=QuicErrorCode.NO_ERROR, reason_phrase="")
         else:  # a transport close: TLS alerts are sent as CRYPTO_ERROR + alert
             frame = QuicFrameType.CRYPTO if error_code >= QuicErrorCode.CRYPTO_ERROR else QuicFrameType.PADDING
@@ -600,6 +613,7 @@ class QUICConnection(Connection):
         self._established.set()
         self._done.set()
         self._endpoint.unregister(self)
+        self._core.dispose()
 
     # ---- driven by the endpoint (synchronous) ---------------------------------------------
 
@@ -609,9 +623,15 @@ class QUICConnection(Connection):
         self._last_activity = now
 
     def process(self, now: float) -> None:
-        """Apply the core's events, then send what it has queued and re-arm the timer."""
+        """After a batch of datagrams (or a timer): apply the core's events, then send what it has
+        queued (with the ACKs the batch calls for) and re-arm the timer."""
+        if self._state is _State.CLOSED:
+            return
+        ack = self._core.end_of_batch(now)
         self._apply_events(now)
         self._flush(now)
+        if ack and self._core.ack_pending and not self.is_closed:
+            self._flush_soon(ack=True)  # with the answers of the tasks this batch woke, if any
 
     def timer(self) -> float | None:
         """When :meth:`handle_timer` must run next (None: never)."""
@@ -642,11 +662,26 @@ class QUICConnection(Connection):
         self._core.handle_timer(now)
         self.process(now)
 
+
+    def _flush_soon(self, ack: bool = False) -> None:
+        """Send what the core has queued once the tasks that are running now have had their turn
+        (what they write together goes out in one datagram); ``ack``: let pending ACKs ride along."""
+        if ack:
+            self._ack_wanted = True
+        self._endpoint.flush_soon(self)
+
+    def flush_deferred(self, now: float) -> None:
+        """The endpoint's deferred flush (see :meth:`_flush_soon`)."""
+        if self._state is not _State.CLOSED:
+            self._flush(now)
+
     def _flush(self, now: float | None = None, *, ack: bool = False) -> None:
-        """Send what the core has queued; ``ack``: we are sending data, let a pending ACK ride along."""
+        """Send what the core has queued; ``ack`` (or a deferred flush that asked for it): we are
+        sending data, let a pending ACK ride along."""
         if now is None:
             now = trio.current_time()
-        if ack:
+        if ack or self._ack_wanted:
+            self._ack_wanted = False
             self._core.ack_now(now)
         datagrams = self._core.datagrams_to_send(now)
         if datagrams:
@@ -769,7 +804,7 @@ class QUICConnection(Connection):
         try:
             if not chain:
                 raise InvalidCertificate("peer sent no certificate")
-            verified = verify_certificate_chain(chain, self._wall_clock(), self._expected_peer)
+            verified = self._verifier.verify(chain, self._wall_clock(), self._expected_peer, parsed=self._core.peer_leaf)
         except (InvalidCertificate, PeerIdMismatch) as exc:
             self._fail(exc, _CRYPTO_ALERT_BAD_CERTIFICATE)
             return

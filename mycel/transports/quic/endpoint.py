@@ -2,11 +2,15 @@
 
 Datagrams are demultiplexed by destination connection id. The socket has no task of its own: every
 party that needs it to make progress (``Connection.run()``, a pending dial, ``Listener.accept()``)
-calls :meth:`UDPEndpoint.drive`, and one of them at a time (the *driver*) does the I/O — it reads
-datagrams in batches until the socket is empty, applies them, sends what the connections queued, and
-fires the connections' timers from one heap. When the driver's owner stops, another waiting party
-takes over. Sending is done inline by whoever has something to send (non-blocking ``sendto``, with
+calls :meth:`UDPEndpoint.drive`, and one of them at a time (the *driver*) does the I/O in its own
+task — it reads datagrams in batches, applies them (the connections send what is urgent: handshake
+flights, a bulk transfer's ACKs, data that fills datagrams), fires the connections' timers from one
+heap, and, once the tasks a batch woke are all blocked again, sends the *deferred* output: small
+writes, ACKs and credit, so that a request's answer and its ACK share a datagram. When the driver's
+owner stops, another waiting party takes over. Sending is done inline (non-blocking ``sendto``, with
 UDP GSO batching on Linux); only datagrams the kernel refuses (EAGAIN) wait in a bounded backlog.
+On Linux the socket also asks for UDP GRO: the kernel hands over a run of datagrams from one sender
+in one buffer (one system call for up to 64 datagrams), which we split at the segment size it reports.
 """
 
 from __future__ import annotations
@@ -50,15 +54,31 @@ NetworkAddress = tuple[Any, ...]  # (host, port) for IPv4, (host, port, flowinfo
 CID_LENGTH: Final = 8  # length of every connection id we issue (short headers carry no length)
 SUPPORTED_VERSIONS: Final[list[int]] = [int(QuicProtocolVersion.VERSION_1)]
 RECEIVE_BUFFER: Final = 65536
-RECEIVE_BATCH: Final = 256  # datagrams read per wakeup before applying them (then we yield)
+RECEIVE_BATCH: Final = 256  # datagrams read per wakeup (then the woken tasks run)
+PROCESS_EVERY: Final = 64  # datagrams read before the connections apply them (and ACK a bulk transfer)
+GRO_AFTER: Final = 16  # datagrams read in one wakeup that switch UDP GRO on (a bulk transfer)
 SEND_BACKLOG: Final = 4096  # datagrams waiting for socket buffer space; beyond this they are dropped
 SOCKET_BUFFER: Final = 4 * 1024 * 1024  # SO_RCVBUF/SO_SNDBUF asked for (the kernel may cap it)
 TIMER_GRANULARITY: Final = 0.001  # a timer that is still due after firing waits this long (no spinning)
+# A deferred flush (small writes, ACKs, credit) waits until every task is blocked, so that what the
+# tasks woken by one batch of datagrams write goes out together; in a program that never idles, no
+# longer than this.
+FLUSH_DELAY: Final = 0.0005
 GSO_MAX_SEGMENTS: Final = 64  # Linux UDP_MAX_SEGMENTS
 GSO_MAX_BYTES: Final = 65000
 _SOL_UDP: Final = 17
 _UDP_SEGMENT: Final = 103
+_UDP_GRO: Final = 104
+_GRO_ANCILLARY: Final = socket.CMSG_SPACE(4)  # one int: the segment size
 _QUIC_V1_CODE: Final = encode_uvarint(0x01CD)
+
+
+def _gro_segment(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The segment size in a UDP_GRO control message (0 if there is none)."""
+    for level, kind, value in ancillary:
+        if level == _SOL_UDP and kind == _UDP_GRO and len(value) >= 4:
+            return int.from_bytes(value[:4], sys.byteorder)
+    return 0
 
 
 def quic_multiaddr(host: str, port: int) -> Multiaddr:
@@ -76,6 +96,7 @@ class UDPEndpoint:
         max_pending_handshakes: int,
         on_close: Callable[[UDPEndpoint], None],
         gso: bool = True,
+        gro: bool = True,
     ) -> None:
         sock.setblocking(False)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -91,23 +112,28 @@ class UDPEndpoint:
         self._max_pending = max_pending_handshakes
         self._on_close = on_close
         self._gso = gso and sys.platform == "linux"
-        # Our connection ids -> connection: at most 8 ids per connection (aioquic's active limit) + 1.
+        # UDP GRO is switched on at the first busy wakeup (see _enable_gro), not here: the first GRO
+        # socket on a machine costs the kernel ~0.15 ms to switch on, which a dial should not pay.
+        self._gro_wanted = gro and sys.platform == "linux"
+        self._gro = False  # the kernel coalesces received datagrams (we asked and it agreed)
+        # Our connection ids -> connection: ACTIVE_CONNECTION_IDS per connection (+1 while handshaking).
         self._by_cid: dict[bytes, QUICConnection] = {}
         self._conns: set[QUICConnection] = set()
         # Inbound connections still handshaking: at max_pending_handshakes new Initials are dropped.
         self._pending_inbound: set[QUICConnection] = set()
         self._original_cids: dict[QUICConnection, bytes] = {}
         self.listener: Any = None  # the QUICListener accepting on this endpoint, if any
-        self._dirty: dict[QUICConnection, None] = {}
+        self._dirty: dict[QUICConnection, None] = {}  # received datagrams in the current batch
+        self._deferred: dict[QUICConnection, None] = {}  # output waits for the deferred flush
         self._driver: trio.lowlevel.Task | None = None
         self._driver_lot = ParkingLot()
         self._heap: list[tuple[float, int, QUICConnection]] = []
         self._seq = itertools.count()
-        self._timer_scope: trio.CancelScope | None = None
+        self._wake_scope: trio.CancelScope | None = None  # the driver serves the socket in it
+        self._settle_deadline = math.inf  # while the driver waits for idle (see _serve): its bound
+        self._waiting = False  # the driver waits for the socket (a flush request must wake it)
         # Datagrams the kernel refused (EAGAIN), oldest first; beyond SEND_BACKLOG new ones are dropped.
         self._backlog: deque[tuple[bytes, NetworkAddress]] = deque()
-        self._draining = False  # a task is sending the backlog
-        self._io_nursery: trio.Nursery | None = None  # the driver's nursery, while there is a driver
         self._closing = False
         self._closed = False
         self.dropped = 0  # datagrams ignored: garbage, unknown connection ids, over the bounds
@@ -162,6 +188,7 @@ class UDPEndpoint:
         self._conns.discard(conn)
         self._pending_inbound.discard(conn)
         self._dirty.pop(conn, None)
+        self._deferred.pop(conn, None)
         original = self._original_cids.pop(conn, None)
         if original is not None:
             self.remove_cid(original, conn)
@@ -186,47 +213,153 @@ class UDPEndpoint:
                     await self._run_io()
                 finally:
                     self._driver = None
+                    self._wake_scope = None
+                    if not self._closed:
+                        self._flush_deferred(trio.current_time())  # the next driver may be a while
                     self._driver_lot.unpark(count=1)  # hand over to another waiting party
             else:
                 await self._driver_lot.park()
 
     async def _run_io(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._timer_loop)
-            self._io_nursery = nursery
-            if self._backlog and not self._draining:
-                nursery.start_soon(self._drain_backlog)
-            try:
-                await self._receive_loop()
-            finally:
-                self._io_nursery = None
-            nursery.cancel_scope.cancel()
-
-    async def _receive_loop(self) -> None:
+        """The driver's loop, all in the driver's own task: fire due timers, then serve the socket in
+        one cancel scope (trio's scopes are not free) until a timer is due or output is deferred while
+        the driver waits for the socket."""
         sock = self._sock
         buf = bytearray(RECEIVE_BUFFER)
         view = memoryview(buf)
-        dispatch = self._dispatch
         while not self._closed:
-            try:
-                await trio.lowlevel.wait_readable(sock)
-            except (trio.ClosedResourceError, OSError):
-                return
             now = trio.current_time()
-            for _ in range(RECEIVE_BATCH):
-                if self._closed:
-                    return
+            if self._next_timer() <= now:
+                self._fire_timers(now)
+            with trio.CancelScope(deadline=self._next_timer()) as scope:
+                self._wake_scope = scope
                 try:
-                    n, addr = sock.recvfrom_into(buf)
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    if self._closed or exc.errno == errno.EBADF:
+                    await self._serve(scope, sock, buf, view)
+                    return  # the socket closed
+                except (trio.ClosedResourceError, OSError):
+                    return
+                except ValueError:  # the socket's descriptor is -1: closed meanwhile
+                    if self._closed:
                         return
-                    log.debug("UDP receive on %s: %s", self.local_multiaddr, exc)  # e.g. ICMP errors
-                    continue
+                    raise
+                finally:
+                    self._wake_scope = None
+                    self._settle_deadline = math.inf
+
+    async def _serve(self, scope: trio.CancelScope, sock: socket.socket, buf: bytearray, view: memoryview) -> None:
+        # The scheduler's own "no task can run" signal (public API). Imported here, on first use:
+        # trio.testing imports pytest when it is installed, ~0.1 s that a program not driving QUIC skips.
+        from trio.testing import wait_all_tasks_blocked
+
+        settle = True
+        while not self._closed:
+            if self._deferred or (settle and trio.lowlevel.current_statistics().tasks_runnable):
+                # Let the tasks this round woke run first (local work before new work from the
+                # network), so that what they write goes out together with our ACKs; in a program
+                # that never idles, no longer than FLUSH_DELAY.
+                self._settle_deadline = trio.current_time() + FLUSH_DELAY
+                scope.deadline = min(self._next_timer(), self._settle_deadline)
+                await wait_all_tasks_blocked()
+                self._settle_deadline = math.inf
+                scope.deadline = self._next_timer()
+                self._flush_deferred(trio.current_time())
+            settle = False
+            if self._closed:  # (closed while we settled)
+                return
+            self._waiting = True
+            try:
+                if self._backlog:
+                    await trio.lowlevel.wait_writable(sock)
+                else:
+                    await trio.lowlevel.wait_readable(sock)
+            finally:
+                self._waiting = False
+            if self._backlog:
+                self._send_backlog()
+                continue
+            if not self._receive_batch(sock, buf, view):
+                return
+            settle = True
+
+    def _wake(self) -> None:
+        """Interrupt the driver's wait for the socket (a flush request, a backlog to send). While it
+        works or settles it will see them anyway."""
+        scope = self._wake_scope
+        if scope is not None and self._waiting:
+            scope.cancel()
+
+    def _next_timer(self) -> float:
+        heap = self._heap
+        while heap and heap[0][2]._timer_at != heap[0][0]:  # re-armed or cancelled since: stale
+            heapq.heappop(heap)
+        return heap[0][0] if heap else math.inf
+
+    # ---- deferred flushes -------------------------------------------------------------------
+
+    def flush_soon(self, conn: QUICConnection) -> None:
+        """Flush ``conn`` once every task is blocked (within FLUSH_DELAY of that). With nobody driving
+        the socket (a dial just returned, the connection's ``run()`` has not started yet), the next
+        driver does it: a connection makes progress only while its endpoint is driven anyway."""
+        if not self._deferred:
+            self._wake()
+        self._deferred[conn] = None
+
+    def _flush_deferred(self, now: float) -> None:
+        deferred = self._deferred
+        while deferred:
+            conn = next(iter(deferred))
+            del deferred[conn]
+            self._safely(conn, conn.flush_deferred, now)
+
+    # ---- receiving --------------------------------------------------------------------------
+
+    def _receive_batch(self, sock: socket.socket, buf: bytearray, view: memoryview) -> bool:
+        """Read up to RECEIVE_BATCH datagrams, hand them to their connections, then let each
+        connection that got some process them. False once the socket is closed."""
+        dispatch = self._dispatch
+        now = trio.current_time()
+        count = processed = 0
+        while count < RECEIVE_BATCH:
+            if self._closed:
+                return False
+            try:
+                if self._gro:
+                    n, ancillary, _flags, addr = sock.recvmsg_into((buf,), _GRO_ANCILLARY)
+                else:
+                    n, addr = sock.recvfrom_into(buf)
+                    ancillary = None
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if self._closed or exc.errno == errno.EBADF:
+                    return False
+                log.debug("UDP receive on %s: %s", self.local_multiaddr, exc)  # e.g. ICMP errors
+                count += 1
+                continue
+            segment = _gro_segment(ancillary) if ancillary else 0
+            if 0 < segment < n:  # several datagrams of `segment` bytes (the last may be shorter)
+                for start in range(0, n, segment):
+                    dispatch(bytes(view[start : min(n, start + segment)]), addr, now)
+                    count += 1
+            else:
                 dispatch(bytes(view[:n]), addr, now)
-            self._process_dirty(now)
+                count += 1
+            if count >= processed + PROCESS_EVERY:
+                processed = count
+                self._process_dirty(now)
+                now = trio.current_time()
+        if count >= GRO_AFTER and self._gro_wanted and not self._gro:
+            self._enable_gro()
+        self._process_dirty(now)
+        return True
+
+    def _enable_gro(self) -> None:
+        self._gro_wanted = False
+        try:
+            self._sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
+            self._gro = True
+        except OSError as exc:  # kernels before 5.0
+            log.debug("UDP GRO unavailable on %s (%s); reading datagrams one by one", self, exc)
 
     def _process_dirty(self, now: float) -> None:
         while self._dirty:
@@ -239,8 +372,12 @@ class UDPEndpoint:
         try:
             fn(*args)
         except Exception as exc:
-            log.warning("QUIC connection %r failed: %r; closing it", conn, exc, exc_info=True)
-            conn.fail_internally(exc)
+            self._failed(conn, exc)
+
+    @staticmethod
+    def _failed(conn: QUICConnection, exc: Exception) -> None:
+        log.warning("QUIC connection %r failed: %r; closing it", conn, exc, exc_info=True)
+        conn.fail_internally(exc)
 
     def _dispatch(self, data: bytes, addr: NetworkAddress, now: float) -> None:
         if not data:
@@ -251,7 +388,10 @@ class UDPEndpoint:
             if conn is None:
                 self.dropped += 1
                 return
-            self._safely(conn, conn.receive_datagram, data, addr, now)
+            try:
+                conn.receive_datagram(data, addr, now)
+            except Exception as exc:
+                self._failed(conn, exc)
             self._dirty[conn] = None
             return
         try:
@@ -304,38 +444,35 @@ class UDPEndpoint:
             return
         conn._timer_at = at
         if at is None:
+            if self._wake_scope is not None:
+                self._wake_scope.deadline = min(self._next_timer(), self._settle_deadline)
             return
         heap = self._heap
         heapq.heappush(heap, (at, next(self._seq), conn))
         if len(heap) > 4 * len(self._conns) + 64:  # drop stale entries (timers that were re-armed)
             self._heap = heap = [e for e in heap if e[2]._timer_at == e[0]]
             heapq.heapify(heap)
-        scope = self._timer_scope
-        if scope is not None and at < scope.deadline:
-            scope.deadline = at
+        scope = self._wake_scope
+        if scope is not None:  # the driver serves the socket: wake it at the earliest live timer
+            deadline = min(self._next_timer(), self._settle_deadline)
+            if deadline != scope.deadline:
+                scope.deadline = deadline
 
-    async def _timer_loop(self) -> None:
-        while True:
-            now = trio.current_time()
-            heap = self._heap
-            due: dict[QUICConnection, None] = {}
-            while heap and heap[0][0] <= now:
-                at, _, conn = heapq.heappop(heap)
-                if conn._timer_at == at:
-                    conn._timer_at = None
-                    due[conn] = None
-            for conn in due:  # each at most once per round: a timer still due waits for the next
-                self._safely(conn, conn.handle_timer, now)
-                again = conn._timer_at
-                if again is not None and again <= now:  # still due: not again before TIMER_GRANULARITY
-                    conn._timer_at = None
-                    self.schedule(conn, now + TIMER_GRANULARITY)
-            self._process_dirty(now)
-            heap = self._heap
-            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as scope:
-                self._timer_scope = scope
-                await trio.sleep_forever()
-            self._timer_scope = None
+    def _fire_timers(self, now: float) -> None:
+        heap = self._heap
+        due: dict[QUICConnection, None] = {}
+        while heap and heap[0][0] <= now:
+            at, _, conn = heapq.heappop(heap)
+            if conn._timer_at == at:
+                conn._timer_at = None
+                due[conn] = None
+        for conn in due:  # each at most once per round: a timer still due waits for the next
+            self._safely(conn, conn.handle_timer, now)
+            again = conn._timer_at
+            if again is not None and again <= now:  # still due: not again before TIMER_GRANULARITY
+                conn._timer_at = None
+                self.schedule(conn, now + TIMER_GRANULARITY)
+        self._process_dirty(now)
 
     # ---- sending --------------------------------------------------------------------------
 
@@ -412,34 +549,25 @@ class UDPEndpoint:
         if len(rest) > room:
             self.dropped += len(rest) - room
             rest = rest[:room]
+        if not self._backlog:
+            self._wake()  # the driver waits for the socket to be writable now
         self._backlog.extend(rest)
-        if not self._draining and self._io_nursery is not None:
-            self._draining = True
-            self._io_nursery.start_soon(self._drain_backlog)
 
-    async def _drain_backlog(self) -> None:
-        """Send the backlog as the socket becomes writable (one such task at a time)."""
-        self._draining = True
+    def _send_backlog(self) -> None:
+        """Send the backlog, oldest first, until the kernel refuses again (the driver waits for room)."""
         sock = self._sock
         backlog = self._backlog
-        try:
-            while backlog and not self._closed:
-                data, addr = backlog[0]
-                try:
-                    sock.sendto(data, addr)
-                except BlockingIOError:
-                    try:
-                        await trio.lowlevel.wait_writable(sock)
-                    except (trio.ClosedResourceError, OSError):
-                        return
-                    continue
-                except OSError as exc:
-                    if self._closed:
-                        return
-                    log.debug("UDP send from %s to %s failed: %s", self.local_multiaddr, addr, exc)
-                backlog.popleft()
-        finally:
-            self._draining = False
+        while backlog and not self._closed:
+            data, addr = backlog[0]
+            try:
+                sock.sendto(data, addr)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if self._closed:
+                    return
+                log.debug("UDP send from %s to %s failed: %s", self.local_multiaddr, addr, exc)
+            backlog.popleft()
 
     # ---- closing --------------------------------------------------------------------------
 
@@ -459,6 +587,13 @@ class UDPEndpoint:
         self._sock.close()
         self._driver_lot.unpark_all()
         self.listener = None
-        if self._timer_scope is not None:
-            self._timer_scope.cancel()
+        # forget every connection (closed above): no cycles through us to wait for the collector
+        self._conns.clear()
+        self._by_cid.clear()
+        self._heap.clear()
+        self._dirty.clear()
+        self._deferred.clear()
+        self._original_cids.clear()
+        self._pending_inbound.clear()
+        self._wake()
         self._on_close(self)

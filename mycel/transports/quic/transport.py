@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import ipaddress
 import logging
 import socket
@@ -23,7 +24,7 @@ from mycel.core.addrs import DNS_PROTOCOLS
 from mycel.core.errors import DialError, TransportError
 from mycel.core.identity import Identity
 from mycel.core.peer_id import PeerId
-from mycel.security.tls.certificate import CertificateCache, LocalCertificate
+from mycel.security.tls.certificate import CertificateCache, LocalCertificate, VerificationCache
 from mycel.security.tls.session import ALPN_LIBP2P
 from mycel.transports.quic.connection import QUICConnection
 from mycel.transports.quic.core import (
@@ -56,7 +57,12 @@ ACCEPT_QUEUE: Final = 64  # established inbound connections not yet accepted; be
 
 def quic_host_port(addr: Multiaddr) -> tuple[str, str, int] | None:
     """For ``/{ip4,ip6,dns,dns4,dns6}/<host>/udp/<port>/quic-v1``: (proto, host, port)."""
-    parts = list(addr.items())
+    return _parse_quic_addr(addr.to_bytes())
+
+
+@functools.lru_cache(maxsize=256)  # a dial asks several times (can_dial, resolve); parsing is ~20 us
+def _parse_quic_addr(packed: bytes) -> tuple[str, str, int] | None:
+    parts = list(Multiaddr(packed).items())
     if len(parts) != 3:
         return None
     (p0, host), (p1, port), (p2, _) = parts
@@ -106,6 +112,7 @@ class QUICOptions:
     immediate_ack: bool = False  # ACK every batch of datagrams at its end (else a lone packet waits <= 1 ms)
     congestion_control: str = "reno"  # aioquic's "reno" or "cubic"
     gso: bool = True  # batch sends with UDP GSO where the kernel supports it
+    gro: bool = True  # read runs of datagrams with one system call (UDP GRO) where the kernel supports it
 
     def __post_init__(self) -> None:
         if not SMALLEST_MAX_DATAGRAM_SIZE <= self.max_datagram_size <= MAX_DATAGRAM_SIZE:
@@ -199,6 +206,7 @@ class QUIC(ConnectionTransport):
         self.options = dataclasses.replace(options or QUICOptions(), **overrides)
         self._wall_clock = wall_clock or _utc_now
         self._certs: CertificateCache[None] = CertificateCache(lambda _cert: None)
+        self._verified = VerificationCache()  # peers' certificates that verified (see VerificationCache)
         self._listeners: list[QUICListener] = []
         self._dial_endpoints: dict[int, UDPEndpoint] = {}
 
@@ -281,6 +289,7 @@ class QUIC(ConnectionTransport):
             keepalive_interval=opts.keepalive_interval,
             max_datagram_size=opts.max_datagram_size,
             handshake_deadline=trio.current_time() + opts.handshake_timeout,
+            verifier=self._verified,
         )
         endpoint.register(conn, core.host_cids, original_cid=original_cid)
         return conn
@@ -334,6 +343,7 @@ class QUIC(ConnectionTransport):
             max_pending_handshakes=self.options.max_pending_handshakes,
             on_close=self._endpoint_closed,
             gso=self.options.gso,
+            gro=self.options.gro,
         )
         self._dial_endpoints[family] = endpoint
         return endpoint
@@ -357,6 +367,7 @@ class QUIC(ConnectionTransport):
             max_pending_handshakes=self.options.max_pending_handshakes,
             on_close=self._endpoint_closed,
             gso=self.options.gso,
+            gro=self.options.gro,
         )
         listener = QUICListener(self, endpoint, identity)
         self._listeners.append(listener)
