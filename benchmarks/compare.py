@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/compare.py [--bytes 1e9] [--repeats 3] [--only throughput latency memory]
 
 Everything runs on 127.0.0.1, two processes per pair (a server and a client program from
-``benchmarks/peers/``), over TCP + Noise + yamux. Throughput pairs run in rounds (every pair once per
+``benchmarks/peers/``), over TCP + Noise + yamux; a second table runs QUIC (``/quic-v1``, 1452-byte
+datagrams, and 16 KiB ones on loopback) and TCP + TLS + yamux, with ``--quic-bytes`` per QUIC transfer
+(QUIC in Python moves tens of MB/s, not hundreds) and ``--tls-bytes`` per TLS one. Throughput pairs run in rounds (every pair once per
 round, so drift in machine load hits all of them alike) and the table shows medians over the rounds;
 the ratios are computed from the same run. CPU is user+system time of each process per GB moved,
 read from /proc. "others" is the CPU other user-space processes (and the hypervisor's steal) took
@@ -56,7 +58,12 @@ TARGETS = {
     "dial_ms": 5.0,
     "conn_KiB": 64.0,
     "stream_KiB": 4.0,
+    "quic_vs_js": 1.0,  # QUIC one stream (1452-byte datagrams), mycel / js-libp2p QUIC (at least)
+    "quic_dial_ms": 5.0,  # QUIC dial + ping median
 }
+
+
+JS_QUIC_PACKAGE = REPO / "interop" / "js" / "node_modules" / "@chainsafe" / "libp2p-quic"
 
 
 @dataclass(frozen=True)
@@ -66,18 +73,40 @@ class Impl:
     program: tuple[str, ...]
     server_args: tuple[str, ...] = ("server",)
     client_args: tuple[str, ...] = ()
+    stack: str = "noise"  # noise | tls | quic | raw: what the peer runs (its --stack option)
 
     def missing(self) -> str | None:
-        return None if Path(self.program[0]).exists() else f"{self.program[0]} is missing"
+        if not Path(self.program[0]).exists():
+            return f"{self.program[0]} is missing"
+        if self.program[-1].endswith(".mjs") and self.stack != "noise":
+            script = Path(self.program[-1]).read_text(errors="replace")
+            if "--stack" not in script or (self.stack == "quic" and "libp2p-quic" not in script):
+                return f"js {self.stack} not installed"
+            if self.stack == "quic" and not JS_QUIC_PACKAGE.exists():
+                return "js quic not installed"
+        return None
+
+
+def _stack(key: str, base: Impl, stack: str, name: str, *extra: str) -> Impl:
+    """``base`` running another stack (``--stack``, plus ``extra`` options on both sides)."""
+    args = ("--stack", stack, *extra)
+    return Impl(key, name, base.program, (*base.server_args, *args), (*base.client_args, *args), stack)
 
 
 IMPLS = {
-    "raw": Impl("raw", "raw trio TCP", (PYTHON, str(PEERS / "mycel_peer.py")), ("server", "--stack", "raw"), ("--stack", "raw")),
+    "raw": Impl("raw", "raw trio TCP", (PYTHON, str(PEERS / "mycel_peer.py")), ("server", "--stack", "raw"), ("--stack", "raw"), "raw"),
     "mycel": Impl("mycel", "mycel", (PYTHON, str(PEERS / "mycel_peer.py"))),
     "js": Impl("js", "js-libp2p 3.3", (str(NODE), str(PEERS / "js_peer.mjs"))),
     "py": Impl("py", "py-libp2p 0.8.1", (str(PY_LIBP2P), str(PEERS / "py_peer.py"))),
     "go": Impl("go", "go-libp2p (p2pd)", (PYTHON, str(PEERS / "go_peer.py"))),
 }
+IMPLS.update({
+    "mycel-quic": _stack("mycel-quic", IMPLS["mycel"], "quic", "mycel QUIC"),
+    "mycel-quic-16k": _stack("mycel-quic-16k", IMPLS["mycel"], "quic", "mycel QUIC 16 KiB", "--datagram-size", "16384"),
+    "mycel-tls": _stack("mycel-tls", IMPLS["mycel"], "tls", "mycel TCP+TLS"),
+    "js-quic": _stack("js-quic", IMPLS["js"], "quic", "js-libp2p 3.3 QUIC"),
+    "js-tls": _stack("js-tls", IMPLS["js"], "tls", "js-libp2p 3.3 TCP+TLS"),
+})  # fmt: skip
 
 # (client, server, extra client arguments, label, note)
 ONE_STREAM: list[tuple[str, str, tuple[str, ...], str, str]] = [
@@ -93,7 +122,17 @@ MULTI_STREAM: list[tuple[str, str, tuple[str, ...], str, str]] = [
     ("mycel", "mycel", (), "mycel <-> mycel", ""),
     ("js", "js", (), "js <-> js", ""),
 ]
-LATENCY = ["mycel", "js", "py"]
+# QUIC (--quic-bytes per transfer) and TCP+TLS+yamux (--tls-bytes), one stream
+QUIC_TLS: list[tuple[str, str, tuple[str, ...], str, str]] = [
+    ("mycel-quic", "mycel-quic", (), "mycel <-> mycel QUIC", "1452-byte datagrams (an Ethernet path)"),
+    ("mycel-quic-16k", "mycel-quic-16k", (), "mycel <-> mycel QUIC 16K", "16 KiB datagrams: loopback carries them"),
+    ("js-quic", "js-quic", (), "js <-> js QUIC", "@chainsafe/libp2p-quic"),
+    ("mycel-quic", "js-quic", ("--negotiate",), "mycel -> js QUIC", "mycel dials, 1452-byte datagrams; waits for the protocol answer (note 1)"),
+    ("mycel-tls", "mycel-tls", (), "mycel <-> mycel TLS", "TCP + TLS 1.3 + yamux"),
+    ("js-tls", "js-tls", (), "js <-> js TLS", "TCP + TLS 1.3 + yamux"),
+]
+LATENCY = ["mycel", "js", "py", "mycel-quic", "js-quic", "mycel-tls", "js-tls"]
+LATENCY_LABELS = {"mycel-quic": "mycel QUIC", "js-quic": "js-libp2p QUIC", "mycel-tls": "mycel TCP+TLS", "js-tls": "js-libp2p TCP+TLS"}
 MEMORY_SERVERS = ["mycel", "js"]
 NOTES = [
     "1. js-libp2p 3.3 loses a half-close that arrives with an optimistically negotiated stream (header, "
@@ -305,27 +344,56 @@ class Bench:
             if k not in self.available:
                 log(f"skipping {impl.name}: {impl.missing()}")
 
-    def perf_timeout(self, client: str, server: str) -> float:
-        slowest = 20.0 if "py" in (client, server) else 150.0  # MB/s we are sure to beat, or it failed
-        return 60 + 2 * float(self.args.bytes) / MB / slowest
+    def perf_timeout(self, client: str, server: str, nbytes: float) -> float:
+        if "quic" in client or "quic" in server:
+            slowest = 3.0  # MB/s we are sure to beat, or it failed
+        else:
+            slowest = 20.0 if "py" in (client, server) else 150.0
+        return 60 + 2 * nbytes / MB / slowest
+
+    def wanted(self, *keys: str) -> bool:
+        """The row's stack is one of --stacks (raw TCP goes with noise)."""
+        stacks = {"raw" if s == "noise" else s for s in self.args.stacks} | set(self.args.stacks)
+        return all(IMPLS[k].stack in stacks for k in keys)
+
+    def not_available(self, *keys: str) -> str | None:
+        for key in keys:
+            if key not in self.available:
+                return f"n/a ({IMPLS[key].missing() or 'not installed'})"
+        return None
 
     def throughput(self) -> None:
-        n = self.args.bytes
-        rows: dict[str, list[PerfRow]] = {"one_stream": [], "16_streams": []}
-        plan: list[tuple[str, PerfRow, tuple[str, ...], int]] = []
-        for group, pairs, streams in (("one_stream", ONE_STREAM, 1), ("16_streams", MULTI_STREAM, 16)):
+        rows: dict[str, list[PerfRow]] = {"one_stream": [], "16_streams": [], "quic_tls": []}
+        plan: list[tuple[str, PerfRow, tuple[str, ...], int, float]] = []
+        groups = (("one_stream", ONE_STREAM, 1), ("16_streams", MULTI_STREAM, 16), ("quic_tls", QUIC_TLS, 1))
+        for group, pairs, streams in groups:
             for client, server_key, extra, label, note in pairs:
+                if not self.wanted(client, server_key):
+                    continue
                 row = PerfRow(label, client, server_key, note)
-                if client not in self.available or server_key not in self.available:
-                    row.errors.append("not installed")
+                unavailable = self.not_available(client, server_key)
+                if unavailable:
+                    row.errors.append(unavailable)
                 else:
-                    plan.append((group, row, extra, streams))
+                    if "quic" in client or "quic" in server_key:
+                        n = self.args.quic_bytes
+                    else:
+                        n = self.args.tls_bytes if group == "quic_tls" else self.args.bytes
+                    plan.append((group, row, extra, streams, n))
                 rows[group].append(row)
-        needed = sorted({row.server for _, row, _, _ in plan})
+        needed = sorted({row.server for _, row, _, _, _ in plan})
         with ExitStack() as stack:
-            servers = {key: stack.enter_context(server(IMPLS[key], self.logfile)) for key in needed}
+            servers: dict[str, Server] = {}
+            for key in needed:
+                try:
+                    servers[key] = stack.enter_context(server(IMPLS[key], self.logfile))
+                except Exception as exc:  # e.g. a peer that cannot run this stack: its rows say so
+                    log(f"{IMPLS[key].name} server failed to start: {exc}")
+                    for _, row, _, _, _ in plan:
+                        if row.server == key:
+                            row.errors.extend([f"server failed to start: {exc}"] * 2)
             for r in range(self.args.repeats):
-                for group, row, extra, streams in plan:
+                for group, row, extra, streams, n in plan:
                     if len(row.errors) >= 2:
                         continue  # failed twice: do not spend more time on it
                     srv = servers[row.server]
@@ -334,7 +402,7 @@ class Bench:
                         with Disturbance(srv.pids) as noise:
                             res = run_client(
                                 IMPLS[row.client], "perf", srv, ["--bytes", f"{n:.0f}", "--streams", str(streams), *extra],
-                                self.perf_timeout(row.client, row.server), self.logfile,
+                                self.perf_timeout(row.client, row.server, n), self.logfile,
                             )  # fmt: skip
                         row.others.append(noise.share or 0.0)
                         for phase in res["phases"]:
@@ -344,13 +412,16 @@ class Bench:
                     except Exception as exc:  # one failing pair is reported, the run goes on
                         row.errors.append(f"{type(exc).__name__}: {exc}")
                         log(f"round {r + 1} {group} {row.label} failed: {exc}")
-        self.results["throughput"] = {group: [row.summary() for row in rs] for group, rs in rows.items()}
+        self.results["throughput"] = {group: [row.summary() for row in rs] for group, rs in rows.items() if rs}
 
     def latency(self) -> None:
         out: dict[str, Any] = {}
         for key in LATENCY:
-            if key not in self.available:
-                out[key] = {"error": "not installed"}
+            if not self.wanted(key):
+                continue
+            unavailable = self.not_available(key)
+            if unavailable:
+                out[key] = {"error": unavailable}
                 continue
             impl = IMPLS[key]
             entry: dict[str, Any] = {}
@@ -371,6 +442,10 @@ class Bench:
                     "ping_rtt_ms": {"median": median(rtt), "p95": p95(rtt), "n": len(rtt)},
                     "others_share": max(dial_noise.share or 0.0, ping_noise.share or 0.0),
                 }
+                for side in ("client", "server"):  # CPU milliseconds per dial, where the peer reports it
+                    cpu = dials.get(f"{side}_cpu_per_dial")
+                    if cpu is not None:
+                        entry[f"{side}_cpu_ms_per_dial"] = cpu * 1000
             except Exception as exc:
                 entry = {"error": f"{type(exc).__name__}: {exc}"}
                 log(f"latency {impl.name} failed: {exc}")
@@ -380,6 +455,8 @@ class Bench:
     def memory(self) -> None:
         out: dict[str, Any] = {}
         client = IMPLS["mycel"]
+        if "noise" not in self.args.stacks:
+            return
         for key in MEMORY_SERVERS:
             if key not in self.available:
                 out[key] = {"error": "not installed"}
@@ -457,6 +534,19 @@ def evaluate(results: dict[str, Any]) -> dict[str, Any]:
     mem = results.get("memory", {}).get("mycel", {})
     out["conn_KiB"] = mem.get("conns", {}).get("per_item_KiB")
     out["stream_KiB"] = mem.get("streams", {}).get("per_item_KiB")
+    quic_rows = {r["label"]: r for r in results.get("throughput", {}).get("quic_tls", [])}
+
+    def quic_mb(label: str, d: str) -> float | None:
+        r = quic_rows.get(label)
+        return r[d]["median_MBps"] if r else None
+
+    for d in ("upload", "download"):
+        out[f"quic_MBps_{d}"] = quic_mb("mycel <-> mycel QUIC", d)
+        out[f"quic_vs_js_{d}"] = ratio(out[f"quic_MBps_{d}"], quic_mb("js <-> js QUIC", d))
+    q = lat.get("mycel-quic", {}).get("dial_ping_ms", {}).get("median")
+    jq = lat.get("js-quic", {}).get("dial_ping_ms", {}).get("median")
+    out["quic_dial_ms"] = q
+    out["quic_dial_vs_js"] = ratio(q, jq)
 
     def both(key: str, target: float) -> bool | None:
         vals = [out[f"{key}_{d}"] for d in ("upload", "download")]
@@ -471,6 +561,8 @@ def evaluate(results: dict[str, Any]) -> dict[str, Any]:
         "dial+ping median <= 5 ms": None if m is None else m <= TARGETS["dial_ms"],
         "idle connection <= 64 KiB": None if out["conn_KiB"] is None else out["conn_KiB"] <= TARGETS["conn_KiB"],
         "idle stream <= 4 KiB": None if out["stream_KiB"] is None else out["stream_KiB"] <= TARGETS["stream_KiB"],
+        "QUIC one stream >= js-libp2p QUIC": both("quic_vs_js", TARGETS["quic_vs_js"]),
+        "QUIC dial+ping median < 5 ms": None if q is None else q < TARGETS["quic_dial_ms"],
     }  # fmt: skip
     return out
 
@@ -483,14 +575,22 @@ def render(results: dict[str, Any]) -> str:
         "",
     ]
     tp = results.get("throughput", {})
-    for group, title in (("one_stream", "One stream over TCP+Noise+yamux"), ("16_streams", "16 parallel streams, one connection (total)")):
+    quic_mb = meta.get("quic_bytes", meta["bytes"]) / 1e6
+    groups = (
+        ("one_stream", "One stream over TCP+Noise+yamux"),
+        ("16_streams", "16 parallel streams, one connection (total)"),
+        ("quic_tls", f"One stream over QUIC ({quic_mb:g} MB per transfer) and TCP+TLS+yamux ({meta.get('tls_bytes', meta['bytes']) / 1e6:g} MB)"),
+    )
+    for group, title in groups:
         if group not in tp:
             continue
         lines.append(f"{title} (MB/s; CPU s/GB client/server)")
         lines.append(f"  {'':26}{'upload':>8}{'download':>10}{'CPU up':>13}{'CPU down':>13}{'others':>8}  note")
         for r in tp[group]:
             if r["errors"] and not r["upload"]["samples_MBps"]:
-                lines.append(f"  {r['label']:26}{'failed':>8}{'':10}{'':13}{'':13}{'':8}  {r['errors'][0][:70]}")
+                error = r["errors"][0]
+                status = "n/a" if error.startswith("n/a") else "failed"
+                lines.append(f"  {r['label']:26}{status:>8}  {error[:90]}")
                 continue
             up, down = r["upload"], r["download"]
             others = r["others_share"]
@@ -504,22 +604,26 @@ def render(results: dict[str, Any]) -> str:
         lines.append("")
     lat = results.get("latency")
     if lat:
-        lines.append("Latency (ms)            dial+ping median   p95   (connect part)   ping RTT median   p95")
+        lines.append("Latency (ms)            dial+ping median   p95   (connect part)   ping RTT median   p95              CPU/dial cli/srv")
         for key, e in lat.items():
-            name = IMPLS[key].name
+            name = LATENCY_LABELS.get(key, IMPLS[key].name if key in IMPLS else key)
             if "error" in e:
-                lines.append(f"  {name:22}failed: {e['error'][:80]}")
+                error = e["error"]
+                lines.append(f"  {name:22}{error[:80] if error.startswith('n/a') else 'failed: ' + error[:80]}")
                 continue
             d, c, p = e["dial_ping_ms"], e["connect_ms"], e["ping_rtt_ms"]
             others = e.get("others_share")
             mark = "~" if others is not None and others > 0.10 else " "
+            dial_cpu = ""
+            if e.get("client_cpu_ms_per_dial") is not None:
+                dial_cpu = f"{fmt(e['client_cpu_ms_per_dial'], '.1f')}/{fmt(e.get('server_cpu_ms_per_dial'), '.1f')}"
             lines.append(
                 f"{mark} {name:22}{fmt(d['median'], '.2f'):>17}{fmt(d['p95'], '.2f'):>7}{fmt(c['median'], '.2f'):>15}"
                 f"{fmt(p['median'], '.3f'):>20}{fmt(p['p95'], '.3f'):>7}"
-                f"{fmt(None if others is None else others * 100, '.0f') + '% others':>14}"
+                f"{fmt(None if others is None else others * 100, '.0f') + '% others':>14}{dial_cpu:>18}"
             )
-        lines.append(f"  (fresh dials: TCP connect + Noise + yamux + one ping, n={next(iter(lat.values())).get('dial_ping_ms', {}).get('n', '?')}; "
-                     "ping RTT on one open stream)")  # fmt: skip
+        lines.append(f"  (fresh dials + one ping, n={next(iter(lat.values())).get('dial_ping_ms', {}).get('n', '?')}: TCP connect + Noise or TLS "
+                     "+ yamux, or the QUIC handshake with TLS inside; ping RTT on one open stream)")  # fmt: skip
         lines.append("")
     mem = results.get("memory")
     if mem:
@@ -537,7 +641,7 @@ def render(results: dict[str, Any]) -> str:
         lines.append("")
     ev = results.get("targets")
     if ev:
-        lines.append("Targets (issue 4), ratios from this run")
+        lines.append("Targets (issue 4; QUIC and TLS), ratios from this run")
         lines.append(
             f"  mycel / js one stream:  up {fmt(ev['mycel_vs_js_upload'], '.2f')}x  down {fmt(ev['mycel_vs_js_download'], '.2f')}x"
             f"   | mycel / py: up {fmt(ev['mycel_vs_py_upload'], '.1f')}x  down {fmt(ev['mycel_vs_py_download'], '.1f')}x"
@@ -546,6 +650,11 @@ def render(results: dict[str, Any]) -> str:
         lines.append(
             f"  dial+ping mycel / js: {fmt(ev['dial_mycel_vs_js'], '.2f')}x  (mycel / py-libp2p: {fmt(ev['dial_mycel_vs_py'], '.2f')}x)"
         )
+        if ev.get("quic_vs_js_upload") is not None or ev.get("quic_dial_ms") is not None:
+            lines.append(
+                f"  QUIC mycel / js one stream: up {fmt(ev.get('quic_vs_js_upload'), '.2f')}x  down {fmt(ev.get('quic_vs_js_download'), '.2f')}x"
+                f"   | QUIC dial+ping mycel / js: {fmt(ev.get('quic_dial_vs_js'), '.2f')}x"
+            )
         for name, ok in ev["met"].items():
             lines.append(f"  {name:34}{check(ok)}")
         lines.append("")
@@ -563,9 +672,15 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     except ImportError:
         log("matplotlib is missing (pip install -e '.[bench]'): no chart")
         return False
-    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
+    fig, axes = plt.subplots(3, 2, figsize=(14, 13))
     tp = results.get("throughput", {})
-    for ax, group, title in ((axes[0][0], "one_stream", "One stream (MB/s)"), (axes[0][1], "16_streams", "16 streams (MB/s)")):
+    panels = (
+        (axes[0][0], "one_stream", "One stream, TCP+Noise+yamux (MB/s)"),
+        (axes[0][1], "16_streams", "16 streams (MB/s)"),
+        (axes[2][0], "quic_tls", "One stream, QUIC and TCP+TLS+yamux (MB/s, log scale)"),
+    )
+    axes[2][1].axis("off")
+    for ax, group, title in panels:
         rows = tp.get(group, [])
         labels = [r["label"] for r in rows]
         ups = [r["upload"]["median_MBps"] or 0 for r in rows]
@@ -575,6 +690,8 @@ def chart(results: dict[str, Any], path: Path) -> bool:
         ax.bar([x + 0.2 for x in xs], downs, 0.4, label="download")
         ax.set_xticks(list(xs), labels, rotation=25, ha="right", fontsize=8)
         ax.set_title(title)
+        if group == "quic_tls":
+            ax.set_yscale("log")  # QUIC moves tens of MB/s, TLS hundreds
         ax.legend()
     lat = results.get("latency", {})
     keys = [k for k, e in lat.items() if "error" not in e]
@@ -582,7 +699,7 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     xs = range(len(keys))
     ax.bar([x - 0.2 for x in xs], [lat[k]["dial_ping_ms"]["median"] for k in keys], 0.4, label="dial+ping median")
     ax.bar([x + 0.2 for x in xs], [lat[k]["dial_ping_ms"]["p95"] for k in keys], 0.4, label="dial+ping p95")
-    ax.set_xticks(list(xs), [IMPLS[k].name for k in keys], fontsize=8)
+    ax.set_xticks(list(xs), [LATENCY_LABELS.get(k, IMPLS[k].name) for k in keys], fontsize=8, rotation=25, ha="right")
     ax.set_yscale("log")
     ax.set_title("Fresh dial + ping (ms, log scale)")
     ax.legend()
@@ -615,12 +732,16 @@ def ensure_peers(skip_install: bool) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bytes", type=float, default=1e9, help="bytes per transfer and direction (default 1e9)")
+    parser.add_argument("--quic-bytes", type=float, default=50e6, help="bytes per QUIC transfer and direction (default 50e6)")
+    parser.add_argument("--tls-bytes", type=float, default=5e8, help="bytes per TCP+TLS transfer and direction (default 5e8)")
     parser.add_argument("--repeats", type=int, default=3, help="throughput rounds (medians are over these)")
     parser.add_argument("--dials", type=int, default=200)
     parser.add_argument("--pings", type=int, default=500)
     parser.add_argument("--conns", type=int, default=1000, help="idle connections for the memory test")
     parser.add_argument("--streams", type=int, default=10000, help="idle streams for the memory test")
     parser.add_argument("--only", nargs="+", choices=["throughput", "latency", "memory"])
+    parser.add_argument("--stacks", nargs="+", choices=["noise", "quic", "tls"], default=["noise", "quic", "tls"],
+                        help="rows of these stacks only (default all; the memory test is noise only)")
     parser.add_argument("--no-install", action="store_true", help="do not run interop/install.sh")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -636,6 +757,8 @@ def main() -> int:
         meta = {
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "bytes": args.bytes,
+            "quic_bytes": args.quic_bytes,
+            "tls_bytes": args.tls_bytes,
             "repeats": args.repeats,
             "cpus": os.cpu_count(),
             "loadavg_start": os.getloadavg()[0],

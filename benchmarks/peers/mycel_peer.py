@@ -1,6 +1,6 @@
 """mycel's benchmark peer (and the raw trio TCP ceiling). Run with the repo's virtualenv.
 
-    mycel_peer.py server [--stack mycel|raw]           one JSON line {"peer_id", "addrs", "pid"}; serves
+    mycel_peer.py server [--stack noise|tls|quic|raw]  one JSON line {"peer_id", "addrs", "pid"}; serves
                                                        /perf/1.0.0 and ping until stdin closes
     mycel_peer.py client perf    ADDR --bytes N [--streams K] [--server-pid P ...] [--no-half-close]
     mycel_peer.py client dials   ADDR --count N        fresh dial + one ping, N times
@@ -8,7 +8,9 @@
     mycel_peer.py client conns   ADDR --count N        hold N idle connections (memory test)
     mycel_peer.py client streams ADDR --count N        hold N idle negotiated streams on one connection
 
-Every client prints one JSON object on stdout. The memory clients first print {"phase": "warm"} after a
+``--stack`` (server and client alike): ``noise`` (default; ``mycel`` is an alias) = TCP + Noise + yamux,
+``tls`` = TCP + TLS + yamux, ``quic`` = /quic-v1 (``--datagram-size`` sets QUICOptions.max_datagram_size),
+``raw`` = the perf framing over plain trio TCP. Every client prints one JSON object on stdout. The memory clients first print {"phase": "warm"} after a
 few warm-up connections/streams, wait for a line on stdin, open the rest, print {"phase": "ready"} and
 hold everything until stdin closes; the driver reads the server's RSS at both points.
 """
@@ -44,6 +46,8 @@ from mycel.network.upgrader import Upgrader  # noqa: E402
 from mycel.protocols.perf import PERF_PROTOCOL, Perf, serve_perf  # noqa: E402
 from mycel.protocols.ping import PING_PROTOCOL, Ping, ping_stream  # noqa: E402
 from mycel.security.noise import Noise  # noqa: E402
+from mycel.security.tls import TLS  # noqa: E402
+from mycel.transports.quic import QUIC  # noqa: E402
 from mycel.transports.tcp import TCP  # noqa: E402
 
 BLOCK = 256 * 1024
@@ -56,20 +60,29 @@ def emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def host_config(listen: list[str], services: list[Any]) -> HostConfig:
+STACKS = ("noise", "mycel", "tls", "quic", "raw")
+DATAGRAM_SIZE = 1452  # default QUIC max datagram size (--datagram-size): a 1500-byte Ethernet path
+_quic = {"max_datagram_size": DATAGRAM_SIZE}  # set from the command line
+
+
+def host_config(listen: bool, services: list[Any], stack: str = "noise") -> HostConfig:
+    if stack == "quic":
+        return HostConfig(
+            identity=Identity.generate(),
+            transports=[QUIC(max_datagram_size=_quic["max_datagram_size"])],
+            services=services,
+            listen=["/ip4/127.0.0.1/udp/0/quic-v1"] if listen else [],
+            handler_concurrency=MAX_STREAMS,
+        )
     return HostConfig(
         identity=Identity.generate(),
         transports=[TCP()],
-        security=[Noise()],
+        security=[TLS() if stack == "tls" else Noise()],
         muxers=[Yamux()],
         services=services,
-        listen=listen,
+        listen=["/ip4/127.0.0.1/tcp/0"] if listen else [],
         handler_concurrency=MAX_STREAMS,
     )
-
-
-
-
 
 
 # -- server ---------------------------------------------------------------------------------------
@@ -89,7 +102,7 @@ async def serve(stack: str) -> None:
             await wait_stdin_closed()
             nursery.cancel_scope.cancel()
         return
-    async with open_host(host_config(["/ip4/127.0.0.1/tcp/0"], [Ping(), Perf()])) as host:
+    async with open_host(host_config(True, [Ping(), Perf()], stack)) as host:
         emit({"peer_id": str(host.peer_id), "addrs": [str(a) for a in host.addrs], "pid": os.getpid()})
         await wait_stdin_closed()
 
@@ -166,7 +179,7 @@ async def perf(args: argparse.Namespace) -> dict[str, Any]:
             await phase(direction, open_raw)
         return {"phases": phases}
 
-    async with open_host(host_config([], [Ping()])) as host:
+    async with open_host(host_config(False, [Ping()], args.stack)) as host:
         conn = await host.connect(args.addr)
 
         async def open_perf() -> trio.abc.HalfCloseableStream:
@@ -182,9 +195,12 @@ async def perf(args: argparse.Namespace) -> dict[str, Any]:
 async def dials(args: argparse.Namespace) -> dict[str, Any]:
     out: list[float] = []
     connect: list[float] = []
-    async with open_host(host_config([], [Ping()])) as host:
+    pids = [int(p) for p in args.server_pid]
+    async with open_host(host_config(False, [Ping()], args.stack)) as host:
         ping = host.service(Ping)
-        for _ in range(args.count + args.warmup):
+        for i in range(args.count + args.warmup):
+            if i == args.warmup:
+                c0, s0 = procstat.cpu_seconds(), sum(procstat.cpu_seconds(p) for p in pids)
             start = trio.current_time()
             conn = await host.connect(args.addr)
             mid = trio.current_time()
@@ -193,11 +209,18 @@ async def dials(args: argparse.Namespace) -> dict[str, Any]:
             out.append(end - start)
             connect.append(mid - start)
             await host.disconnect(conn.remote_peer)
-    return {"seconds": out[args.warmup :], "connect_seconds": connect[args.warmup :]}
+        c1, s1 = procstat.cpu_seconds(), sum(procstat.cpu_seconds(p) for p in pids)
+    n = max(1, args.count)
+    return {
+        "seconds": out[args.warmup :],
+        "connect_seconds": connect[args.warmup :],
+        "client_cpu_per_dial": (c1 - c0) / n,  # including the disconnects
+        "server_cpu_per_dial": (s1 - s0) / n if pids else None,
+    }
 
 
 async def pings(args: argparse.Namespace) -> dict[str, Any]:
-    async with open_host(host_config([], [Ping()])) as host:
+    async with open_host(host_config(False, [Ping()], args.stack)) as host:
         conn = await host.connect(args.addr)
         stream = await host.new_stream(conn.remote_peer, [PING_PROTOCOL])
         rtts = await ping_stream(stream, args.count + args.warmup)
@@ -208,6 +231,8 @@ async def pings(args: argparse.Namespace) -> dict[str, Any]:
 # -- memory ---------------------------------------------------------------------------------------
 async def hold_conns(args: argparse.Namespace) -> None:
     """Open ``count`` connections (after ``warmup``), each checked with a yamux ping, and hold them."""
+    if args.stack not in ("noise", "mycel"):
+        raise SystemExit("the memory test holds TCP+Noise+yamux connections only")
     procstat.raise_nofile(args.count + args.warmup + 256)
     base, peer = split_peer_id(Multiaddr(args.addr))
     identity = Identity.generate()
@@ -244,7 +269,7 @@ async def hold_conns(args: argparse.Namespace) -> None:
 
 async def hold_streams(args: argparse.Namespace) -> None:
     """Open ``count`` streams negotiated to /perf/1.0.0 on one connection and hold them idle."""
-    async with open_host(host_config([], [Ping()])) as host:
+    async with open_host(host_config(False, [Ping()], args.stack)) as host:
         conn = await host.connect(args.addr)
         streams: list[Any] = []
 
@@ -276,12 +301,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
     srv = sub.add_parser("server")
-    srv.add_argument("--stack", choices=["mycel", "raw"], default="mycel")
+    srv.add_argument("--stack", choices=STACKS, default="noise")
+    srv.add_argument("--datagram-size", type=int, default=DATAGRAM_SIZE, help="QUIC max datagram size")
     srv.add_argument("--profile", help="write a cProfile of the server to this file")
     cli = sub.add_parser("client")
     cli.add_argument("test", choices=["perf", "dials", "ping", "conns", "streams"])
     cli.add_argument("addr")
-    cli.add_argument("--stack", choices=["mycel", "raw"], default="mycel")
+    cli.add_argument("--stack", choices=STACKS, default="noise")
+    cli.add_argument("--datagram-size", type=int, default=DATAGRAM_SIZE, help="QUIC max datagram size")
     cli.add_argument("--bytes", type=float, default=1e9)
     cli.add_argument("--streams", type=int, default=1)
     cli.add_argument("--directions", nargs="+", default=["upload", "download"])
@@ -294,6 +321,7 @@ def main() -> int:
     cli.add_argument("--profile", help="write a cProfile of the client to this file")
     args = parser.parse_args()
     procstat.raise_nofile(32768)
+    _quic["max_datagram_size"] = args.datagram_size
 
     if args.mode == "server":
         run: Any = functools.partial(serve, args.stack)
