@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,quic,proto]'
+	$(BIN)/pip install -q -e '.[dev,proto,bench]'
 	# multiaddr pulls in trio-typing, whose stale trio-stubs would shadow trio's own inline types for mypy
 	rm -rf $(VENV)/lib/python*/site-packages/trio-stubs
 	touch $(STAMP)
@@ -47,7 +47,6 @@ interop: $(STAMP) interop-peers
 # mycel side by side with raw TCP, js-, py- and go-libp2p on 127.0.0.1 (~10 min on 2 cores): one table on
 # stdout; JSON, text and a PNG chart in benchmarks/results/. Options: make bench BENCH_ARGS="--bytes 2e9"
 bench: $(STAMP) interop-peers
-	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/compare.py $(BENCH_ARGS)
 
 proto: $(STAMP)

@@ -169,7 +169,6 @@ def test_missing_figures_are_not_judged() -> None:
 
 
 def test_chart(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     path = tmp_path / "chart.png"
     assert compare.chart(results(600, 4.0, 25.0), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
