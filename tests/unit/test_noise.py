@@ -748,14 +748,14 @@ async def test_concurrent_receivers_are_refused() -> None:
 
 async def test_static_key_is_fresh_per_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[bytes] = []
-    real = noise_protocol_module._fresh_x25519
+    real = noise_protocol_module.x25519_keypair
 
-    def spy() -> bytes:
-        key = real()
-        made.append(key)
+    def spy(private: bytes | None = None) -> Any:
+        key = real(private)
+        made.append(key.public_bytes)
         return key
 
-    monkeypatch.setattr(noise_protocol_module, "_fresh_x25519", spy)
+    monkeypatch.setattr(noise_protocol_module, "x25519_keypair", spy)
     noise = Noise(static_key_per_connection=True)
     await noise_pair(noise=noise)
     await noise_pair(noise=noise)
@@ -765,14 +765,14 @@ async def test_static_key_is_fresh_per_connection(monkeypatch: pytest.MonkeyPatc
 
 async def test_static_key_reused_per_instance_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[bytes] = []
-    real = noise_protocol_module._fresh_x25519
+    real = noise_protocol_module.x25519_keypair
 
-    def spy() -> bytes:
-        key = real()
-        made.append(key)
+    def spy(private: bytes | None = None) -> Any:
+        key = real(private)
+        made.append(key.public_bytes)
         return key
 
-    monkeypatch.setattr(noise_protocol_module, "_fresh_x25519", spy)
+    monkeypatch.setattr(noise_protocol_module, "x25519_keypair", spy)
     noise = Noise()
     await noise_pair(noise=noise)
     await noise_pair(noise=noise)

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import x25519
 from google.protobuf.message import DecodeError as _PbDecodeError
-from noise.connection import Keypair, NoiseConnection
+from noise.backends.default.keypairs import KeyPair25519
+from noise.connection import NoiseConnection
 from noise.exceptions import NoiseHandshakeError, NoiseInvalidMessage, NoiseMaxNonceError, NoiseValueError
 
 from mycel.core.errors import DecodeError, HandshakeError, PeerIdMismatch
@@ -46,32 +48,49 @@ _DH_LEN: Final = 32
 _NOISE_ERRORS = (InvalidTag, NoiseValueError, NoiseInvalidMessage, NoiseHandshakeError, NoiseMaxNonceError, ValueError)
 
 
+def x25519_keypair(private: bytes | None = None) -> KeyPair25519:
+    """An X25519 key pair as the handshake takes it: fresh, or from 32 private bytes. Building it once
+    (a static key reused across handshakes) spares the public-key derivation in every handshake."""
+    if private is None:
+        key = x25519.X25519PrivateKey.generate()
+    else:
+        if len(private) != _DH_LEN:
+            raise ValueError("X25519 private keys must be 32 bytes")
+        key = x25519.X25519PrivateKey.from_private_bytes(bytes(private))
+    public = key.public_key()
+    return KeyPair25519(private=key, public=public, public_bytes=public.public_bytes_raw())
+
+
 class XXHandshake:
-    """The bare XX pattern: payloads in, messages out. Raises :class:`HandshakeError` on bad input."""
+    """The bare XX pattern: payloads in, messages out. Raises :class:`HandshakeError` on bad input.
+
+    Keys are 32 private bytes or ready key pairs from :func:`x25519_keypair`."""
 
     def __init__(
         self,
         *,
         initiator: bool,
-        static_private: bytes,
-        ephemeral_private: bytes,
+        static_private: bytes | KeyPair25519,
+        ephemeral_private: bytes | KeyPair25519,
         prologue: bytes = b"",
     ) -> None:
-        if len(static_private) != _DH_LEN or len(ephemeral_private) != _DH_LEN:
-            raise ValueError("X25519 private keys must be 32 bytes")
+        static = static_private if isinstance(static_private, KeyPair25519) else x25519_keypair(static_private)
+        ephemeral = (
+            ephemeral_private if isinstance(ephemeral_private, KeyPair25519) else x25519_keypair(ephemeral_private)
+        )
         conn = NoiseConnection.from_name(PROTOCOL_NAME)
         if initiator:
             conn.set_as_initiator()
         else:
             conn.set_as_responder()
-        conn.set_keypair_from_private_bytes(Keypair.STATIC, bytes(static_private))
+        conn.noise_protocol.keypairs["s"] = static  # what set_keypair_from_private_bytes(STATIC) stores
         conn.set_prologue(bytes(prologue))
         conn.start_handshake()
         protocol = conn.noise_protocol
         # Set the ephemeral key after start_handshake(): noiseprotocol's validate() warns about a
         # preset ephemeral key, which is exactly what a sans-IO core needs (randomness passed in).
         self._hs: Any = protocol.handshake_state
-        self._hs.e = protocol.keypair_class.from_private_bytes(bytes(ephemeral_private))
+        self._hs.e = ephemeral
         self._conn = conn
         self._protocol: Any = protocol
         self.initiator = initiator
@@ -174,8 +193,8 @@ class NoiseHandshake:
         identity: Identity,
         *,
         initiator: bool,
-        static_private: bytes,
-        ephemeral_private: bytes,
+        static_private: bytes | KeyPair25519,
+        ephemeral_private: bytes | KeyPair25519,
         remote_peer: PeerId | None = None,
         muxers: Sequence[str] = (),
         max_message_size: int = MAX_FRAME,

@@ -6,23 +6,19 @@ import logging
 from collections.abc import Sequence
 
 import trio
-from cryptography.hazmat.primitives.asymmetric import x25519
+from noise.backends.default.keypairs import KeyPair25519
 
 from mycel.core.abc import RawConnection, SecurityProtocol
 from mycel.core.errors import HandshakeError, ProtocolViolation
 from mycel.core.identity import Identity
 from mycel.core.peer_id import PeerId
 from mycel.security.noise.connection import NoiseConnection
-from mycel.security.noise.handshake import STATIC_KEY_DOMAIN, NoiseHandshake
+from mycel.security.noise.handshake import STATIC_KEY_DOMAIN, NoiseHandshake, x25519_keypair
 from mycel.security.noise.transport import MAX_FRAME, NoiseTransport
 
 __all__ = ["Noise"]
 
 log = logging.getLogger("mycel.security.noise")
-
-
-def _fresh_x25519() -> bytes:
-    return x25519.X25519PrivateKey.generate().private_bytes_raw()
 
 
 class Noise(SecurityProtocol):
@@ -42,26 +38,24 @@ class Noise(SecurityProtocol):
             raise ValueError(f"handshake_max_message must be in 1..{MAX_FRAME}")
         self.handshake_max_message = handshake_max_message
         self.static_key_per_connection = static_key_per_connection
-        self._static: tuple[bytes, bytes] | None = None  # (private, public)
+        self._static: KeyPair25519 | None = None
         self._signatures: dict[bytes, bytes] = {}  # identity key protobuf -> sig; bounded below
 
-    def _static_key(self, identity: Identity) -> tuple[bytes, bytes | None]:
-        """Our static private key and, when reusable, the cached identity_sig over its public half."""
+    def _static_key(self, identity: Identity) -> tuple[KeyPair25519, bytes | None]:
+        """Our static key pair and, when reusable, the cached identity_sig over its public half."""
         if self.static_key_per_connection:
-            return _fresh_x25519(), None
+            return x25519_keypair(), None
         if self._static is None:
-            private = _fresh_x25519()
-            public = x25519.X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
-            self._static = (private, public)
-        private, public = self._static
+            self._static = x25519_keypair()
+        static = self._static
         key = identity.public_key.to_protobuf()
         sig = self._signatures.get(key)
         if sig is None:
             if len(self._signatures) >= 16:  # one per identity using this instance; rarely more than one
                 self._signatures.clear()
-            sig = identity.private_key.sign(STATIC_KEY_DOMAIN + public)
+            sig = identity.private_key.sign(STATIC_KEY_DOMAIN + static.public_bytes)
             self._signatures[key] = sig
-        return private, sig
+        return static, sig
 
     async def secure_outbound(
         self,
@@ -75,7 +69,7 @@ class Noise(SecurityProtocol):
             identity,
             initiator=True,
             static_private=static,
-            ephemeral_private=_fresh_x25519(),
+            ephemeral_private=x25519_keypair(),
             identity_sig=sig,
             remote_peer=remote_peer,
             muxers=muxer_ids,
@@ -94,7 +88,7 @@ class Noise(SecurityProtocol):
             identity,
             initiator=False,
             static_private=static,
-            ephemeral_private=_fresh_x25519(),
+            ephemeral_private=x25519_keypair(),
             identity_sig=sig,
             muxers=muxer_ids,
             max_message_size=self.handshake_max_message,
