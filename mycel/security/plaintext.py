@@ -12,15 +12,15 @@ from typing import Final
 
 import trio
 from google.protobuf.message import DecodeError as _PbDecodeError
-from multiaddr import Multiaddr
 
-from mycel.core.abc import Direction, RawConnection, SecureConnection, SecurityProtocol
+from mycel.core.abc import RawConnection, SecurityProtocol
 from mycel.core.errors import DecodeError, HandshakeError, MessageTooLarge, PeerIdMismatch, ProtocolViolation
 from mycel.core.identity import Identity
 from mycel.core.keys import PublicKey, public_key_from_protobuf
 from mycel.core.peer_id import PeerId
 from mycel.core.varint import decode_uvarint, length_prefixed
 from mycel.security import plaintext_exchange_pb2
+from mycel.security.base import RawSecureConnection
 
 __all__ = ["Plaintext", "PlaintextConnection", "encode_exchange", "decode_exchange"]
 
@@ -76,42 +76,24 @@ async def _receive_exchange(conn: RawConnection, limit: int) -> bytes:
     return await _receive_exactly(conn, length)
 
 
-class PlaintextConnection(SecureConnection):
+class PlaintextConnection(RawSecureConnection):
     """Bytes pass straight through to the raw connection."""
 
     def __init__(self, raw: RawConnection, *, local_peer: PeerId, remote_peer: PeerId, remote_public_key: PublicKey):
-        self._raw = raw
-        self._local_peer = local_peer
-        self._remote_peer = remote_peer
-        self._remote_public_key = remote_public_key
+        super().__init__(
+            raw,
+            local_peer=local_peer,
+            remote_peer=remote_peer,
+            remote_public_key=remote_public_key,
+            protocol_id=Plaintext.protocol_id,
+        )
 
-    @property
-    def local_peer(self) -> PeerId:
-        return self._local_peer
 
-    @property
-    def remote_peer(self) -> PeerId:
-        return self._remote_peer
 
-    @property
-    def remote_public_key(self) -> PublicKey:
-        return self._remote_public_key
 
-    @property
-    def local_addr(self) -> Multiaddr:
-        return self._raw.local_addr
 
-    @property
-    def remote_addr(self) -> Multiaddr:
-        return self._raw.remote_addr
 
-    @property
-    def direction(self) -> Direction:
-        return self._raw.direction
 
-    @property
-    def security_protocol(self) -> str:
-        return Plaintext.protocol_id
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._raw.send_all(data)

@@ -8,12 +8,12 @@ from collections.abc import Iterator, Sequence
 from typing import Final
 
 import trio
-from multiaddr import Multiaddr
 
-from mycel.core.abc import Direction, RawConnection, SecureConnection
+from mycel.core.abc import Direction, RawConnection
 from mycel.core.errors import ProtocolViolation
 from mycel.core.keys import PublicKey
 from mycel.core.peer_id import PeerId
+from mycel.security.base import RawSecureConnection
 from mycel.security.noise.transport import MAX_PLAINTEXT, NoiseTransport
 
 __all__ = ["NoiseConnection", "RECEIVE_CHUNK", "SEND_BATCH"]
@@ -71,7 +71,7 @@ def _pool() -> _BufferPool:
         return pool
 
 
-class NoiseConnection(SecureConnection):
+class NoiseConnection(RawSecureConnection):
     """An authenticated, encrypted stream. Failed authentication of a received frame raises
     :class:`~mycel.core.errors.DecryptionError`; later receives raise ``trio.BrokenResourceError``."""
 
@@ -87,13 +87,15 @@ class NoiseConnection(SecureConnection):
         initial_data: bytes = b"",
         protocol_id: str = "/noise",
     ) -> None:
-        self._raw = raw
+        super().__init__(
+            raw,
+            local_peer=local_peer,
+            remote_peer=remote_peer,
+            remote_public_key=remote_public_key,
+            protocol_id=protocol_id,
+            early_muxer=early_muxer,
+        )
         self._transport = transport
-        self._local_peer = local_peer
-        self._remote_peer = remote_peer
-        self._remote_public_key = remote_public_key
-        self._early_muxer = early_muxer
-        self._protocol_id = protocol_id
         self._eof = False
         self._error: ProtocolViolation | None = None
         self._sending = False
@@ -103,46 +105,19 @@ class NoiseConnection(SecureConnection):
 
     # --- identity and addressing ---
 
-    @property
-    def local_peer(self) -> PeerId:
-        return self._local_peer
 
-    @property
-    def remote_peer(self) -> PeerId:
-        return self._remote_peer
 
-    @property
-    def remote_public_key(self) -> PublicKey:
-        return self._remote_public_key
 
-    @property
-    def local_addr(self) -> Multiaddr:
-        return self._raw.local_addr
 
-    @property
-    def remote_addr(self) -> Multiaddr:
-        return self._raw.remote_addr
 
-    @property
-    def direction(self) -> Direction:
-        return self._raw.direction
 
-    @property
-    def security_protocol(self) -> str:
-        return self._protocol_id
 
     @property
     def record_size(self) -> int:
         """The most plaintext one Noise frame carries; chunks of this size are sealed one per frame."""
         return MAX_PLAINTEXT
 
-    @property
-    def early_muxer(self) -> str | None:
-        return self._early_muxer
 
-    @property
-    def raw(self) -> RawConnection:
-        return self._raw
 
     # --- stream ---
 

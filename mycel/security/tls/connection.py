@@ -7,13 +7,13 @@ import operator
 from typing import Final
 
 import trio
-from multiaddr import Multiaddr
 from trio.lowlevel import checkpoint
 
-from mycel.core.abc import Direction, RawConnection, SecureConnection
+from mycel.core.abc import Direction, RawConnection
 from mycel.core.errors import DecodeError, HandshakeError, MycelError, ProtocolViolation
 from mycel.core.keys import PublicKey
 from mycel.core.peer_id import PeerId
+from mycel.security.base import RawSecureConnection
 from mycel.security.tls.session import TLSSession
 
 __all__ = ["TLSConnection", "RECEIVE_CHUNK", "SEND_BATCH", "DEFAULT_READ"]
@@ -28,7 +28,7 @@ SEND_BATCH: Final = 1024 * 1024
 CLOSE_NOTIFY_TIMEOUT: Final = 1.0  # seconds aclose() waits to deliver close_notify before closing anyway
 
 
-class TLSConnection(SecureConnection):
+class TLSConnection(RawSecureConnection):
     """An authenticated, encrypted stream. ``send_eof`` sends close_notify (the TCP stays open).
 
     A broken record or a fatal alert raises :class:`~mycel.core.errors.DecodeError`; later receives
@@ -45,13 +45,15 @@ class TLSConnection(SecureConnection):
         remote_public_key: PublicKey,
         protocol_id: str = "/tls/1.0.0",
     ) -> None:
-        self._raw = raw
+        super().__init__(
+            raw,
+            local_peer=local_peer,
+            remote_peer=remote_peer,
+            remote_public_key=remote_public_key,
+            protocol_id=protocol_id,
+            early_muxer=session.early_muxer,
+        )
         self._session = session
-        self._local_peer = local_peer
-        self._remote_peer = remote_peer
-        self._remote_public_key = remote_public_key
-        self._protocol_id = protocol_id
-        self._early_muxer = session.early_muxer
         self._eof = False  # close_notify (or a clean TCP EOF) received
         self._error: ProtocolViolation | None = None
         self._closed = False
@@ -64,46 +66,19 @@ class TLSConnection(SecureConnection):
 
     # --- identity and addressing ---
 
-    @property
-    def local_peer(self) -> PeerId:
-        return self._local_peer
 
-    @property
-    def remote_peer(self) -> PeerId:
-        return self._remote_peer
 
-    @property
-    def remote_public_key(self) -> PublicKey:
-        return self._remote_public_key
 
-    @property
-    def local_addr(self) -> Multiaddr:
-        return self._raw.local_addr
 
-    @property
-    def remote_addr(self) -> Multiaddr:
-        return self._raw.remote_addr
 
-    @property
-    def direction(self) -> Direction:
-        return self._raw.direction
 
-    @property
-    def security_protocol(self) -> str:
-        return self._protocol_id
 
-    @property
-    def early_muxer(self) -> str | None:
-        return self._early_muxer
 
     @property
     def alpn(self) -> str | None:
         """The ALPN protocol agreed in the handshake (a muxer id or ``"libp2p"``)."""
         return self._session.alpn
 
-    @property
-    def raw(self) -> RawConnection:
-        return self._raw
 
     # --- sending ---
 
