@@ -77,6 +77,7 @@ class Daemon:
     control: ControlClient
     peer_id: bytes
     workdir: str
+    pid: int
 
 
 def host_addr(transport: str, ip: str) -> str:
@@ -127,7 +128,7 @@ async def run_p2pd(transport: str, security: str, muxer: str, ip: str) -> AsyncI
             nursery.start_soon(forward_stdout)
             control = ControlClient(control_path)
             me = await control.identify()
-            yield Daemon(control=control, peer_id=me.peer_id, workdir=workdir)
+            yield Daemon(control=control, peer_id=me.peer_id, workdir=workdir, pid=proc.pid)
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):

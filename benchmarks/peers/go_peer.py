@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import trio
@@ -26,23 +23,21 @@ import trio
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from interop.go_peer import P2PD, own_addr, run_p2pd  # noqa: E402
 from interop.p2pd.client import (  # noqa: E402
-    ControlClient,
     DaemonStream,
     accept_daemon_stream,
     open_unix_listener,
     unix_multiaddr,
 )
+from interop.p2pd.identify_check import addr_to_str  # noqa: E402
 from mycel.core.multibase import b58encode  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from control import wait_stdin_closed  # noqa: E402
 
-P2PD = Path(os.environ.get("MYCEL_P2PD", REPO / "interop" / ".peers" / "go" / "p2pd"))
 PERF = "/perf/1.0.0"
 BLOCK = 256 * 1024
-READY_TIMEOUT = 20.0
-BANNER_LIMIT = 64 * 1024  # p2pd's startup banner; more before "Peer Addrs:" is an error
 
 
 async def read_exactly(stream: DaemonStream, n: int) -> bytes:
@@ -79,56 +74,19 @@ async def perf_handler(sock: trio.SocketStream) -> None:
 
 
 async def serve() -> None:
-    workdir = tempfile.mkdtemp(prefix="mycel-bench-p2pd-")
-    control_path = os.path.join(workdir, "p2pd.sock")
-    argv = [
-        str(P2PD), "-listen", f"/unix{control_path}", "-hostAddrs", "/ip4/127.0.0.1/tcp/0",
-        "-noise=true", "-tls=false", "-muxer", "yamux",
-    ]  # fmt: skip
-    proc = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    try:
-        async with trio.open_nursery() as nursery:
-            banner = bytearray()
-            with trio.fail_after(READY_TIMEOUT):
-                while b"Peer Addrs:" not in banner:
-                    data = await proc.stdout.receive_some(4096)
-                    if not data or len(banner) > BANNER_LIMIT:
-                        raise RuntimeError(f"p2pd did not start: {banner.decode(errors='replace')}")
-                    banner += data
-            stdout = proc.stdout
-
-            async def drain_stdout() -> None:  # keep p2pd's pipe from filling; nothing is kept
-                async for _ in stdout:
-                    pass
-
-            nursery.start_soon(drain_stdout)
-            handler_path = os.path.join(workdir, "perf.sock")
-            listener = await open_unix_listener(handler_path, backlog=1024)
-            nursery.start_soon(trio.serve_listeners, perf_handler, [listener])
-            control = ControlClient(control_path)
-            await control.stream_handler(unix_multiaddr(handler_path), [PERF])
-            me = await control.identify()
-            peer = b58encode(me.peer_id)
-            from multiaddr import Multiaddr
-
-            addrs = [str(Multiaddr(a)) for a in me.addrs]
-            addrs = [f"{a}/p2p/{peer}" for a in addrs if a.startswith("/ip4/127.0.0.1/tcp/")]
-            line = {"peer_id": peer, "addrs": addrs, "pid": proc.pid, "pids": [proc.pid, os.getpid()]}
-            sys.stdout.write(json.dumps(line) + "\n")
-            sys.stdout.flush()
-            await wait_stdin_closed()
-            nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            if proc.returncode is None:
-                proc.terminate()
-                with trio.move_on_after(5):
-                    await proc.wait()
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
-            shutil.rmtree(workdir, ignore_errors=True)
+    async with run_p2pd("tcp", "noise", "yamux", "127.0.0.1") as daemon, trio.open_nursery() as nursery:
+        handler_path = os.path.join(daemon.workdir, "perf.sock")
+        listener = await open_unix_listener(handler_path, backlog=1024)
+        nursery.start_soon(trio.serve_listeners, perf_handler, [listener])
+        await daemon.control.stream_handler(unix_multiaddr(handler_path), [PERF])
+        me = await daemon.control.identify()
+        peer = b58encode(me.peer_id)
+        addrs = [f"{a}/p2p/{peer}" for a in map(addr_to_str, me.addrs) if own_addr("tcp", "127.0.0.1", a)]
+        line = {"peer_id": peer, "addrs": addrs, "pid": daemon.pid, "pids": [daemon.pid, os.getpid()]}
+        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
+        await wait_stdin_closed()
+        nursery.cancel_scope.cancel()
 
 
 def main() -> int:
