@@ -330,23 +330,30 @@ class QUIC(ConnectionTransport):
         existing = self._dial_endpoints.get(family)
         if existing is not None and not existing.closed:
             return existing
+        try:
+            endpoint = self._open_endpoint(family, "::" if family == socket.AF_INET6 else "0.0.0.0", 0)
+        except OSError as exc:
+            raise DialError(f"cannot open a UDP socket: {exc}") from exc
+        self._dial_endpoints[family] = endpoint
+        return endpoint
+
+    def _open_endpoint(self, family: int, host: str, port: int) -> UDPEndpoint:
+        """A UDP socket bound to ``host:port`` (IPv6 sockets v6-only) behind an endpoint; OSError if not."""
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
-        except OSError as exc:
+            sock.bind((host, port))
+        except OSError:
             sock.close()
-            raise DialError(f"cannot open a UDP socket: {exc}") from exc
-        endpoint = UDPEndpoint(
+            raise
+        return UDPEndpoint(
             sock,
             max_pending_handshakes=self.options.max_pending_handshakes,
             on_close=self._endpoint_closed,
             gso=self.options.gso,
             gro=self.options.gro,
         )
-        self._dial_endpoints[family] = endpoint
-        return endpoint
 
     async def open_listener(self, addr: Multiaddr, identity: Identity) -> Listener[Connection]:
         parsed = quic_host_port(addr)
@@ -354,21 +361,10 @@ class QUIC(ConnectionTransport):
             raise TransportError(f"cannot listen on {addr}")
         proto, host, port = parsed
         family = _FAMILIES[proto]
-        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((host, port))
+            endpoint = self._open_endpoint(family, host, port)
         except OSError as exc:
-            sock.close()
             raise TransportError(f"cannot listen on {addr}: {exc}") from exc
-        endpoint = UDPEndpoint(
-            sock,
-            max_pending_handshakes=self.options.max_pending_handshakes,
-            on_close=self._endpoint_closed,
-            gso=self.options.gso,
-            gro=self.options.gro,
-        )
         listener = QUICListener(self, endpoint, identity)
         self._listeners.append(listener)
         await trio.lowlevel.checkpoint()
