@@ -592,8 +592,12 @@ class MuxedConnection(Connection):
         finally:
             self._mark_closed("run() ended")
             self._running = False
-            await self._close_transport()
-            self._run_done.set()
+            try:
+                # a cancelled close still closes (trio's aclose contract); _run_done must be set
+                # whatever happens here, or every aclose() waiting on it hangs
+                await self._close_transport()
+            finally:
+                self._run_done.set()
 
     async def aclose(self) -> None:
         if not self._closed:
