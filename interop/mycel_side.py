@@ -274,14 +274,14 @@ async def _read_to_eof(stream: trio.abc.ReceiveStream, limit: int) -> bytearray:
             raise CaseFailed(f"received {len(got)} bytes, more than the {limit} sent")
 
 
-async def _read_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytearray:
-    got = bytearray()
-    while len(got) < n:
-        data = await stream.receive_some(min(CHUNK, n - len(got)))
-        if not data:
-            raise CaseFailed(f"EOF after {len(got)} of {n} echoed bytes")
-        got += data
-    return got
+async def _read_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes:
+    from mycel.core.errors import UnexpectedEOF
+    from mycel.core.framing import read_exactly
+
+    try:
+        return await read_exactly(stream, n)
+    except UnexpectedEOF as exc:
+        raise CaseFailed(f"EOF after {exc.received} of {n} echoed bytes") from None
 
 
 def _compare(sent: bytes, got: bytes | bytearray) -> None:

@@ -86,3 +86,14 @@ class DecryptionError(ProtocolViolation):
 
 class InvalidCertificate(HandshakeError, ProtocolViolation):
     """A peer's TLS certificate failed libp2p verification (chain, validity, extension, signature)."""
+
+
+class UnexpectedEOF(ProtocolViolation):
+    """The stream ended in the middle of something that had to arrive whole: an exact read, a length
+    prefix, a message body. ``received`` is how many of its bytes arrived; ``expected`` how many were
+    due (``None`` when the length itself was cut short)."""
+
+    def __init__(self, message: str, *, received: int, expected: int | None = None) -> None:
+        super().__init__(message)
+        self.received = received
+        self.expected = expected

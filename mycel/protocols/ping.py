@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from mycel.core.abc import MuxedStream
-from mycel.core.errors import MycelError, ProtocolViolation
+from mycel.core.errors import MycelError, UnexpectedEOF
+from mycel.core.framing import read_exactly
 from mycel.service import Service, StreamHandler
 
 if TYPE_CHECKING:
@@ -28,16 +29,6 @@ class PingFailed(MycelError):
     """The echo did not match, or the stream ended early."""
 
 
-async def _read_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = await stream.receive_some(n - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
-
-
 async def ping_stream(stream: trio.abc.Stream, count: int = 1) -> list[float]:
     """Run ``count`` pings over an already negotiated stream; returns RTTs in seconds."""
     rtts: list[float] = []
@@ -45,9 +36,12 @@ async def ping_stream(stream: trio.abc.Stream, count: int = 1) -> list[float]:
         payload = os.urandom(PING_SIZE)
         start = trio.current_time()
         await stream.send_all(payload)
-        echo = await _read_exactly(stream, PING_SIZE)
+        try:
+            echo = await read_exactly(stream, PING_SIZE)
+        except UnexpectedEOF:
+            raise PingFailed("stream ended mid-ping") from None
         if echo != payload:
-            raise PingFailed("ping echo did not match" if len(echo) == PING_SIZE else "stream ended mid-ping")
+            raise PingFailed("ping echo did not match")
         rtts.append(trio.current_time() - start)
     return rtts
 
@@ -55,11 +49,14 @@ async def ping_stream(stream: trio.abc.Stream, count: int = 1) -> list[float]:
 async def serve_ping(stream: trio.abc.Stream) -> None:
     """Echo 32-byte payloads until the remote half-closes."""
     while True:
-        data = await _read_exactly(stream, PING_SIZE)
-        if not data:
-            return
-        if len(data) != PING_SIZE:
-            raise ProtocolViolation(f"truncated ping payload ({len(data)} bytes)")
+        try:
+            data = await read_exactly(stream, PING_SIZE)
+        except UnexpectedEOF as exc:
+            if not exc.received:
+                return  # a clean end between pings
+            raise UnexpectedEOF(  # a ProtocolViolation
+                f"truncated ping payload ({exc.received} bytes)", received=exc.received, expected=PING_SIZE
+            ) from None
         await stream.send_all(data)
 
 

@@ -14,11 +14,12 @@ import trio
 from google.protobuf.message import DecodeError as _PbDecodeError
 
 from mycel.core.abc import RawConnection, SecurityProtocol
-from mycel.core.errors import DecodeError, HandshakeError, MessageTooLarge, PeerIdMismatch, ProtocolViolation
+from mycel.core.errors import DecodeError, HandshakeError, PeerIdMismatch, ProtocolViolation, UnexpectedEOF
+from mycel.core.framing import receive_message
 from mycel.core.identity import Identity
 from mycel.core.keys import PublicKey, public_key_from_protobuf
 from mycel.core.peer_id import PeerId
-from mycel.core.varint import decode_uvarint, length_prefixed
+from mycel.core.varint import length_prefixed
 from mycel.security import plaintext_exchange_pb2
 from mycel.security.base import RawSecureConnection
 
@@ -52,28 +53,15 @@ def decode_exchange(body: bytes) -> tuple[PublicKey, PeerId]:
     return key, peer
 
 
-async def _receive_exactly(conn: RawConnection, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = await conn.receive_some(n - len(buf))
-        if not chunk:
-            raise HandshakeError("connection closed during the plaintext exchange")
-        buf += chunk
-    return bytes(buf)
-
-
 async def _receive_exchange(conn: RawConnection, limit: int) -> bytes:
     """Read one varint-delimited message, byte-exact so nothing after it is consumed."""
-    prefix = bytearray()
-    while True:
-        prefix += await _receive_exactly(conn, 1)
-        res = decode_uvarint(prefix)
-        if res is not None:
-            length = res[0]
-            break
-    if length > limit:
-        raise MessageTooLarge(f"plaintext Exchange of {length} bytes exceeds {limit}")
-    return await _receive_exactly(conn, length)
+    try:
+        body = await receive_message(conn, limit)  # MessageTooLarge, DecodeError: hostile input
+    except UnexpectedEOF:
+        body = None
+    if body is None:
+        raise HandshakeError("connection closed during the plaintext exchange")
+    return body
 
 
 class PlaintextConnection(RawSecureConnection):

@@ -18,7 +18,8 @@ import trio
 import trio.testing
 
 from mycel.core.abc import Connection, Direction, MuxedStream, SecureConnection, StreamMuxer
-from mycel.core.errors import ConnectionClosed, StreamReset
+from mycel.core.errors import ConnectionClosed, StreamReset, UnexpectedEOF
+from mycel.core.framing import read_exactly
 from mycel.testing.fake_secure import socketpair_secure_pair
 
 ConnectionPair = tuple[Connection, Connection]
@@ -45,12 +46,10 @@ def pattern(size: int, seed: int = 0) -> bytes:
 
 async def receive_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes:
     """Read exactly ``n`` bytes; AssertionError if the stream ends first."""
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = await stream.receive_some(n - len(buf))
-        _expect(bool(chunk), f"stream ended after {len(buf)} of {n} bytes")
-        buf += chunk
-    return bytes(buf)
+    try:
+        return await read_exactly(stream, n)
+    except UnexpectedEOF as exc:
+        raise AssertionError(str(exc)) from None
 
 
 async def receive_until_eof(stream: trio.abc.ReceiveStream, limit: int = 1 << 30) -> bytes:
