@@ -8,15 +8,21 @@ Layering (see ARCHITECTURE.md)::
     SecurityProtocol.secure_*    -> SecureConnection     (+ authenticated remote peer)
     StreamMuxer.new_connection   -> Connection           (streams; same type QUIC hands out)
     Connection.open/accept_stream-> MuxedStream          (a trio HalfCloseableStream + reset())
+
+Optional capabilities (the ``typing.Protocol`` classes at the end: :class:`FrameReceiver`,
+:class:`ChunkSender`, :class:`RecordSized`, :class:`Corkable`, :class:`InboundStreamPush`, and for
+muxer cores :class:`FrameQueue`, :class:`FrameSizeAdjustable`, :class:`RttReporter`) are fast paths a
+layer may offer by having the methods; nothing needs to inherit them. Without them everything works,
+by the plain path.
 """
 
 from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
 
 import trio
 from multiaddr import Multiaddr
@@ -273,3 +279,134 @@ class ConnectionTransport(Transport):
 
     @abstractmethod
     async def open_listener(self, addr: Multiaddr, identity: Identity) -> Listener[Connection]: ...
+
+
+# ---- capabilities: optional fast paths ------------------------------------------------------------
+# Declared, not probed: a layer offers one by having the members (structural typing; inheriting the
+# Protocol is optional). Users check ``isinstance(x, Capability)`` once, when they set up (a
+# connection, a loop), never per frame: an isinstance check against a runtime Protocol costs
+# microseconds. Without the capability the plain path (receive_some, send_all, accept_stream) is taken.
+
+
+@runtime_checkable
+class FrameReceiver(Protocol):
+    """A secure channel that hands out its decrypted records one by one (Noise does).
+
+    What a custom security layer gains: the muxer driver's reader feeds each record to the muxer core
+    as it is, instead of asking ``receive_some`` for one joined buffer per read (no large buffer is
+    built and freed per read of bulk data).
+    """
+
+    async def receive_frames(self, max_bytes: int) -> Sequence[bytes | bytearray]:
+        """Up to about ``max_bytes`` of plaintext, one item per record, never joined; empty at EOF.
+
+        Fails like ``receive_some`` does.
+        """
+        ...
+
+
+@runtime_checkable
+class ChunkSender(Protocol):
+    """A byte stream that sends several buffers as one, without joining them first (Noise does).
+
+    What a custom security layer gains: with a :class:`FrameQueue` muxer core, the muxer driver hands
+    over its frame headers and payloads as they are, and the layer can encrypt payloads straight from
+    the buffers they were written in (no joined copy of the output per write).
+    """
+
+    async def send_chunks(self, chunks: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Send the concatenation of ``chunks``, like ``send_all`` of the joined bytes would."""
+        ...
+
+
+@runtime_checkable
+class RecordSized(Protocol):
+    """A secure channel that seals plaintext in records of at most :attr:`record_size` bytes.
+
+    What a custom security layer gains: a :class:`FrameSizeAdjustable` muxer cuts its frames no
+    larger than one record, so each frame's payload is sealed on its own and reaches the remote reader
+    whole (with a :class:`FrameReceiver`, one record = one frame, never reassembled).
+    """
+
+    @property
+    def record_size(self) -> int:
+        """The most plaintext one record carries (Noise: 65519 bytes)."""
+        ...
+
+
+@runtime_checkable
+class Corkable(Protocol):
+    """A raw connection that can hold small writes back until it must wait for the peer (TCP does).
+
+    What a custom transport gains: the swarm corks it for the connection upgrade, so the listener's
+    multistream-select header, its answer and the first security message leave in one write (one
+    wake-up of the peer) instead of three.
+    """
+
+    def cork(self) -> None:
+        """Hold writes back until a read would wait, or :meth:`uncork`."""
+        ...
+
+    async def uncork(self) -> None:
+        """Send what is held back and stop holding writes back."""
+        ...
+
+
+@runtime_checkable
+class InboundStreamPush(Protocol):
+    """A connection that hands each inbound stream to a callback as it opens (the muxer driver and
+    QUIC do), instead of only queueing it for :meth:`Connection.accept_stream`.
+
+    What a custom connection gains: the swarm starts the stream's handler from the callback, with no
+    accept task per connection and no hop through it for every stream.
+    """
+
+    def set_inbound_handler(self, handler: Callable[[MuxedStream], None] | None) -> None:
+        """From now on call ``handler(stream)`` for each inbound stream (``None``: queue them again).
+
+        ``handler`` runs inside the connection's own task and must not block; if it raises, the
+        stream is reset. Streams queued before the call are handed over at once.
+        """
+        ...
+
+
+# Capabilities of sans-IO muxer cores (see mycel.muxers.events.MuxerCore); a core does not import
+# this module (no trio in cores): having the members is enough.
+
+
+@runtime_checkable
+class FrameQueue(Protocol):
+    """A muxer core that hands its queued output over as separate chunks (yamux does).
+
+    What a custom core gains: with a :class:`ChunkSender` below, frame payloads go to the secure
+    channel as the buffers they are, never copied into one joined output buffer.
+    """
+
+    def frames_to_send(self) -> Sequence[bytes | bytearray | memoryview]:
+        """Take every queued chunk (frame headers and payloads, in wire order), like ``data_to_send``
+        without the join."""
+        ...
+
+
+@runtime_checkable
+class FrameSizeAdjustable(Protocol):
+    """A muxer core whose largest frame payload may be lowered before it starts (yamux, mplex).
+
+    What a custom core gains: the driver lowers ``max_frame`` to a :class:`RecordSized` channel's
+    record size, so frames and records line up.
+    """
+
+    max_frame: int
+
+
+@runtime_checkable
+class RttReporter(Protocol):
+    """A muxer core that measures the connection's round-trip time (yamux, with its pings).
+
+    What a custom core gains: the measurement shows in ``Connection.stats.extra["rtt"]`` (seconds).
+    """
+
+    @property
+    def rtt(self) -> float | None:
+        """The last measured round-trip time, or ``None`` before the first measurement."""
+        ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import operator
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -27,7 +27,19 @@ from trio.lowlevel import (
     wait_task_rescheduled,
 )
 
-from mycel.core.abc import Connection, ConnectionStats, Direction, MuxedStream, SecureConnection
+from mycel.core.abc import (
+    ChunkSender,
+    Connection,
+    ConnectionStats,
+    Direction,
+    FrameQueue,
+    FrameReceiver,
+    FrameSizeAdjustable,
+    MuxedStream,
+    RecordSized,
+    RttReporter,
+    SecureConnection,
+)
 from mycel.core.yielding import YieldBudget
 from mycel.core.errors import (
     ConnectionClosed,
@@ -419,9 +431,11 @@ class MuxedConnection(Connection):
         self._stats = ConnectionStats()
         # Frames no larger than one record of the secure channel (Noise: 65519 bytes): each payload is
         # then sealed on its own and reaches the remote reader as one piece.
-        record = getattr(secure, "record_size", None)
-        if isinstance(record, int) and record > 0 and getattr(core, "max_frame", 0) > record:
-            core.max_frame = record  # type: ignore[attr-defined]
+        if isinstance(secure, RecordSized) and isinstance(core, FrameSizeAdjustable):
+            record = secure.record_size
+            if 0 < record < core.max_frame:
+                core.max_frame = record
+        self._rtt_core: RttReporter | None = core if isinstance(core, RttReporter) else None
 
     def __repr__(self) -> str:
         return f"<MuxedConnection {self._core.protocol_id} to {self._secure.remote_peer}>"
@@ -473,9 +487,10 @@ class MuxedConnection(Connection):
     def stats(self) -> ConnectionStats:
         extra = self._stats.extra
         extra["streams"] = len(self._streams)
-        rtt = getattr(self._core, "rtt", None)
-        if rtt is not None:
-            extra["rtt"] = rtt
+        if self._rtt_core is not None:
+            rtt = self._rtt_core.rtt
+            if rtt is not None:
+                extra["rtt"] = rtt
         return self._stats
 
     # ---- streams ------------------------------------------------------------------------
@@ -640,11 +655,12 @@ class MuxedConnection(Connection):
         core = self._core
         stats = self._stats
         # whole decrypted frames when the secure channel offers them (Noise): nothing is joined
-        receive_frames = getattr(secure, "receive_frames", None)
+        receive_frames = secure.receive_frames if isinstance(secure, FrameReceiver) else None
+        pieces: Sequence[bytes | bytearray]
         while True:
             try:
                 if receive_frames is not None:
-                    pieces: list[bytes | bytearray] = await receive_frames(RECEIVE_CHUNK)
+                    pieces = await receive_frames(RECEIVE_CHUNK)
                 else:
                     data = await secure.receive_some(RECEIVE_CHUNK)
                     pieces = [data] if data else []
@@ -756,10 +772,10 @@ class MuxedConnection(Connection):
         secure = self._secure
         stats = self._stats
         # frames as they are, when both sides can (yamux frames, Noise encrypting them in place)
-        take_frames = getattr(core, "frames_to_send", None)
-        send_chunks = getattr(secure, "send_chunks", None)
-        if take_frames is None or send_chunks is None:
-            take_frames = send_chunks = None
+        take_frames: Callable[[], Sequence[bytes | bytearray | memoryview]] | None = None
+        send_chunks: Callable[[Sequence[bytes | bytearray | memoryview]], Awaitable[None]] | None = None
+        if isinstance(core, FrameQueue) and isinstance(secure, ChunkSender):
+            take_frames, send_chunks = core.frames_to_send, secure.send_chunks
         try:
             while True:
                 if not core.pending_output:

@@ -128,10 +128,11 @@ class Swarm:
     async def _run_connection(self, conn: Connection) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                set_inbound = getattr(conn, "set_inbound_handler", None)
-                if set_inbound is not None:  # the muxer hands streams over as they open: no accept task
+                from mycel.core.abc import InboundStreamPush
+
+                if isinstance(conn, InboundStreamPush):  # streams handed over as they open: no accept task
                     on_stream = self._on_stream
-                    set_inbound(lambda stream: nursery.start_soon(on_stream, stream))
+                    conn.set_inbound_handler(lambda stream: nursery.start_soon(on_stream, stream))
                 else:
                     nursery.start_soon(self._accept_streams, conn, nursery)
                 try:
@@ -358,13 +359,13 @@ class Swarm:
 
 async def _corked(raw: RawConnection, upgrade: Awaitable[Connection]) -> Connection:
     """Run an upgrade with the raw connection's small writes held back until it must wait for the
-    peer (transports that offer ``cork``, like TCP): the listener's multistream header, its answer and
-    Noise message 2 leave in one write instead of three."""
-    cork = getattr(raw, "cork", None)
-    uncork = getattr(raw, "uncork", None)
-    if cork is None or uncork is None:
+    peer (:class:`~mycel.core.abc.Corkable` transports, like TCP): the listener's multistream header,
+    its answer and Noise message 2 leave in one write instead of three."""
+    from mycel.core.abc import Corkable
+
+    if not isinstance(raw, Corkable):
         return await upgrade
-    cork()
+    raw.cork()
     conn = await upgrade
-    await uncork()
+    await raw.uncork()
     return conn
