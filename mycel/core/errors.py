@@ -7,6 +7,8 @@ what it arrived on, log, keep serving) from local mistakes.
 
 from __future__ import annotations
 
+import trio
+
 
 class MycelError(Exception):
     """Base class of every mycel error."""
@@ -97,3 +99,21 @@ class UnexpectedEOF(ProtocolViolation):
         super().__init__(message)
         self.received = received
         self.expected = expected
+
+
+# -- errors of the stream layer ---------------------------------------------------------------------
+# Raised by every MuxedStream (the muxer driver's and QUIC's). Each is also the trio error a user of a
+# trio stream expects: BrokenResourceError once the stream is broken, ClosedResourceError for writes
+# after send_eof.
+
+
+class StreamResetError(StreamReset, trio.BrokenResourceError):
+    """The stream was reset (by either side); raised by every later read or write."""
+
+
+class StreamWriteClosed(StreamClosed, trio.ClosedResourceError):
+    """Writing after ``send_eof``."""
+
+
+class StreamConnectionLost(StreamResetError, ConnectionClosed):
+    """The connection under the stream closed before the stream finished."""

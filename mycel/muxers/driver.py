@@ -46,9 +46,11 @@ from mycel.core.errors import (
     MycelError,
     ProtocolViolation,
     ResourceLimitExceeded,
-    StreamClosed,
-    StreamReset,
 )
+# the stream errors lived here before they moved to core.errors; still importable from here
+from mycel.core.errors import StreamConnectionLost as StreamConnectionLost
+from mycel.core.errors import StreamResetError as StreamResetError
+from mycel.core.errors import StreamWriteClosed as StreamWriteClosed
 from mycel.muxers.events import (
     GoAwayReceived,
     KeepaliveTimeout,
@@ -80,18 +82,6 @@ JOIN_BELOW = 16 * 1024  # receive_some joins buffered pieces only while the resu
 # the writer task together (one socket write); every YIELD_EVERY-th such call still yields, so a task
 # looping on a busy stream cannot starve the others.
 YIELD_EVERY = 32
-
-
-class StreamResetError(StreamReset, trio.BrokenResourceError):
-    """The stream was reset (by either side); raised by every later read or write."""
-
-
-class StreamWriteClosed(StreamClosed, trio.ClosedResourceError):
-    """Writing after ``send_eof``."""
-
-
-class StreamConnectionLost(StreamResetError, ConnectionClosed):
-    """The connection under the stream closed before the stream finished."""
 
 
 class _PingWaiter:

@@ -4,6 +4,9 @@ and the swarm use them when present, and a minimal custom layer without any of t
 from __future__ import annotations
 
 import os
+import pathlib
+import subprocess
+import sys
 
 import trio
 from multiaddr import Multiaddr
@@ -40,6 +43,7 @@ from mycel.transports.quic.connection import QUICConnection
 from mycel.transports.tcp import SocketConnection
 from tests.integration.test_custom_layers import PipeTransport
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 ALL = (FrameReceiver, ChunkSender, RecordSized, Corkable, InboundStreamPush, FrameQueue, FrameSizeAdjustable, RttReporter)
 
 
@@ -258,3 +262,24 @@ async def test_host_over_layers_without_any_capability() -> None:
         assert len(await a.service(Ping).ping(b.peer_id, count=3)) == 3
         served = muxers[1].connections
         assert served and served[0].accepts >= 1  # the swarm's accept task handed the ping stream over
+
+
+# ---- the stream layer's errors live in core.errors -------------------------------------------------
+
+
+def test_stream_errors_live_in_core_errors_and_old_imports_still_work() -> None:
+    from mycel.core import errors
+    from mycel.muxers import driver
+
+    assert driver.StreamResetError is errors.StreamResetError
+    assert driver.StreamWriteClosed is errors.StreamWriteClosed
+    assert driver.StreamConnectionLost is errors.StreamConnectionLost
+    assert issubclass(errors.StreamResetError, (errors.StreamReset, trio.BrokenResourceError))
+    assert issubclass(errors.StreamWriteClosed, (errors.StreamClosed, trio.ClosedResourceError))
+    assert issubclass(errors.StreamConnectionLost, (errors.StreamResetError, errors.ConnectionClosed))
+
+
+def test_quic_does_not_import_the_muxer_driver() -> None:
+    code = "import sys, mycel.transports.quic; print(any(m.startswith('mycel.muxers') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"

@@ -30,12 +30,20 @@ from multiaddr import Multiaddr
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
 from mycel.core.abc import Connection, ConnectionStats, Direction, MuxedStream
-from mycel.core.errors import ConnectionClosed, HandshakeError, InvalidCertificate, MycelError, PeerIdMismatch
+from mycel.core.errors import (
+    ConnectionClosed,
+    HandshakeError,
+    InvalidCertificate,
+    MycelError,
+    PeerIdMismatch,
+    StreamConnectionLost,
+    StreamResetError,
+    StreamWriteClosed,
+)
 from mycel.core.identity import Identity
 from mycel.core.keys import PublicKey
 from mycel.core.peer_id import PeerId
 from mycel.core.yielding import YieldBudget
-from mycel.muxers.driver import StreamConnectionLost, StreamResetError, StreamWriteClosed
 from mycel.security.tls.certificate import VerificationCache
 from mycel.security.tls.session import ALPN_LIBP2P
 from mycel.transports.quic.core import QuicCore
