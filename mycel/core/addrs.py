@@ -17,10 +17,12 @@ DNS_PROTOCOLS = ("dns", "dns4", "dns6")
 
 
 def as_multiaddr(addr: str | Multiaddr) -> Multiaddr:
+    """``addr`` as a Multiaddr (parsed if it is a string; raises ValueError if it is not a valid multiaddr)."""
     return addr if isinstance(addr, Multiaddr) else Multiaddr(addr)
 
 
 def protocol_names(addr: Multiaddr) -> list[str]:
+    """The protocol names of ``addr`` in order, e.g. ``['ip4', 'tcp', 'p2p']``."""
     return [p.name for p in addr.protocols()]
 
 
@@ -38,6 +40,7 @@ def split_peer_id(addr: str | Multiaddr) -> tuple[Multiaddr, PeerId | None]:
 
 
 def with_peer_id(addr: Multiaddr, peer: PeerId) -> Multiaddr:
+    """``addr`` ending in ``/p2p/<peer>``; a ``/p2p`` part it already ends in is replaced."""
     base, existing = split_peer_id(addr)
     return base.encapsulate(Multiaddr(f"/p2p/{peer}"))
 
@@ -65,6 +68,7 @@ def ip_multiaddr(host: str, port: int, transport: str = "tcp") -> Multiaddr:
 
 
 def is_loopback(addr: Multiaddr) -> bool:
+    """True if the first ``ip4``/``ip6`` part of ``addr`` is a loopback address (False if it has none)."""
     for proto, value in addr.items():
         if proto.name in ("ip4", "ip6"):
             return ipaddress.ip_address(str(value)).is_loopback
@@ -72,6 +76,7 @@ def is_loopback(addr: Multiaddr) -> bool:
 
 
 def is_unspecified(addr: Multiaddr) -> bool:
+    """True if the first ``ip4``/``ip6`` part of ``addr`` is ``0.0.0.0`` or ``::`` (False if it has none)."""
     for proto, value in addr.items():
         if proto.name in ("ip4", "ip6"):
             return ipaddress.ip_address(str(value)).is_unspecified

@@ -55,6 +55,8 @@ _PARSE_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, OverflowError)
 
 
 class KeyType(enum.IntEnum):
+    """The key types of the libp2p ``KeyType`` protobuf enum; the values are the wire numbers."""
+
     RSA = 0
     Ed25519 = 1
     Secp256k1 = 2
@@ -128,7 +130,8 @@ class PublicKey(ABC):
 
     @property
     @abstractmethod
-    def key_type(self) -> KeyType: ...
+    def key_type(self) -> KeyType:
+        """Which kind of key this is."""
 
     def to_bytes(self) -> bytes:
         """The raw ``Data`` field of the ``PublicKey`` protobuf."""
@@ -161,20 +164,24 @@ class PrivateKey(ABC):
 
     @property
     @abstractmethod
-    def key_type(self) -> KeyType: ...
+    def key_type(self) -> KeyType:
+        """Which kind of key this is."""
 
     @property
     @abstractmethod
-    def public_key(self) -> PublicKey: ...
+    def public_key(self) -> PublicKey:
+        """The matching public key."""
 
     @abstractmethod
-    def sign(self, data: bytes) -> bytes: ...
+    def sign(self, data: bytes) -> bytes:
+        """A signature over ``data`` that the public key's ``verify`` accepts (the scheme is the key type's)."""
 
     @abstractmethod
     def to_bytes(self) -> bytes:
         """The raw ``Data`` field of the ``PrivateKey`` protobuf."""
 
     def to_protobuf(self) -> bytes:
+        """The deterministic ``PrivateKey`` protobuf (what key files hold). Secret material: keep it private."""
         return _encode_key_message(self.key_type, self.to_bytes())
 
     def __eq__(self, other: object) -> bool:
@@ -193,6 +200,8 @@ class PrivateKey(ABC):
 
 
 class Ed25519PublicKey(PublicKey):
+    """Ed25519; ``Data`` is the 32-byte public key."""
+
     __slots__ = ("_key",)
 
     def __init__(self, key: ed25519.Ed25519PublicKey) -> None:
@@ -201,6 +210,7 @@ class Ed25519PublicKey(PublicKey):
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Ed25519PublicKey:
+        """Parse the 32-byte public key; raises DecodeError otherwise."""
         if len(data) != 32:
             raise DecodeError(f"Ed25519 public key must be 32 bytes, got {len(data)}")
         try:
@@ -221,6 +231,8 @@ class Ed25519PublicKey(PublicKey):
 
 
 class Ed25519PrivateKey(PrivateKey):
+    """Ed25519; ``Data`` is ``seed||public key`` (64 bytes)."""
+
     __slots__ = ("_key", "_public")
 
     def __init__(self, key: ed25519.Ed25519PrivateKey) -> None:
@@ -229,6 +241,7 @@ class Ed25519PrivateKey(PrivateKey):
 
     @classmethod
     def generate(cls) -> Ed25519PrivateKey:
+        """A fresh random key."""
         return cls(ed25519.Ed25519PrivateKey.generate())
 
     @classmethod
@@ -286,6 +299,7 @@ class RsaPublicKey(PublicKey):
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RsaPublicKey:
+        """Parse DER SubjectPublicKeyInfo; raises DecodeError if invalid, not RSA, or outside 2048-8192 bits."""
         try:
             key = serialization.load_der_public_key(bytes(data))
         except _PARSE_ERRORS as exc:
@@ -318,12 +332,14 @@ class RsaPrivateKey(PrivateKey):
 
     @classmethod
     def generate(cls, bits: int = 2048) -> RsaPrivateKey:
+        """A fresh key of ``bits`` bits (public exponent 65537); raises ValueError outside 2048-8192 bits."""
         if bits < MIN_RSA_BITS or bits > MAX_RSA_BITS:
             raise ValueError(f"RSA key size must be in [{MIN_RSA_BITS}, {MAX_RSA_BITS}], got {bits}")
         return cls(rsa.generate_private_key(public_exponent=65537, key_size=bits))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RsaPrivateKey:
+        """Parse a DER private key; raises DecodeError if invalid, not RSA, or outside 2048-8192 bits."""
         try:
             key = serialization.load_der_private_key(bytes(data), password=None)
         except _PARSE_ERRORS as exc:
@@ -390,6 +406,7 @@ class Secp256k1PublicKey(PublicKey):
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Secp256k1PublicKey:
+        """Parse a 33-byte compressed or 65-byte uncompressed point; raises DecodeError otherwise."""
         if not (len(data) == 33 and data[0] in (2, 3)) and not (len(data) == 65 and data[0] == 4):
             raise DecodeError("secp256k1 public key must be a 33-byte compressed or 65-byte uncompressed point")
         try:
@@ -418,10 +435,12 @@ class Secp256k1PrivateKey(PrivateKey):
 
     @classmethod
     def generate(cls) -> Secp256k1PrivateKey:
+        """A fresh random key."""
         return cls(ec.generate_private_key(ec.SECP256K1()))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Secp256k1PrivateKey:
+        """Parse the 32-byte big-endian scalar; raises DecodeError if the length or the value is out of range."""
         if len(data) != 32:
             raise DecodeError(f"secp256k1 private key must be 32 bytes, got {len(data)}")
         scalar = int.from_bytes(data, "big")
@@ -461,6 +480,7 @@ class EcdsaPublicKey(PublicKey):
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EcdsaPublicKey:
+        """Parse DER SubjectPublicKeyInfo; raises DecodeError unless it is a P-256/P-384/P-521 key."""
         try:
             key = serialization.load_der_public_key(bytes(data))
         except _PARSE_ERRORS as exc:
@@ -490,10 +510,12 @@ class EcdsaPrivateKey(PrivateKey):
 
     @classmethod
     def generate(cls) -> EcdsaPrivateKey:
+        """A fresh random key on P-256."""
         return cls(ec.generate_private_key(ec.SECP256R1()))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EcdsaPrivateKey:
+        """Parse a DER private key (SEC1 or PKCS#8); raises DecodeError unless it is a P-256/P-384/P-521 key."""
         try:
             key = serialization.load_der_private_key(bytes(data), password=None)
         except _PARSE_ERRORS as exc:

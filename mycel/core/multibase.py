@@ -32,6 +32,8 @@ def b58encode(data: bytes) -> str:
 
 
 def b58decode(text: str) -> bytes:
+    """Decode base58btc (leading ``1`` characters are zero bytes); DecodeError on a character outside
+    the bitcoin alphabet."""
     stripped = text.lstrip("1")
     zeros = len(text) - len(stripped)
     num = 0

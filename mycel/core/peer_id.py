@@ -64,6 +64,9 @@ class PeerId:
 
     @classmethod
     def from_public_key(cls, key: PublicKey) -> PeerId:
+        """The id of ``key``: its ``PublicKey`` protobuf inlined (identity multihash) when at most 42 bytes
+        (Ed25519, secp256k1), its sha2-256 multihash otherwise (RSA, ECDSA).
+        """
         proto = key.to_protobuf()
         if len(proto) <= MAX_INLINE_KEY_LENGTH:
             mh = bytes((_IDENTITY,)) + encode_uvarint(len(proto)) + proto
@@ -93,9 +96,11 @@ class PeerId:
         return cls(cid[res[1] :])
 
     def to_bytes(self) -> bytes:
+        """The binary multihash (what ``/p2p/`` multiaddr parts and protobufs carry)."""
         return self._bytes
 
     def to_base58(self) -> str:
+        """The base58btc text form (``12D3KooW…``, ``Qm…``): what ``str(peer_id)`` gives."""
         b58 = self._b58
         if b58 is None:
             b58 = b58encode(self._bytes)
@@ -117,6 +122,7 @@ class PeerId:
         return public_key_from_protobuf(self._bytes[pos:])
 
     def matches_public_key(self, key: PublicKey) -> bool:
+        """True iff this is the id of ``key``."""
         return PeerId.from_public_key(key)._bytes == self._bytes
 
     def __setattr__(self, name: str, value: object) -> None:

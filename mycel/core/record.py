@@ -54,17 +54,21 @@ class Envelope:
 
     public_key: PublicKey
     payload_type: bytes
+    """What the payload is, as multicodec bytes (``03 01`` for a peer record)."""
     payload: bytes
     signature: bytes
+    """The signature over the domain, the payload type and the payload, each varint-length-prefixed."""
 
     @classmethod
     def seal(cls, private_key: PrivateKey, domain: str, payload_type: bytes, payload: bytes) -> Envelope:
+        """Sign ``payload`` with ``private_key`` for ``domain``."""
         payload_type = bytes(payload_type)
         payload = bytes(payload)
         signature = private_key.sign(_signing_input(domain, payload_type, payload))
         return cls(private_key.public_key, payload_type, payload, signature)
 
     def to_bytes(self) -> bytes:
+        """The ``Envelope`` protobuf, deterministically serialized."""
         msg = signed_envelope_pb2.Envelope(
             public_key=self.public_key.to_protobuf(),
             payload_type=self.payload_type,
@@ -104,8 +108,10 @@ class PeerRecord:
     """A peer's addresses at sequence number ``seq`` (higher is newer)."""
 
     peer_id: PeerId
+    """The peer whose addresses these are."""
     seq: int
     addrs: tuple[Multiaddr, ...]
+    """Its addresses (any sequence given is stored as a tuple)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.addrs, tuple):
@@ -114,6 +120,7 @@ class PeerRecord:
             raise ValueError(f"peer record seq {self.seq} is not a uint64")
 
     def to_bytes(self) -> bytes:
+        """The ``PeerRecord`` protobuf, deterministically serialized (the payload of a signed envelope)."""
         msg = peer_record_pb2.PeerRecord(peer_id=self.peer_id.to_bytes(), seq=self.seq)
         for addr in self.addrs:
             msg.addresses.add(multiaddr=addr.to_bytes())

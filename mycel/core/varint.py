@@ -12,6 +12,7 @@ _MAX_VALUE = (1 << 63) - 1
 
 
 def encode_uvarint(value: int) -> bytes:
+    """The minimal uvarint encoding of ``value``; raises ValueError outside ``0 <= value < 2**63``."""
     if value < 0 or value > _MAX_VALUE:
         raise ValueError(f"uvarint out of range: {value}")
     if value < 0x80:
@@ -63,6 +64,7 @@ def decode_uvarint_exact(data: bytes) -> int:
 
 
 def length_prefixed(payload: bytes) -> bytes:
+    """``uvarint(len(payload)) || payload``: one message as :class:`LengthPrefixedDecoder` reads it."""
     return encode_uvarint(len(payload)) + payload
 
 
@@ -80,9 +82,15 @@ class LengthPrefixedDecoder:
         self._pos = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes received; nothing is parsed until :meth:`next_message`."""
         self._buf += data
 
     def next_message(self) -> bytes | None:
+        """The next whole message, or None until enough bytes were fed.
+
+        Raises MessageTooLarge for a length prefix over ``max_size`` (before the body is buffered),
+        DecodeError for a malformed prefix.
+        """
         res = decode_uvarint(self._buf, self._pos)
         if res is None:
             return None
@@ -108,4 +116,5 @@ class LengthPrefixedDecoder:
 
     @property
     def buffered(self) -> int:
+        """Bytes fed and not yet taken as messages."""
         return len(self._buf) - self._pos

@@ -14,6 +14,10 @@ YIELD_EVERY = 32
 
 
 class YieldBudget:
+    """Counts the calls on one stream that completed without waiting; every ``every``-th one in a row
+    yields to the scheduler (:meth:`spend` runs a cancel-shielded checkpoint), :meth:`waited` resets the count.
+    """
+
     __slots__ = ("_every", "_since")
 
     def __init__(self, every: int = YIELD_EVERY) -> None:

@@ -22,6 +22,7 @@ MAX_ATTEMPTS = 32  # proposals a listener answers before giving up on the stream
 
 
 def encode_message(text: str) -> bytes:
+    """``uvarint(len) || text || "\\n"``; raises MessageTooLarge if that is over 1024 bytes."""
     body = text.encode() + b"\n"
     if len(body) > MAX_MESSAGE_SIZE:
         raise MessageTooLarge(f"multistream message of {len(body)} bytes")
@@ -29,6 +30,7 @@ def encode_message(text: str) -> bytes:
 
 
 def encode_ls_response(protocols: Sequence[str]) -> bytes:
+    """The answer to ``ls``: one message whose body is each protocol encoded as a message, then ``"\\n"``."""
     inner = b"".join(encode_message(p) for p in protocols) + b"\n"
     return encode_uvarint(len(inner)) + inner
 
@@ -44,6 +46,7 @@ class MessageDecoder:
         self._buf = bytearray()
 
     def feed(self, data: bytes | bytearray) -> None:
+        """Append received bytes. Raises MessageTooLarge once more is buffered than a message may hold."""
         self._buf += data
         if len(self._buf) > MAX_MESSAGE_SIZE + 16:
             # more unread input than one message may hold: only possible if a message is oversized
@@ -60,6 +63,10 @@ class MessageDecoder:
         return max(1, start + length - len(self._buf))
 
     def next_message(self) -> str | None:
+        """The next whole message without its newline, or None until it is complete.
+
+        Raises MessageTooLarge (over 1024 bytes) or DecodeError (no trailing newline, not UTF-8).
+        """
         res = decode_uvarint(self._buf)
         if res is None:
             return None
@@ -80,6 +87,7 @@ class MessageDecoder:
 
     @property
     def buffered(self) -> int:
+        """Bytes received and not yet taken as messages."""
         return len(self._buf)
 
 
@@ -89,6 +97,7 @@ class Outcome:
 
     send: bytes = b""
     selected: str | None = None
+    """The protocol both sides agreed on, set once negotiation succeeded."""
 
 
 class DialerCore:
@@ -111,9 +120,14 @@ class DialerCore:
 
     @property
     def proposing(self) -> str:
+        """The protocol currently proposed (awaiting an echo or ``na``)."""
         return self._protocols[self._index]
 
     def receive(self, message: str) -> Outcome:
+        """Take the listener's next message: the header, then an echo (selected) or ``na`` (propose the next).
+
+        Raises ProtocolNotSupported once every protocol was refused, NegotiationError on anything else.
+        """
         if not self._header_seen:
             if message != PROTOCOL_ID:
                 raise NegotiationError(f"expected multistream header, got {message[:64]!r}")
@@ -141,6 +155,10 @@ class ListenerCore:
         self.selected: str | None = None
 
     def receive(self, message: str) -> Outcome:
+        """Take the dialer's next message: the header, then proposals or ``ls``.
+
+        Raises NegotiationError on a wrong header or after 32 proposals on one stream.
+        """
         if not self._header_seen:
             if message != PROTOCOL_ID:
                 raise NegotiationError(f"expected multistream header, got {message[:64]!r}")

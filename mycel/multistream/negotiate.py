@@ -17,6 +17,10 @@ from mycel.multistream.core import HEADER, DialerCore, ListenerCore, MessageDeco
 
 
 async def read_message(stream: trio.abc.ReceiveStream, decoder: MessageDecoder) -> str:
+    """Read exactly one multistream message from ``stream`` (never past its end).
+
+    Raises NegotiationError if the stream ends first, and what :meth:`MessageDecoder.next_message` raises.
+    """
     while True:
         msg = decoder.next_message()
         if msg is not None:
@@ -89,6 +93,7 @@ class LazyNegotiatedStream(MuxedStream):
 
     @property
     def inner(self) -> MuxedStream:
+        """The wrapped stream (reading it directly skips the check of the answer)."""
         return self._inner
 
     @property

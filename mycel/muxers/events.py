@@ -15,6 +15,7 @@ class StreamOpened:
     """The remote opened a stream; it waits in the accept backlog."""
 
     key: int
+    """The new stream's key."""
 
 
 @dataclass(slots=True)
@@ -22,6 +23,7 @@ class StreamData:
     """Payload for a stream. ``data`` may be a view into the bytes given to ``receive_data``."""
 
     key: int
+    """The stream's key."""
     data: bytes | memoryview
 
 
@@ -30,6 +32,7 @@ class StreamEnded:
     """The remote half-closed the stream (no more data will come)."""
 
     key: int
+    """The stream's key."""
 
 
 @dataclass(slots=True)
@@ -37,8 +40,11 @@ class StreamAborted:
     """The stream was reset: by the remote, or by the core because of what the remote sent."""
 
     key: int
+    """The stream's key."""
     by_remote: bool
+    """True if the remote reset it, False if the core did (the remote broke the protocol)."""
     reason: str
+    """Why, for logs and error messages."""
 
 
 @dataclass(slots=True)
@@ -46,6 +52,7 @@ class SendWindowOpened:
     """The remote granted more send window on the stream (yamux)."""
 
     key: int
+    """The stream's key."""
 
 
 @dataclass(slots=True)
@@ -53,6 +60,7 @@ class PongReceived:
     """The answer to one of our pings (yamux); ``rtt`` in the units of ``now``."""
 
     opaque: int
+    """The value :meth:`MuxerCore.ping` returned for the ping answered."""
     rtt: float
 
 
@@ -126,9 +134,11 @@ class MuxerCore(Protocol):
         """Queue frames for up to ``send_window(key)`` bytes of ``data``; return how many."""
         ...
 
-    def send_eof(self, key: int) -> None: ...
+    def send_eof(self, key: int) -> None:
+        """Half-close the stream: queue a FIN (nothing if already sent or the key is unknown)."""
 
-    def reset_stream(self, key: int) -> None: ...
+    def reset_stream(self, key: int) -> None:
+        """Queue a reset of the stream and forget it."""
 
     def consume(self, key: int, n: int, now: float) -> None:
         """The reader took ``n`` buffered bytes of the stream (may queue a window update)."""
@@ -142,7 +152,8 @@ class MuxerCore(Protocol):
         """The application took the inbound stream out of the backlog."""
         ...
 
-    def has_stream(self, key: int) -> bool: ...
+    def has_stream(self, key: int) -> bool:
+        """True while the core knows the stream (until it is fully closed or reset)."""
 
     def wire_id(self, key: int) -> int:
         """The stream id as written on the wire."""
@@ -160,4 +171,5 @@ class MuxerCore(Protocol):
         """When ``handle_timer`` should next be called, or None."""
         ...
 
-    def handle_timer(self, now: float) -> list[MuxerEvent]: ...
+    def handle_timer(self, now: float) -> list[MuxerEvent]:
+        """Run what was due at :meth:`timer` (yamux: keep-alive pings; a :class:`KeepaliveTimeout` event)."""

@@ -22,6 +22,11 @@ log = logging.getLogger("mycel.network.upgrader")
 
 
 class Upgrader:
+    """Turns a raw connection into a :class:`Connection`: negotiate a security protocol, run its
+    handshake, then negotiate a muxer (skipped when the handshake agreed on one), each offered in the
+    order given. Raises ConfigError without at least one security protocol and one muxer.
+    """
+
     def __init__(
         self,
         identity: Identity,
@@ -38,6 +43,7 @@ class Upgrader:
 
     @property
     def muxer_ids(self) -> list[str]:
+        """The muxer protocol ids in preference order."""
         return list(self._muxer_order)
 
     def _muxer(self, protocol_id: str) -> StreamMuxer:
@@ -47,6 +53,9 @@ class Upgrader:
         return muxer
 
     async def upgrade_outbound(self, raw: RawConnection, expected_peer: PeerId | None) -> Connection:
+        """Upgrade a connection we dialed. With ``expected_peer``, the handshake fails with PeerIdMismatch
+        if the remote is another peer. With one security protocol, its proposal costs no round trip.
+        """
         if len(self._security_order) == 1:
             # One security protocol: propose it optimistically, so the proposal travels with the
             # first handshake message and the answer is checked when the handshake first reads.
@@ -61,6 +70,7 @@ class Upgrader:
         return self._muxer(muxer_id).new_connection(secure)
 
     async def upgrade_inbound(self, raw: RawConnection) -> Connection:
+        """Upgrade a connection a listener accepted (the remote peer is whoever authenticates)."""
         sec_id = await select_inbound(raw, self._security.__contains__, lambda: self._security_order)
         secure = await self._security[sec_id].secure_inbound(raw, self.identity, self._muxer_order)
         muxer_id = secure.early_muxer or await select_inbound(

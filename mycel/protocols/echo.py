@@ -12,6 +12,7 @@ CHUNK = 64 * 1024
 
 
 async def serve_echo(stream: MuxedStream) -> None:
+    """Send back every byte read from ``stream`` until the remote half-closes, then half-close too."""
     while True:
         data = await stream.receive_some(CHUNK)
         if not data:
@@ -21,5 +22,7 @@ async def serve_echo(stream: MuxedStream) -> None:
 
 
 class Echo(Service):
+    """The echo service: serves ``/echo/1.0.0`` with :func:`serve_echo`. Not in the default services."""
+
     def handlers(self) -> Mapping[str, StreamHandler]:
         return {ECHO_PROTOCOL: serve_echo}

@@ -20,10 +20,16 @@ _ZEROS = bytes(BLOCK)
 
 @dataclass(frozen=True)
 class PerfResult:
+    """What one :func:`run_perf` measured; seconds on the trio clock."""
+
     upload_bytes: int
+    """Bytes we sent."""
     download_bytes: int
+    """Bytes the server sent back (what we asked for)."""
     upload_seconds: float
+    """From the request until our half-close was sent."""
     download_seconds: float
+    """From our half-close until the server's EOF."""
 
 
 async def _send_zeros(stream: trio.abc.SendStream, n: int) -> None:
@@ -44,6 +50,9 @@ async def _drain(stream: trio.abc.ReceiveStream) -> int:
 
 
 async def serve_perf(stream: trio.abc.HalfCloseableStream) -> None:
+    """Serve one perf request: read the 8-byte length, drain the upload to EOF, send that many zero
+    bytes, half-close. Raises ProtocolViolation if the stream ends before the length.
+    """
     header = b""
     while len(header) < 8:
         chunk = await stream.receive_some(8 - len(header))
@@ -57,6 +66,10 @@ async def serve_perf(stream: trio.abc.HalfCloseableStream) -> None:
 
 
 async def run_perf(stream: trio.abc.HalfCloseableStream, upload: int, download: int) -> PerfResult:
+    """Run one perf request as the client: send ``upload`` bytes, ask for ``download`` back.
+
+    Raises ProtocolViolation if the server sends back another amount.
+    """
     start = trio.current_time()
     await stream.send_all(struct.pack(">Q", download))
     await _send_zeros(stream, upload)
@@ -70,6 +83,10 @@ async def run_perf(stream: trio.abc.HalfCloseableStream, upload: int, download: 
 
 
 class Perf(Service):
+    """The perf service: serves ``/perf/1.0.0``. Not in the default services: a peer may ask it for
+    unbounded work (up to 2**64-1 bytes per stream).
+    """
+
     def handlers(self) -> Mapping[str, StreamHandler]:
         return {PERF_PROTOCOL: self._handle}
 

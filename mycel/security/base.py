@@ -64,4 +64,5 @@ class RawSecureConnection(SecureConnection):
 
     @property
     def raw(self) -> RawConnection:
+        """The raw connection this channel runs over (it carries the security protocol's records)."""
         return self._raw

@@ -21,6 +21,9 @@ def memory_config(
     services: Sequence[Service] | None = None,
     **kwargs: Any,
 ) -> HostConfig:
+    """A HostConfig on ``network``'s memory transport, listening on ``/memory/0``, with a fresh identity,
+    Noise, yamux + mplex, and identify + ping unless given; ``kwargs`` are further HostConfig fields.
+    """
     from mycel.muxers.mplex import Mplex
     from mycel.muxers.yamux import Yamux
     from mycel.protocols.identify import Identify

@@ -70,6 +70,7 @@ class SocketConnection(RawConnection):
             self._remote = Multiaddr("/memory/0")
 
     def set_addrs(self, local: Multiaddr, remote: Multiaddr) -> None:
+        """Replace the addresses reported (the memory transport sets its ``/memory/<n>`` ones)."""
         self._local, self._remote = local, remote
 
     @property
@@ -266,6 +267,10 @@ class TCP(StreamTransport):
         return parsed is not None and parsed[0] in ("ip4", "ip6")
 
     async def resolve(self, addr: Multiaddr) -> list[tuple[int, str, int]]:
+        """The ``(family, host, port)`` targets of a TCP address: itself for ``/ip4``/``/ip6``, the
+        getaddrinfo results for ``/dns*`` (IPv6 first for ``/dns``). Raises DialError if it is not a TCP
+        address or does not resolve.
+        """
         parsed = tcp_host_port(addr)
         if parsed is None:
             raise DialError(f"not a TCP address: {addr}")

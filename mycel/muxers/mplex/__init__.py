@@ -29,6 +29,7 @@ class Mplex(StreamMuxer):
         self.close_timeout = close_timeout
 
     def new_core(self) -> MplexCore:
+        """A fresh sans-IO core with this muxer's limits (one per connection)."""
         return MplexCore(max_buffer=self.max_buffer, accept_backlog=self.accept_backlog, max_frame=self.max_frame)
 
     def new_connection(self, secure: SecureConnection) -> MuxedConnection:

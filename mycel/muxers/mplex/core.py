@@ -106,9 +106,11 @@ class MplexCore:
 
     @property
     def pending_output(self) -> int:
+        """Bytes queued for the wire."""
         return len(self._out)
 
     def data_to_send(self) -> bytearray:
+        """Take every queued byte (the core starts a fresh buffer)."""
         out = self._out
         self._out = bytearray()
         return out
@@ -119,23 +121,29 @@ class MplexCore:
 
     @property
     def is_failed(self) -> bool:
+        """True once the remote broke the protocol (every later ``receive_data`` raises MuxerError)."""
         return self._error is not None
 
     @property
     def stream_count(self) -> int:
+        """Streams the session knows (open, half-closed, or waiting to be accepted)."""
         return len(self._streams)
 
     @property
     def pending_accept(self) -> int:
+        """Inbound streams not yet taken by :meth:`stream_accepted`."""
         return self._pending_accept
 
     def has_stream(self, key: int) -> bool:
+        """True while the session knows the stream (until it is closed both ways or reset)."""
         return key in self._streams
 
     def wire_id(self, key: int) -> int:
+        """The mplex stream id (``key >> 1``; both sides number their streams from 0)."""
         return key >> 1
 
     def send_window(self, key: int) -> int:
+        """``sys.maxsize`` (mplex has no flow control), or 0 if the stream is unknown or half-closed by us."""
         st = self._streams.get(key)
         if st is None or st.local_fin:
             return 0
@@ -144,23 +152,33 @@ class MplexCore:
     # ---- lifecycle ----------------------------------------------------------------------
 
     def start(self, now: float) -> None:
+        """Nothing to do: mplex has no keep-alive and no RTT measurement."""
         pass
 
     def close(self) -> None:
+        """Refuse new streams from now on, ours and the remote's; mplex has no GoAway, so nothing is sent
+        (the driver closes the transport)."""
         self._closed = True  # mplex has no GoAway: the driver closes the transport
 
     def timer(self) -> float | None:
+        """Always None: mplex has no timers."""
         return None
 
     def handle_timer(self, now: float) -> list[MuxerEvent]:
+        """Nothing to do (no timers); returns no events."""
         return []
 
     def ping(self, now: float) -> int:
+        """Raises NotImplementedError: mplex has no ping (``supports_ping`` is False)."""
         raise NotImplementedError("mplex has no ping")
 
     # ---- local commands -----------------------------------------------------------------
 
     def open_stream(self, now: float) -> int:
+        """Open an outbound stream (queues NewStream, named by its id) and return its key.
+
+        Raises ConnectionClosed once the session is closed or failed, or when ids run out.
+        """
         if self._closed or self._error is not None:
             raise ConnectionClosed("mplex session is closed")
         sid = self._next_id
@@ -175,6 +193,10 @@ class MplexCore:
         return st.key
 
     def send_data(self, key: int, data: memoryview) -> int:
+        """Queue all of ``data`` as messages of at most ``max_frame`` bytes; return its length.
+
+        Raises StreamClosed if the stream is unknown or half-closed by us.
+        """
         st = self._streams.get(key)
         if st is None or st.local_fin:
             raise StreamClosed(f"mplex stream {key >> 1} is not writable")
@@ -193,6 +215,7 @@ class MplexCore:
         return n
 
     def send_eof(self, key: int) -> None:
+        """Half-close: queue a Close (nothing if already sent or the stream is unknown)."""
         st = self._streams.get(key)
         if st is None or st.local_fin:
             return
@@ -202,6 +225,7 @@ class MplexCore:
             self._free(st)
 
     def reset_stream(self, key: int) -> None:
+        """Queue a Reset for the stream and forget it (nothing if unknown)."""
         st = self._streams.get(key)
         if st is None:
             return
@@ -209,17 +233,20 @@ class MplexCore:
         self._free(st)
 
     def consume(self, key: int, n: int, now: float) -> None:
+        """The reader took ``n`` buffered bytes of the stream (they no longer count towards ``max_buffer``)."""
         st = self._streams.get(key)
         if st is not None:
             st.buffered -= n
 
     def stop_receiving(self, key: int, now: float) -> None:
+        """Discard the stream's unread and later payload."""
         st = self._streams.get(key)
         if st is not None:
             st.discard = True
             st.buffered = 0
 
     def stream_accepted(self, key: int) -> None:
+        """The application took the inbound stream out of the accept backlog."""
         st = self._streams.get(key)
         if st is not None and not st.accepted:
             st.accepted = True

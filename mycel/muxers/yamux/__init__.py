@@ -42,6 +42,7 @@ class Yamux(StreamMuxer):
         self.close_timeout = close_timeout
 
     def new_core(self, is_client: bool) -> YamuxCore:
+        """A fresh sans-IO core with this muxer's settings; ``is_client``: we dialed (odd stream ids)."""
         return YamuxCore(
             is_client,
             max_window=self.max_window,

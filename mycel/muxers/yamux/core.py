@@ -60,10 +60,14 @@ class Frame:
     """A decoded yamux header (for Data frames ``length`` is the payload size)."""
 
     type: int
+    """``TYPE_DATA``, ``TYPE_WINDOW_UPDATE``, ``TYPE_PING`` or ``TYPE_GO_AWAY``."""
     flags: int
+    """A combination of ``FLAG_SYN``, ``FLAG_ACK``, ``FLAG_FIN``, ``FLAG_RST``."""
     stream_id: int
+    """The stream (0 for Ping and GoAway)."""
     length: int
     version: int = VERSION
+    """The protocol version; 0 is the only one."""
 
 
 def encode_frame(type: int, flags: int, stream_id: int, length: int, payload: bytes = b"") -> bytes:
@@ -174,9 +178,11 @@ class YamuxCore:
 
     @property
     def pending_output(self) -> int:
+        """Bytes queued for the wire."""
         return self._out_len
 
     def data_to_send(self) -> bytearray:
+        """Take every queued byte as one buffer (the queue is emptied)."""
         return bytearray().join(self.frames_to_send())
 
     def frames_to_send(self) -> list[bytes]:
@@ -198,27 +204,34 @@ class YamuxCore:
 
     @property
     def is_failed(self) -> bool:
+        """True once the remote broke the protocol (every later ``receive_data`` raises MuxerError)."""
         return self._error is not None
 
     @property
     def stream_count(self) -> int:
+        """Streams the session knows (open, half-closed, or waiting to be accepted)."""
         return len(self._streams)
 
     @property
     def unacked_streams(self) -> int:
+        """Outbound streams the remote has not acknowledged yet (at ``max_unacked``, ``open_stream`` raises)."""
         return self._unacked
 
     @property
     def pending_accept(self) -> int:
+        """Inbound streams not yet taken by :meth:`stream_accepted`."""
         return self._pending_accept
 
     def has_stream(self, key: int) -> bool:
+        """True while the session knows the stream (until it is closed both ways or reset)."""
         return key in self._streams
 
     def wire_id(self, key: int) -> int:
+        """The yamux stream id: for yamux the key is the stream id."""
         return key
 
     def send_window(self, key: int) -> int:
+        """Payload bytes the remote lets us send on the stream now (0 if unknown or half-closed by us)."""
         st = self._streams.get(key)
         if st is None or st.local_fin:
             return 0
@@ -245,6 +258,7 @@ class YamuxCore:
             self.ping(self._now)
 
     def close(self) -> None:
+        """Queue a GoAway (normal termination): no new streams either way; existing ones go on."""
         if self._local_goaway or self._error is not None:
             return
         self._local_goaway = True
@@ -260,6 +274,11 @@ class YamuxCore:
     # ---- local commands -----------------------------------------------------------------
 
     def open_stream(self, now: float) -> int:
+        """Open an outbound stream (queues its SYN) and return its id.
+
+        Raises ConnectionClosed after a GoAway either way, a failure, or when ids run out, and
+        ResourceLimitExceeded when ``max_unacked`` streams are unacknowledged (retry once some are).
+        """
         if self._error is not None or self._local_goaway:
             raise ConnectionClosed("yamux session is closing")
         if self._remote_goaway:
@@ -277,6 +296,9 @@ class YamuxCore:
         return sid
 
     def send_data(self, key: int, data: memoryview) -> int:
+        """Queue Data frames (at most ``max_frame`` bytes each) for up to :meth:`send_window` bytes of
+        ``data``; return how many. Raises StreamClosed if the stream is unknown or half-closed by us.
+        """
         st = self._streams.get(key)
         if st is None or st.local_fin:
             raise StreamClosed(f"yamux stream {key} is not writable")
@@ -306,6 +328,7 @@ class YamuxCore:
         return n
 
     def send_eof(self, key: int) -> None:
+        """Half-close: queue a FIN (nothing if already sent or the stream is unknown)."""
         st = self._streams.get(key)
         if st is None or st.local_fin:
             return
@@ -319,6 +342,7 @@ class YamuxCore:
             self._free(st)
 
     def reset_stream(self, key: int) -> None:
+        """Queue an RST for the stream and forget it (nothing if unknown)."""
         st = self._streams.get(key)
         if st is None:
             return
@@ -326,6 +350,7 @@ class YamuxCore:
         self._free(st)
 
     def consume(self, key: int, n: int, now: float) -> None:
+        """The reader took ``n`` buffered bytes of the stream; may queue a window update."""
         self._now = now
         st = self._streams.get(key)
         if st is None:
@@ -334,6 +359,7 @@ class YamuxCore:
         self._maybe_update_window(st, now)
 
     def stop_receiving(self, key: int, now: float) -> None:
+        """Discard the stream's unread and later payload, still crediting the sender's window."""
         st = self._streams.get(key)
         if st is None:
             return
@@ -342,12 +368,16 @@ class YamuxCore:
         self._maybe_update_window(st, now)
 
     def stream_accepted(self, key: int) -> None:
+        """The application took the inbound stream out of the accept backlog."""
         st = self._streams.get(key)
         if st is not None and not st.accepted:
             st.accepted = True
             self._pending_accept -= 1
 
     def ping(self, now: float) -> int:
+        """Queue a ping and return its opaque value (a :class:`PongReceived` reports its RTT); at most
+        64 are remembered, the oldest is forgotten. Raises ConnectionClosed once the session failed.
+        """
         if self._error is not None:
             raise ConnectionClosed("yamux session failed")
         self._rtt_probe = False  # any answered ping is an RTT sample
@@ -363,6 +393,7 @@ class YamuxCore:
     # ---- timers (keep-alive) ------------------------------------------------------------
 
     def timer(self) -> float | None:
+        """When :meth:`handle_timer` is due (keep-alive), or None without keep-alive or once failed."""
         if self.keepalive_interval is None or self._error is not None or self._last_recv is None:
             return None
         if self._keepalive_sent is not None and not self._heard:
@@ -371,6 +402,9 @@ class YamuxCore:
         return self._last_recv + self.keepalive_interval
 
     def handle_timer(self, now: float) -> list[MuxerEvent]:
+        """Keep-alive: ping after ``keepalive_interval`` of silence; a :class:`KeepaliveTimeout` event if
+        nothing arrived within ``keepalive_timeout`` of that ping.
+        """
         if self.keepalive_interval is None or self._error is not None or self._last_recv is None:
             return []
         if self._keepalive_sent is not None:

@@ -99,9 +99,14 @@ class XXHandshake:
 
     @property
     def complete(self) -> bool:
+        """True once all three XX messages were written or read."""
         return bool(self._conn.handshake_finished)
 
     def write_message(self, payload: bytes = b"") -> bytes:
+        """The next handshake message, carrying ``payload`` (encrypted once keys are agreed).
+
+        Raises HandshakeError if the Noise library refuses it or the handshake already failed.
+        """
         self._check_usable()
         try:
             return bytes(self._conn.write_message(bytes(payload)))
@@ -131,6 +136,7 @@ class XXHandshake:
 
     @property
     def handshake_hash(self) -> bytes:
+        """The final handshake hash ``h`` (unique to this session); raises HandshakeError before completion."""
         if not self.complete:
             raise HandshakeError("handshake not complete")
         return bytes(self._protocol.handshake_hash)
@@ -161,13 +167,22 @@ def select_muxer(initiator_muxers: Sequence[str], responder_muxers: Sequence[str
 
 @dataclass(frozen=True)
 class HandshakeResult:
+    """What a completed libp2p Noise handshake established."""
+
     remote_public_key: PublicKey
+    """The remote's libp2p identity key (its signature over its Noise static key verified)."""
     remote_peer: PeerId
+    """The peer id of that key."""
     early_muxer: str | None
+    """The muxer agreed through the Noise extensions, or None (negotiate with multistream-select)."""
     remote_muxers: tuple[str, ...]
+    """The muxers the remote listed in its extensions (empty if none)."""
     send_key: bytes
+    """The 32-byte ChaCha20-Poly1305 key for what we send (nonces from 0)."""
     recv_key: bytes
+    """The 32-byte ChaCha20-Poly1305 key for what we receive (nonces from 0)."""
     handshake_hash: bytes
+    """The final handshake hash ``h``."""
 
 
 class _State(enum.Enum):
@@ -226,19 +241,23 @@ class NoiseHandshake:
 
     @property
     def complete(self) -> bool:
+        """True once the handshake finished successfully (:attr:`result` is then available)."""
         return self._state is _State.DONE
 
     @property
     def result(self) -> HandshakeResult:
+        """What the handshake established; raises HandshakeError before it is complete."""
         if self._result is None:
             raise HandshakeError("Noise handshake not complete")
         return self._result
 
     @property
     def local_static_public(self) -> bytes:
+        """Our 32-byte X25519 static public key (what our identity signs)."""
         return self._xx.local_static_public
 
     def data_to_send(self) -> bytes:
+        """Take the queued handshake frames (2-byte big-endian length + message each) for the wire."""
         out = bytes(self._out)
         self._out.clear()
         return out
@@ -253,6 +272,9 @@ class NoiseHandshake:
         return max(0, 2 + (self._in[0] << 8 | self._in[1]) - have)
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed bytes from the wire; each complete frame is processed (answers are queued for
+        :meth:`data_to_send`). Raises as listed above; the handshake is then failed for good.
+        """
         if self._state is _State.FAILED:
             raise HandshakeError("Noise handshake already failed")
         self._in += data

@@ -47,6 +47,10 @@ class TransportCipher:
         return _NONCE.pack(n)
 
     def encrypt(self, plaintext: bytes | bytearray | memoryview) -> bytes:
+        """Encrypt one message with the next nonce (ciphertext is 16 bytes longer).
+
+        Raises MycelError once the nonce space is exhausted.
+        """
         return self._aead.encrypt(self._next_nonce(), plaintext, None)
 
     def encrypt_into(self, plaintext: memoryview, out: memoryview) -> None:
@@ -89,10 +93,12 @@ class NoiseTransport:
 
     @property
     def send_nonce(self) -> int:
+        """The nonce the next outgoing frame will use (frames sent so far, from the starting nonce)."""
         return self._send.nonce
 
     @property
     def recv_nonce(self) -> int:
+        """The nonce the next incoming frame must have been sealed with."""
         return self._recv.nonce
 
     # --- outgoing ---

@@ -67,8 +67,11 @@ class LocalCertificate:
 
     certificate: x509.Certificate
     private_key: ec.EllipticCurvePrivateKey
+    """The certificate's own key (a fresh P-256 key by default), not the libp2p identity key."""
     der: bytes
+    """The certificate, DER-encoded."""
     not_after: datetime.datetime
+    """The end of its validity (timezone-aware)."""
 
     def expires_soon(self, now: datetime.datetime) -> bool:
         """True once less than half of the validity is left: time to make a new one."""
@@ -80,7 +83,9 @@ class VerifiedPeer:
     """What a verified certificate proves: the remote's libp2p key and peer id."""
 
     public_key: PublicKey
+    """The libp2p identity key the certificate's extension is signed with."""
     peer_id: PeerId
+    """The peer id of that key."""
 
 
 # --- DER for SignedKey --------------------------------------------------------------------------
@@ -218,6 +223,9 @@ class CertificateCache(Generic[T]):
         self._entries: OrderedDict[PeerId, tuple[LocalCertificate, T]] = OrderedDict()
 
     def get(self, identity: Identity, now: datetime.datetime) -> tuple[LocalCertificate, T]:
+        """The current certificate of ``identity`` and what ``build`` made of it; a new one (and a new
+        ``build``) when there is none yet or it expires soon. ``now``: timezone-aware.
+        """
         entry = self._entries.get(identity.peer_id)
         if entry is None or entry[0].expires_soon(now):
             cert = generate_certificate(identity.private_key, now)

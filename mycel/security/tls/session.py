@@ -178,6 +178,7 @@ class TLSSession:
 
     @property
     def early_muxer(self) -> str | None:
+        """The muxer agreed through ALPN, or None (ALPN ``libp2p`` or none, or not one of ours)."""
         alpn = self.alpn
         return alpn if alpn is not None and alpn != ALPN_LIBP2P and alpn in self._muxer_ids else None
 

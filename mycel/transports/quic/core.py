@@ -198,6 +198,7 @@ class QuicCore(QuicConnection):
 
     @property
     def max_datagram_size(self) -> int:
+        """The largest datagram in bytes this connection sends now (see :meth:`raise_max_datagram_size`)."""
         size: int = self._max_datagram_size
         return size
 

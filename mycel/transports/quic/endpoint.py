@@ -143,18 +143,24 @@ class UDPEndpoint:
 
     @property
     def closed(self) -> bool:
+        """True once the socket is closed."""
         return self._closed
 
     @property
     def connections(self) -> int:
+        """How many QUIC connections (inbound and outbound) use this socket."""
         return len(self._conns)
 
     def multiaddr_of(self, addr: NetworkAddress) -> Multiaddr:
+        """The ``/ip4|ip6/<host>/udp/<port>/quic-v1`` multiaddr of a socket address."""
         return quic_multiaddr(addr[0], addr[1])
 
     # ---- connection registry ------------------------------------------------------------
 
     def register(self, conn: QUICConnection, cids: list[bytes], *, original_cid: bytes | None = None) -> None:
+        """Route datagrams for ``cids`` to ``conn``; ``original_cid`` (inbound) is the client's first
+        destination id, routed until the handshake is done and counted against ``max_pending_handshakes``.
+        """
         self._conns.add(conn)
         for cid in cids:
             self.add_cid(cid, conn)
@@ -164,15 +170,18 @@ class UDPEndpoint:
             self._pending_inbound.add(conn)
 
     def add_cid(self, cid: bytes, conn: QUICConnection) -> None:
+        """Route datagrams for the connection id ``cid`` to ``conn`` too (ignored once closed or unregistered)."""
         if not self._closed and conn in self._conns:
             self._by_cid.setdefault(cid, conn)
             conn._cids.add(cid)
 
     def remove_cid(self, cid: bytes, conn: QUICConnection) -> None:
+        """Stop routing ``cid`` to ``conn`` (nothing if it routes elsewhere)."""
         if self._by_cid.get(cid) is conn:
             del self._by_cid[cid]
 
     def handshake_done(self, conn: QUICConnection) -> None:
+        """``conn`` finished its handshake: an inbound one goes to the listener (or is closed if none is left)."""
         self._pending_inbound.discard(conn)
         original = self._original_cids.pop(conn, None)
         if original is not None:
@@ -183,6 +192,9 @@ class UDPEndpoint:
                 conn.close_now("not listening any more")
 
     def unregister(self, conn: QUICConnection) -> None:
+        """Forget ``conn`` and its connection ids; the socket closes with its last connection when no
+        listener uses it.
+        """
         if conn not in self._conns:
             return
         self._conns.discard(conn)
@@ -200,6 +212,7 @@ class UDPEndpoint:
             self.close()
 
     def mark_dirty(self, conn: QUICConnection) -> None:
+        """Have ``conn.process`` run at the end of the current batch of datagrams."""
         self._dirty[conn] = None
 
     # ---- driving --------------------------------------------------------------------------

@@ -101,18 +101,35 @@ class QUICOptions:
     # is no path-MTU probing: set more only for paths known to carry it (loopback carries
     # any size up to MAX_DATAGRAM_SIZE).
     max_datagram_size: int = 1452
+    """Largest UDP payload in bytes once the handshake is done (capped by the peer's limit; handshake
+    datagrams are at most 1452). ValueError outside 1200..16384.
+    """
     idle_timeout: float = 30.0  # seconds without any packet before a connection is dropped
+    """Seconds without any packet before a connection is dropped (must be positive)."""
     keepalive_interval: float | None = 15.0  # PING after this much silence (None: never)
+    """Seconds of silence on an open connection before we send a PING; None: never."""
     handshake_timeout: float = 10.0
+    """Seconds a connection may take to complete its handshake; then it fails with HandshakeError."""
     stream_window: int = DEFAULT_STREAM_WINDOW  # unread bytes a stream may hold
+    """Unread bytes one stream may hold (flow-control window; default 2 MiB)."""
     connection_window: int = DEFAULT_CONNECTION_WINDOW  # unread bytes a connection may hold
+    """Unread bytes all streams of a connection may hold together (default 8 MiB)."""
     max_inbound_streams: int = DEFAULT_MAX_INBOUND_STREAMS  # concurrent streams the peer may open
+    """Streams the peer may have open at once (default 256)."""
     accept_backlog: int = DEFAULT_MAX_INBOUND_STREAMS  # inbound streams not yet accepted; beyond: reset
+    """Inbound streams not yet accepted; beyond it new ones are reset (default 256)."""
     max_pending_handshakes: int = 64  # inbound handshakes in progress per socket; beyond: Initials dropped
+    """Inbound handshakes in progress per UDP socket; beyond it new Initial packets are dropped."""
     immediate_ack: bool = False  # ACK every batch of datagrams at its end (else a lone packet waits <= 1 ms)
+    """ACK at the end of every batch of datagrams with an ack-eliciting packet; otherwise a lone
+    packet's ACK may wait up to 1 ms.
+    """
     congestion_control: str = "reno"  # aioquic's "reno" or "cubic"
+    """aioquic's congestion controller: ``"reno"`` or ``"cubic"``."""
     gso: bool = True  # batch sends with UDP GSO where the kernel supports it
+    """Batch sends with UDP GSO where the kernel supports it."""
     gro: bool = True  # read runs of datagrams with one system call (UDP GRO) where the kernel supports it
+    """Read runs of datagrams with one system call (UDP GRO) where the kernel supports it."""
 
     def __post_init__(self) -> None:
         if not SMALLEST_MAX_DATAGRAM_SIZE <= self.max_datagram_size <= MAX_DATAGRAM_SIZE:
@@ -141,14 +158,19 @@ class QUICListener(Listener[Connection]):
 
     @property
     def endpoint(self) -> UDPEndpoint:
+        """The UDP endpoint (socket) this listener accepts on."""
         return self._endpoint
 
     def make_inbound(self, endpoint: UDPEndpoint, original_cid: bytes, addr: NetworkAddress) -> QUICConnection:
+        """Called by the endpoint for a new client's Initial packet: a connection to handshake with it."""
         return self._transport._new_connection(
             endpoint, self._identity, Direction.INBOUND, addr, None, original_cid=original_cid
         )
 
     def deliver(self, conn: QUICConnection) -> None:
+        """Called once ``conn`` is established: queue it for :meth:`accept`; with 64 already waiting it is
+        closed (CONNECTION_REFUSED) instead.
+        """
         if len(self._queue) >= ACCEPT_QUEUE:
             log.warning("%d QUIC connections waiting to be accepted on %s; closing one", ACCEPT_QUEUE, self.addrs[0])
             conn.close_now("accept queue full", 0x2)  # CONNECTION_REFUSED
