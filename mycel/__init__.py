@@ -1,22 +1,153 @@
-"""mycel: a libp2p-compatible, modular peer-to-peer network stack for Python, built on trio."""
+"""mycel: a libp2p-compatible, modular peer-to-peer network stack for Python, built on trio.
+
+Everything a user composes a host from is importable from here::
+
+    from mycel import HostConfig, Identity, open_host, TCP, QUIC, Noise, TLS, Yamux, Identify, Ping
+
+Subpackages re-export their own public names too (``mycel.transports``, ``mycel.security``,
+``mycel.muxers``, ``mycel.protocols``, ``mycel.network``).
+"""
 
 __version__ = "0.1.0"
 
-from mycel.core.abc import Connection, Direction, MuxedStream  # noqa: E402
+from mycel.core.abc import (  # noqa: E402
+    Connection,
+    ConnectionTransport,
+    Direction,
+    Listener,
+    MuxedStream,
+    RawConnection,
+    SecureConnection,
+    SecurityProtocol,
+    StreamMuxer,
+    StreamTransport,
+    Transport,
+)
+from mycel.core.errors import (  # noqa: E402
+    ConfigError,
+    ConnectionClosed,
+    DecodeError,
+    DialError,
+    DialPeerMismatch,
+    HandshakeError,
+    HostClosed,
+    MessageTooLarge,
+    MycelError,
+    NegotiationError,
+    PeerIdMismatch,
+    ProtocolNotSupported,
+    ProtocolViolation,
+    ResourceLimitExceeded,
+    ServiceNotRunning,
+    StreamClosed,
+    StreamReset,
+    TransportError,
+)
+from mycel.core.events import (  # noqa: E402
+    ConnectionClosed as ConnectionClosedEvent,
+    ConnectionOpened,
+    Event,
+    LocalProtocolsChanged,
+    PeerConnected,
+    PeerDisconnected,
+    PeerIdentified,
+    PeerProtocolsChanged,
+    ServiceFailed,
+    StreamHandlerFailed,
+    StreamOpened,
+    TaskFailed,
+)
+from mycel.core.framing import (  # noqa: E402
+    MessageStream,
+    ProtobufStream,
+    read_exactly,
+    receive_message,
+    send_message,
+)
 from mycel.core.identity import Identity  # noqa: E402
 from mycel.core.keys import KeyType  # noqa: E402
 from mycel.core.peer_id import PeerId  # noqa: E402
-from mycel.host import Host, HostConfig, open_host  # noqa: E402
+from mycel.host import EventSubscription, Host, HostConfig, open_host  # noqa: E402
+from mycel.muxers import Mplex, Yamux  # noqa: E402
+from mycel.network import AddrSource, PeerInfo, PeerStore  # noqa: E402
+from mycel.protocols import Echo, Identify, IdentifyResult, Perf, Ping  # noqa: E402
+from mycel.security import TLS, Noise, Plaintext  # noqa: E402
+from mycel.service import Service, ServiceHost, StreamHandler  # noqa: E402
+from mycel.transports import QUIC, TCP, MemoryNetwork, MemoryTransport  # noqa: E402
 
 __all__ = [
+    "QUIC",
+    "TCP",
+    "TLS",
+    "AddrSource",
+    "ConfigError",
     "Connection",
+    "ConnectionClosed",
+    "ConnectionClosedEvent",
+    "ConnectionOpened",
+    "ConnectionTransport",
+    "DecodeError",
+    "DialError",
+    "DialPeerMismatch",
     "Direction",
+    "Echo",
+    "Event",
+    "EventSubscription",
+    "HandshakeError",
     "Host",
+    "HostClosed",
     "HostConfig",
+    "Identify",
+    "IdentifyResult",
     "Identity",
     "KeyType",
+    "Listener",
+    "LocalProtocolsChanged",
+    "MemoryNetwork",
+    "MemoryTransport",
+    "MessageStream",
+    "MessageTooLarge",
+    "Mplex",
     "MuxedStream",
+    "MycelError",
+    "NegotiationError",
+    "Noise",
+    "PeerConnected",
+    "PeerDisconnected",
     "PeerId",
+    "PeerIdMismatch",
+    "PeerIdentified",
+    "PeerInfo",
+    "PeerProtocolsChanged",
+    "PeerStore",
+    "Perf",
+    "Ping",
+    "Plaintext",
+    "ProtobufStream",
+    "ProtocolNotSupported",
+    "ProtocolViolation",
+    "RawConnection",
+    "ResourceLimitExceeded",
+    "SecureConnection",
+    "SecurityProtocol",
+    "Service",
+    "ServiceFailed",
+    "ServiceHost",
+    "ServiceNotRunning",
+    "StreamClosed",
+    "StreamHandler",
+    "StreamHandlerFailed",
+    "StreamMuxer",
+    "StreamOpened",
+    "StreamReset",
+    "StreamTransport",
+    "TaskFailed",
+    "Transport",
+    "TransportError",
+    "Yamux",
     "__version__",
     "open_host",
+    "read_exactly",
+    "receive_message",
+    "send_message",
 ]

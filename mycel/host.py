@@ -1,10 +1,20 @@
-"""HostConfig + open_host(): the user's entry point."""
+"""HostConfig + open_host(): the user's entry point.
+
+A host is a swarm (transports, listeners, connections), stream handlers, a peerstore, and services.
+Its lifecycle is one ``async with open_host(config) as host:`` block: on entry listeners are bound
+and services running; on exit (or cancellation, at any point) everything is closed within
+``HostConfig.shutdown_timeout`` and the host refuses new work with :class:`~mycel.core.errors.HostClosed`.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import functools
+import inspect
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -23,21 +33,40 @@ from mycel.core.abc import (
     Transport,
 )
 from mycel.core.addrs import as_multiaddr, expand_unspecified, split_peer_id, with_peer_id
-from mycel.core.errors import ConfigError, DialError, MycelError, NegotiationError
+from mycel.core.errors import (
+    ConfigError,
+    ConnectionClosed as ConnectionClosedError,
+    DialError,
+    HostClosed,
+    MycelError,
+    NegotiationError,
+    ProtocolViolation,
+    StreamClosed,
+    StreamReset,
+    TransportError,
+    reraise_unwrapped,
+    single_exception,
+)
 from mycel.core.events import (
     ConnectionClosed,
     ConnectionOpened,
     Event,
+    LocalProtocolsChanged,
+    PeerConnected,
+    PeerDisconnected,
+    PeerProtocolsChanged,
+    ServiceFailed,
     StreamHandlerFailed,
     StreamOpened,
+    TaskFailed,
 )
 from mycel.core.identity import Identity
 from mycel.core.peer_id import PeerId
 from mycel.multistream import select_inbound, select_lazy, select_outbound
-from mycel.network.peerstore import PeerStore
+from mycel.network.peerstore import AddrSource, PeerStore, CONNECTED_TTL, PERMANENT_TTL
 from mycel.network.swarm import Swarm
 from mycel.network.upgrader import Upgrader
-from mycel.service import Service, StreamHandler
+from mycel.service import Service, ServiceHost, ServiceState, StreamHandler
 
 log = logging.getLogger("mycel.host")
 
@@ -46,6 +75,20 @@ S = TypeVar("S", bound=Service)
 EVENT_QUEUE_SIZE = 256  # per subscriber; when full, further events are dropped and counted
 PARSED_ADDRS = 256  # multiaddr strings whose parse connect() remembers; at the bound the memo is cleared
 DEFAULT_HANDLER_CONCURRENCY = 1024  # inbound streams per protocol being handled at once; beyond: reset
+
+# Errors a stream handler raises because of its peer or its connection (logged at INFO, no traceback);
+# anything else a handler raises is a bug in the handler (logged at ERROR with the traceback).
+_PEER_ERRORS = (
+    ProtocolViolation,
+    StreamReset,
+    StreamClosed,
+    ConnectionClosedError,
+    NegotiationError,
+    TransportError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.TooSlowError,
+)
 
 
 def _default_transports() -> list[Transport]:
@@ -68,6 +111,7 @@ def _default_security() -> list[SecurityProtocol]:
 
 
 def _default_muxers() -> list[StreamMuxer]:
+    """Yamux, then mplex (for older peers)."""
     from mycel.muxers.mplex import Mplex
     from mycel.muxers.yamux import Yamux
 
@@ -75,53 +119,110 @@ def _default_muxers() -> list[StreamMuxer]:
 
 
 def _default_services() -> list[Service]:
+    """Identify (with push) and ping."""
     from mycel.protocols.identify import Identify
     from mycel.protocols.ping import Ping
 
     return [Identify(), Ping()]
 
 
+def _check_items(name: str, items: object, kind: type, example: str) -> None:
+    """Fail with one line naming the field when ``items`` is not a sequence of ``kind`` instances."""
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise ConfigError(f"HostConfig.{name}: expected a list of {kind.__name__} objects, got {items!r}")
+    for i, item in enumerate(items):
+        if isinstance(item, type):
+            raise ConfigError(
+                f"HostConfig.{name}[{i}]: got the class {item.__name__}; pass an instance, e.g. {example}"
+            )
+        if not isinstance(item, kind):
+            raise ConfigError(f"HostConfig.{name}[{i}]: expected a {kind.__name__}, got {type(item).__name__}")
+
+
 @dataclass(frozen=True)
 class HostConfig:
-    """Everything a host is made of. Order in ``security`` and ``muxers`` is preference order.
+    """Everything a host is made of; share it, copy it with :meth:`replace`.
 
-    Plaintext security is never enabled unless it is listed in ``security`` by the user.
+    No state is shared between hosts: the first host started from a config uses the transport,
+    security, muxer and service objects in it; every other host uses its own copies (``copy.deepcopy``;
+    ``Service.clone`` for services), made from copies put aside before the first host started. So one
+    config can start many hosts. Something hosts must share (a simulated network) returns itself
+    from ``__deepcopy__``, as :class:`~mycel.transports.memory.MemoryNetwork` does.
+    Order in ``security`` and ``muxers`` is preference order. Plaintext security is never enabled
+    unless it is listed in ``security`` by the user. Wrong types fail here, naming the field.
     """
 
     identity: Identity = field(default_factory=Identity.generate)
+    """The host's key pair and peer id (``Identity.generate()``, ``Identity.load_or_create(path)``)."""
     transports: Sequence[Transport] = field(default_factory=_default_transports)
+    """Transports to dial and listen with (default: TCP and QUIC)."""
     security: Sequence[SecurityProtocol] = field(default_factory=_default_security)
+    """Security protocols for stream transports, in preference order (default: Noise, TLS)."""
     muxers: Sequence[StreamMuxer] = field(default_factory=_default_muxers)
+    """Stream muxers for stream transports, in preference order (default: yamux, mplex)."""
     listen: Sequence[str | Multiaddr] = ()
+    """Addresses to listen on when the host starts (e.g. ``"/ip4/0.0.0.0/tcp/4001"``)."""
     services: Sequence[Service] = field(default_factory=_default_services)
+    """Services each host runs its own copy of (default: identify, ping)."""
     agent_version: str = f"mycel/{__version__}"
+    """Our agent version, as identify reports it."""
     protocol_version: str = "ipfs/0.1.0"
+    """Our protocol version, as identify reports it."""
     handshake_timeout: float = 15.0
+    """Seconds a connection has to complete security and muxer negotiation."""
     negotiate_timeout: float = 10.0
+    """Seconds a stream has to agree on a protocol (multistream-select)."""
     max_pending_inbound_handshakes: int = 64
+    """Inbound connections in their handshake at once; beyond, new ones are closed at accept."""
     handler_concurrency: int = DEFAULT_HANDLER_CONCURRENCY
-    # head start of QUIC addresses over TCP when a peer has both; None: 30 ms for loopback/private
-    # addresses, 250 ms for public ones (go-libp2p's figures). The next tier starts early when all fail.
+    """Default bound of inbound streams per protocol handled at once; beyond, new ones are reset."""
     dial_tier_delay: float | None = None
+    """Head start of QUIC addresses over TCP when a peer has both; None: 30 ms for loopback/private
+    addresses, 250 ms for public ones (go-libp2p's figures). The next tier starts early when all fail."""
+    shutdown_timeout: float = 2.0
+    """Seconds allowed for a graceful close (listeners, goodbyes to peers) before everything is cancelled."""
+    event_queue_size: int = EVENT_QUEUE_SIZE
+    """Default queue bound of ``host.subscribe()``; a full queue drops (and counts) further events."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.identity, Identity):
+            hint = " (load one with Identity.load_or_create(path))" if isinstance(self.identity, (str, bytes)) else ""
+            raise ConfigError(f"HostConfig.identity: expected an Identity, got {type(self.identity).__name__}{hint}")
+        _check_items("transports", self.transports, Transport, "TCP()")
+        _check_items("security", self.security, SecurityProtocol, "Noise()")
+        _check_items("muxers", self.muxers, StreamMuxer, "Yamux()")
+        _check_items("services", self.services, Service, "Ping()")
+        if isinstance(self.listen, (str, bytes, Multiaddr)) or not isinstance(self.listen, Sequence):
+            raise ConfigError(f"HostConfig.listen: expected a list of addresses, got {self.listen!r}")
         if not self.transports:
-            raise ConfigError("at least one transport is needed")
+            raise ConfigError("HostConfig.transports: at least one transport is needed")
         if any(isinstance(t, StreamTransport) for t in self.transports):
             if not self.security:
-                raise ConfigError("a stream transport needs at least one security protocol")
+                raise ConfigError("HostConfig.security: a stream transport needs at least one security protocol")
             if not self.muxers:
-                raise ConfigError("a stream transport needs at least one stream muxer")
+                raise ConfigError("HostConfig.muxers: a stream transport needs at least one stream muxer")
         for name, items in (("security", self.security), ("muxers", self.muxers)):
             ids = [x.protocol_id for x in items]
             if len(set(ids)) != len(ids):
-                raise ConfigError(f"duplicate protocol in {name}: {ids}")
-        for addr in self.listen:
-            as_multiaddr(addr)
-        if self.handshake_timeout <= 0 or self.negotiate_timeout <= 0:
-            raise ConfigError("timeouts must be positive")
+                raise ConfigError(f"HostConfig.{name}: duplicate protocol in {ids}")
+        for i, addr in enumerate(self.listen):
+            try:
+                as_multiaddr(addr)
+            except Exception as exc:
+                raise ConfigError(f"HostConfig.listen[{i}]: {addr!r} is not a multiaddr ({exc})") from None
+        for name in ("handshake_timeout", "negotiate_timeout", "shutdown_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"HostConfig.{name}: must be a positive number of seconds, got {value!r}")
+        for name in ("max_pending_inbound_handshakes", "handler_concurrency", "event_queue_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"HostConfig.{name}: must be a positive integer, got {value!r}")
         if self.dial_tier_delay is not None and self.dial_tier_delay < 0:
-            raise ConfigError("dial_tier_delay must not be negative")
+            raise ConfigError("HostConfig.dial_tier_delay: must not be negative")
+        for name, text in (("agent_version", self.agent_version), ("protocol_version", self.protocol_version)):
+            if not isinstance(text, str):
+                raise ConfigError(f"HostConfig.{name}: expected a str, got {type(text).__name__}")
         object.__setattr__(self, "transports", tuple(self.transports))
         object.__setattr__(self, "security", tuple(self.security))
         object.__setattr__(self, "muxers", tuple(self.muxers))
@@ -129,38 +230,125 @@ class HostConfig:
         object.__setattr__(self, "listen", tuple(self.listen))
 
     def replace(self, **changes: Any) -> HostConfig:
+        """A copy with ``changes`` applied (``dataclasses.replace``), validated again."""
         return dataclasses.replace(self, **changes)
 
 
+class EventSubscription:
+    """A bounded, lossy queue of host events for an application (``with host.subscribe() as events``).
+
+    Iterate it (``async for event in events``) or call :meth:`receive`. When the queue is full, new
+    events are dropped and counted in :attr:`dropped`; the host never waits for a subscriber.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._send, self._recv = trio.open_memory_channel[Event](maxsize)
+        self.dropped = 0
+        """Events this subscription missed because its queue was full."""
+
+    def _offer(self, event: Event) -> bool:
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self.dropped += 1
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        return True
+
+    async def receive(self) -> Event:
+        """The next event (waits for one)."""
+        return await self._recv.receive()
+
+    def receive_nowait(self) -> Event:
+        """The next event, or ``trio.WouldBlock`` if none is queued."""
+        return self._recv.receive_nowait()
+
+    def __aiter__(self) -> EventSubscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self._recv.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    def _close(self) -> None:
+        self._send.close()
+
+
 class _Handler:
-    def __init__(self, func: StreamHandler, limit: int) -> None:
+    __slots__ = ("active", "func", "limit", "owner")
+
+    def __init__(self, func: StreamHandler, limit: int, owner: _ServiceSlot | None) -> None:
         self.func = func
         self.limit = limit
         self.active = 0
+        self.owner = owner
+
+
+def _check_async_handler(protocol_id: str, handler: object) -> None:
+    """Reject handlers that are plain functions: they would fail on every stream, silently."""
+    inner = handler
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    if not callable(inner):
+        raise TypeError(f"stream handler for {protocol_id} is not callable: {handler!r}")
+    call = inner if inspect.isfunction(inner) or inspect.ismethod(inner) else getattr(inner, "__call__", None)
+    if (inspect.isfunction(call) or inspect.ismethod(call)) and not inspect.iscoroutinefunction(call):
+        raise TypeError(
+            f"stream handler for {protocol_id} must be an async function (async def handler(stream)), "
+            f"got the plain function {getattr(inner, '__qualname__', inner)!r}"
+        )
 
 
 class Host:
-    """A running libp2p host. Create with ``async with open_host(config) as host``."""
+    """A running libp2p host. Create with ``async with open_host(config) as host``.
+
+    It keeps connections (``connect``, ``connections``, ``disconnect``), opens and serves streams
+    (``new_stream``, ``set_stream_handler``), runs services (``service(Kind)``), reports events to
+    applications (``subscribe``) and remembers other peers (``peerstore``).
+    """
 
     def __init__(self, config: HostConfig, nursery: trio.Nursery) -> None:
         self.config = config
+        """The configuration this host was started with (see HostConfig on which objects it runs)."""
         self.identity = config.identity
-        self.peerstore = PeerStore()
-        self._nursery = nursery
-        self._handlers: dict[str, _Handler] = {}
-        self._subscribers: list[trio.MemorySendChannel[Event]] = []
+        """Our key pair and peer id."""
+        self.peerstore = PeerStore(clock=trio.current_time, on_deadline_changed=self._wake_expiry)
+        """What we know about other peers (addresses with provenance and TTLs, keys, protocols, ...)."""
         self.dropped_events = 0
+        """Events dropped across all subscriptions because their queues were full."""
+        self._nursery = nursery
+        self._closed = False
+        self._handlers: dict[str, _Handler] = {}
+        self._subscriptions: list[EventSubscription] = []
         self._addrs_cache: tuple[tuple[Multiaddr, ...], list[Multiaddr]] | None = None
         # connect("/ip4/…/p2p/…") parses the same strings again and again; parsing and splitting off
         # /p2p costs ~0.3 ms with the multiaddr package, a sixth of a loopback dial
         self._parsed: dict[str, tuple[Multiaddr, PeerId | None]] = {}
-        self._services = list(config.services)
-        stream_transports = any(isinstance(t, StreamTransport) for t in config.transports)
-        upgrader = Upgrader(self.identity, config.security, config.muxers) if stream_transports else None
+        # connections registered per peer (first opened -> peer_connected; last closed -> peer_disconnected)
+        self._conn_counts: dict[PeerId, int] = {}
+        # protocols of each connected peer as services were last told (identify diffs against this)
+        self._told_protocols: dict[PeerId, frozenset[str]] = {}
+        self._expiry_changed = trio.Event()
+        # every host has its own copy of each component: config objects are templates
+        transports = [_for_this_host(t, copy.deepcopy) for t in config.transports]
+        security = [_for_this_host(s, copy.deepcopy) for s in config.security]
+        muxers = [_for_this_host(m, copy.deepcopy) for m in config.muxers]
+        self.transports: tuple[Transport, ...] = tuple(transports)
+        """This host's own copies of the configured transports."""
+        self.security: tuple[SecurityProtocol, ...] = tuple(security)
+        """This host's own copies of the configured security protocols (preference order)."""
+        self.muxers: tuple[StreamMuxer, ...] = tuple(muxers)
+        """This host's own copies of the configured stream muxers (preference order)."""
+        self._slots = [_ServiceSlot(self, svc) for svc in config.services]
+        stream_transports = any(isinstance(t, StreamTransport) for t in transports)
+        upgrader = Upgrader(self.identity, security, muxers) if stream_transports else None
         self.swarm = Swarm(
             nursery,
             self.identity,
-            config.transports,
+            transports,
             upgrader,
             handshake_timeout=config.handshake_timeout,
             max_pending_inbound=config.max_pending_inbound_handshakes,
@@ -173,7 +361,13 @@ class Host:
     # -- identity and addresses -----------------------------------------------------------------
     @property
     def peer_id(self) -> PeerId:
+        """Our peer id."""
         return self.identity.peer_id
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the host's ``async with`` block has begun to exit."""
+        return self._closed
 
     @property
     def listen_addrs(self) -> list[Multiaddr]:
@@ -199,63 +393,159 @@ class Host:
 
     # -- services -------------------------------------------------------------------------------
     def service(self, kind: type[S]) -> S:
-        for svc in self._services:
-            if isinstance(svc, kind):
-                return svc
+        """This host's running copy of the service of type ``kind`` (LookupError if there is none)."""
+        for slot in self._slots:
+            if isinstance(slot.service, kind):
+                return slot.service
+        raise LookupError(f"no {kind.__name__} service in this host")
+
+    def service_state(self, kind: type[Service]) -> ServiceState:
+        """Whether the service of type ``kind`` runs, and how often it failed."""
+        for slot in self._slots:
+            if isinstance(slot.service, kind):
+                return slot.state
         raise LookupError(f"no {kind.__name__} service in this host")
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        """Run a background task for the host's lifetime (cancelled when the host closes)."""
-        self._nursery.start_soon(fn, *args)
+        """Run ``fn(*args)`` in the background for the host's lifetime (cancelled when it closes).
+
+        An exception from it is logged at ERROR with its traceback and reported as
+        :class:`TaskFailed`; it does not take the host down. Raises HostClosed once the host closed.
+        """
+        self._check_open()
+        self._nursery.start_soon(self._guarded_task, fn, args)
+
+    async def _guarded_task(self, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        name = getattr(fn, "__qualname__", repr(fn))
+        try:
+            await fn(*args)
+        except Exception as exc:
+            log.error("background task %s failed", name, exc_info=exc)
+            self.emit(TaskFailed(name, exc))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HostClosed("the host is closed (used after its `async with open_host(...)` block)")
 
     # -- events ---------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def subscribe(self, maxsize: int = EVENT_QUEUE_SIZE) -> Iterator[trio.MemoryReceiveChannel[Event]]:
-        send, recv = trio.open_memory_channel[Event](maxsize)
-        self._subscribers.append(send)
+    def subscribe(self, maxsize: int | None = None) -> Iterator[EventSubscription]:
+        """Receive the host's events for the duration of the ``with`` block (bounded and lossy)."""
+        sub = EventSubscription(maxsize or self.config.event_queue_size)
+        self._subscriptions.append(sub)
         try:
-            yield recv
+            yield sub
         finally:
-            self._subscribers.remove(send)
-            send.close()
+            self._subscriptions.remove(sub)
+            sub._close()
 
     def emit(self, event: Event) -> None:
-        for sub in self._subscribers:
-            try:
-                sub.send_nowait(event)
-            except trio.WouldBlock:
+        """Hand ``event`` to every subscription (never waits; a full queue drops and counts it)."""
+        for sub in self._subscriptions:
+            if not sub._offer(event):
                 self.dropped_events += 1
-            except trio.BrokenResourceError:
-                pass
+
+    def _notify(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every running service, in config order; a raising service fails alone."""
+        for slot in self._slots:
+            if slot.accepts_hooks:
+                try:
+                    getattr(slot.service, hook)(slot.view, *args)
+                except Exception as exc:
+                    slot.fail(exc, f"its {hook} hook raised")
 
     def _connection_opened(self, conn: Connection) -> None:
-        log.debug("connected to %s via %s (%s)", conn.remote_peer, conn.remote_addr, conn.direction.value)
-        self.peerstore.set_public_key(conn.remote_peer, conn.remote_public_key)
+        peer = conn.remote_peer
+        log.debug("connected to %s via %s (%s)", peer, conn.remote_addr, conn.direction.value)
+        now = trio.current_time()
+        store = self.peerstore
+        count = self._conn_counts.get(peer, 0) + 1
+        self._conn_counts[peer] = count
+        if count == 1:
+            store.mark_connected(peer, True, now)  # first: a connected peer is never evicted
+            self._told_protocols[peer] = frozenset()
+        with contextlib.suppress(MycelError):
+            store.set_public_key(peer, conn.remote_public_key)
         if conn.direction is Direction.OUTBOUND:
-            self.peerstore.add_addrs(conn.remote_peer, [conn.remote_addr])
-        for svc in self._services:
-            svc.connection_opened(self, conn)
+            store.add_addrs(peer, [conn.remote_addr], AddrSource.CONNECTION, CONNECTED_TTL, now)
+        if count == 1:
+            self._notify("peer_connected", peer)
+            self.emit(PeerConnected(peer))
+        self._notify("connection_opened", conn)
         self.emit(ConnectionOpened(conn))
 
-    def _connection_closed(self, conn: Connection) -> None:
-        log.debug("disconnected from %s", conn.remote_peer)
-        for svc in self._services:
-            svc.connection_closed(self, conn)
-        self.emit(ConnectionClosed(conn))
+    def _connection_closed(self, conn: Connection, remaining: int) -> None:
+        peer = conn.remote_peer
+        log.debug("disconnected from %s (%d connections left)", peer, remaining)
+        count = self._conn_counts.get(peer, 0) - 1
+        if count > 0:
+            self._conn_counts[peer] = count
+        else:
+            self._conn_counts.pop(peer, None)
+        self._notify("connection_closed", conn, max(count, 0))
+        self.emit(ConnectionClosed(conn, max(count, 0)))
+        if count <= 0:
+            self._told_protocols.pop(peer, None)
+            self.peerstore.mark_connected(peer, False, trio.current_time())
+            self._notify("peer_disconnected", peer)
+            self.emit(PeerDisconnected(peer))
+
+    def update_peer_protocols(self, peer: PeerId, protocols: Sequence[str]) -> None:
+        """Record ``peer``'s full protocol list (identify does) and tell services what changed.
+
+        Services hear of a peer's protocols only while it is connected: the first report after
+        ``peer_connected`` lists every protocol as added, later ones only the differences.
+        """
+        self.peerstore.set_protocols(peer, protocols)
+        told = self._told_protocols.get(peer)
+        if told is None:  # not connected (identify finished after the peer left): store only
+            return
+        now = frozenset(self.peerstore.protocols(peer))
+        added, removed = now - told, told - now
+        if not added and not removed:
+            return
+        self._told_protocols[peer] = now
+        self._notify("peer_protocols_changed", peer, added, removed)
+        self.emit(PeerProtocolsChanged(peer, added, removed))
 
     # -- streams --------------------------------------------------------------------------------
-    def set_stream_handler(self, protocol_id: str, handler: StreamHandler, *, max_concurrent: int | None = None) -> None:
-        """Serve ``protocol_id``. ``handler(stream)`` runs in the host; the stream is closed when it returns.
+    def set_stream_handler(
+        self,
+        protocol_id: str,
+        handler: StreamHandler,
+        *,
+        max_concurrent: int | None = None,
+        _owner: _ServiceSlot | None = None,
+    ) -> None:
+        """Serve ``protocol_id`` with ``async def handler(stream)``; the stream is closed when it returns.
 
-        At most ``max_concurrent`` streams of this protocol are handled at once; more are reset.
+        At most ``max_concurrent`` streams of this protocol are handled at once; more are reset. A
+        handler that raises resets its stream: errors caused by the peer are logged at INFO, any
+        other exception at ERROR with its traceback; both are reported as StreamHandlerFailed.
+        Connected peers learn of the new protocol through identify push.
         """
-        self._handlers[protocol_id] = _Handler(handler, max_concurrent or self.config.handler_concurrency)
+        _check_async_handler(protocol_id, handler)
+        if not isinstance(protocol_id, str) or not protocol_id:
+            raise ValueError(f"a protocol id is a non-empty string, got {protocol_id!r}")
+        new = protocol_id not in self._handlers
+        self._handlers[protocol_id] = _Handler(handler, max_concurrent or self.config.handler_concurrency, _owner)
+        if new:
+            self._local_protocols_changed(frozenset([protocol_id]), frozenset())
 
     def remove_stream_handler(self, protocol_id: str) -> None:
-        self._handlers.pop(protocol_id, None)
+        """Stop serving ``protocol_id`` (streams being handled go on); peers are told by identify push."""
+        if self._handlers.pop(protocol_id, None) is not None:
+            self._local_protocols_changed(frozenset(), frozenset([protocol_id]))
+
+    def _local_protocols_changed(self, added: frozenset[str], removed: frozenset[str]) -> None:
+        if self._closed:
+            return
+        self._notify("local_protocols_changed", added, removed)
+        self.emit(LocalProtocolsChanged(added, removed))
 
     @property
     def protocols(self) -> list[str]:
+        """The protocols this host serves (its stream handlers)."""
         return list(self._handlers)
 
     async def _handle_inbound_stream(self, stream: MuxedStream) -> None:
@@ -279,9 +569,16 @@ class Host:
         self.emit(StreamOpened(peer, proto, Direction.INBOUND))
         handler.active += 1
         try:
-            await handler.func(stream)
-        except Exception as exc:  # a handler's failure is the handler's: log, report, keep serving
-            log.info("handler for %s from %s failed: %r", proto, peer, exc)
+            result = handler.func(stream)
+            if not inspect.isawaitable(result):
+                raise TypeError(f"stream handler for {proto} returned {type(result).__name__}, not an awaitable")
+            await result
+        except _PEER_ERRORS as exc:  # the peer's or the connection's doing: log, report, keep serving
+            log.info("%s stream from %s failed: %s", proto, peer, _reason(exc))
+            self.emit(StreamHandlerFailed(peer, proto, exc))
+            await _reset_quietly(stream)
+        except Exception as exc:  # a bug in the handler: loud, with the traceback
+            log.error("handler for %s from %s raised", proto, peer, exc_info=exc)
             self.emit(StreamHandlerFailed(peer, proto, exc))
             await _reset_quietly(stream)
         finally:
@@ -291,23 +588,45 @@ class Host:
                     await stream.aclose()
 
     async def new_stream(
-        self, peer: PeerId | str | Multiaddr, protocols: Sequence[str] | str, *, lazy: bool | None = None
+        self,
+        peer: PeerId | str | Multiaddr,
+        protocols: Sequence[str] | str,
+        *,
+        lazy: bool | None = None,
+        conn: Connection | None = None,
     ) -> MuxedStream:
         """Open a stream to ``peer`` speaking the first of ``protocols`` it accepts.
 
-        Dials if needed (from peerstore addresses, or the multiaddr given). With a single protocol the
-        peer is known to support (from identify), or ``lazy=True``, negotiation is optimistic and costs
-        no round trip: a refusal then surfaces as ProtocolNotSupported from the first read.
+        Dials if needed (from peerstore addresses, or the multiaddr given), or uses ``conn`` when
+        given (it must be a connection to that peer). With a single protocol the peer is known to
+        support (from identify), or ``lazy=True``, negotiation is optimistic and costs no round
+        trip: a refusal then surfaces as ProtocolNotSupported from the first read.
         """
         if isinstance(protocols, str):
             protocols = [protocols]
         if not protocols:
             raise ValueError("no protocols given")
-        conn = await self.connect(peer)
+        self._check_open()
+        if conn is None:
+            conn = await self.connect(peer)
+        elif isinstance(peer, PeerId) and conn.remote_peer != peer:
+            raise ValueError(f"connection {conn!r} is to {conn.remote_peer}, not to {peer}")
+        return await self.open_stream_on(conn, protocols, lazy=lazy)
+
+    async def open_stream_on(
+        self, conn: Connection, protocols: Sequence[str] | str, *, lazy: bool | None = None
+    ) -> MuxedStream:
+        """Open a stream on the connection ``conn`` and negotiate the first of ``protocols`` it accepts."""
+        if isinstance(protocols, str):
+            protocols = [protocols]
+        if not protocols:
+            raise ValueError("no protocols given")
+        self._check_open()
         stream = await conn.open_stream()
-        known = self.peerstore.protocols(conn.remote_peer)
         try:
-            if len(protocols) == 1 and (lazy or (lazy is None and protocols[0] in known)):
+            if len(protocols) == 1 and (
+                lazy or (lazy is None and protocols[0] in self.peerstore.protocols(conn.remote_peer))
+            ):
                 optimistic = await select_lazy(stream, protocols[0])
                 self.emit(StreamOpened(conn.remote_peer, protocols[0], Direction.OUTBOUND))
                 return optimistic
@@ -325,7 +644,12 @@ class Host:
     async def connect(self, target: PeerId | str | Multiaddr, addrs: Sequence[Multiaddr | str] = ()) -> Connection:
         """Connect to a peer (reusing a live connection). ``target`` is a PeerId, a peer id string, or a
         multiaddr (with ``/p2p/<id>`` to authenticate the remote; without it any peer is accepted).
-        ``addrs`` are more addresses of that peer; a ``/p2p/<id>`` on them must name the same peer."""
+        ``addrs`` are more addresses of that peer; a ``/p2p/<id>`` on them must name the same peer.
+
+        Raises DialError (DialPeerMismatch when an address led to another peer), HostClosed once
+        the host is closed."""
+        self._check_open()
+        now = trio.current_time()
         if isinstance(target, PeerId):
             peer = target
         else:
@@ -339,15 +663,20 @@ class Host:
                 # an explicit address is what gets dialed (with any extra ones), not the whole peerstore
                 peer = maybe_peer
                 extra = [base, *self._own_addrs(peer, addrs)]
-                self.peerstore.add_addrs(peer, extra)
+                self.peerstore.add_addrs(peer, extra, AddrSource.USER, PERMANENT_TTL, now)
                 return await self.swarm.dial_peer(peer, extra)
-            peer = PeerId.from_string(text)
+            try:
+                peer = PeerId.from_string(text)
+            except (MycelError, ValueError) as exc:
+                raise DialError(
+                    f"{text!r} is neither a peer id nor a multiaddr (e.g. /ip4/1.2.3.4/tcp/4001/p2p/<peer id>)"
+                ) from exc
         if addrs:
-            self.peerstore.add_addrs(peer, self._own_addrs(peer, addrs))
+            self.peerstore.add_addrs(peer, self._own_addrs(peer, addrs), AddrSource.USER, PERMANENT_TTL, now)
         existing = self.swarm.connections(peer)
         if existing:
             return existing[0]
-        known = self.peerstore.addrs(peer)
+        known = self.peerstore.addrs(peer, now)
         if not known:
             raise DialError(f"no addresses known for {peer}")
         return await self.swarm.dial_peer(peer, known)
@@ -365,24 +694,275 @@ class Host:
     def _parse_addr(self, text: str) -> tuple[Multiaddr, PeerId | None]:
         parsed = self._parsed.get(text)
         if parsed is None:
-            parsed = split_peer_id(as_multiaddr(text))
+            try:
+                parsed = split_peer_id(as_multiaddr(text))
+            except (MycelError, ValueError) as exc:
+                raise DialError(f"{text!r} is not a valid multiaddr: {exc}") from exc
             if len(self._parsed) >= PARSED_ADDRS:
                 self._parsed.clear()
             self._parsed[text] = parsed
         return parsed
 
     def connections(self, peer: PeerId | None = None) -> list[Connection]:
+        """Open connections (to ``peer``, or all)."""
         return self.swarm.connections(peer)
 
     def connected_peers(self) -> list[PeerId]:
+        """Peers with at least one open connection."""
         return self.swarm.connected_peers()
 
     async def disconnect(self, peer: PeerId) -> None:
-        for conn in self.swarm.connections(peer):
-            await conn.aclose()
+        """Close every connection to ``peer``."""
+        async with trio.open_nursery() as nursery:
+            for conn in self.swarm.connections(peer):
+                nursery.start_soon(conn.aclose)
 
     async def listen(self, addr: str | Multiaddr) -> list[Multiaddr]:
-        return await self.swarm.listen(as_multiaddr(addr))
+        """Listen on ``addr`` (port 0 picks a free port); returns the bound addresses.
+
+        Services are told (``local_addrs_changed``), so identify pushes the new addresses to peers."""
+        self._check_open()
+        bound = await self.swarm.listen(as_multiaddr(addr))
+        self._notify("local_addrs_changed")
+        return bound
+
+    # -- peerstore expiry -------------------------------------------------------------------------
+    def _wake_expiry(self) -> None:
+        self._expiry_changed.set()
+
+    async def _expire_peerstore(self) -> None:
+        """Drop expired peerstore entries when they expire: a timer, no polling loop."""
+        while True:
+            self._expiry_changed = trio.Event()
+            deadline = self.peerstore.next_expiry()
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await self._expiry_changed.wait()
+                continue
+            self.peerstore.expire(trio.current_time())
+
+    # -- shutdown -------------------------------------------------------------------------------
+    async def _shutdown(self) -> None:
+        """Refuse new work, then close listeners and connections (bounded by shutdown_timeout)."""
+        self._closed = True
+        with trio.move_on_after(self.config.shutdown_timeout):
+            await self.swarm.aclose()
+
+
+class _ServiceSlot:
+    """One service in one host: its own nursery, its state, its failures, its view of the host."""
+
+    def __init__(self, host: Host, template: Service) -> None:
+        self.host = host
+        self.template = template
+        self.service = _for_this_host(template, Service.clone)
+        self.state = ServiceState(type(template).__name__)
+        self.view = _ServiceView(host, self)
+        self.nursery: trio.Nursery | None = None
+        self.accepts_hooks = False
+        self._failure: BaseException | None = None
+
+    async def supervise(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the service; on failure stop it for good or start a fresh copy (restart_on_failure)."""
+        started = False
+        while True:
+            self._failure = None
+            try:
+                async with trio.open_nursery() as nursery:
+                    self.nursery = nursery
+                    self.accepts_hooks = True
+                    self._install_handlers()
+                    await nursery.start(self.service.run, self.view)
+                    self.state.running = True
+                    if not started:
+                        started = True
+                        task_status.started()
+                    nursery.start_soon(trio.sleep_forever)  # the nursery outlives run(): spawn() works
+            except BaseExceptionGroup as group:
+                errors, rest = group.split(Exception)
+                if rest is not None and errors is None:
+                    raise
+                if errors is not None:
+                    exc = single_exception(errors) or errors
+                    if rest is not None:  # cancelled (or interrupted) while failing: log, then go
+                        log.error("service %s failed while stopping", self.state.name, exc_info=exc)
+                        raise rest from None
+                    self._failure = self._failure or exc
+            except Exception as exc:  # run() failed before it started
+                self._failure = self._failure or exc
+            finally:
+                self.nursery = None
+                self.accepts_hooks = False
+                self.state.running = False
+            failure = self._failure
+            if failure is None:  # the service's nursery ended without an error: only on cancellation
+                return
+            restarting = self._stopped(failure)
+            if not started:
+                started = True
+                task_status.started()
+            if not restarting:
+                return
+            await trio.sleep(self.template.restart_backoff * 2 ** (self.state.failures - 1))
+            self.service = _fresh_copy(self.template, Service.clone)
+
+    def fail(self, exc: BaseException, how: str = "it raised") -> None:
+        """Record a failure from a hook and stop the service's tasks (supervise() takes it from there)."""
+        if self._failure is not None or not self.accepts_hooks:
+            return
+        self._failure = exc
+        self.accepts_hooks = False
+        log.debug("service %s failed: %s", self.state.name, how)
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
+
+    def _stopped(self, failure: BaseException) -> bool:
+        """Bookkeeping after a failure; True when the service is to be started again."""
+        state = self.state
+        state.failures += 1
+        restarting = self.template.restart_on_failure and state.failures <= self.template.max_restarts
+        log.error(
+            "service %s stopped after a failure (%s)%s",
+            state.name,
+            _reason(failure),
+            "; restarting it" if restarting else "; it stays stopped",
+            exc_info=failure,
+        )
+        self._remove_handlers()
+        state.stopped_by_failure = not restarting
+        self.host.emit(ServiceFailed(state.name, failure, restarting))
+        return restarting
+
+    def _install_handlers(self) -> None:
+        for proto, handler in self.service.handlers().items():
+            self.host.set_stream_handler(proto, handler, _owner=self)
+
+    def _remove_handlers(self) -> None:
+        host = self.host
+        mine = [p for p, h in host._handlers.items() if h.owner is self]
+        for proto in mine:
+            host.remove_stream_handler(proto)
+
+
+class _ServiceView:
+    """The host as one service sees it (:class:`~mycel.service.ServiceHost`): ``spawn`` runs in the
+    service's nursery, and stream handlers it installs belong to it."""
+
+    def __init__(self, host: Host, slot: _ServiceSlot) -> None:
+        self._host = host
+        self._slot = slot
+
+    @property
+    def peer_id(self) -> PeerId:
+        return self._host.peer_id
+
+    @property
+    def identity(self) -> Identity:
+        return self._host.identity
+
+    @property
+    def config(self) -> HostConfig:
+        return self._host.config
+
+    @property
+    def peerstore(self) -> PeerStore:
+        return self._host.peerstore
+
+    @property
+    def protocols(self) -> list[str]:
+        return self._host.protocols
+
+    @property
+    def addrs(self) -> list[Multiaddr]:
+        return self._host.addrs
+
+    @property
+    def advertised_addrs(self) -> list[Multiaddr]:
+        return self._host.advertised_addrs
+
+    def connections(self, peer: PeerId | None = None) -> list[Connection]:
+        return self._host.connections(peer)
+
+    def connected_peers(self) -> list[PeerId]:
+        return self._host.connected_peers()
+
+    async def connect(self, target: PeerId | str | Multiaddr, addrs: Sequence[Multiaddr | str] = ()) -> Connection:
+        return await self._host.connect(target, addrs)
+
+    async def new_stream(
+        self,
+        peer: PeerId | str | Multiaddr,
+        protocols: Sequence[str] | str,
+        *,
+        lazy: bool | None = None,
+        conn: Connection | None = None,
+    ) -> MuxedStream:
+        return await self._host.new_stream(peer, protocols, lazy=lazy, conn=conn)
+
+    def set_stream_handler(self, protocol_id: str, handler: StreamHandler, *, max_concurrent: int | None = None) -> None:
+        self._host.set_stream_handler(protocol_id, handler, max_concurrent=max_concurrent, _owner=self._slot)
+
+    def remove_stream_handler(self, protocol_id: str) -> None:
+        self._host.remove_stream_handler(protocol_id)
+
+    def update_peer_protocols(self, peer: PeerId, protocols: Sequence[str]) -> None:
+        self._host.update_peer_protocols(peer, protocols)
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Start ``fn(*args)`` in this service's nursery; if it raises, this service fails (alone)."""
+        self._host._check_open()
+        nursery = self._slot.nursery
+        if nursery is None:
+            raise HostClosed(f"service {self._slot.state.name} is not running")
+        nursery.start_soon(fn, *args)
+
+    def emit(self, event: Event) -> None:
+        self._host.emit(event)
+
+
+_PRISTINE = "_mycel_pristine"  # attribute on a config object: a copy of it taken before it first ran
+C = TypeVar("C")
+
+
+def _for_this_host(template: C, copier: Callable[[C], C]) -> C:
+    """The object a starting host uses for ``template`` (a transport, security protocol, muxer or
+    service from its config).
+
+    The first host to start from a config runs the objects in it, so a user holding one (``ping =
+    Ping()``) holds the running one. Just before, a pristine copy is put aside; every later host (a
+    shared config, ``config.replace()``, a restart) gets its own copy of that, so no state is ever
+    shared between hosts. Objects that cannot take an attribute are always copied.
+    """
+    if _PRISTINE in getattr(template, "__dict__", {}):
+        return _fresh_copy(template, copier)
+    try:
+        pristine: object = copier(template)
+    except Exception as exc:  # kept to report if a second host ever needs a copy
+        pristine = exc
+    try:
+        setattr(template, _PRISTINE, pristine)
+    except (AttributeError, TypeError):  # slots or frozen: copy for every host instead
+        return _fresh_copy_of(template, pristine, copier)
+    return template
+
+
+def _fresh_copy(template: C, copier: Callable[[C], C]) -> C:
+    pristine = getattr(template, "__dict__", {}).get(_PRISTINE)
+    if pristine is None:
+        return copier(template)
+    return _fresh_copy_of(template, pristine, copier)
+
+
+def _fresh_copy_of(template: C, pristine: object, copier: Callable[[C], C]) -> C:
+    if isinstance(pristine, Exception):
+        raise ConfigError(
+            f"{type(template).__name__} is used by a second host but cannot be copied ({pristine}); "
+            "give it a __deepcopy__ (or, for a service, a clone()) that makes a fresh object"
+        ) from pristine
+    return copier(pristine)  # type: ignore[arg-type]
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 async def _reset_quietly(stream: MuxedStream) -> None:
@@ -392,31 +972,32 @@ async def _reset_quietly(stream: MuxedStream) -> None:
 
 @contextlib.asynccontextmanager
 async def open_host(config: HostConfig | None = None) -> AsyncIterator[Host]:
-    """Start a host: listeners are bound and services running when the block is entered."""
+    """Start a host: listeners are bound and services running when the block is entered.
+
+    Leaving the block (normally, by an exception, or by cancellation) closes listeners and
+    connections within ``config.shutdown_timeout`` and cancels everything the host started. The
+    exception-group policy is :func:`mycel.core.errors.reraise_unwrapped`: an exception of the body
+    comes out as itself, with its cause and context.
+    """
     config = config or HostConfig()
     try:
         async with trio.open_nursery() as nursery:
             host = Host(config, nursery)
             try:
-                for svc in host._services:
-                    for proto, handler in svc.handlers().items():
-                        host.set_stream_handler(proto, handler)
-                for svc in host._services:
-                    await nursery.start(svc.run, host)
+                nursery.start_soon(host._expire_peerstore)
+                for slot in host._slots:
+                    await nursery.start(slot.supervise)
                 for addr in config.listen:
-                    await host.listen(addr)
+                    await host.swarm.listen(as_multiaddr(addr))
                 log.info("host %s listening on %s", host.peer_id, [str(a) for a in host.listen_addrs])
                 yield host
             finally:
+                host._closed = True
                 with trio.CancelScope(shield=True):
-                    await host.swarm.aclose()
+                    await host._shutdown()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # Policy, decided once: background tasks of the host never raise, so an exception here is the
-        # user's own (from the body of the `async with`); hand it back unwrapped.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+        reraise_unwrapped(group)
 
 
-__all__ = ["Host", "HostConfig", "open_host"]
+__all__ = ["EventSubscription", "Host", "HostConfig", "open_host"]

@@ -7,6 +7,8 @@ what it arrived on, log, keep serving) from local mistakes.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import trio
 
 
@@ -80,6 +82,61 @@ class ResourceLimitExceeded(MycelError):
 
 class ConfigError(MycelError, ValueError):
     """A HostConfig or component was configured inconsistently."""
+
+
+class HostClosed(MycelError):
+    """The host was closed (its ``async with`` block ended): it opens nothing new."""
+
+
+class ServiceNotRunning(MycelError):
+    """A service was used outside a running host (e.g. the template object in a HostConfig).
+
+    Each host runs its own copy of every configured service: use ``host.service(Kind)``.
+    """
+
+
+class DialPeerMismatch(DialError, PeerIdMismatch):
+    """A dial reached a peer other than the one asked for (on at least one address).
+
+    Caught by ``except DialError`` and by ``except PeerIdMismatch`` alike, whatever the number of
+    addresses dialed; the per-address failures are in ``errors``.
+    """
+
+
+# -- the exception-group policy ------------------------------------------------------------------
+# Decided once, used wherever mycel unwraps a group (open_host, the CLI):
+# * background work of the host never raises out of it (services, handlers and connections are
+#   isolated), so a group reaching the user holds the user's own exceptions;
+# * a group of exactly one exception (nested groups of one included) is unwrapped: the exception is
+#   raised as itself, with its traceback, its ``__cause__`` and its ``__context__`` as they were;
+# * a group of several stays a group: nothing is thrown away.
+
+
+def single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside ``group`` (through nested groups of one), or None if there are more."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
+
+
+def reraise_unwrapped(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise the single exception of ``group`` as itself (cause and context kept), else ``group``.
+
+    Call it from the ``except`` block that caught ``group``.
+    """
+    exc = single_exception(group)
+    if exc is None:
+        raise group
+    context, suppress = exc.__context__, exc.__suppress_context__
+    try:
+        raise exc
+    finally:
+        # raising inside an except block makes the group the context; put back what the user had
+        exc.__context__, exc.__suppress_context__ = context, suppress
+        del exc, group
 
 
 class DecryptionError(ProtocolViolation):

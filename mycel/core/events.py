@@ -1,4 +1,11 @@
-"""Events a host reports to its subscribers (``host.subscribe()``)."""
+"""Events a host reports to applications (``host.subscribe()``).
+
+The event channel is for applications and is lossy by design: each subscription has a bounded queue,
+and when the subscriber falls behind, further events are dropped and counted
+(``EventSubscription.dropped``, ``Host.dropped_events``). Services do not use it: they get the same
+news through direct, reliable hooks (see :mod:`mycel.service`). Events are frozen values; a
+``connection`` field is a handle to the connection, not a snapshot of it.
+"""
 
 from __future__ import annotations
 
@@ -14,32 +21,131 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ConnectionOpened:
+    """A connection (of any direction) was established and registered."""
+
     connection: Connection
 
 
 @dataclass(frozen=True)
 class ConnectionClosed:
+    """A connection ended; ``remaining`` connections to the same peer are still open."""
+
     connection: Connection
+    remaining: int = 0
+
+
+@dataclass(frozen=True)
+class PeerConnected:
+    """The first connection to ``peer`` opened."""
+
+    peer: PeerId
+
+
+@dataclass(frozen=True)
+class PeerDisconnected:
+    """The last connection to ``peer`` closed."""
+
+    peer: PeerId
+
+
+@dataclass(frozen=True)
+class PeerProtocolsChanged:
+    """A connected peer's protocols changed (after identify or identify push)."""
+
+    peer: PeerId
+    added: frozenset[str]
+    """Protocols the peer supports now and did not before."""
+    removed: frozenset[str]
+    """Protocols the peer no longer supports."""
+
+
+@dataclass(frozen=True)
+class LocalProtocolsChanged:
+    """This host started (``added``) or stopped (``removed``) serving protocols."""
+
+    added: frozenset[str]
+    removed: frozenset[str]
 
 
 @dataclass(frozen=True)
 class StreamOpened:
+    """A stream was negotiated, inbound (a handler runs) or outbound (``new_stream`` returned)."""
+
     peer: PeerId
+    """The peer at the other end of the stream."""
     protocol: str
+    """The negotiated protocol id."""
     direction: Direction
+    """``INBOUND``: the peer opened it; ``OUTBOUND``: we did."""
 
 
 @dataclass(frozen=True)
 class StreamHandlerFailed:
+    """A stream handler raised; the stream was reset. A bug in the handler is logged at ERROR with the
+    traceback; a failure caused by the peer or the connection (a protocol violation, a reset) at INFO."""
+
     peer: PeerId
+    """The peer that opened the stream."""
     protocol: str
+    """The protocol id the handler was serving."""
     error: BaseException
+    """What the handler raised."""
+
+
+@dataclass(frozen=True)
+class ServiceFailed:
+    """A service's hook, ``run`` or spawned task raised; ``restarting`` tells what happens next."""
+
+    service: str
+    error: BaseException
+    """What was raised."""
+    restarting: bool
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    """A task started with ``Host.spawn`` by the application raised (logged at ERROR)."""
+
+    name: str
+    """The task function's ``__qualname__`` (its ``repr`` if it has none)."""
+    error: BaseException
+    """What the task raised."""
 
 
 @dataclass(frozen=True)
 class PeerIdentified:
+    """Identify (or identify push) completed for ``peer``; ``info`` is a frozen snapshot."""
+
     peer: PeerId
     info: PeerInfo
 
 
-Event = ConnectionOpened | ConnectionClosed | StreamOpened | StreamHandlerFailed | PeerIdentified
+Event = (
+    ConnectionOpened
+    | ConnectionClosed
+    | PeerConnected
+    | PeerDisconnected
+    | PeerProtocolsChanged
+    | LocalProtocolsChanged
+    | StreamOpened
+    | StreamHandlerFailed
+    | ServiceFailed
+    | TaskFailed
+    | PeerIdentified
+)
+"""Any event a host emits."""
+
+__all__ = [
+    "ConnectionClosed",
+    "ConnectionOpened",
+    "Event",
+    "LocalProtocolsChanged",
+    "PeerConnected",
+    "PeerDisconnected",
+    "PeerIdentified",
+    "PeerProtocolsChanged",
+    "ServiceFailed",
+    "StreamHandlerFailed",
+    "StreamOpened",
+    "TaskFailed",
+]

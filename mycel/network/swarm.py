@@ -24,7 +24,15 @@ from mycel.core.abc import (
     Transport,
 )
 from mycel.core.addrs import split_peer_id
-from mycel.core.errors import ConnectionClosed, DialError, MycelError, PeerIdMismatch, TransportError
+from mycel.core.errors import (
+    ConnectionClosed,
+    DialError,
+    DialPeerMismatch,
+    HostClosed,
+    MycelError,
+    PeerIdMismatch,
+    TransportError,
+)
 from mycel.network.upgrader import Upgrader
 
 if TYPE_CHECKING:
@@ -78,6 +86,15 @@ class _PendingDial:
 
 
 class Swarm:
+    """Listeners, dials and the registry of live connections of one host (the host builds it).
+
+    Everything runs in ``nursery``. Inbound raw connections are upgraded by ``upgrader`` within
+    ``handshake_timeout`` seconds, at most ``max_pending_inbound`` at a time (more are dropped);
+    ``on_connection`` / ``on_disconnect`` are called once per registered connection, and ``on_stream``
+    runs for each inbound stream. ``tier_delay`` (seconds) overrides the head start of QUIC dials over
+    the next tier; None picks it by address (30 ms private, 250 ms public).
+    """
+
     def __init__(
         self,
         nursery: trio.Nursery,
@@ -88,7 +105,7 @@ class Swarm:
         handshake_timeout: float,
         max_pending_inbound: int,
         on_connection: Callable[[Connection], None],
-        on_disconnect: Callable[[Connection], None],
+        on_disconnect: Callable[[Connection, int], None],
         on_stream: Callable[[MuxedStream], Awaitable[None]],
         tier_delay: float | None = None,
     ) -> None:
@@ -109,21 +126,32 @@ class Swarm:
 
     # -- registry -----------------------------------------------------------------------------
     def connections(self, peer: PeerId | None = None) -> list[Connection]:
+        """The open connections, to ``peer`` only when given."""
         if peer is not None:
             return [c for c in self._conns.get(peer, ()) if not c.is_closed]
         return [c for conns in self._conns.values() for c in conns if not c.is_closed]
 
     def connected_peers(self) -> list[PeerId]:
+        """Peers with at least one open connection."""
         return [p for p, conns in self._conns.items() if any(not c.is_closed for c in conns)]
 
     @property
     def listen_addrs(self) -> list[Multiaddr]:
+        """The addresses every listener actually bound (ports resolved)."""
         return [a for lst in self._listeners for a in lst.addrs]
 
-    def _register(self, conn: Connection) -> None:
+    def _register(self, conn: Connection) -> bool:
+        """Keep and run ``conn``; False (and the connection closed) once the swarm is closing.
+
+        Every registered connection gets exactly one ``on_connection`` and, when it ends, exactly one
+        ``on_disconnect`` (with the number of that peer's connections still registered)."""
+        if self._closed:
+            self._nursery.start_soon(_close_quietly, conn)
+            return False
         self._conns.setdefault(conn.remote_peer, []).append(conn)
         self._nursery.start_soon(self._run_connection, conn)
         self._on_connection(conn)
+        return True
 
     async def _run_connection(self, conn: Connection) -> None:
         try:
@@ -150,7 +178,7 @@ class Swarm:
                 peers.remove(conn)
             if not peers:
                 self._conns.pop(conn.remote_peer, None)
-            self._on_disconnect(conn)
+            self._on_disconnect(conn, len(peers))
 
     async def _accept_streams(self, conn: Connection, nursery: trio.Nursery) -> None:
         while True:
@@ -162,6 +190,12 @@ class Swarm:
 
     # -- listening ----------------------------------------------------------------------------
     async def listen(self, addr: Multiaddr) -> list[Multiaddr]:
+        """Listen on ``addr`` with the first transport that can; return the addresses bound.
+
+        Raises TransportError when no transport can, or a stream transport has no upgrader (no
+        security or muxers configured); HostClosed once the swarm is closing.
+        """
+        self._check_open()
         for transport in self.transports:
             if not transport.can_listen(addr):
                 continue
@@ -208,9 +242,6 @@ class Swarm:
             return
         finally:
             self._pending_inbound.release()
-        if self._closed:
-            await conn.aclose()
-            return
         self._register(conn)
 
     async def _accept_conn_loop(self, listener: Listener[Connection]) -> None:
@@ -228,15 +259,24 @@ class Swarm:
                 return transport
         return None
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HostClosed("the host is closed; it dials nothing new")
+
     async def dial_addr(self, addr: Multiaddr) -> Connection:
         """Dial one address; ``/p2p/<id>`` at the end is checked against the remote's key."""
+        self._check_open()
         base, peer = split_peer_id(addr)
         if peer is not None:
             return await self.dial_peer(peer, [base])
         return await self._dial_one(base, None)
 
     async def dial_peer(self, peer: PeerId, addrs: Sequence[Multiaddr]) -> Connection:
-        """Reuse a live connection to ``peer`` or dial ``addrs`` (raced), deduplicating concurrent dials."""
+        """Reuse a live connection to ``peer`` or dial ``addrs`` (raced), deduplicating concurrent dials.
+
+        Failures raise :class:`DialError` (:class:`DialPeerMismatch` when an address led to another
+        peer), however many addresses were tried; :class:`HostClosed` once the swarm is closing."""
+        self._check_open()
         if peer == self.identity.peer_id:
             raise DialError("refusing to dial ourselves")
         existing = self.connections(peer)
@@ -247,7 +287,11 @@ class Swarm:
             await pending.done.wait()
             if pending.conn is not None and not pending.conn.is_closed:
                 return pending.conn
-            raise DialError(f"dial to {peer} failed: {pending.error}") from pending.error
+            if isinstance(pending.error, HostClosed):
+                raise HostClosed("the host closed while dialing") from pending.error
+            kind = DialPeerMismatch if isinstance(pending.error, PeerIdMismatch) else DialError
+            errors = [pending.error] if pending.error is not None else []
+            raise kind(f"dial to {peer} failed: {pending.error}", errors) from pending.error
         pending = _PendingDial()
         self._dials[peer] = pending
         try:
@@ -280,7 +324,8 @@ class Swarm:
                         conn = await self._dial_one(addr, peer, register=False)
                     except (MycelError, OSError) as exc:
                         log.debug("dial %s failed: %s", addr, exc)
-                        errors.append(exc)
+                        # the address's own failure, not _dial_one's wrapper of it
+                        errors.append(exc.errors[0] if isinstance(exc, DialError) and len(exc.errors) == 1 else exc)
                         return
             finally:
                 left[0] -= 1
@@ -305,8 +350,10 @@ class Swarm:
                     if winner:
                         break
         if not winner:
-            raise DialError(f"all {len(candidates)} addresses of {peer} failed", errors)
-        self._register(winner[0])
+            kind = DialPeerMismatch if any(isinstance(e, PeerIdMismatch) for e in errors) else DialError
+            raise kind(f"all {len(candidates)} addresses of {peer} failed: {_summary(errors)}", errors)
+        if not self._register(winner[0]):
+            raise HostClosed("the host closed while dialing")
         return winner[0]
 
     async def _dial_one(self, addr: Multiaddr, peer: PeerId | None, register: bool = True) -> Connection:
@@ -318,43 +365,72 @@ class Swarm:
                 with trio.fail_after(self.handshake_timeout):
                     conn = await transport.dial(addr, self.identity, peer)
             except trio.TooSlowError as exc:
-                raise DialError(f"handshake with {addr} timed out") from exc
+                raise DialError(f"handshake with {addr} timed out", [exc]) from exc
+            except DialError:
+                raise
+            except (MycelError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise _dial_failure(addr, exc) from exc
         elif isinstance(transport, StreamTransport):
             if self.upgrader is None:
                 raise DialError(f"{transport.name} needs security and muxers configured")
-            raw = await transport.dial(addr)
+            try:
+                raw = await transport.dial(addr)
+            except DialError:
+                raise
+            except (MycelError, OSError) as exc:
+                raise _dial_failure(addr, exc) from exc
             try:
                 with trio.fail_after(self.handshake_timeout):
                     conn = await _corked(raw, self.upgrader.upgrade_outbound(raw, peer))
             except trio.TooSlowError as exc:
                 await raw.aclose()
-                raise DialError(f"handshake with {addr} timed out") from exc
-            except PeerIdMismatch:
-                await raw.aclose()
-                raise
+                raise DialError(f"handshake with {addr} timed out", [exc]) from exc
             except (MycelError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 await raw.aclose()
-                raise DialError(f"handshake with {addr} failed: {exc}") from exc
+                raise _dial_failure(addr, exc) from exc
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await raw.aclose()
                 raise
         else:
             raise DialError(f"unsupported transport type {type(transport).__name__}")
-        if register:
-            self._register(conn)
+        if register and not self._register(conn):
+            raise HostClosed("the host closed while dialing")
         return conn
 
     # -- shutdown -----------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` started: no new dial, listener or connection is accepted."""
+        return self._closed
+
     async def aclose(self) -> None:
+        """Stop listening and close every connection (concurrently: one slow peer delays no other)."""
         self._closed = True
-        for listener in self._listeners:
-            try:
-                await listener.aclose()
-            except (trio.ClosedResourceError, OSError):
-                pass
-        for conn in self.connections():
-            await conn.aclose()
+        async with trio.open_nursery() as nursery:
+            for listener in self._listeners:
+                nursery.start_soon(_close_quietly, listener)
+            for conns in list(self._conns.values()):
+                for conn in list(conns):
+                    nursery.start_soon(_close_quietly, conn)
+
+
+async def _close_quietly(thing: Connection | Listener[RawConnection] | Listener[Connection]) -> None:
+    try:
+        await thing.aclose()
+    except (trio.ClosedResourceError, trio.BrokenResourceError, MycelError, OSError) as exc:
+        log.debug("closing %r: %r", thing, exc)
+
+
+def _dial_failure(addr: Multiaddr, exc: BaseException) -> DialError:
+    """The DialError for one address: DialPeerMismatch when the remote was another peer."""
+    if isinstance(exc, PeerIdMismatch):
+        return DialPeerMismatch(f"dial {addr}: {exc}", [exc])
+    return DialError(f"dial {addr} failed: {exc}", [exc])
+
+
+def _summary(errors: Sequence[BaseException]) -> str:
+    return "; ".join(dict.fromkeys(str(e) or type(e).__name__ for e in errors)) or "no reason given"
 
 
 async def _corked(raw: RawConnection, upgrade: Awaitable[Connection]) -> Connection:

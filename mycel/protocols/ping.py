@@ -12,11 +12,11 @@ import trio
 from mycel.core.abc import MuxedStream
 from mycel.core.errors import MycelError, UnexpectedEOF
 from mycel.core.framing import read_exactly
-from mycel.service import Service, StreamHandler
+from mycel.service import Service, StreamHandler, not_running
 
 if TYPE_CHECKING:
     from mycel.core.peer_id import PeerId
-    from mycel.host import Host
+    from mycel.service import ServiceHost
 
 PING_PROTOCOL = "/ipfs/ping/1.0.0"
 PING_SIZE = 32
@@ -61,14 +61,19 @@ async def serve_ping(stream: trio.abc.Stream) -> None:
 
 
 class Ping(Service):
+    """The ping service: answers pings (at most MAX_INBOUND_PER_PEER streams per peer) and sends them.
+
+    Every RTT measured by :meth:`ping` feeds the peer's latency in the peerstore (an EWMA).
+    """
+
     def __init__(self) -> None:
-        self._host: Host | None = None
+        self._host: ServiceHost | None = None
         self._inbound: dict[PeerId, int] = {}
 
     def handlers(self) -> Mapping[str, StreamHandler]:
         return {PING_PROTOCOL: self._handle}
 
-    async def run(self, host: Host, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, host: ServiceHost, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._host = host
         task_status.started()
 
@@ -90,11 +95,15 @@ class Ping(Service):
 
     async def ping(self, peer: PeerId | str, count: int = 1) -> list[float]:
         """Ping ``peer`` (dialing it if needed) ``count`` times on one stream; RTTs in seconds."""
-        assert self._host is not None, "Ping service is not running"
+        if self._host is None:
+            raise not_running(self)
         stream = await self._host.new_stream(peer, [PING_PROTOCOL], lazy=True)  # we read at once
         try:
             rtts = await ping_stream(stream, count)
             await stream.send_eof()
-            return rtts
         finally:
             await stream.aclose()
+        remote = stream.connection.remote_peer
+        for rtt in rtts:
+            self._host.peerstore.record_latency(remote, rtt)
+        return rtts

@@ -32,6 +32,10 @@ class MemoryNetwork:
         self._ids = itertools.count(1)
         self._client_ids = itertools.count(1 << 40)
 
+    def __deepcopy__(self, memo: dict[int, object]) -> MemoryNetwork:
+        # a network is the medium hosts share: each host copies its transports, never the network
+        return self
+
     def _bind(self, wanted: int) -> _MemoryListener:
         if wanted == 0:
             wanted = next(self._ids)
@@ -95,6 +99,11 @@ class _MemoryListener(Listener[RawConnection]):
 
 
 class MemoryTransport(StreamTransport):
+    """The in-memory transport: dials and listens on ``/memory/<n>`` addresses of ``network`` (use one
+    :class:`MemoryNetwork` for all hosts that should reach each other). Connections are socketpairs,
+    so they need security and a muxer like TCP ones.
+    """
+
     name = "memory"
 
     def __init__(self, network: MemoryNetwork) -> None:

@@ -27,13 +27,21 @@ from mycel.security.noise import Noise
 from mycel.transports.tcp import SocketConnection
 
 
+class PipeRegistry(dict[str, "trio.MemorySendChannel[RawConnection]"]):
+    """The listeners all copies of a PipeTransport share. Each host deep-copies its transports, so
+    what hosts must share (a network, a registry) returns itself from ``__deepcopy__``."""
+
+    def __deepcopy__(self, memo: dict[int, object]) -> PipeRegistry:
+        return self
+
+
 class PipeTransport(StreamTransport):
     """A toy transport: `/memory/<n>` over socketpairs, written only against StreamTransport."""
 
     name = "pipe"
 
     def __init__(self) -> None:
-        self.listeners: dict[str, trio.MemorySendChannel[RawConnection]] = {}
+        self.listeners = PipeRegistry()
 
     def can_dial(self, addr: Multiaddr) -> bool:
         return str(addr) in self.listeners
@@ -120,5 +128,5 @@ async def test_host_from_custom_layers() -> None:
         assert (await a.service(Ping).ping(b.peer_id))[0] >= 0
         res = await a.service(Identify).identify_connection(conn)
         assert res.peer == b.peer_id
-        sec = a.config.security[0]
+        sec = a.security[0]  # the host's own copy (the config holds templates)
         assert isinstance(sec, BrandedNoise) and sec.handshakes == 1

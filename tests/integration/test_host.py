@@ -10,7 +10,7 @@ from multiaddr import Multiaddr
 
 from mycel import HostConfig, Identity, MuxedStream, open_host
 from mycel.core.errors import DialError, PeerIdMismatch, ProtocolNotSupported, StreamReset
-from mycel.core.events import ConnectionClosed, ConnectionOpened, PeerIdentified, StreamHandlerFailed
+from mycel.core.events import ConnectionClosed, ConnectionOpened, PeerConnected, PeerIdentified, StreamHandlerFailed
 from mycel.muxers.mplex import Mplex
 from mycel.muxers.yamux import Yamux
 from mycel.protocols.echo import ECHO_PROTOCOL, Echo
@@ -168,6 +168,7 @@ async def test_events_and_handler_failure_isolated() -> None:
         b.set_stream_handler("/broken/1.0.0", broken)
         with a.subscribe() as events_a, b.subscribe() as events_b:
             conn = await a.connect(b.addrs[0])
+            assert isinstance(await events_a.receive(), PeerConnected)  # the peer's first connection
             assert isinstance(await events_a.receive(), ConnectionOpened)
             # the reset may overtake the negotiation answer, so either step may fail
             with pytest.raises(StreamReset):
@@ -263,6 +264,7 @@ async def test_remote_sees_close_when_host_exits() -> None:
         with a.subscribe() as events:
             async with open_host(tcp_config()) as b:
                 await b.connect(a.addrs[0])
+                assert isinstance(await events.receive(), PeerConnected)
                 assert isinstance(await events.receive(), ConnectionOpened)
             with trio.fail_after(5):
                 while not isinstance(await events.receive(), ConnectionClosed):

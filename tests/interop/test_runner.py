@@ -96,8 +96,8 @@ def test_json_has_every_cell_and_logs_only_for_failures(tmp_path: Path) -> None:
 
 
 async def test_lagged_echo_writes_after_the_remote_eof_and_records_resets() -> None:
-    echo = RecordingEcho(lagged=True)
-    async with memory_hosts(2, services=lambda: services(echo)) as (a, b):
+    async with memory_hosts(2, services=lambda: services(RecordingEcho(lagged=True))) as (a, b):
+        echo = b.service(RecordingEcho)
         await a.connect(b.addrs[0])
         stream = await a.new_stream(b.peer_id, [ECHO_PROTOCOL])
         payload = os.urandom(100_000)

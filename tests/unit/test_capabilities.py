@@ -3,10 +3,10 @@ and the swarm use them when present, and a minimal custom layer without any of t
 
 from __future__ import annotations
 
+import ast
+
 import os
 import pathlib
-import subprocess
-import sys
 
 import trio
 from multiaddr import Multiaddr
@@ -280,6 +280,11 @@ def test_stream_errors_live_in_core_errors_and_old_imports_still_work() -> None:
 
 
 def test_quic_does_not_import_the_muxer_driver() -> None:
-    code = "import sys, mycel.transports.quic; print(any(m.startswith('mycel.muxers') for m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "False"
+    # (`import mycel` itself re-exports every layer, so this looks at QUIC's own import statements)
+    for path in (ROOT / "mycel" / "transports" / "quic").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert not (node.module or "").startswith("mycel.muxers"), f"{path.name} imports {node.module}"
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("mycel.muxers") for a in node.names), path.name

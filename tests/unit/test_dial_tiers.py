@@ -114,7 +114,8 @@ class FakeTransport(ConnectionTransport):
 
 
 def make_swarm(nursery: trio.Nursery, transports: list[ConnectionTransport], **kw: float | None) -> Swarm:
-    noop: Callable[[Connection], None] = lambda conn: None
+    def noop(conn: Connection, *rest: int) -> None:
+        pass
 
     async def on_stream(stream: MuxedStream) -> None:
         pass

@@ -3,6 +3,14 @@
 On every new connection we ask the remote who it is; we answer the same question with our public key,
 listen addresses, protocols, the address we observe the asker on, and a signed peer record. Go splits
 large messages, so up to MAX_MESSAGES delimited messages are read until EOF and merged.
+
+What we learn goes to the peerstore with its provenance (listen addresses as IDENTIFY, those of a
+verified signed peer record as CERTIFIED; addresses the user gave are never overwritten) and the
+peer's protocols go through ``host.update_peer_protocols`` so every service hears of changes.
+
+When our protocols or addresses change, a push goes to every connected peer that supports it,
+debounced by ``push_delay``. Pushes from a peer are bounded: one at a time per peer and a token
+bucket of PUSH_BURST pushes refilled at PUSH_RATE per second; the excess is reset and logged.
 """
 
 from __future__ import annotations
@@ -17,20 +25,18 @@ import trio
 from google.protobuf.message import DecodeError as PbDecodeError
 from multiaddr import Multiaddr
 
-from mycel.core.abc import Connection, MuxedStream
-from mycel.core.errors import DecodeError, InvalidSignature, MessageTooLarge, MycelError, ProtocolViolation
+from mycel.core.abc import Connection, Direction, MuxedStream
+from mycel.core.errors import ConnectionClosed, DecodeError, MessageTooLarge, MycelError, ProtocolViolation
 from mycel.core.events import PeerIdentified
 from mycel.core.keys import public_key_from_protobuf
-from mycel.core.record import open_peer_record, seal_peer_record
+from mycel.core.record import seal_peer_record
 from mycel.core.varint import LengthPrefixedDecoder, length_prefixed
-from mycel.multistream import select_outbound
-from mycel.network.peerstore import PeerInfo
+from mycel.network.peerstore import CONNECTED_TTL, AddrSource, PeerInfo
 from mycel.protocols.identify import identify_pb2
-from mycel.service import Service, StreamHandler
+from mycel.service import Service, ServiceHost, StreamHandler, not_running
 
 if TYPE_CHECKING:
     from mycel.core.peer_id import PeerId
-    from mycel.host import Host
 
 ID_PROTOCOL = "/ipfs/id/1.0.0"
 PUSH_PROTOCOL = "/ipfs/id/push/1.0.0"
@@ -38,6 +44,10 @@ MAX_MESSAGE_SIZE = 8192  # per delimited message (go's signedIDSize)
 MAX_MESSAGES = 10  # delimited messages merged per identify exchange
 MAX_OBSERVED = 16  # observed addresses of ourselves remembered (newest kept)
 READ_CHUNK = 8192
+PUSH_DELAY = 0.05  # seconds a local change waits for more changes before one push goes out
+PUSH_BURST = 5  # pushes a peer may send at once; beyond, one per 1 / PUSH_RATE seconds; excess reset
+PUSH_RATE = 1.0
+MAX_PUSH_PEERS = 32  # peers pushed to at once
 
 log = logging.getLogger("mycel.protocols.identify")
 
@@ -48,14 +58,24 @@ class IdentifyError(ProtocolViolation):
 
 @dataclass(frozen=True)
 class IdentifyResult:
+    """What one identify exchange told us (the peerstore keeps the merged view)."""
+
     peer: PeerId
+    """The peer identified."""
     protocol_version: str | None
+    """Its protocol version (e.g. ``ipfs/0.1.0``), as the peerstore now holds it; None if never sent."""
     agent_version: str | None
+    """Its agent (implementation and version), as the peerstore now holds it; None if never sent."""
     listen_addrs: list[Multiaddr]
+    """The addresses it says it listens on (unparseable ones left out)."""
     protocols: list[str]
+    """The protocols it says it supports."""
     observed_addr: Multiaddr | None
+    """The address it saw this connection come from (our address as the peer sees it), if sent."""
     signed_record_verified: bool
+    """True if the message carried a signed peer record that verified and was stored."""
     signed_record_seq: int | None
+    """The sequence number of the live signed peer record held for the peer, if any."""
 
 
 async def read_identify(stream: trio.abc.ReceiveStream) -> identify_pb2.Identify:
@@ -90,26 +110,76 @@ def _addr_from_bytes(raw: bytes) -> Multiaddr | None:
         return None
 
 
-class Identify(Service):
-    """The identify service. ``identify(peer)`` asks again; results also land in the peerstore."""
+class _Waiter:
+    """The outcome of the identify of one connected peer, for ``wait_identified``."""
 
-    def __init__(self, *, push: bool = True) -> None:
-        self._host: Host | None = None
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+
+class _Bucket:
+    __slots__ = ("at", "tokens")
+
+    def __init__(self, now: float) -> None:
+        self.tokens = float(PUSH_BURST)
+        self.at = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(float(PUSH_BURST), self.tokens + (now - self.at) * PUSH_RATE)
+        self.at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+class Identify(Service):
+    """The identify service: runs identify on every new connection, answers it, and pushes changes.
+
+    ``identify(peer)`` asks again; ``wait_identified(peer)`` waits for the automatic identify.
+    """
+
+    def __init__(self, *, push: bool = True, push_delay: float = PUSH_DELAY) -> None:
+        self._host: ServiceHost | None = None
         self.push_enabled = push
+        """Whether we push our changes to peers (we always accept pushes)."""
+        self.push_delay = push_delay
+        """Seconds a local change waits for more changes before one push goes out."""
         self.observed_addrs: list[Multiaddr] = []
-        self._identified: dict[PeerId, trio.Event] = {}
+        """Addresses peers observed us on, newest first (at most MAX_OBSERVED)."""
+        self.pushes_rejected = 0
+        """Identify pushes reset because a peer sent too many (see PUSH_BURST, PUSH_RATE)."""
+        self._waiters: dict[PeerId, _Waiter] = {}
+        self._push_buckets: dict[PeerId, _Bucket] = {}
+        self._pushing: set[PeerId] = set()
+        self._push_wanted = trio.Event()
         self._record: tuple[tuple[Multiaddr, ...], bytes] | None = None
         self._last_seq = 0
+
+    @property
+    def host(self) -> ServiceHost:
+        """The host this copy runs in; raises ServiceNotRunning outside one."""
+        if self._host is None:
+            raise not_running(self)
+        return self._host
 
     def handlers(self) -> Mapping[str, StreamHandler]:
         return {ID_PROTOCOL: self._handle_id, PUSH_PROTOCOL: self._handle_push}
 
-    async def run(self, host: Host, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, host: ServiceHost, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._host = host
         task_status.started()
+        while True:  # one push per burst of local changes
+            await self._push_wanted.wait()
+            await trio.sleep(self.push_delay)  # debounce: let the burst of changes finish
+            self._push_wanted = trio.Event()
+            await self.push()
 
     # -- our side ------------------------------------------------------------------------------
-    def _signed_record(self, host: Host, addrs: list[Multiaddr]) -> bytes:
+    def _signed_record(self, host: ServiceHost, addrs: list[Multiaddr]) -> bytes:
         key = tuple(addrs)
         if self._record is None or self._record[0] != key:
             seq = max(time.time_ns(), self._last_seq + 1)
@@ -118,7 +188,8 @@ class Identify(Service):
             self._record = (key, env.to_bytes())
         return self._record[1]
 
-    def build_message(self, host: Host, observed: Multiaddr | None) -> identify_pb2.Identify:
+    def build_message(self, host: ServiceHost, observed: Multiaddr | None) -> identify_pb2.Identify:
+        """Our identify message, with ``observed`` as the address we see the asker on."""
         addrs = host.advertised_addrs
         msg = identify_pb2.Identify(
             protocolVersion=host.config.protocol_version,
@@ -133,41 +204,68 @@ class Identify(Service):
         return msg
 
     async def _handle_id(self, stream: MuxedStream) -> None:
-        assert self._host is not None
-        msg = self.build_message(self._host, stream.connection.remote_addr)
+        msg = self.build_message(self.host, stream.connection.remote_addr)
         await stream.send_all(length_prefixed(msg.SerializeToString()))
         await stream.send_eof()
 
     async def _handle_push(self, stream: MuxedStream) -> None:
-        assert self._host is not None
+        host = self.host
         conn = stream.connection
-        with trio.fail_after(self._host.config.negotiate_timeout):
-            msg = await read_identify(stream)
-        self._apply(self._host, conn, msg, push=True)
+        peer = conn.remote_peer
+        bucket = self._push_buckets.get(peer)
+        if bucket is None:
+            bucket = self._push_buckets[peer] = _Bucket(trio.current_time())
+        if peer in self._pushing or not bucket.take(trio.current_time()):
+            self.pushes_rejected += 1
+            log.info("identify push from %s rejected: more than %d pushes in a burst", peer, PUSH_BURST)
+            await stream.reset()
+            return
+        self._pushing.add(peer)
+        try:
+            with trio.fail_after(host.config.negotiate_timeout):
+                msg = await read_identify(stream)
+            self._apply(host, conn, msg, push=True)
+        finally:
+            self._pushing.discard(peer)
 
     # -- their side ----------------------------------------------------------------------------
-    def connection_opened(self, host: Host, conn: Connection) -> None:
-        self._identified.setdefault(conn.remote_peer, trio.Event())
-        host.spawn(self._identify_quietly, host, conn)
+    def peer_connected(self, host: ServiceHost, peer: PeerId) -> None:
+        waiter = self._waiters.get(peer)
+        if waiter is None or waiter.done.is_set():  # (a pending one is someone's wait_identified)
+            self._waiters[peer] = _Waiter()
 
-    def connection_closed(self, host: Host, conn: Connection) -> None:
-        if not host.connections(conn.remote_peer):
-            self._identified.pop(conn.remote_peer, None)
+    def peer_disconnected(self, host: ServiceHost, peer: PeerId) -> None:
+        waiter = self._waiters.pop(peer, None)
+        if waiter is not None and not waiter.done.is_set():
+            waiter.error = ConnectionClosed(f"{peer} disconnected before identify completed")
+            waiter.done.set()
+        self._push_buckets.pop(peer, None)
 
-    async def _identify_quietly(self, host: Host, conn: Connection) -> None:
+    def connection_opened(self, host: ServiceHost, conn: Connection) -> None:
+        host.spawn(self._identify_quietly, conn)
+
+    def local_protocols_changed(self, host: ServiceHost, added: frozenset[str], removed: frozenset[str]) -> None:
+        self._push_wanted.set()
+
+    def local_addrs_changed(self, host: ServiceHost) -> None:
+        self._push_wanted.set()
+
+    async def _identify_quietly(self, conn: Connection) -> None:
         try:
             await self.identify_connection(conn)
         except (MycelError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             log.info("identify of %s failed: %s", conn.remote_peer, exc)
+            waiter = self._waiters.get(conn.remote_peer)
+            if waiter is not None and not waiter.done.is_set():
+                waiter.error = exc
+                waiter.done.set()
 
     async def identify_connection(self, conn: Connection) -> IdentifyResult:
-        host = self._host
-        assert host is not None, "Identify service is not running"
+        """Run identify over ``conn`` and apply the answer (peerstore, services, events)."""
+        host = self.host
         with trio.fail_after(host.config.negotiate_timeout):
-            stream = await conn.open_stream()
+            stream = await host.new_stream(conn.remote_peer, [ID_PROTOCOL], conn=conn, lazy=False)
             try:
-                await select_outbound(stream, [ID_PROTOCOL])
-                stream.protocol = ID_PROTOCOL
                 await stream.send_eof()
                 msg = await read_identify(stream)
             finally:
@@ -176,19 +274,36 @@ class Identify(Service):
 
     async def identify(self, peer: PeerId) -> IdentifyResult:
         """Ask ``peer`` (over an existing or new connection) who it is."""
-        assert self._host is not None, "Identify service is not running"
-        conn = await self._host.connect(peer)
+        conn = await self.host.connect(peer)
         return await self.identify_connection(conn)
 
-    async def wait_identified(self, peer: PeerId) -> PeerInfo:
-        """Wait until the automatic identify of a connected ``peer`` has completed."""
-        assert self._host is not None
-        event = self._identified.setdefault(peer, trio.Event())
-        await event.wait()
-        return self._host.peerstore.info(peer)
+    async def wait_identified(self, peer: PeerId, *, timeout: float | None = None) -> PeerInfo:
+        """Wait until the automatic identify of ``peer`` has completed; returns its peerstore snapshot.
 
-    def _apply(self, host: Host, conn: Connection, msg: identify_pb2.Identify, *, push: bool) -> IdentifyResult:
+        A peer that is not connected yet gets ``timeout`` seconds (default: the host's handshake plus
+        negotiate timeouts) to connect and be identified, then trio.TooSlowError. Raises
+        ConnectionClosed if the peer disconnects first, and the identify error (IdentifyError,
+        StreamReset, ...) if identify failed."""
+        host = self.host
+        if timeout is None:
+            timeout = host.config.handshake_timeout + host.config.negotiate_timeout
+        waiter = self._waiters.get(peer)
+        if waiter is None:
+            waiter = self._waiters[peer] = _Waiter()
+        try:
+            with trio.fail_after(timeout):
+                await waiter.done.wait()
+        finally:
+            if not waiter.done.is_set() and not host.connections(peer) and self._waiters.get(peer) is waiter:
+                del self._waiters[peer]  # nobody connected: forget the waiter (no unbounded growth)
+        if waiter.error is not None:
+            raise waiter.error
+        return host.peerstore.snapshot(peer, trio.current_time())
+
+    def _apply(self, host: ServiceHost, conn: Connection, msg: identify_pb2.Identify, *, push: bool) -> IdentifyResult:
         peer = conn.remote_peer
+        store = host.peerstore
+        now = trio.current_time()
         if msg.HasField("publicKey"):
             try:
                 key = public_key_from_protobuf(msg.publicKey)
@@ -196,38 +311,31 @@ class Identify(Service):
                 raise IdentifyError(f"bad public key from {peer}: {exc}") from exc
             if key != conn.remote_public_key:
                 raise IdentifyError(f"{peer} sent an identify public key that is not its own")
-        info = host.peerstore.info(peer)
         listen = [a for a in (_addr_from_bytes(b) for b in msg.listenAddrs) if a is not None]
         verified = False
         if msg.HasField("signedPeerRecord"):
             try:
-                env, record = open_peer_record(msg.signedPeerRecord)
-                if record.peer_id != peer:
-                    raise InvalidSignature("peer record is for another peer")
-                if env.public_key != conn.remote_public_key:
-                    raise InvalidSignature("peer record signed by another key")
-                if info.signed_record_seq is None or record.seq > info.signed_record_seq:
-                    info.signed_record_seq = record.seq
-                    info.signed_record = msg.signedPeerRecord
-                    listen = list(record.addrs) or listen
+                store.consume_peer_record(msg.signedPeerRecord, CONNECTED_TTL, now, expected_peer=peer)
                 verified = True
-            except (InvalidSignature, DecodeError, MycelError) as exc:
+            except MycelError as exc:
                 log.info("ignoring invalid signed peer record from %s: %s", peer, exc)
         if listen or not push:
-            host.peerstore.set_addrs(peer, listen + ([conn.remote_addr] if conn.direction.value == "outbound" else []))
+            store.set_addrs(peer, listen, AddrSource.IDENTIFY, CONNECTED_TTL, now)
+        if conn.direction is Direction.OUTBOUND:
+            store.add_addrs(peer, [conn.remote_addr], AddrSource.CONNECTION, CONNECTED_TTL, now)
         if msg.protocols or not push:
-            host.peerstore.set_protocols(peer, list(msg.protocols))
+            host.update_peer_protocols(peer, list(msg.protocols))
         if msg.HasField("agentVersion"):
-            info.agent_version = msg.agentVersion
+            store.set_agent_version(peer, msg.agentVersion)
         if msg.HasField("protocolVersion"):
-            info.protocol_version = msg.protocolVersion
+            store.set_protocol_version(peer, msg.protocolVersion)
         observed = _addr_from_bytes(msg.observedAddr) if msg.HasField("observedAddr") else None
         if observed is not None:
-            info.observed_addr = observed
             if observed in self.observed_addrs:
                 self.observed_addrs.remove(observed)
             self.observed_addrs.insert(0, observed)
             del self.observed_addrs[MAX_OBSERVED:]
+        info = store.snapshot(peer, now)
         result = IdentifyResult(
             peer=peer,
             protocol_version=info.protocol_version,
@@ -236,37 +344,40 @@ class Identify(Service):
             protocols=list(msg.protocols),
             observed_addr=observed,
             signed_record_verified=verified,
-            signed_record_seq=info.signed_record_seq,
+            signed_record_seq=info.record_seq,
         )
-        self._identified.setdefault(peer, trio.Event()).set()
+        waiter = self._waiters.get(peer)
+        if waiter is not None and not waiter.done.is_set():
+            waiter.done.set()
         host.emit(PeerIdentified(peer, info))
         return result
 
     # -- push ----------------------------------------------------------------------------------
     async def push(self) -> None:
-        """Send our current identify to every connected peer that supports push."""
-        host = self._host
-        assert host is not None
+        """Send our current identify to every connected peer that supports push (at most
+        MAX_PUSH_PEERS at once)."""
+        host = self.host
+        if not self.push_enabled:
+            return
+        limit = trio.CapacityLimiter(MAX_PUSH_PEERS)
         async with trio.open_nursery() as nursery:
             for conn in host.connections():
                 if PUSH_PROTOCOL in host.peerstore.protocols(conn.remote_peer):
-                    nursery.start_soon(self._push_one, host, conn)
+                    nursery.start_soon(self._push_one, host, conn, limit)
 
-    async def _push_one(self, host: Host, conn: Connection) -> None:
-        try:
-            with trio.fail_after(host.config.negotiate_timeout):
-                stream = await conn.open_stream()
-                try:
-                    await select_outbound(stream, [PUSH_PROTOCOL])
-                    msg = self.build_message(host, conn.remote_addr)
-                    await stream.send_all(length_prefixed(msg.SerializeToString()))
-                    await stream.send_eof()
-                finally:
-                    await stream.aclose()
-        except (MycelError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.info("identify push to %s failed: %s", conn.remote_peer, exc)
+    async def _push_one(self, host: ServiceHost, conn: Connection, limit: trio.CapacityLimiter) -> None:
+        async with limit:
+            try:
+                with trio.fail_after(host.config.negotiate_timeout):
+                    stream = await host.new_stream(conn.remote_peer, [PUSH_PROTOCOL], conn=conn)
+                    try:
+                        msg = self.build_message(host, conn.remote_addr)
+                        await stream.send_all(length_prefixed(msg.SerializeToString()))
+                        await stream.send_eof()
+                    finally:
+                        await stream.aclose()
+            except (MycelError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.info("identify push to %s failed: %s", conn.remote_peer, exc)
 
 
 __all__ = ["ID_PROTOCOL", "PUSH_PROTOCOL", "Identify", "IdentifyError", "IdentifyResult", "read_identify"]
-
-
