@@ -44,10 +44,12 @@ class Identity:
 
     @classmethod
     def generate(cls, key_type: KeyType = KeyType.Ed25519) -> Identity:
+        """A new identity with a fresh key of ``key_type`` (RSA keys are 2048 bits); nothing is written to disk."""
         return cls(generate_private_key(key_type))
 
     @classmethod
     def from_private_key(cls, key: PrivateKey) -> Identity:
+        """The identity of an existing private key (its public key and peer id are derived from it)."""
         return cls(key)
 
     @classmethod
@@ -78,6 +80,7 @@ class Identity:
         except FileNotFoundError:
             pass
         identity = cls.generate(key_type)
+        p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # e.g. ~/.mycel on a fresh machine
         tmp = _write_temp(p, identity.private_key.to_protobuf())
         try:
             try:

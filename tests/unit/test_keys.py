@@ -410,3 +410,12 @@ def test_identity_load_or_create_concurrent_callers_agree(tmp_path: pathlib.Path
     assert all(r == results[0] for r in results)
     assert Identity.load(path) == results[0]
     assert [p.name for p in tmp_path.iterdir()] == ["shared.key"]
+
+
+def test_identity_load_or_create_makes_missing_folders(tmp_path: pathlib.Path) -> None:
+    """Regression: a key in a folder that does not exist yet (``~/.mycel`` on a fresh machine) failed
+    with an error naming a temporary file."""
+    path = tmp_path / "fresh-home" / ".mycel" / "identity.key"
+    first = Identity.load_or_create(path)
+    assert path.exists() and Identity.load_or_create(path) == first
+    assert (path.parent.stat().st_mode & 0o777) == 0o700
