@@ -39,11 +39,20 @@ HEADER = encode_message(PROTOCOL_ID)
 NA_MESSAGE = encode_message(NA)
 
 
-class MessageDecoder:
-    """Splits a byte stream into multistream messages (bounded to MAX_MESSAGE_SIZE each)."""
+_HEADER_LENGTH = len(PROTOCOL_ID) + 1  # the first message of every multistream-select exchange
 
-    def __init__(self) -> None:
+
+class MessageDecoder:
+    """Splits a byte stream into multistream messages (bounded to MAX_MESSAGE_SIZE each).
+
+    With ``expect_header=True`` the first message must have the header's length (19 bytes): a peer that
+    speaks something else (SSH, HTTP, TLS) fails at its first byte instead of leaving us waiting
+    for as many bytes as its first byte happens to announce.
+    """
+
+    def __init__(self, *, expect_header: bool = False) -> None:
         self._buf = bytearray()
+        self._expect_header = expect_header
 
     def feed(self, data: bytes | bytearray) -> None:
         """Append received bytes. Raises MessageTooLarge once more is buffered than a message may hold."""
@@ -52,12 +61,20 @@ class MessageDecoder:
             # more unread input than one message may hold: only possible if a message is oversized
             self.next_message()
 
+    def _check_length(self, length: int) -> None:
+        if self._expect_header:
+            if length != _HEADER_LENGTH:
+                start = bytes(self._buf[:16])
+                raise NegotiationError(f"not a multistream-select peer (it began with {start!r})")
+            self._expect_header = False
+
     def needed(self) -> int:
         """How many more bytes are needed before the next message is complete (≥ 1)."""
         res = decode_uvarint(self._buf)
         if res is None:
             return 1
         length, start = res
+        self._check_length(length)
         if length > MAX_MESSAGE_SIZE:
             raise MessageTooLarge(f"multistream message of {length} bytes (limit {MAX_MESSAGE_SIZE})")
         return max(1, start + length - len(self._buf))
@@ -71,6 +88,7 @@ class MessageDecoder:
         if res is None:
             return None
         length, start = res
+        self._check_length(length)
         if length > MAX_MESSAGE_SIZE:
             raise MessageTooLarge(f"multistream message of {length} bytes (limit {MAX_MESSAGE_SIZE})")
         end = start + length

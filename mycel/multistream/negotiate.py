@@ -34,7 +34,7 @@ async def read_message(stream: trio.abc.ReceiveStream, decoder: MessageDecoder) 
 async def select_outbound(stream: trio.abc.Stream, protocols: Sequence[str]) -> str:
     """Propose ``protocols`` in order; return the one the remote accepted."""
     core = DialerCore(protocols)
-    decoder = MessageDecoder()
+    decoder = MessageDecoder(expect_header=True)
     await stream.send_all(core.initial_bytes())
     while True:
         outcome = core.receive(await read_message(stream, decoder))
@@ -51,7 +51,7 @@ async def select_inbound(
 ) -> str:
     """Answer proposals until one we support is chosen; return it."""
     core = ListenerCore(supports, protocols)
-    decoder = MessageDecoder()
+    decoder = MessageDecoder(expect_header=True)
     await stream.send_all(HEADER)
     while True:
         outcome = core.receive(await read_message(stream, decoder))
@@ -86,7 +86,7 @@ class LazyNegotiatedStream(MuxedStream):
             core = self._core
             if core is None:
                 return
-            decoder = MessageDecoder()
+            decoder = MessageDecoder(expect_header=True)
             while core.selected is None:
                 core.receive(await read_message(self._inner, decoder))
             self._core = None

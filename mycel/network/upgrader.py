@@ -116,7 +116,7 @@ class LazySelectConnection(RawConnection):
         if core is not None:
             if self._prefix:  # nothing written yet: the proposal must go out before we wait
                 await self.send_all(b"")
-            decoder = MessageDecoder()
+            decoder = MessageDecoder(expect_header=True)
             while core.selected is None:
                 core.receive(await read_message(self._inner, decoder))
             self._core = None

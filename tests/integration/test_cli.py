@@ -309,8 +309,15 @@ async def test_ping_a_server_that_does_not_speak_libp2p() -> None:
     assert err.startswith(f"mycel: error: /ip4/127.0.0.1/tcp/{port} is not a libp2p peer")
 
 
-async def test_ping_a_server_that_says_hello_and_waits() -> None:
+async def test_ping_a_server_that_says_hello_in_another_protocol_and_waits() -> None:
+    # the first byte of a multistream-select exchange is 0x13: "S" (0x53) is refused at once
     async with plain_tcp_server(b"SSH-2.0-OpenSSH_9.6\r\n") as port:
+        err = one_line_error(await run("ping", f"/ip4/127.0.0.1/tcp/{port}", "--timeout", "20"))
+    assert err.startswith(f"mycel: error: /ip4/127.0.0.1/tcp/{port} is not a libp2p peer")
+
+
+async def test_ping_a_server_that_never_answers() -> None:
+    async with plain_tcp_server(b"") as port:
         err = one_line_error(await run("ping", f"/ip4/127.0.0.1/tcp/{port}", "--timeout", "0.5"))
     assert f"no answer from /ip4/127.0.0.1/tcp/{port} within 0.5 s" in err
 

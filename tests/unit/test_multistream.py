@@ -1,3 +1,4 @@
+import functools
 from typing import Any
 
 import pytest
@@ -128,3 +129,37 @@ async def test_eof_during_negotiation() -> None:
     await left.send_eof()
     with pytest.raises(NegotiationError):
         await select_inbound(right, lambda p: True, lambda: [])
+
+
+@pytest.mark.parametrize("first", [b"SSH-2.0-OpenSSH_9.2\r\n", b"HTTP/1.1 400 Bad Request\r\n", b"\x16\x03\x01\x02\x00"])
+def test_a_peer_speaking_something_else_fails_at_its_first_byte(first: bytes) -> None:
+    from mycel.core.errors import NegotiationError
+    from mycel.multistream.core import MessageDecoder
+
+    decoder = MessageDecoder(expect_header=True)
+    decoder.feed(first[:1])
+    with pytest.raises(NegotiationError, match="not a multistream-select peer"):
+        decoder.needed()
+    plain = MessageDecoder()  # without the expectation, the same byte is just a length
+    plain.feed(first[:1])
+    assert plain.needed() >= 1
+
+
+async def test_dialing_a_server_that_says_hello_in_another_protocol_fails_at_once() -> None:
+    import trio
+
+    from mycel import DialError, HostConfig, Identity, Noise, TCP, Yamux, open_host
+
+    async def ssh_like(stream: trio.SocketStream) -> None:
+        await stream.send_all(b"SSH-2.0-OpenSSH_9.2\r\n")
+        await trio.sleep_forever()  # and waits for us, as an SSH server does
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, ssh_like, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        config = HostConfig(transports=[TCP()], security=[Noise()], muxers=[Yamux()], handshake_timeout=30)
+        async with open_host(config) as host:
+            with trio.fail_after(5):  # well before the 30 s handshake timeout
+                with pytest.raises(DialError, match="not a multistream-select peer"):
+                    await host.connect(f"/ip4/127.0.0.1/tcp/{port}/p2p/{Identity.generate().peer_id}")
+        nursery.cancel_scope.cancel()
