@@ -295,6 +295,8 @@ def _check_async_handler(protocol_id: str, handler: object) -> None:
     if not callable(inner):
         raise TypeError(f"stream handler for {protocol_id} is not callable: {handler!r}")
     call = inner if inspect.isfunction(inner) or inspect.ismethod(inner) else getattr(inner, "__call__", None)
+    if getattr(call, "__name__", "") == "<lambda>":
+        return  # `lambda stream: serve(stream, x)` returns a coroutine: checked when it is called
     if (inspect.isfunction(call) or inspect.ismethod(call)) and not inspect.iscoroutinefunction(call):
         raise TypeError(
             f"stream handler for {protocol_id} must be an async function (async def handler(stream)), "

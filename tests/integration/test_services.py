@@ -3,6 +3,7 @@ service that fails; per-host copies of services and transports."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 
@@ -275,6 +276,13 @@ async def test_plain_function_handler_is_rejected() -> None:
         with pytest.raises(TypeError, match="async"):
             a.set_stream_handler("/sync/1.0.0", not_async)  # type: ignore[arg-type]
         assert "/sync/1.0.0" not in a.protocols
+
+        async def serve(stream: MuxedStream, greeting: bytes) -> None:
+            await stream.send_all(greeting)
+
+        # what returns a coroutine is fine: a lambda, a partial of an async function
+        a.set_stream_handler("/lambda/1.0.0", lambda stream: serve(stream, b"hi"))
+        a.set_stream_handler("/partial/1.0.0", functools.partial(serve, greeting=b"hi"))
 
 
 # -- per-host state -------------------------------------------------------------------------------
