@@ -220,12 +220,14 @@ def test_service_tasks_are_cancelled_with_the_host() -> None:
     class Busy(Service):
         def __init__(self) -> None:
             self.cancelled = False
+            self.working = trio.Event()
 
         async def run(self, host: ServiceHost, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             task_status.started()
             try:
                 while True:
-                    await trio.sleep(0.001)  # work in progress, not a wait for anything
+                    await trio.sleep(0.001)  # a unit of work
+                    self.working.set()
             except trio.Cancelled:
                 self.cancelled = True
                 raise
@@ -233,7 +235,7 @@ def test_service_tasks_are_cancelled_with_the_host() -> None:
     async def main() -> None:
         async with open_host(stack_config("tcp").replace(services=[Busy()])) as host:
             busy = host.service(Busy)
-            await trio.sleep(0.01)
+            await busy.working.wait()
         assert busy.cancelled
 
     run_guarded(main)
