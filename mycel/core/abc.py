@@ -22,10 +22,12 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Generic, NoReturn, Protocol, TypeVar, runtime_checkable
 
 import trio
 from multiaddr import Multiaddr
+
+from mycel.core.errors import StreamConnectionLost, StreamResetError, StreamWriteClosed
 
 if TYPE_CHECKING:
     from mycel.core.identity import Identity
@@ -201,6 +203,11 @@ class Connection(ABC):
     def is_closed(self) -> bool: ...
 
     @property
+    def close_reason(self) -> str:
+        """Why the connection closed (``""`` while open, or if the implementation does not say)."""
+        return ""
+
+    @property
     @abstractmethod
     def stats(self) -> ConnectionStats: ...
 
@@ -219,6 +226,97 @@ class Connection(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Close the connection and every stream on it. Idempotent."""
+
+
+ConnT = TypeVar("ConnT", bound=Connection)
+
+
+class MuxedStreamBase(MuxedStream, Generic[ConnT]):
+    """A starting point for :class:`MuxedStream` implementations (the muxer driver's and QUIC's streams
+    use it): the state every stream keeps, the common properties and ``repr``, and the order in which a
+    stream says why it cannot be used.
+
+    That order, the same for every stream: closed by us (``trio.ClosedResourceError``), then, for
+    writes, half-closed by us (:class:`~mycel.core.errors.StreamWriteClosed`), then reset by either
+    side (:class:`~mycel.core.errors.StreamResetError`), then its connection gone
+    (:class:`~mycel.core.errors.StreamConnectionLost`).
+
+    Subclasses write ``receive_some`` and ``send_all`` themselves. On every call they test the flags
+    and their own connection's state inline, in one condition, and only when it holds call
+    :meth:`_raise_unreadable` / :meth:`_raise_unwritable` to raise the right error: a shared method
+    run on every call, reading ``connection.is_closed``, measured 30 ns more per ``send_all``.
+    """
+
+    __slots__ = (
+        "_conn",
+        "_direction",
+        "_eof",
+        "_reset",
+        "_write_closed",
+        "_closed",
+        "_receiving",
+        "_sending",
+        "protocol",
+    )
+
+    _kind: ClassVar[str] = "MuxedStream"  # the name in repr()
+
+    def __init__(self, conn: ConnT, direction: Direction) -> None:
+        self._conn = conn
+        self._direction = direction
+        self._eof = False  # the remote half-closed
+        self._reset = False  # reset by either side: both directions fail
+        self._write_closed = False  # we half-closed (sent FIN)
+        self._closed = False  # aclose() was called
+        # a task is in receive_some / in a sending call: a second one gets BusyResourceError
+        self._receiving = False
+        self._sending = False
+        self.protocol: str | None = None
+
+    @property
+    def direction(self) -> Direction:
+        return self._direction
+
+    @property
+    def connection(self) -> ConnT:
+        return self._conn
+
+    def __repr__(self) -> str:
+        return f"<{self._kind} {self.stream_id} {self._direction.value} of {self._conn!r}>"
+
+    def _connection_lost(self) -> StreamConnectionLost:
+        """The error for I/O on a stream whose connection is gone."""
+        return StreamConnectionLost(f"connection closed: {self._conn.close_reason}")
+
+    def _raise_unreadable(self) -> NoReturn:
+        """Raise why the stream cannot be read, in the order above. Call it only when there is a
+        reason: the stream is closed or reset, or (with nothing buffered) its connection is gone."""
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
+        if self._reset:
+            raise StreamResetError(f"stream {self.stream_id} was reset")
+        raise self._connection_lost()
+
+    def _raise_unwritable(self) -> NoReturn:
+        """Raise why no more data may be sent, in the order above. Call it only when there is a
+        reason: closed, half-closed by us, reset, or the connection gone."""
+        if self._closed:
+            raise trio.ClosedResourceError("the stream was closed")
+        if self._write_closed:
+            raise StreamWriteClosed(f"stream {self.stream_id} was closed for writing")
+        if self._reset:
+            raise StreamResetError(f"stream {self.stream_id} was reset")
+        raise self._connection_lost()
+
+    def _check_eof_due(self) -> bool:
+        """The checks of ``send_eof``: False if our side is already half-closed (a repeated
+        ``send_eof`` does nothing), True if the FIN is to be sent now; raises like
+        :meth:`_raise_unwritable` otherwise."""
+        if self._write_closed and not self._closed:
+            return False
+        if self._closed or self._reset or self._conn.is_closed:
+            self._raise_unwritable()
+        return True
 
 
 class StreamMuxer(ABC):

@@ -35,7 +35,7 @@ from mycel.core.abc import (
     FrameQueue,
     FrameReceiver,
     FrameSizeAdjustable,
-    MuxedStream,
+    MuxedStreamBase,
     RecordSized,
     RttReporter,
     SecureConnection,
@@ -92,62 +92,26 @@ class _PingWaiter:
         self.rtt: float | None = None
 
 
-class MuxedStreamImpl(MuxedStream):
+class MuxedStreamImpl(MuxedStreamBase["MuxedConnection"]):
     """One stream of a :class:`MuxedConnection` (a trio HalfCloseableStream plus ``reset``)."""
 
-    __slots__ = (
-        "_conn",
-        "_key",
-        "_direction",
-        "_chunks",
-        "_head",
-        "_eof",
-        "_reset",
-        "_write_closed",
-        "_closed",
-        "_receiving",
-        "_sending",
-        "_reader",
-        "_sender",
-        "protocol",
-    )
+    __slots__ = ("_key", "_chunks", "_head", "_reader", "_sender")
 
     def __init__(self, conn: MuxedConnection, key: int, direction: Direction) -> None:
-        self._conn = conn
+        super().__init__(conn, direction)
         self._key = key
-        self._direction = direction
         # received, unread data: bytes objects in order (None while empty: idle streams stay small);
         # bounded by the stream's receive window (yamux) or the muxer's buffer limit (mplex)
         self._chunks: deque[bytes] | None = None
         self._head = 0  # bytes of _chunks[0] already read
-        self._eof = False  # the remote half-closed
-        self._reset = False
-        self._write_closed = False  # we sent FIN
-        self._closed = False  # aclose() was called
-        self._receiving = False
-        self._sending = False
         # the task waiting to read / to send (one each at most: concurrent use is BusyResourceError);
         # two slots instead of two ParkingLots save ~1 KiB per stream
         self._reader: Task | None = None
         self._sender: Task | None = None
-        self.protocol: str | None = None
-
-    # ---- MuxedStream properties ---------------------------------------------------------
 
     @property
     def stream_id(self) -> int:
         return self._conn._core.wire_id(self._key)
-
-    @property
-    def direction(self) -> Direction:
-        return self._direction
-
-    @property
-    def connection(self) -> MuxedConnection:
-        return self._conn
-
-    def __repr__(self) -> str:
-        return f"<MuxedStream {self.stream_id} {self._direction.value} of {self._conn!r}>"
 
     # ---- driver side --------------------------------------------------------------------
 
@@ -217,10 +181,8 @@ class MuxedStreamImpl(MuxedStream):
             await checkpoint_if_cancelled()
             parked = False
             while True:
-                if self._closed:
-                    raise trio.ClosedResourceError("the stream was closed")
-                if self._reset:
-                    raise StreamResetError(f"stream {self.stream_id} was reset")
+                if self._closed or self._reset:
+                    self._raise_unreadable()
                 if self._chunks:
                     data = self._take(max_bytes)
                     break
@@ -228,7 +190,7 @@ class MuxedStreamImpl(MuxedStream):
                     data = b""
                     break
                 if self._conn._closed:
-                    raise StreamConnectionLost(f"connection closed: {self._conn._close_reason}")
+                    self._raise_unreadable()  # the connection is gone
                 self._reader = current_task()
                 await wait_task_rescheduled(self._abort_read)
                 parked = True
@@ -270,14 +232,8 @@ class MuxedStreamImpl(MuxedStream):
     # ---- sending ------------------------------------------------------------------------
 
     def _check_writable(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("the stream was closed")
-        if self._write_closed:
-            raise StreamWriteClosed(f"stream {self.stream_id} was closed for writing")
-        if self._reset:
-            raise StreamResetError(f"stream {self.stream_id} was reset")
-        if self._conn._closed:
-            raise StreamConnectionLost(f"connection closed: {self._conn._close_reason}")
+        if self._closed or self._write_closed or self._reset or self._conn._closed:
+            self._raise_unwritable()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._sending:
@@ -345,14 +301,8 @@ class MuxedStreamImpl(MuxedStream):
         self._sending = True
         try:
             await checkpoint_if_cancelled()
-            if self._closed:
-                raise trio.ClosedResourceError("the stream was closed")
-            if not self._write_closed:
-                if self._reset:
-                    raise StreamResetError(f"stream {self.stream_id} was reset")
+            if self._check_eof_due():
                 conn = self._conn
-                if conn._closed:
-                    raise StreamConnectionLost(f"connection closed: {conn._close_reason}")
                 self._write_closed = True
                 conn._core.send_eof(self._key)
                 conn._wake_writer()

@@ -18,7 +18,7 @@ import trio
 import trio.testing
 
 from mycel.core.abc import Connection, Direction, MuxedStream, SecureConnection, StreamMuxer
-from mycel.core.errors import ConnectionClosed, StreamReset, UnexpectedEOF
+from mycel.core.errors import ConnectionClosed, StreamClosed, StreamReset, UnexpectedEOF
 from mycel.core.framing import read_exactly
 from mycel.testing.fake_secure import socketpair_secure_pair
 
@@ -471,6 +471,52 @@ async def check_stream_rules(make_pair: PairFactory, clogs: bool) -> None:
                 await out4.reset()
 
 
+async def check_error_order(make_pair: PairFactory) -> None:
+    """Why a stream cannot be used is said in one order: closed by us (a plain
+    ``trio.ClosedResourceError``), then, for writes, half-closed by us (StreamClosed), then reset
+    (StreamReset), then the connection gone (StreamReset or ConnectionClosed). A repeated ``send_eof``
+    does nothing, whatever happened after the first."""
+    with trio.fail_after(CHECK_TIMEOUT):
+        async with make_pair() as (client, server):
+            half, _ = await _open_pair(client, server)
+            await half.send_eof()
+            await half.send_eof()
+            await half.reset()
+            with _raises(StreamClosed):
+                await half.send_all(b"x")
+            await half.send_eof()
+            with _raises(StreamReset):
+                await half.receive_some()
+
+            reset, _ = await _open_pair(client, server)
+            await reset.reset()
+            for call in (lambda: reset.send_all(b"x"), reset.send_eof, reset.receive_some):
+                with _raises(StreamReset):
+                    await call()
+
+            closed, _ = await _open_pair(client, server)
+            await closed.reset()
+            await closed.aclose()
+            for call in (lambda: closed.send_all(b"x"), closed.send_eof, closed.receive_some):
+                try:
+                    await call()
+                except trio.ClosedResourceError as exc:
+                    _expect(not isinstance(exc, (StreamClosed, StreamReset)), f"after aclose(): {exc!r}")
+                else:
+                    raise AssertionError("no ClosedResourceError after aclose()")
+
+            lost, _ = await _open_pair(client, server)
+            ended, _ = await _open_pair(client, server)
+            await ended.send_eof()
+            await client.aclose()
+            for call in (lambda: lost.send_all(b"x"), lost.send_eof, lost.receive_some):
+                with _raises(StreamReset, ConnectionClosed):
+                    await call()
+            await ended.send_eof()
+            with _raises(StreamClosed):
+                await ended.send_all(b"x")
+
+
 ALL_CHECKS = (
     check_open_accept,
     check_data_both_ways,
@@ -480,6 +526,7 @@ ALL_CHECKS = (
     check_reset,
     check_close_wakes_blocked,
     check_aclose_discards,
+    check_error_order,
 )
 """Checks that need no parameters beyond ``make_pair``."""
 

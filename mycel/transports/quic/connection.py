@@ -29,17 +29,8 @@ from aioquic.quic.packet import QuicErrorCode, QuicFrameType
 from multiaddr import Multiaddr
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
-from mycel.core.abc import Connection, ConnectionStats, Direction, MuxedStream
-from mycel.core.errors import (
-    ConnectionClosed,
-    HandshakeError,
-    InvalidCertificate,
-    MycelError,
-    PeerIdMismatch,
-    StreamConnectionLost,
-    StreamResetError,
-    StreamWriteClosed,
-)
+from mycel.core.abc import Connection, ConnectionStats, Direction, MuxedStreamBase
+from mycel.core.errors import ConnectionClosed, HandshakeError, InvalidCertificate, MycelError, PeerIdMismatch
 from mycel.core.identity import Identity
 from mycel.core.keys import PublicKey
 from mycel.core.peer_id import PeerId
@@ -75,60 +66,26 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class QUICStream(MuxedStream):
+class QUICStream(MuxedStreamBase["QUICConnection"]):
     """One bidirectional QUIC stream (a trio HalfCloseableStream plus ``reset``)."""
 
-    __slots__ = (
-        "_conn",
-        "_id",
-        "_direction",
-        "_buf",
-        "_off",
-        "_eof",
-        "_reset",
-        "_write_closed",
-        "_discarding",
-        "_closed",
-        "_written",
-        "_receiving",
-        "_sending",
-        "_read_lot",
-        "_send_lot",
-        "protocol",
-    )
+    __slots__ = ("_id", "_buf", "_off", "_discarding", "_written", "_read_lot", "_send_lot")
+
+    _kind = "QUICStream"
 
     def __init__(self, conn: QUICConnection, stream_id: int, direction: Direction) -> None:
-        self._conn = conn
+        super().__init__(conn, direction)
         self._id = stream_id
-        self._direction = direction
         self._buf = bytearray()  # received, unread bytes start at _off; flow control caps it at the window
         self._off = 0
-        self._eof = False  # FIN received
-        self._reset = False  # reset by either side: both directions fail
-        self._write_closed = False  # we sent FIN
         self._discarding = False  # the peer sent STOP_SENDING: our writes are dropped
-        self._closed = False  # aclose() was called
         self._written = 0  # bytes handed to the core
-        self._receiving = False
-        self._sending = False
         self._read_lot = ParkingLot()
         self._send_lot = ParkingLot()
-        self.protocol: str | None = None
 
     @property
     def stream_id(self) -> int:
         return self._id
-
-    @property
-    def direction(self) -> Direction:
-        return self._direction
-
-    @property
-    def connection(self) -> QUICConnection:
-        return self._conn
-
-    def __repr__(self) -> str:
-        return f"<QUICStream {self._id} {self._direction.value} of {self._conn!r}>"
 
     # ---- events from the connection -----------------------------------------------------
 
@@ -189,10 +146,8 @@ class QUICStream(MuxedStream):
             await checkpoint_if_cancelled()
             parked = False
             while True:
-                if self._closed:
-                    raise trio.ClosedResourceError("the stream was closed")
-                if self._reset:
-                    raise StreamResetError(f"stream {self._id} was reset")
+                if self._closed or self._reset:
+                    self._raise_unreadable()
                 if len(self._buf) > self._off:
                     data = self._take(max_bytes)
                     break
@@ -200,7 +155,7 @@ class QUICStream(MuxedStream):
                     data = b""
                     break
                 if self._conn._state is _State.CLOSED:
-                    raise StreamConnectionLost(f"connection closed: {self._conn._close_reason}")
+                    self._raise_unreadable()  # the connection is gone
                 await self._read_lot.park()
                 parked = True
             await self._conn._yields.spend(parked)
@@ -229,16 +184,6 @@ class QUICStream(MuxedStream):
 
     # ---- sending ------------------------------------------------------------------------
 
-    def _check_writable(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("the stream was closed")
-        if self._write_closed:
-            raise StreamWriteClosed(f"stream {self._id} was closed for writing")
-        if self._reset:
-            raise StreamResetError(f"stream {self._id} was reset")
-        if self._conn._state is _State.CLOSED:
-            raise StreamConnectionLost(f"connection closed: {self._conn._close_reason}")
-
     def _unsent(self) -> int:
         return self._conn._core.send_room(self._id, self._written, SEND_BUFFER)[0]
 
@@ -248,6 +193,10 @@ class QUICStream(MuxedStream):
     def _writable_again(self) -> bool:
         unsent, room = self._conn._core.send_room(self._id, self._written, SEND_BUFFER)
         return room > 0 and unsent <= SEND_LOW_WATER
+
+    def _check_writable(self) -> None:
+        if self._closed or self._write_closed or self._reset or self._conn._state is _State.CLOSED:
+            self._raise_unwritable()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._sending:
@@ -314,14 +263,8 @@ class QUICStream(MuxedStream):
         self._sending = True
         try:
             await checkpoint_if_cancelled()
-            if self._closed:
-                raise trio.ClosedResourceError("the stream was closed")
-            if not self._write_closed:
-                if self._reset:
-                    raise StreamResetError(f"stream {self._id} was reset")
+            if self._check_eof_due():
                 conn = self._conn
-                if conn._state is _State.CLOSED:
-                    raise StreamConnectionLost(f"connection closed: {conn._close_reason}")
                 self._write_closed = True
                 if not self._discarding and conn._write(self._id, b"", end=True):
                     conn._flush_soon(ack=True)
