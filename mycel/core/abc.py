@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 
 class Direction(enum.Enum):
+    """Who opened a connection or stream: we did (OUTBOUND) or the remote did (INBOUND)."""
+
     INBOUND = "inbound"
     OUTBOUND = "outbound"
 
@@ -45,15 +47,18 @@ class RawConnection(trio.abc.HalfCloseableStream):
 
     @property
     @abstractmethod
-    def local_addr(self) -> Multiaddr: ...
+    def local_addr(self) -> Multiaddr:
+        """Our end of the connection, as a multiaddr (e.g. ``/ip4/127.0.0.1/tcp/4001``)."""
 
     @property
     @abstractmethod
-    def remote_addr(self) -> Multiaddr: ...
+    def remote_addr(self) -> Multiaddr:
+        """The other end of the connection, as a multiaddr."""
 
     @property
     @abstractmethod
-    def direction(self) -> Direction: ...
+    def direction(self) -> Direction:
+        """Whether we dialed (OUTBOUND) or accepted (INBOUND) the connection."""
 
 
 class SecureConnection(trio.abc.HalfCloseableStream):
@@ -61,27 +66,33 @@ class SecureConnection(trio.abc.HalfCloseableStream):
 
     @property
     @abstractmethod
-    def local_peer(self) -> PeerId: ...
+    def local_peer(self) -> PeerId:
+        """Our peer id (the key we authenticated with)."""
 
     @property
     @abstractmethod
-    def remote_peer(self) -> PeerId: ...
+    def remote_peer(self) -> PeerId:
+        """The authenticated peer id of the other side."""
 
     @property
     @abstractmethod
-    def remote_public_key(self) -> PublicKey: ...
+    def remote_public_key(self) -> PublicKey:
+        """The other side's public key, as proven in the handshake."""
 
     @property
     @abstractmethod
-    def local_addr(self) -> Multiaddr: ...
+    def local_addr(self) -> Multiaddr:
+        """Our end of the underlying raw connection."""
 
     @property
     @abstractmethod
-    def remote_addr(self) -> Multiaddr: ...
+    def remote_addr(self) -> Multiaddr:
+        """The other end of the underlying raw connection."""
 
     @property
     @abstractmethod
-    def direction(self) -> Direction: ...
+    def direction(self) -> Direction:
+        """Whether we dialed (OUTBOUND) or accepted (INBOUND) the connection."""
 
     @property
     @abstractmethod
@@ -132,31 +143,44 @@ class MuxedStream(trio.abc.HalfCloseableStream):
     """
 
     protocol: str | None = None
+    """The protocol negotiated on the stream (set by the host once multistream-select agreed)."""
 
     @property
     @abstractmethod
-    def stream_id(self) -> int: ...
+    def stream_id(self) -> int:
+        """The muxer's id of this stream on its connection (unique while the stream lives)."""
 
     @property
     @abstractmethod
-    def direction(self) -> Direction: ...
+    def direction(self) -> Direction:
+        """OUTBOUND if we opened the stream, INBOUND if the remote did."""
 
     @property
     @abstractmethod
-    def connection(self) -> Connection: ...
+    def connection(self) -> Connection:
+        """The connection this stream belongs to."""
 
     @abstractmethod
-    async def reset(self) -> None: ...
+    async def reset(self) -> None:
+        """Abandon the stream in both directions; the remote's reads and writes fail with a reset."""
 
 
 @dataclass
 class ConnectionStats:
+    """Counters a connection keeps about itself (``Connection.stats``)."""
+
     opened_at: float = 0.0
+    """When the connection started running (trio clock, seconds)."""
     streams_opened: int = 0
+    """Outbound streams opened."""
     streams_accepted: int = 0
+    """Inbound streams accepted."""
     bytes_sent: int = 0
+    """Bytes handed to the secure channel or the QUIC connection."""
     bytes_received: int = 0
+    """Bytes received from it."""
     extra: dict[str, object] = field(default_factory=dict)
+    """Figures of one kind of connection (e.g. ``streams``, ``rtt``)."""
 
 
 class Connection(ABC):
@@ -168,39 +192,48 @@ class Connection(ABC):
 
     @property
     @abstractmethod
-    def local_peer(self) -> PeerId: ...
+    def local_peer(self) -> PeerId:
+        """Our peer id."""
 
     @property
     @abstractmethod
-    def remote_peer(self) -> PeerId: ...
+    def remote_peer(self) -> PeerId:
+        """The authenticated peer id of the other side."""
 
     @property
     @abstractmethod
-    def remote_public_key(self) -> PublicKey: ...
+    def remote_public_key(self) -> PublicKey:
+        """The other side's public key, as proven in the handshake."""
 
     @property
     @abstractmethod
-    def local_addr(self) -> Multiaddr: ...
+    def local_addr(self) -> Multiaddr:
+        """Our end of the connection, as a multiaddr."""
 
     @property
     @abstractmethod
-    def remote_addr(self) -> Multiaddr: ...
+    def remote_addr(self) -> Multiaddr:
+        """The other end of the connection, as a multiaddr (what we dialed, or where it came from)."""
 
     @property
     @abstractmethod
-    def direction(self) -> Direction: ...
+    def direction(self) -> Direction:
+        """Whether we dialed (OUTBOUND) or accepted (INBOUND) the connection."""
 
     @property
     @abstractmethod
-    def security_protocol(self) -> str: ...
+    def security_protocol(self) -> str:
+        """The security protocol id negotiated (``/noise``, ``/tls/1.0.0``; QUIC reports ``/tls/1.0.0``)."""
 
     @property
     @abstractmethod
-    def muxer_protocol(self) -> str: ...
+    def muxer_protocol(self) -> str:
+        """The muxer protocol id negotiated (``/yamux/1.0.0``, ``/mplex/6.7.0``, ``/quic-v1``)."""
 
     @property
     @abstractmethod
-    def is_closed(self) -> bool: ...
+    def is_closed(self) -> bool:
+        """True once the connection is closed (by either side or by an error)."""
 
     @property
     def close_reason(self) -> str:
@@ -209,7 +242,8 @@ class Connection(ABC):
 
     @property
     @abstractmethod
-    def stats(self) -> ConnectionStats: ...
+    def stats(self) -> ConnectionStats:
+        """Counters of the connection (opened at, streams, bytes; ``extra`` per kind)."""
 
     @abstractmethod
     async def run(self) -> None:
@@ -341,10 +375,12 @@ class Listener(ABC, Generic[C]):
         """The addresses actually bound (port 0 resolved to the real port)."""
 
     @abstractmethod
-    async def accept(self) -> C: ...
+    async def accept(self) -> C:
+        """Wait for the next inbound connection; ClosedResourceError once the listener is closed."""
 
     @abstractmethod
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Stop listening and release the address. Idempotent."""
 
 
 class Transport(ABC):
@@ -353,30 +389,36 @@ class Transport(ABC):
     name: str
 
     @abstractmethod
-    def can_dial(self, addr: Multiaddr) -> bool: ...
+    def can_dial(self, addr: Multiaddr) -> bool:
+        """Whether this transport can dial ``addr`` (it looks only at the address)."""
 
     @abstractmethod
-    def can_listen(self, addr: Multiaddr) -> bool: ...
+    def can_listen(self, addr: Multiaddr) -> bool:
+        """Whether this transport can listen on ``addr``."""
 
 
 class StreamTransport(Transport):
     """A transport that yields raw byte streams needing security + muxer (TCP, memory, websocket)."""
 
     @abstractmethod
-    async def dial(self, addr: Multiaddr) -> RawConnection: ...
+    async def dial(self, addr: Multiaddr) -> RawConnection:
+        """Open a raw connection to ``addr``; raises DialError or OSError on failure."""
 
     @abstractmethod
-    async def open_listener(self, addr: Multiaddr) -> Listener[RawConnection]: ...
+    async def open_listener(self, addr: Multiaddr) -> Listener[RawConnection]:
+        """Listen on ``addr`` (port 0 picks one); the listener reports the bound addresses."""
 
 
 class ConnectionTransport(Transport):
     """A transport that yields secured, multiplexed connections itself (QUIC)."""
 
     @abstractmethod
-    async def dial(self, addr: Multiaddr, identity: Identity, remote_peer: PeerId | None) -> Connection: ...
+    async def dial(self, addr: Multiaddr, identity: Identity, remote_peer: PeerId | None) -> Connection:
+        """Open a secured, multiplexed connection to ``addr``, authenticating ``remote_peer`` when given (PeerIdMismatch otherwise)."""
 
     @abstractmethod
-    async def open_listener(self, addr: Multiaddr, identity: Identity) -> Listener[Connection]: ...
+    async def open_listener(self, addr: Multiaddr, identity: Identity) -> Listener[Connection]:
+        """Listen on ``addr`` as ``identity`` (port 0 picks one)."""
 
 
 # ---- capabilities: optional fast paths ------------------------------------------------------------

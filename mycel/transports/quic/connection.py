@@ -569,6 +569,7 @@ class QUICConnection(Connection):
     # ---- driven by the endpoint (synchronous) ---------------------------------------------
 
     def receive_datagram(self, data: bytes, addr: NetworkAddress, now: float) -> None:
+        """Feed one datagram the endpoint received for this connection (called by the endpoint)."""
         self._core.receive_datagram(data, addr, now)
         self._stats.bytes_received += len(data)
         self._last_activity = now
@@ -597,6 +598,7 @@ class QUICConnection(Connection):
         return at
 
     def handle_timer(self, now: float) -> None:
+        """Run the connection's timers that are due at ``now`` (loss recovery, idle, handshake timeout)."""
         if self._state is _State.CLOSED:
             return
         if self._state is _State.HANDSHAKING and self._handshake_deadline is not None and now >= self._handshake_deadline:
