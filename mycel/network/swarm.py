@@ -17,6 +17,8 @@ from multiaddr import Multiaddr
 from mycel.core.abc import (
     Connection,
     ConnectionTransport,
+    Corkable,
+    InboundStreamPush,
     Listener,
     MuxedStream,
     RawConnection,
@@ -156,8 +158,6 @@ class Swarm:
     async def _run_connection(self, conn: Connection) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                from mycel.core.abc import InboundStreamPush
-
                 if isinstance(conn, InboundStreamPush):  # streams handed over as they open: no accept task
                     on_stream = self._on_stream
                     conn.set_inbound_handler(lambda stream: nursery.start_soon(on_stream, stream))
@@ -437,8 +437,6 @@ async def _corked(raw: RawConnection, upgrade: Awaitable[Connection]) -> Connect
     """Run an upgrade with the raw connection's small writes held back until it must wait for the
     peer (:class:`~mycel.core.abc.Corkable` transports, like TCP): the listener's multistream header,
     its answer and Noise message 2 leave in one write instead of three."""
-    from mycel.core.abc import Corkable
-
     if not isinstance(raw, Corkable):
         return await upgrade
     raw.cork()
