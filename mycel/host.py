@@ -756,7 +756,7 @@ class _ServiceSlot:
     def __init__(self, host: Host, template: Service) -> None:
         self.host = host
         self.template = template
-        self.service = _for_this_host(template, Service.clone)
+        self.service = _for_this_host(template, _clone_service)
         self.state = ServiceState(type(template).__name__)
         self.view = _ServiceView(host, self)
         self.nursery: trio.Nursery | None = None
@@ -775,6 +775,8 @@ class _ServiceSlot:
                     self._install_handlers()
                     await nursery.start(self.service.run, self.view)
                     self.state.running = True
+                    if started:  # a restarted service hears of the peers that are connected now
+                        self._replay()
                     if not started:
                         started = True
                         task_status.started()
@@ -805,7 +807,21 @@ class _ServiceSlot:
             if not restarting:
                 return
             await trio.sleep(self.template.restart_backoff * 2 ** (self.state.failures - 1))
-            self.service = _fresh_copy(self.template, Service.clone)
+            self.service = _fresh_copy(self.template, _clone_service)
+
+    def _replay(self) -> None:
+        """Tell a (re)started service what is connected, as if it had been running all along."""
+        host, service, view = self.host, self.service, self.view
+        try:
+            for peer in list(host._conn_counts):
+                service.peer_connected(view, peer)
+                for conn in host.connections(peer):
+                    service.connection_opened(view, conn)
+                told = host._told_protocols.get(peer)
+                if told:
+                    service.peer_protocols_changed(view, peer, told, frozenset())
+        except Exception as exc:
+            self.fail(exc, "a hook raised while it was told of the connected peers")
 
     def fail(self, exc: BaseException, how: str = "it raised") -> None:
         """Record a failure from a hook and stop the service's tasks (supervise() takes it from there)."""
@@ -923,6 +939,10 @@ class _ServiceView:
 
 _PRISTINE = "_mycel_pristine"  # attribute on a config object: a copy of it taken before it first ran
 C = TypeVar("C")
+
+
+def _clone_service(service: Service) -> Service:
+    return service.clone()  # (the service's own clone(), not Service.clone)
 
 
 def _for_this_host(template: C, copier: Callable[[C], C]) -> C:

@@ -154,6 +154,7 @@ class Crashing(Service):
     def __init__(self, how: str) -> None:
         self.how = how
         self.started = 0
+        self.told: list[tuple[str, PeerId]] = []
 
     def handlers(self) -> Mapping[str, StreamHandler]:
         return {"/crash/1.0.0": self._serve}
@@ -167,7 +168,16 @@ class Crashing(Service):
             raise RuntimeError("run failed before it started")
         task_status.started()
 
+    def peer_connected(self, host: ServiceHost, peer: PeerId) -> None:
+        self.told.append(("peer_connected", peer))
+
+    def peer_protocols_changed(
+        self, host: ServiceHost, peer: PeerId, added: frozenset[str], removed: frozenset[str]
+    ) -> None:
+        self.told.append(("protocols", peer))
+
     def connection_opened(self, host: ServiceHost, conn: Connection) -> None:
+        self.told.append(("connection_opened", conn.remote_peer))
         if self.how == "hook":
             raise RuntimeError("hook bug")
         if self.how == "task":
@@ -179,9 +189,16 @@ class Crashing(Service):
 
 
 class Restarting(Crashing):
+    """Fails in its first life only: its copies (what a restart runs) behave."""
+
     restart_on_failure = True
     max_restarts = 1
     restart_backoff = 0.0
+
+    def clone(self) -> Restarting:
+        copy = super().clone()
+        copy.how = "none"
+        return copy
 
 
 @pytest.mark.parametrize("how", ["hook", "task", "run"])
@@ -228,7 +245,12 @@ async def test_a_service_can_ask_to_be_restarted() -> None:
                 while a.service_state(Restarting).running is False or a.service(Restarting) is first:
                     await events.receive()
         assert "/crash/1.0.0" in a.protocols  # the fresh copy installed its handlers again
-        assert a.service(Restarting).started == 1
+        fresh = a.service(Restarting)
+        assert fresh.started == 1
+        # it hears of what is connected, as if it had been running all along
+        assert ("peer_connected", b.peer_id) in fresh.told and ("connection_opened", b.peer_id) in fresh.told
+        await a.service(Identify).wait_identified(b.peer_id)
+        assert ("protocols", b.peer_id) in fresh.told
 
 
 async def test_failing_background_task_of_the_application_is_isolated(caplog: pytest.LogCaptureFixture) -> None:
