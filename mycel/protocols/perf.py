@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import trio
 
 from mycel.core.abc import MuxedStream
-from mycel.core.errors import ProtocolViolation
+from mycel.core.errors import ProtocolViolation, UnexpectedEOF
+from mycel.core.framing import read_exactly
 from mycel.service import Service, StreamHandler
 
 PERF_PROTOCOL = "/perf/1.0.0"
@@ -53,12 +54,12 @@ async def serve_perf(stream: trio.abc.HalfCloseableStream) -> None:
     """Serve one perf request: read the 8-byte length, drain the upload to EOF, send that many zero
     bytes, half-close. Raises ProtocolViolation if the stream ends before the length.
     """
-    header = b""
-    while len(header) < 8:
-        chunk = await stream.receive_some(8 - len(header))
-        if not chunk:
-            raise ProtocolViolation("perf stream ended before the 8-byte length")
-        header += chunk
+    try:
+        header = await read_exactly(stream, 8)
+    except UnexpectedEOF as exc:  # (a ProtocolViolation)
+        raise UnexpectedEOF(
+            "perf stream ended before the 8-byte length", received=exc.received, expected=8
+        ) from None
     (to_send,) = struct.unpack(">Q", header)
     await _drain(stream)
     await _send_zeros(stream, to_send)

@@ -7,6 +7,7 @@ import pathlib
 
 import pytest
 import trio
+import trio.testing
 from multiaddr import Multiaddr
 
 from mycel import (
@@ -154,3 +155,18 @@ async def test_a_slow_subscriber_loses_events_and_is_told_how_many() -> None:
             assert events.dropped > 0
             assert a.dropped_events == events.dropped
             assert events.receive_nowait() is not None  # the first one was kept
+
+
+async def test_the_peerstore_expires_entries_on_a_timer(autojump_clock: trio.testing.MockClock) -> None:
+    """Expired addresses are dropped by the host's timer at their deadline (no polling loop)."""
+    from mycel.network.peerstore import TEMP_TTL
+
+    async with memory_hosts(1) as (a,):
+        stranger = Identity.generate().peer_id
+        a.peerstore.add_addrs(stranger, [Multiaddr("/ip4/198.18.0.2/tcp/4001")], AddrSource.DISCOVERY, TEMP_TTL)
+        assert a.peerstore.next_expiry() is not None
+        await trio.sleep(TEMP_TTL - 1)
+        assert a.peerstore.stats().expired_addrs == 0 and stranger in a.peerstore
+        await trio.sleep(2)
+        assert a.peerstore.stats().expired_addrs == 1  # dropped by expire(), not only hidden by reads
+        assert stranger not in a.peerstore

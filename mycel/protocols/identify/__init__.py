@@ -30,7 +30,8 @@ from mycel.core.errors import ConnectionClosed, DecodeError, MessageTooLarge, My
 from mycel.core.events import PeerIdentified
 from mycel.core.keys import public_key_from_protobuf
 from mycel.core.record import seal_peer_record
-from mycel.core.varint import LengthPrefixedDecoder, length_prefixed
+from mycel.core.framing import send_message
+from mycel.core.varint import LengthPrefixedDecoder
 from mycel.network.peerstore import CONNECTED_TTL, AddrSource, PeerInfo
 from mycel.protocols.identify import identify_pb2
 from mycel.service import Service, ServiceHost, StreamHandler, not_running
@@ -205,7 +206,7 @@ class Identify(Service):
 
     async def _handle_id(self, stream: MuxedStream) -> None:
         msg = self.build_message(self.host, stream.connection.remote_addr)
-        await stream.send_all(length_prefixed(msg.SerializeToString()))
+        await send_message(stream, msg.SerializeToString())
         await stream.send_eof()
 
     async def _handle_push(self, stream: MuxedStream) -> None:
@@ -372,7 +373,7 @@ class Identify(Service):
                     stream = await host.new_stream(conn.remote_peer, [PUSH_PROTOCOL], conn=conn)
                     try:
                         msg = self.build_message(host, conn.remote_addr)
-                        await stream.send_all(length_prefixed(msg.SerializeToString()))
+                        await send_message(stream, msg.SerializeToString())
                         await stream.send_eof()
                     finally:
                         await stream.aclose()
