@@ -436,3 +436,30 @@ def test_every_exported_class_and_function_has_a_docstring() -> None:
         if _own_doc(obj) is None:
             undocumented.append(name)
     assert not undocumented, f"exported from mycel without a docstring: {undocumented}"
+
+
+async def test_readme_service_example_greets_a_peer_that_serves_echo() -> None:
+    """The README's service snippet, run as written between two in-memory hosts."""
+    import trio
+
+    from mycel.testing.hosts import memory_hosts
+
+    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S | re.M)
+    snippet = next(b for b in blocks if "class Greeter(Service)" in b)
+    namespace: dict[str, Any] = {}
+    exec(compile(snippet, "README.md", "exec"), namespace)
+    greeter = namespace["Greeter"]
+    heard = trio.Event()
+    got = bytearray()
+
+    async def echo(stream: mycel.MuxedStream) -> None:
+        async for chunk in stream:
+            got.extend(chunk)
+        heard.set()
+
+    async with memory_hosts(2, services=lambda: [mycel.Identify(), greeter()]) as (a, b):
+        b.set_stream_handler("/my-app/echo/1.0.0", echo)
+        await a.connect(b.addrs[0])
+        with trio.fail_after(10):
+            await heard.wait()
+    assert bytes(got) == b"hello"
