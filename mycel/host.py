@@ -450,7 +450,7 @@ class Host:
     def _notify(self, hook: str, *args: Any) -> None:
         """Call ``hook`` on every running service, in config order; a raising service fails alone."""
         for slot in self._slots:
-            if slot.accepts_hooks:
+            if slot.accepts_hooks and hook in slot.hooks:
                 try:
                     getattr(slot.service, hook)(slot.view, *args)
                 except Exception as exc:
@@ -466,8 +466,9 @@ class Host:
         if count == 1:
             store.mark_connected(peer, True, now)  # first: a connected peer is never evicted
             self._told_protocols[peer] = frozenset()
-        with contextlib.suppress(MycelError):
-            store.set_public_key(peer, conn.remote_public_key)
+        if not peer.inlines_key:  # (an inlined key is read from the id itself)
+            with contextlib.suppress(MycelError):
+                store.set_public_key(peer, conn.remote_public_key)
         if conn.direction is Direction.OUTBOUND:
             store.add_addrs(peer, [conn.remote_addr], AddrSource.CONNECTION, CONNECTED_TTL, now)
         if count == 1:
@@ -714,9 +715,13 @@ class Host:
         return self.swarm.connected_peers()
 
     async def disconnect(self, peer: PeerId) -> None:
-        """Close every connection to ``peer``."""
+        """Close every connection to ``peer`` (several at once)."""
+        conns = self.swarm.connections(peer)
+        if len(conns) == 1:
+            await conns[0].aclose()
+            return
         async with trio.open_nursery() as nursery:
-            for conn in self.swarm.connections(peer):
+            for conn in conns:
                 nursery.start_soon(conn.aclose)
 
     async def listen(self, addr: str | Multiaddr) -> list[Multiaddr]:
@@ -750,6 +755,17 @@ class Host:
             await self.swarm.aclose()
 
 
+_HOOKS = (
+    "peer_connected",
+    "peer_disconnected",
+    "connection_opened",
+    "connection_closed",
+    "peer_protocols_changed",
+    "local_protocols_changed",
+    "local_addrs_changed",
+)
+
+
 class _ServiceSlot:
     """One service in one host: its own nursery, its state, its failures, its view of the host."""
 
@@ -757,6 +773,8 @@ class _ServiceSlot:
         self.host = host
         self.template = template
         self.service = _for_this_host(template, _clone_service)
+        # the hooks this kind of service overrides: the host skips calling the no-op defaults
+        self.hooks = frozenset(h for h in _HOOKS if getattr(type(template), h) is not getattr(Service, h))
         self.state = ServiceState(type(template).__name__)
         self.view = _ServiceView(host, self)
         self.nursery: trio.Nursery | None = None

@@ -121,6 +121,11 @@ class PeerId:
             return None
         return public_key_from_protobuf(self._bytes[pos:])
 
+    @property
+    def inlines_key(self) -> bool:
+        """True when the id carries its public key (an identity multihash: Ed25519, secp256k1)."""
+        return self._bytes[:1] == b"\x00"
+
     def matches_public_key(self, key: PublicKey) -> bool:
         """True iff this is the id of ``key``."""
         return PeerId.from_public_key(key)._bytes == self._bytes
