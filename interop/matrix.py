@@ -37,6 +37,7 @@ from interop.mycel_side import (
     services,
 )
 from interop.peers import CASES, IMPLS, PeerError, PeerImpl, Stack, Unsupported
+from mycel.core.errors import reraise_unwrapped
 from mycel.host import open_host
 
 log = logging.getLogger("mycel.interop.matrix")
@@ -155,19 +156,6 @@ def _classify(cases: dict[str, CaseResult]) -> tuple[Status, str]:
     return "pass", ""
 
 
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """Policy for our nurseries' groups: a lone leaf comes out as itself, else the group."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    return leaves[0] if len(leaves) == 1 else group
-
-
 def _tail(text: str) -> str:
     return text[-LOG_TAIL:]
 
@@ -200,7 +188,7 @@ async def run_cell(
             else:
                 await _mycel_listens(impl, spec.stack, result, case_timeout, dial_timeout)
         except BaseExceptionGroup as group:
-            raise _single(group) from None
+            reraise_unwrapped(group)
     except Unsupported as exc:
         result.status, result.reason = "unsupported", f"{impl.name}: {exc.reason}"
     except PeerError as exc:

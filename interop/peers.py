@@ -30,6 +30,8 @@ from typing import Any
 
 import trio
 
+from mycel.core.errors import reraise_unwrapped
+
 log = logging.getLogger("mycel.interop.peers")
 
 INTEROP_DIR = Path(__file__).resolve().parent
@@ -170,21 +172,6 @@ async def _stop_process(proc: trio.Process, close_stdin: bool = True) -> None:
         _signal_group(proc.pid, signal.SIGKILL)
 
 
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """Policy for the groups our internal nurseries raise: a lone error comes out as itself."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for sub in exc.exceptions:
-                walk(sub)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    return leaves[0] if len(leaves) == 1 else group
-
-
 async def _drain_stderr(stream: trio.abc.ReceiveStream, tail: _Tail) -> None:
     async for chunk in stream:
         tail.feed(chunk)
@@ -313,13 +300,13 @@ class ListeningPeer:
         try:
             return await self._cm.__aenter__()
         except BaseExceptionGroup as group:
-            raise _single(group) from None
+            reraise_unwrapped(group)
 
     async def __aexit__(self, *exc: Any) -> bool | None:
         try:
             return await self._cm.__aexit__(*exc)
         except BaseExceptionGroup as group:
-            raise _single(group) from None
+            reraise_unwrapped(group)
 
 
 @dataclass
@@ -413,7 +400,7 @@ class PeerImpl:
             if scope.cancelled_caught:
                 error = f"dialer killed after {timeout:g}s"
         except BaseExceptionGroup as group:
-            raise _single(group) from None
+            reraise_unwrapped(group)
         finally:
             await _stop_process(proc, close_stdin=False)
         elapsed = trio.current_time() - start

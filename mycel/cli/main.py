@@ -31,6 +31,7 @@ from mycel.core.errors import (
     PeerIdMismatch,
     ProtocolNotSupported,
     ProtocolViolation,
+    single_exception,
 )
 from mycel.core.events import ConnectionClosed, ConnectionOpened, StreamHandlerFailed, StreamOpened
 from mycel.core.identity import Identity
@@ -412,12 +413,6 @@ def make_parser() -> argparse.ArgumentParser:
 COMMANDS = {"id": cmd_id, "listen": cmd_listen, "ping": cmd_ping, "identify": cmd_identify}
 
 
-def _single(exc: BaseException) -> BaseException:
-    """The one exception in nested groups of one; a group of several stays as it is."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
 
 def _error_message(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, CliError):
@@ -445,7 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return trio.run(COMMANDS[args.command], args)
     except BaseException as raised:  # noqa: B036 - the one place that turns any failure into one line
-        exc = _single(raised)
+        # the exception-group policy of mycel.core.errors: a group of one is its exception
+        exc = (single_exception(raised) or raised) if isinstance(raised, BaseExceptionGroup) else raised
         if isinstance(exc, KeyboardInterrupt):
             return EXIT_INTERRUPTED
         if not isinstance(exc, Exception):
