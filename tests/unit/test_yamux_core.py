@@ -491,3 +491,27 @@ def test_fuzz_mutated_valid_sequences(raw: bytes, where: int, value: int) -> Non
         core.receive_data(bytes(mutated), 0.0)
     except MuxerError:
         assert bytes(core.data_to_send()).endswith(GO_AWAY_PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize("sid", [1, 7, 2**31 - 1])  # freed, never opened, never opened (huge id)
+def test_data_for_an_unknown_stream_beyond_any_window_is_a_violation(sid: int) -> None:
+    """A data frame announcing 2 GiB on a stream that does not exist used to be read and discarded as
+    payload (the connection stalled, pings went unanswered); no window we grant allows it."""
+    server = server_with_stream(1)
+    server.receive_data(encode_frame(TYPE_WINDOW_UPDATE, FLAG_RST, 1, 0), 0.0)  # stream 1 is freed
+    server.data_to_send()
+    with pytest.raises(MuxerError, match="exceed any window"):
+        server.receive_data(encode_frame(TYPE_DATA, 0, sid, 2**31), 0.0)
+    assert bytes(server.data_to_send()) == GO_AWAY_PROTOCOL_ERROR
+
+
+def test_data_in_flight_for_a_freed_stream_within_the_window_is_dropped_quietly() -> None:
+    server = server_with_stream(1)
+    server.receive_data(encode_frame(TYPE_WINDOW_UPDATE, FLAG_RST, 1, 0), 0.0)
+    assert server.receive_data(data(1, b"x" * INITIAL_WINDOW) + syn(3), 0.0) == [StreamOpened(3)]
+
+
+def test_data_with_rst_beyond_the_receive_window_is_a_violation() -> None:
+    server = server_with_stream(1)
+    with pytest.raises(MuxerError, match="receive window"):
+        server.receive_data(encode_frame(TYPE_DATA, FLAG_RST, 1, INITIAL_WINDOW + 1), 0.0)

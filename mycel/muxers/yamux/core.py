@@ -538,13 +538,20 @@ class YamuxCore:
                 events.append(StreamOpened(sid))
         if st is None:
             if is_data and length:
-                self._skip(length)  # stream unknown (already freed, or refused): drop the payload
+                # stream unknown (already freed, or refused): drop the payload, but no sender may have
+                # more in flight than the largest window we ever grant (a 2 GiB "payload" on a stream
+                # that never existed would otherwise be read and thrown away while pings wait)
+                if length > self.max_window:
+                    raise MuxerError(f"{length} bytes of data for unknown stream {sid} exceed any window we grant")
+                self._skip(length)
             return
         if flags & FLAG_ACK and not st.acked:
             st.acked = True
             self._unacked -= 1
         if flags & FLAG_RST:
             if is_data and length:
+                if length > st.recv_credit:
+                    raise MuxerError(f"stream {sid}: {length} bytes exceed the receive window ({st.recv_credit})")
                 self._skip(length)
             self._free(st)
             events.append(StreamAborted(sid, True, "reset by remote"))
