@@ -170,3 +170,23 @@ async def test_the_peerstore_expires_entries_on_a_timer(autojump_clock: trio.tes
         await trio.sleep(2)
         assert a.peerstore.stats().expired_addrs == 1  # dropped by expire(), not only hidden by reads
         assert stranger not in a.peerstore
+
+
+async def test_an_identify_timeout_is_logged_with_a_reason(caplog: pytest.LogCaptureFixture) -> None:
+    """The identify-timeout log line had an empty reason (TooSlowError has no message)."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="mycel.protocols.identify")
+    # (no pushes: b's push after its handler change would identify it to a all the same)
+    services = lambda: [Identify(push=False), Ping()]  # noqa: E731
+    async with memory_hosts(2, services=services, negotiate_timeout=0.2) as (a, b):
+
+        async def silent(stream: MuxedStream) -> None:
+            await trio.sleep_forever()
+
+        b.set_stream_handler(ID_PROTOCOL, silent)
+        await a.connect(b.addrs[0])
+        with pytest.raises(trio.TooSlowError):
+            await a.service(Identify).wait_identified(b.peer_id)
+    lines = [r.getMessage() for r in caplog.records if "identify of" in r.getMessage()]
+    assert lines and lines[0].endswith("failed: timed out")

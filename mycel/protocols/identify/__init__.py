@@ -104,6 +104,13 @@ async def read_identify(stream: trio.abc.ReceiveStream) -> identify_pb2.Identify
             return merged
 
 
+def _why(exc: BaseException) -> str:
+    """A log reason that is never empty (``trio.TooSlowError`` has no message)."""
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def _addr_from_bytes(raw: bytes) -> Multiaddr | None:
     try:
         return Multiaddr(raw)
@@ -255,7 +262,7 @@ class Identify(Service):
         try:
             await self.identify_connection(conn)
         except (MycelError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.info("identify of %s failed: %s", conn.remote_peer, exc)
+            log.info("identify of %s failed: %s", conn.remote_peer, _why(exc))
             waiter = self._waiters.get(conn.remote_peer)
             if waiter is not None and not waiter.done.is_set():
                 waiter.error = exc
@@ -378,7 +385,7 @@ class Identify(Service):
                     finally:
                         await stream.aclose()
             except (MycelError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                log.info("identify push to %s failed: %s", conn.remote_peer, exc)
+                log.info("identify push to %s failed: %s", conn.remote_peer, _why(exc))
 
 
 __all__ = ["ID_PROTOCOL", "PUSH_PROTOCOL", "Identify", "IdentifyError", "IdentifyResult", "read_identify"]
