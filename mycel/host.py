@@ -75,6 +75,7 @@ S = TypeVar("S", bound=Service)
 EVENT_QUEUE_SIZE = 256  # per subscriber; when full, further events are dropped and counted
 PARSED_ADDRS = 256  # multiaddr strings whose parse connect() remembers; at the bound the memo is cleared
 DEFAULT_HANDLER_CONCURRENCY = 1024  # inbound streams per protocol being handled at once; beyond: reset
+MAX_NEGOTIATING_STREAMS = 64  # inbound streams per connection in multistream-select at once; beyond: reset
 
 # Errors a stream handler raises because of its peer or its connection (logged at INFO, no traceback);
 # anything else a handler raises is a bug in the handler (logged at ERROR with the traceback).
@@ -176,6 +177,9 @@ class HostConfig:
     """Inbound connections in their handshake at once; beyond, new ones are closed at accept."""
     handler_concurrency: int = DEFAULT_HANDLER_CONCURRENCY
     """Default bound of inbound streams per protocol handled at once; beyond, new ones are reset."""
+    max_negotiating_streams: int = MAX_NEGOTIATING_STREAMS
+    """Inbound streams of one connection still choosing their protocol at once; beyond, new ones are
+    reset (a peer opening streams it never negotiates holds at most this many tasks and timers)."""
     dial_tier_delay: float | None = None
     """Head start of QUIC addresses over TCP when a peer has both; None: 30 ms for loopback/private
     addresses, 250 ms for public ones (go-libp2p's figures). The next tier starts early when all fail."""
@@ -214,7 +218,12 @@ class HostConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"HostConfig.{name}: must be a positive number of seconds, got {value!r}")
-        for name in ("max_pending_inbound_handshakes", "handler_concurrency", "event_queue_size"):
+        for name in (
+            "max_pending_inbound_handshakes",
+            "handler_concurrency",
+            "event_queue_size",
+            "max_negotiating_streams",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"HostConfig.{name}: must be a positive integer, got {value!r}")
@@ -333,6 +342,10 @@ class Host:
         self._conn_counts: dict[PeerId, int] = {}
         # protocols of each connected peer as services were last told (identify diffs against this)
         self._told_protocols: dict[PeerId, frozenset[str]] = {}
+        # inbound streams in negotiation per connection (bounded by config.max_negotiating_streams)
+        self._negotiating: dict[Connection, int] = {}
+        self.refused_streams = 0
+        """Inbound streams reset because too many were still negotiating on their connection."""
         self._expiry_changed = trio.Event()
         # every host has its own copy of each component: config objects are templates
         transports = [_for_this_host(t, copy.deepcopy) for t in config.transports]
@@ -552,7 +565,21 @@ class Host:
         return list(self._handlers)
 
     async def _handle_inbound_stream(self, stream: MuxedStream) -> None:
-        peer = stream.connection.remote_peer
+        conn = stream.connection
+        peer = conn.remote_peer
+        busy = self._negotiating.get(conn, 0)
+        if busy >= self.config.max_negotiating_streams:
+            self.refused_streams += 1
+            if self.refused_streams & (self.refused_streams - 1) == 0:  # 1st, 2nd, 4th, 8th, ...: logs stay few
+                log.info(
+                    "%s keeps %d streams in negotiation; resetting new ones (%d so far)",
+                    peer,
+                    busy,
+                    self.refused_streams,
+                )
+            await _reset_quietly(stream)
+            return
+        self._negotiating[conn] = busy + 1
         try:
             with trio.fail_after(self.config.negotiate_timeout):
                 proto = await select_inbound(stream, self._handlers.__contains__, lambda: list(self._handlers))
@@ -560,6 +587,12 @@ class Host:
             log.debug("inbound stream from %s: negotiation failed: %r", peer, exc)
             await _reset_quietly(stream)
             return
+        finally:
+            left = self._negotiating[conn] - 1
+            if left:
+                self._negotiating[conn] = left
+            else:
+                del self._negotiating[conn]
         handler = self._handlers.get(proto)
         if handler is None:
             await _reset_quietly(stream)

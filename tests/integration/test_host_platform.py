@@ -190,3 +190,33 @@ async def test_an_identify_timeout_is_logged_with_a_reason(caplog: pytest.LogCap
             await a.service(Identify).wait_identified(b.peer_id)
     lines = [r.getMessage() for r in caplog.records if "identify of" in r.getMessage()]
     assert lines and lines[0].endswith("failed: timed out")
+
+
+async def test_streams_left_in_negotiation_are_bounded_per_connection() -> None:
+    """Regression (#12): a peer opening streams it never negotiates held a task and a 10 s timer for
+    each, without bound. Beyond max_negotiating_streams they are reset; other peers are served."""
+    async with memory_hosts(3, max_negotiating_streams=8) as (a, b, c):
+        conn = await a.connect(b.addrs[0])
+        await a.service(Identify).wait_identified(b.peer_id)  # (its stream would take a slot too)
+        streams = [await conn.open_stream() for _ in range(20)]  # and never a protocol proposal
+        answered = refused = 0
+        with trio.fail_after(10):
+            for stream in streams:
+                try:
+                    assert await stream.receive_some(100)  # b's multistream header: b is negotiating
+                    answered += 1
+                except StreamReset:
+                    refused += 1
+        assert (answered, refused) == (8, 12)
+        assert b.refused_streams == 12
+        await c.connect(b.addrs[0])
+        assert await c.service(Ping).ping(b.peer_id)  # everyone else is served
+        for stream in streams:
+            await stream.reset()
+        with trio.fail_after(10):  # the slots come back once the stuck streams are gone
+            while True:
+                try:
+                    assert await a.service(Ping).ping(b.peer_id)
+                    break
+                except StreamReset:
+                    await trio.sleep(0)
