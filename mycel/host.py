@@ -75,7 +75,7 @@ S = TypeVar("S", bound=Service)
 EVENT_QUEUE_SIZE = 256  # per subscriber; when full, further events are dropped and counted
 PARSED_ADDRS = 256  # multiaddr strings whose parse connect() remembers; at the bound the memo is cleared
 DEFAULT_HANDLER_CONCURRENCY = 1024  # inbound streams per protocol being handled at once; beyond: reset
-MAX_NEGOTIATING_STREAMS = 64  # inbound streams per connection in multistream-select at once; beyond: reset
+MAX_NEGOTIATING_STREAMS = 128  # inbound streams per connection in negotiation (rust's default); beyond: reset
 
 # Errors a stream handler raises because of its peer or its connection (logged at INFO, no traceback);
 # anything else a handler raises is a bug in the handler (logged at ERROR with the traceback).
