@@ -120,8 +120,14 @@ class PeerIdentified:
     info: PeerInfo
 
 
+@dataclass(frozen=True)
+class ServiceEvent:
+    """Base class of events that services report (gossipsub's drops and graylisting, ...)."""
+
+
 Event = (
-    ConnectionOpened
+    ServiceEvent
+    | ConnectionOpened
     | ConnectionClosed
     | PeerConnected
     | PeerDisconnected
@@ -144,6 +150,7 @@ __all__ = [
     "PeerDisconnected",
     "PeerIdentified",
     "PeerProtocolsChanged",
+    "ServiceEvent",
     "ServiceFailed",
     "StreamHandlerFailed",
     "StreamOpened",
