@@ -60,17 +60,25 @@ class GossipsubConfig:
     history_length: int = 5
     history_gossip: int = 3
     heartbeat_interval: float = 1.0
+    """Seconds between heartbeats (mesh maintenance, gossip, cache shift)."""
     heartbeat_initial_delay: float = 0.1
+    """Seconds from start to the first heartbeat."""
     fanout_ttl: float = 60.0
+    """Seconds a fanout set (topics we publish to without subscribing) lives after our last publish."""
     seen_ttl: float = 120.0
+    """Seconds a message id stays in the seen cache (duplicates within it are dropped unprocessed)."""
     prune_peers: int = 16
     """Peers offered in a PRUNE's peer exchange."""
     prune_backoff: float = 60.0
+    """Seconds a pruned peer must wait before grafting again (sent in our PRUNEs)."""
     unsubscribe_backoff: float = 10.0
+    """The backoff in the PRUNEs we send when we leave a topic."""
     graft_flood_threshold: float = 10.0
     """A GRAFT this soon after our PRUNE's backoff started counts double in P7 (go)."""
     opportunistic_graft_ticks: int = 60
+    """Heartbeats between opportunistic grafting rounds (0 disables it)."""
     opportunistic_graft_peers: int = 2
+    """Peers grafted per opportunistic round when the mesh median score is low."""
     gossip_retransmission: int = 3
     """How many times one peer may ask (IWANT) for one message id beyond the first."""
     max_ihave_length: int = 5000
@@ -90,6 +98,7 @@ class GossipsubConfig:
     direct_peers: tuple[str, ...] = ()
     """Multiaddrs (with ``/p2p/``) of peers we always forward to and never mesh with; kept connected."""
     direct_connect_ticks: int = 300
+    """Heartbeats between attempts to reconnect to direct peers."""
     flood_publish: bool = True
     """Our own messages go to every topic peer above the publish threshold, not only the mesh."""
     do_px: bool = False
@@ -97,20 +106,24 @@ class GossipsubConfig:
     max_px_peers: int = 16
     """Peers taken from one PRUNE's peer exchange."""
     signature_policy: SignaturePolicy = SignaturePolicy.STRICT_SIGN
+    """StrictSign (default) or StrictNoSign; the same across a network."""
     message_id_fn: MessageIdFn | None = None
     """``fn(message) -> bytes``; None = ``from ‖ seqno`` (the default id; needs StrictSign)."""
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     """The largest message payload accepted or published, for topics not in ``topic_max_message_size``."""
     topic_max_message_size: Mapping[str, int] = field(default_factory=dict)
+    """Per-topic payload limits that override ``max_message_size``."""
     max_rpc_size: int | None = None
     """Largest RPC frame accepted or sent (None: max message size + 64 KiB for headers and control);
     bigger outgoing RPCs are split."""
     score_params: PeerScoreParams | None = None
     """Peer scoring (v1.1); None disables scoring (every score is 0)."""
     score_thresholds: PeerScoreThresholds = field(default_factory=PeerScoreThresholds)
+    """Gossip, publish, graylist, accept-PX and opportunistic-graft thresholds (used when scoring is on)."""
     max_topics_per_peer: int = 100
     """Subscriptions one peer may hold with us; beyond, new subscriptions are ignored and counted."""
     max_subscriptions_per_rpc: int = 5000
+    """Subscription changes read from one RPC; the rest are ignored and counted."""
     max_topics: int = 10_000
     """Topics tracked across all peers (peer subscriptions), so a subscription flood leaves memory flat."""
     max_mcache_messages: int = 100_000

@@ -113,6 +113,7 @@ class MessageDropped(PubsubEvent):
 
     peer: PeerId
     topic: str
+    """The topic of the dropped message ("" for a control RPC)."""
     count: int
 
 
@@ -130,6 +131,7 @@ class InvalidMessageReceived(PubsubEvent):
 
     peer: PeerId
     topic: str
+    """The message's topic."""
     reason: str
 
 
@@ -139,6 +141,7 @@ class SlowPeer(PubsubEvent):
 
     peer: PeerId
     queued: int
+    """How many items its queue holds (its bound)."""
 
 
 class RouterOutput(Protocol):

@@ -64,11 +64,16 @@ class PubsubMessage:
     """
 
     topic: str
+    """The topic it was published on."""
     data: bytes
+    """The payload."""
     source: PeerId | None
     seqno: bytes | None
+    """The author's 8-byte big-endian sequence number (None under StrictNoSign)."""
     signature: bytes | None
+    """The author's signature (None under StrictNoSign)."""
     key: bytes | None
+    """The author's public key (protobuf) when its peer id does not inline it."""
     raw: bytes
     id: bytes = b""
     received_from: PeerId | None = None

@@ -64,6 +64,7 @@ class PublishReport:
     """What :meth:`Gossipsub.publish` did: the message id and the peers the message was queued for."""
 
     message_id: bytes
+    """The published message's id."""
     peers: tuple[PeerId, ...]
 
     @property
