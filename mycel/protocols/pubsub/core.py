@@ -659,7 +659,7 @@ class GossipsubRouter:
                 msg, count = self.mcache.get_for_peer(msg_id, peer)
                 if msg is None:
                     continue
-                if count > 1 + self.config.gossip_retransmission:
+                if count > self.config.gossip_retransmission:
                     self.counters["iwant_ignored"] += 1
                     continue
                 answered[msg_id] = msg
