@@ -121,11 +121,13 @@ class GossipsubConfig:
     score_thresholds: PeerScoreThresholds = field(default_factory=PeerScoreThresholds)
     """Gossip, publish, graylist, accept-PX and opportunistic-graft thresholds (used when scoring is on)."""
     max_topics_per_peer: int = 100
-    """Subscriptions one peer may hold with us; beyond, new subscriptions are ignored and counted."""
+    """Subscriptions one peer may hold with us; beyond, new subscriptions are ignored and counted
+    (except to topics we are subscribed to, which are always accepted)."""
     max_subscriptions_per_rpc: int = 5000
     """Subscription changes read from one RPC; the rest are ignored and counted."""
     max_topics: int = 10_000
-    """Topics tracked across all peers (peer subscriptions), so a subscription flood leaves memory flat."""
+    """Topics tracked across all peers (peer subscriptions), so a subscription flood leaves memory flat
+    (our own topics are tracked beyond it)."""
     max_mcache_messages: int = 100_000
     """Messages held in the message cache; beyond, the oldest are forgotten early."""
     max_seen: int = 1_000_000

@@ -444,8 +444,11 @@ class GossipsubRouter:
             if sub.subscribe:
                 if topic in state.topics:
                     continue
-                if len(state.topics) >= self.config.max_topics_per_peer or (
-                    topic not in self.topics and len(self.topics) >= self.config.max_topics
+                # the caps bound what a flood can make us hold; a topic of ours is always taken, or
+                # squatters filling the tables would keep honest peers out of our meshes
+                if topic not in self.subscriptions and (
+                    len(state.topics) >= self.config.max_topics_per_peer
+                    or (topic not in self.topics and len(self.topics) >= self.config.max_topics)
                 ):
                     self.counters["subscriptions_refused"] += 1
                     continue
