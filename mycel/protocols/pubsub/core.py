@@ -852,7 +852,7 @@ class GossipsubRouter:
                     and score(p) >= 0,
                 ):
                     graft_peer(p)
-            if len(members) > cfg.d_hi:
+            if len(members) >= cfg.d_hi:  # oversubscribed at D_hi, as go and rust (and v1.1's GRAFT rule)
                 plst = list(members)
                 self.rng.shuffle(plst)
                 plst.sort(key=score, reverse=True)
