@@ -44,7 +44,7 @@ from mycel.protocols.pubsub.messages import (
     decode_message,
     default_message_id,
 )
-from mycel.protocols.pubsub.score import PeerScore, RejectReason
+from mycel.protocols.pubsub.score import PeerScore, PeerScoreThresholds, RejectReason
 
 if TYPE_CHECKING:
     from mycel.protocols.pubsub.messages import MessageIdFn
@@ -210,6 +210,8 @@ class _NoScore:
         return float("inf")
 
 
+_NO_SCORE_THRESHOLDS = PeerScoreThresholds(0.0, 0.0, 0.0, 0.0, 0.0)
+
 _CHECK_REASONS = {
     MessageCheck.MISSING_SIGNATURE: RejectReason.MISSING_SIGNATURE,
     MessageCheck.INVALID_SIGNATURE: RejectReason.INVALID_SIGNATURE,
@@ -248,7 +250,8 @@ class GossipsubRouter:
         self.score: PeerScore | _NoScore = (
             PeerScore(config.score_params, now) if config.score_params is not None and not flood_only else _NoScore()
         )
-        self.thresholds = config.score_thresholds
+        # scoring off: every score is 0 and the thresholds are 0, as go leaves them (PX is then followed)
+        self.thresholds = config.score_thresholds if isinstance(self.score, PeerScore) else _NO_SCORE_THRESHOLDS
         self.peers: dict[PeerId, _Peer] = {}
         self.topics: dict[str, set[PeerId]] = {}  # topic -> peers subscribed to it (never empty sets)
         self.subscriptions: set[str] = set()  # our own topics
