@@ -265,7 +265,10 @@ def check_message(msg: PubsubMessage, *, strict_sign: bool) -> None:
         raise InvalidMessage(MessageCheck.MISSING_SIGNATURE, "signed message without from/seqno")
     if len(msg.seqno) != SEQNO_SIZE:
         raise InvalidMessage(MessageCheck.INVALID_SIGNATURE, f"seqno of {len(msg.seqno)} bytes")
-    pub = msg.source.extract_public_key()
+    try:
+        pub = msg.source.extract_public_key()
+    except (ValueError, MycelError) as exc:  # an identity-multihash id whose inlined bytes are no key
+        raise InvalidMessage(MessageCheck.BAD_AUTHOR, f"author id inlines no valid key: {exc}") from None
     if pub is None:
         if msg.key is None:
             raise InvalidMessage(MessageCheck.MISSING_SIGNATURE, "no key for an author id that does not inline it")
