@@ -374,28 +374,36 @@ async def until_sigterm(fn: Callable[[], Awaitable[int]]) -> int:
 
 async def wait_for_shutdown() -> None:
     """Return when stdin reaches EOF or SIGTERM/SIGINT arrives."""
-    import signal
-
     async with trio.open_nursery() as nursery:
 
         async def stdin_eof() -> None:
-            stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-            try:
-                while await stdin.receive_some(4096):
-                    pass
-            except (trio.BrokenResourceError, OSError):
-                pass
-            finally:
-                await stdin.aclose()
-            log.info("stdin closed: shutting down")
+            await read_stdin(lambda _: False)
             nursery.cancel_scope.cancel()
 
-        async def signals() -> None:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
-                async for sig in sigs:
-                    log.info("signal %s: shutting down", sig)
-                    nursery.cancel_scope.cancel()
-                    return
-
         nursery.start_soon(stdin_eof)
-        nursery.start_soon(signals)
+        nursery.start_soon(cancel_on_signal, nursery.cancel_scope)
+
+
+async def read_stdin(on_data: Callable[[bytes], bool]) -> None:
+    """Hand stdin's bytes to ``on_data`` until EOF, or until it returns True (stop reading)."""
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    try:
+        while data := await stdin.receive_some(65536):
+            if on_data(data):
+                break
+    except (trio.BrokenResourceError, OSError):
+        pass
+    finally:
+        await stdin.aclose()
+    log.info("stdin closed: shutting down")
+
+
+async def cancel_on_signal(scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` when SIGTERM or SIGINT arrives."""
+    import signal
+
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as sigs:
+        async for sig in sigs:
+            log.info("signal %s: shutting down", sig)
+            scope.cancel()
+            return

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,8 +93,13 @@ def own_addr(transport: str, ip: str, addr: str) -> bool:
 
 
 @asynccontextmanager
-async def run_p2pd(transport: str, security: str, muxer: str, ip: str) -> AsyncIterator[Daemon]:
-    """Start p2pd on 127.0.0.1 and a private unix control socket; stop it (by PID) on exit."""
+async def run_p2pd(
+    transport: str, security: str, muxer: str, ip: str, extra_args: Sequence[str] = ()
+) -> AsyncIterator[Daemon]:
+    """Start p2pd on 127.0.0.1 and a private unix control socket; stop it (by PID) on exit.
+
+    ``extra_args`` go to p2pd as they are (``go_pubsub.py``: ``-pubsub -pubsubRouter ...``).
+    """
     workdir = tempfile.mkdtemp(prefix="mycel-p2pd-")
     control_path = os.path.join(workdir, "p2pd.sock")
     argv = [str(P2PD), "-listen", f"/unix{control_path}", "-hostAddrs", host_addr(transport, ip)]
@@ -104,6 +109,7 @@ async def run_p2pd(transport: str, security: str, muxer: str, ip: str) -> AsyncI
             f"-tls={'true' if security == 'tls' else 'false'}",
             "-muxer", muxer,
         ]  # fmt: skip
+    argv += extra_args
     log.info("starting %s", " ".join(argv))
     proc = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     assert proc.stdout is not None

@@ -2,7 +2,9 @@
 
 Every message on the control socket is a uvarint-delimited protobuf. Each request here uses its own
 control connection: plain requests close it after the one response; ``stream_open`` keeps it, because
-after the OK response the daemon pipes the libp2p stream through that same socket. Inbound streams for a
+after the OK response the daemon pipes the libp2p stream through that same socket, and so does
+``pubsub_subscribe``: after its OK the daemon writes one delimited ``PSMessage`` per message on the topic
+until we close the connection, which cancels the subscription. Inbound streams for a
 ``stream_handler`` registration arrive as connections to a unix socket we listen on, each starting with
 a bare (not wrapped) delimited ``StreamInfo``.
 
@@ -16,9 +18,11 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import trio
 from google.protobuf.message import DecodeError as ProtobufDecodeError
+from google.protobuf.message import Message
 
 from interop.p2pd import p2pd_pb2 as pb
 from mycel.core.errors import DecodeError, MycelError
@@ -28,6 +32,8 @@ log = logging.getLogger("mycel.interop.p2pd")
 
 MAX_CONTROL_MESSAGE = 4 * 1024 * 1024  # the daemon's own cap; a longer prefix raises MessageTooLarge
 READ_CHUNK = 256 * 1024
+
+M = TypeVar("M", bound=Message)
 
 
 class DaemonError(MycelError):
@@ -40,6 +46,16 @@ class PeerEntry:
 
     peer_id: bytes
     addrs: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class PubsubMessage:
+    """One message from a daemon subscription: ``source`` is the author's raw peer id (or b"")."""
+
+    source: bytes
+    data: bytes
+    seqno: bytes
+    topics: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -56,27 +72,32 @@ def encode_request(request: pb.Request) -> bytes:
     return length_prefixed(request.SerializeToString())
 
 
-def decode_response(data: bytes) -> pb.Response:
-    """Parse one Response body; ``DecodeError`` if it is not a valid Response."""
-    msg = pb.Response()
+def _parse(msg: M, data: bytes) -> M:
+    """``msg`` parsed from ``data``, required fields present, or ``DecodeError``."""
+    name = type(msg).__name__
     try:
         msg.ParseFromString(data)
     except ProtobufDecodeError as exc:
-        raise DecodeError(f"bad p2pd Response: {exc}") from exc
+        raise DecodeError(f"bad p2pd {name}: {exc}") from exc
     if not msg.IsInitialized():  # the parser does not insist on required fields; we do
-        raise DecodeError(f"p2pd Response lacks {msg.FindInitializationErrors()}")
+        raise DecodeError(f"p2pd {name} lacks {msg.FindInitializationErrors()}")
     return msg
 
 
+def decode_response(data: bytes) -> pb.Response:
+    """Parse one Response body; ``DecodeError`` if it is not a valid Response."""
+    return _parse(pb.Response(), data)
+
+
 def decode_stream_info(data: bytes) -> StreamInfo:
-    msg = pb.StreamInfo()
-    try:
-        msg.ParseFromString(data)
-    except ProtobufDecodeError as exc:
-        raise DecodeError(f"bad p2pd StreamInfo: {exc}") from exc
-    if not msg.IsInitialized():
-        raise DecodeError(f"p2pd StreamInfo lacks {msg.FindInitializationErrors()}")
+    msg = _parse(pb.StreamInfo(), data)
     return StreamInfo(peer_id=msg.peer, addr=msg.addr, protocol=msg.proto)
+
+
+def decode_ps_message(data: bytes) -> PubsubMessage:
+    msg = _parse(pb.PSMessage(), data)
+    source: bytes = getattr(msg, "from")  # a Python keyword: no attribute syntax
+    return PubsubMessage(source=source, data=msg.data, seqno=msg.seqno, topics=tuple(msg.topicIDs))
 
 
 def check_ok(response: pb.Response) -> pb.Response:
@@ -116,6 +137,15 @@ def stream_handler_request(addr: bytes, protocols: Sequence[str]) -> pb.Request:
 
 def disconnect_request(peer_id: bytes) -> pb.Request:
     return pb.Request(type=pb.Request.DISCONNECT, disconnect=pb.DisconnectRequest(peer=peer_id))
+
+
+def pubsub_request(kind: pb.PSRequest.Type, topic: str | None = None, data: bytes | None = None) -> pb.Request:
+    ps = pb.PSRequest(type=kind)
+    if topic is not None:
+        ps.topic = topic
+    if data is not None:
+        ps.data = data
+    return pb.Request(type=pb.Request.PUBSUB, pubsub=ps)
 
 
 # --- trio driver -----------------------------------------------------------------------------------
@@ -221,6 +251,55 @@ class ControlClient:
 
     async def stream_handler(self, listen_addr: bytes, protocols: Sequence[str]) -> None:
         await self._request(stream_handler_request(listen_addr, protocols))
+
+    # --- pubsub (p2pd -pubsub) ---
+
+    async def pubsub_get_topics(self) -> list[str]:
+        response = await self._request(pubsub_request(pb.PSRequest.GET_TOPICS))
+        return list(response.pubsub.topics)
+
+    async def pubsub_list_peers(self, topic: str) -> list[bytes]:
+        """Raw ids of the peers the daemon's router knows to be subscribed to ``topic``."""
+        response = await self._request(pubsub_request(pb.PSRequest.LIST_PEERS, topic))
+        return list(response.pubsub.peerIDs)
+
+    async def pubsub_publish(self, topic: str, data: bytes) -> None:
+        await self._request(pubsub_request(pb.PSRequest.PUBLISH, topic, data))
+
+    async def pubsub_subscribe(self, topic: str) -> PubsubSubscription:
+        """Subscribe on a connection of its own; it then streams the topic's messages."""
+        response, sock, rest = await self._roundtrip(pubsub_request(pb.PSRequest.SUBSCRIBE, topic))
+        try:
+            check_ok(response)
+        except BaseException:
+            await trio.aclose_forcefully(sock)
+            raise
+        return PubsubSubscription(sock, rest, topic)
+
+
+class PubsubSubscription:
+    """A daemon subscription: the control connection that now streams delimited PSMessages."""
+
+    def __init__(self, sock: trio.SocketStream, rest: bytes, topic: str) -> None:
+        self.socket = sock
+        self.topic = topic
+        self._decoder = LengthPrefixedDecoder(MAX_CONTROL_MESSAGE)
+        self._decoder.feed(rest)
+
+    async def receive(self) -> PubsubMessage | None:
+        """The next message on the topic; None once the daemon closed the connection."""
+        while True:
+            msg = self._decoder.next_message()
+            if msg is not None:
+                return decode_ps_message(msg)
+            data = await self.socket.receive_some(READ_CHUNK)
+            if not data:
+                return None
+            self._decoder.feed(data)
+
+    async def aclose(self) -> None:
+        """Close the connection: the daemon cancels the subscription."""
+        await self.socket.aclose()
 
 
 async def accept_daemon_stream(sock: trio.SocketStream) -> DaemonStream:

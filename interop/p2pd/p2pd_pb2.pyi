@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Request(_message.Message):
-    __slots__ = ("type", "connect", "streamOpen", "streamHandler", "disconnect")
+    __slots__ = ("type", "connect", "streamOpen", "streamHandler", "disconnect", "pubsub")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         IDENTIFY: _ClassVar[Request.Type]
@@ -34,15 +34,17 @@ class Request(_message.Message):
     STREAMOPEN_FIELD_NUMBER: _ClassVar[int]
     STREAMHANDLER_FIELD_NUMBER: _ClassVar[int]
     DISCONNECT_FIELD_NUMBER: _ClassVar[int]
+    PUBSUB_FIELD_NUMBER: _ClassVar[int]
     type: Request.Type
     connect: ConnectRequest
     streamOpen: StreamOpenRequest
     streamHandler: StreamHandlerRequest
     disconnect: DisconnectRequest
-    def __init__(self, type: _Optional[_Union[Request.Type, str]] = ..., connect: _Optional[_Union[ConnectRequest, _Mapping]] = ..., streamOpen: _Optional[_Union[StreamOpenRequest, _Mapping]] = ..., streamHandler: _Optional[_Union[StreamHandlerRequest, _Mapping]] = ..., disconnect: _Optional[_Union[DisconnectRequest, _Mapping]] = ...) -> None: ...
+    pubsub: PSRequest
+    def __init__(self, type: _Optional[_Union[Request.Type, str]] = ..., connect: _Optional[_Union[ConnectRequest, _Mapping]] = ..., streamOpen: _Optional[_Union[StreamOpenRequest, _Mapping]] = ..., streamHandler: _Optional[_Union[StreamHandlerRequest, _Mapping]] = ..., disconnect: _Optional[_Union[DisconnectRequest, _Mapping]] = ..., pubsub: _Optional[_Union[PSRequest, _Mapping]] = ...) -> None: ...
 
 class Response(_message.Message):
-    __slots__ = ("type", "error", "streamInfo", "identify", "peers")
+    __slots__ = ("type", "error", "streamInfo", "identify", "peers", "pubsub")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         OK: _ClassVar[Response.Type]
@@ -54,12 +56,14 @@ class Response(_message.Message):
     STREAMINFO_FIELD_NUMBER: _ClassVar[int]
     IDENTIFY_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    PUBSUB_FIELD_NUMBER: _ClassVar[int]
     type: Response.Type
     error: ErrorResponse
     streamInfo: StreamInfo
     identify: IdentifyResponse
     peers: _containers.RepeatedCompositeFieldContainer[PeerInfo]
-    def __init__(self, type: _Optional[_Union[Response.Type, str]] = ..., error: _Optional[_Union[ErrorResponse, _Mapping]] = ..., streamInfo: _Optional[_Union[StreamInfo, _Mapping]] = ..., identify: _Optional[_Union[IdentifyResponse, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerInfo, _Mapping]]] = ...) -> None: ...
+    pubsub: PSResponse
+    def __init__(self, type: _Optional[_Union[Response.Type, str]] = ..., error: _Optional[_Union[ErrorResponse, _Mapping]] = ..., streamInfo: _Optional[_Union[StreamInfo, _Mapping]] = ..., identify: _Optional[_Union[IdentifyResponse, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerInfo, _Mapping]]] = ..., pubsub: _Optional[_Union[PSResponse, _Mapping]] = ...) -> None: ...
 
 class IdentifyResponse(_message.Message):
     __slots__ = ("id", "addrs")
@@ -128,3 +132,46 @@ class PeerInfo(_message.Message):
     id: bytes
     addrs: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, id: _Optional[bytes] = ..., addrs: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class PSRequest(_message.Message):
+    __slots__ = ("type", "topic", "data")
+    class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        GET_TOPICS: _ClassVar[PSRequest.Type]
+        LIST_PEERS: _ClassVar[PSRequest.Type]
+        PUBLISH: _ClassVar[PSRequest.Type]
+        SUBSCRIBE: _ClassVar[PSRequest.Type]
+    GET_TOPICS: PSRequest.Type
+    LIST_PEERS: PSRequest.Type
+    PUBLISH: PSRequest.Type
+    SUBSCRIBE: PSRequest.Type
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    type: PSRequest.Type
+    topic: str
+    data: bytes
+    def __init__(self, type: _Optional[_Union[PSRequest.Type, str]] = ..., topic: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class PSMessage(_message.Message):
+    __slots__ = ("data", "seqno", "topicIDs", "signature", "key")
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SEQNO_FIELD_NUMBER: _ClassVar[int]
+    TOPICIDS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    seqno: bytes
+    topicIDs: _containers.RepeatedScalarFieldContainer[str]
+    signature: bytes
+    key: bytes
+    def __init__(self, data: _Optional[bytes] = ..., seqno: _Optional[bytes] = ..., topicIDs: _Optional[_Iterable[str]] = ..., signature: _Optional[bytes] = ..., key: _Optional[bytes] = ..., **kwargs) -> None: ...
+
+class PSResponse(_message.Message):
+    __slots__ = ("topics", "peerIDs")
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    PEERIDS_FIELD_NUMBER: _ClassVar[int]
+    topics: _containers.RepeatedScalarFieldContainer[str]
+    peerIDs: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, topics: _Optional[_Iterable[str]] = ..., peerIDs: _Optional[_Iterable[bytes]] = ...) -> None: ...

@@ -18,6 +18,7 @@ from interop.p2pd.client import (
     DaemonError,
     accept_daemon_stream,
     check_ok,
+    decode_ps_message,
     decode_response,
     decode_stream_info,
     encode_request,
@@ -247,4 +248,68 @@ async def test_daemon_closing_mid_message_is_decode_error(sockdir: str) -> None:
         await nursery.start(daemon.serve)
         with pytest.raises(DecodeError):
             await ControlClient(daemon.path).identify()
+        nursery.cancel_scope.cancel()
+
+
+# --- pubsub (PSRequest) -----------------------------------------------------------------------------
+
+
+@given(st.binary(max_size=512))
+@settings(max_examples=300, deadline=None)
+def test_fuzz_decode_ps_message_raises_only_decode_error(data: bytes) -> None:
+    try:
+        decode_ps_message(data)
+    except DecodeError:
+        pass
+
+
+def test_ps_message_keeps_author_seqno_and_topics() -> None:
+    msg = pb.PSMessage(data=b"hi", seqno=b"\x00\x01", topicIDs=["t"])
+    setattr(msg, "from", PEER)  # `from` is a Python keyword
+    got = decode_ps_message(msg.SerializeToString())
+    assert (got.source, got.data, got.seqno, got.topics) == (PEER, b"hi", b"\x00\x01", ("t",))
+
+
+async def test_pubsub_requests_and_a_subscription_stream(sockdir: str) -> None:
+    def ps_message(data: bytes) -> bytes:
+        msg = pb.PSMessage(data=data, seqno=b"\x01", topicIDs=["t"])
+        setattr(msg, "from", PEER)
+        return length_prefixed(msg.SerializeToString())
+
+    async def handler(sock: trio.SocketStream, req: pb.Request) -> None:
+        assert req.type == pb.Request.PUBSUB
+        ps = req.pubsub
+        if ps.type == pb.PSRequest.LIST_PEERS:
+            await _send(sock, pb.Response(type=pb.Response.OK, pubsub=pb.PSResponse(peerIDs=[PEER])))
+        elif ps.type == pb.PSRequest.GET_TOPICS:
+            await _send(sock, pb.Response(type=pb.Response.OK, pubsub=pb.PSResponse(topics=["t"])))
+        elif ps.type == pb.PSRequest.PUBLISH:
+            assert (ps.topic, ps.data) == ("t", b"payload")
+            await _send(sock, pb.Response(type=pb.Response.OK))
+        elif ps.type == pb.PSRequest.SUBSCRIBE and ps.topic == "bad":
+            await _send(sock, pb.Response(type=pb.Response.ERROR, error=pb.ErrorResponse(msg="no topic")))
+        elif ps.type == pb.PSRequest.SUBSCRIBE:
+            # the OK and the first message in one write, then one split across writes, then EOF
+            await _send(sock, pb.Response(type=pb.Response.OK), extra=ps_message(b"one"))
+            second = ps_message(b"two")
+            await sock.send_all(second[:3])
+            await trio.testing.wait_all_tasks_blocked()
+            await sock.send_all(second[3:])
+
+    daemon = FakeDaemon(os.path.join(sockdir, "d.sock"), handler)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.serve)
+        client = ControlClient(daemon.path)
+        assert await client.pubsub_list_peers("t") == [PEER]
+        assert await client.pubsub_get_topics() == ["t"]
+        await client.pubsub_publish("t", b"payload")
+        with pytest.raises(DaemonError, match="no topic"):
+            await client.pubsub_subscribe("bad")
+        sub = await client.pubsub_subscribe("t")
+        first, second = await sub.receive(), await sub.receive()
+        assert first is not None and second is not None
+        assert (first.data, second.data, first.source) == (b"one", b"two", PEER)
+        assert await sub.receive() is None  # the daemon closed the subscription
+        await sub.aclose()
+        assert daemon.requests[0].pubsub.topic == "t"
         nursery.cancel_scope.cancel()
