@@ -144,6 +144,24 @@ class SlowPeer(PubsubEvent):
     """How many items its queue holds (its bound)."""
 
 
+@dataclass(frozen=True)
+class PeerJoinedTopic(PubsubEvent):
+    """``peer``, connected to us, subscribed to ``topic`` (it told us so, or did when its pubsub stream
+    opened). Only peers we are connected to are known: gossipsub keeps no list of a topic's members."""
+
+    peer: PeerId
+    topic: str
+
+
+@dataclass(frozen=True)
+class PeerLeftTopic(PubsubEvent):
+    """``peer`` is no longer in ``topic`` for us: it unsubscribed, or its pubsub stream or connection
+    ended."""
+
+    peer: PeerId
+    topic: str
+
+
 class RouterOutput(Protocol):
     """Where the router's decisions go; every call is synchronous and must not block."""
 
@@ -1100,7 +1118,9 @@ __all__ = [
     "InvalidMessageReceived",
     "MessageDropped",
     "PeerGraylisted",
+    "PeerJoinedTopic",
     "PeerKind",
+    "PeerLeftTopic",
     "PubsubEvent",
     "RouterOutput",
     "SlowPeer",

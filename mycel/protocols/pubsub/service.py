@@ -37,6 +37,8 @@ from mycel.protocols.pubsub.config import FLOODSUB, GOSSIPSUB_PROTOCOLS, Gossips
 from mycel.protocols.pubsub.core import (
     GossipsubRouter,
     MessageDropped,
+    PeerJoinedTopic,
+    PeerLeftTopic,
     PubsubEvent,
     SlowPeer,
     ValidationResult,
@@ -126,13 +128,15 @@ class Subscription:
 class _PeerQueue:
     """The outgoing queue of one peer: control lane first, then messages; both bounded."""
 
-    __slots__ = ("control", "dropped", "messages", "size", "wakeup")
+    __slots__ = ("control", "dropped", "messages", "queued", "size", "wakeup", "written")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.control: deque[rpc_pb2.RPC] = deque()
         self.messages: deque[bytes] = deque()
         self.dropped = 0
+        self.queued = 0  # items ever queued, and ever written to the stream (for flush())
+        self.written = 0
         self.wakeup = trio.Event()
 
     def put_control(self, rpc: rpc_pb2.RPC) -> bool:
@@ -140,6 +144,7 @@ class _PeerQueue:
             self.dropped += 1
             return False
         self.control.append(rpc)
+        self.queued += 1
         self.wakeup.set()
         return True
 
@@ -148,6 +153,7 @@ class _PeerQueue:
             self.dropped += 1
             return False
         self.messages.append(raw)
+        self.queued += 1
         self.wakeup.set()
         return True
 
@@ -194,6 +200,7 @@ class Gossipsub(Service):
         self._connects: deque[tuple[PeerId, bytes | None]] = deque()
         self._connect_wakeup = trio.Event()
         self._connecting: set[PeerId] = set()
+        self._flush_waiters = 0
         self.dropped_to_peers: dict[PeerId, int] = {}
         """Messages and control RPCs dropped per peer because its outgoing queue was full."""
 
@@ -263,8 +270,22 @@ class Gossipsub(Service):
         if link.writer is not None:
             link.writer.cancel()
         if self._router is not None:
+            topics = self._topics_of(peer)
             self._router.remove_peer(peer, trio.current_time())
+            self._report_topics(peer, topics, frozenset())
         self._changed_now()
+
+    def _topics_of(self, peer: PeerId) -> frozenset[str]:
+        state = self._router.peers.get(peer) if self._router is not None else None
+        return frozenset(state.topics) if state is not None else frozenset()
+
+    def _report_topics(self, peer: PeerId, before: frozenset[str], after: frozenset[str]) -> None:
+        if self._host is None or before == after:
+            return
+        for topic in sorted(after - before):
+            self._host.emit(PeerJoinedTopic(peer, topic))
+        for topic in sorted(before - after):
+            self._host.emit(PeerLeftTopic(peer, topic))
 
     # --- the writer: our stream to the peer ---------------------------------------------------------
 
@@ -305,6 +326,7 @@ class Gossipsub(Service):
         while True:
             await queue.wakeup.wait()
             queue.wakeup = trio.Event()
+            taken = queue.queued  # everything queued so far is in this batch
             frames: list[bytes] = []
             while queue.control:
                 for payload in fragment_rpc(queue.control.popleft(), limit):
@@ -315,6 +337,9 @@ class Gossipsub(Service):
                 frames.extend(frame(p) for p in batch_messages(raws, limit))
             if frames:
                 await stream.send_all(b"".join(frames))
+            queue.written = taken
+            if self._flush_waiters:
+                self._changed_now()
 
     # --- the reader: the peer's stream to us -------------------------------------------------------
 
@@ -358,8 +383,11 @@ class Gossipsub(Service):
         router = self._router
         assert router is not None
         now = trio.current_time()
+        before = self._topics_of(peer) if rpc.subscriptions else None
         for msg in router.handle_rpc(peer, rpc, now):
             self._validate(msg, now)
+        if before is not None:
+            self._report_topics(peer, before, self._topics_of(peer))
         self._changed_now()
 
     # --- validation ----------------------------------------------------------------------------------
@@ -521,6 +549,22 @@ class Gossipsub(Service):
         with trio.fail_after(timeout if timeout is not None else math.inf):
             while router.ready_peers(topic) < min_peers:
                 await self._changed.wait()
+
+    async def flush(self, *, timeout: float | None = None) -> None:
+        """Wait until everything queued for peers so far (our messages, forwarded ones, control RPCs) is
+        written to their streams, or those peers are gone. :meth:`publish` only queues: call this before
+        closing the host when the last messages must leave. Raises ``trio.TooSlowError`` after
+        ``timeout`` seconds (a peer that does not read)."""
+        self._running()
+        links = self._links
+        targets = [(peer, link, link.queue.queued) for peer, link in links.items()]
+        with trio.fail_after(timeout if timeout is not None else math.inf):
+            while any(link.queue.written < n and links.get(peer) is link for peer, link, n in targets):
+                self._flush_waiters += 1
+                try:
+                    await self._changed.wait()
+                finally:
+                    self._flush_waiters -= 1
 
     async def publish(self, topic: str, data: bytes) -> PublishReport:
         """Publish ``data`` on ``topic``; returns the peers it was queued for.

@@ -1,0 +1,65 @@
+"""What applications get from the gossipsub service beyond publish/subscribe: who joins and leaves a
+topic (``PeerJoinedTopic`` / ``PeerLeftTopic`` host events) and ``flush()`` before closing."""
+
+from __future__ import annotations
+
+import trio
+
+from mycel.host import EventSubscription, Host
+from mycel.protocols.identify import Identify
+from mycel.protocols.ping import Ping
+from mycel.protocols.pubsub import Gossipsub, PeerJoinedTopic, PeerLeftTopic
+from mycel.testing.hosts import memory_hosts
+
+WAIT = 10
+
+
+def _services() -> list[Identify | Ping | Gossipsub]:
+    return [Identify(), Ping(), Gossipsub()]
+
+
+async def _membership(events: EventSubscription, count: int) -> list[PeerJoinedTopic | PeerLeftTopic]:
+    """The next ``count`` topic membership events."""
+    out: list[PeerJoinedTopic | PeerLeftTopic] = []
+    with trio.fail_after(WAIT):
+        async for event in events:
+            if isinstance(event, PeerJoinedTopic | PeerLeftTopic):
+                out.append(event)
+                if len(out) == count:
+                    break
+    return out
+
+
+async def _connect(a: Host, b: Host) -> None:
+    await a.connect(b.peer_id, b.addrs)
+
+
+async def test_topic_membership_events() -> None:
+    async with memory_hosts(2, services=_services) as (h1, h2):
+        ps2 = h2.service(Gossipsub)
+        with h1.subscribe() as events:
+            async with ps2.subscribe("a"):
+                ps2.join("b")
+                await _connect(h1, h2)
+                joined = await _membership(events, 2)
+                assert sorted(joined, key=lambda e: e.topic) == [PeerJoinedTopic(h2.peer_id, "a"), PeerJoinedTopic(h2.peer_id, "b")]
+                ps2.leave("b")  # an unsubscription
+                assert await _membership(events, 1) == [PeerLeftTopic(h2.peer_id, "b")]
+                await h1.disconnect(h2.peer_id)  # a peer that goes away leaves its topics
+                assert await _membership(events, 1) == [PeerLeftTopic(h2.peer_id, "a")]
+
+
+async def test_flush_waits_until_queued_messages_are_written() -> None:
+    async with memory_hosts(2, services=_services) as (h1, h2):
+        ps1, ps2 = h1.service(Gossipsub), h2.service(Gossipsub)
+        async with ps2.subscribe("a") as sub:
+            await _connect(h1, h2)
+            await ps1.wait_ready("a", 1, timeout=WAIT)
+            reports = [await ps1.publish("a", bytes([i]) * 200_000) for i in range(4)]
+            assert all(r.peers == (h2.peer_id,) for r in reports)
+            await ps1.flush(timeout=WAIT)
+            queue = ps1._links[h2.peer_id].queue
+            assert queue.written == queue.queued and not queue.messages
+            with trio.fail_after(WAIT):
+                assert [(await sub.receive()).data[0] for _ in range(4)] == [0, 1, 2, 3]
+        await ps1.flush(timeout=WAIT)  # nothing queued: returns at once
