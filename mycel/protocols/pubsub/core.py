@@ -676,9 +676,10 @@ class GossipsubRouter:
             self.counters["iwant_ignored"] += 1
             return []
         answered: dict[bytes, PubsubMessage] = {}
+        unwanted = self.peers[peer].dont_send  # it told us (IDONTWANT) it has the message: not sent (go)
         for iwant in iwants:
             for msg_id in iwant.messageIDs:
-                if msg_id in answered:
+                if msg_id in answered or msg_id in unwanted:
                     continue
                 msg, count = self.mcache.get_for_peer(msg_id, peer)
                 if msg is None:
