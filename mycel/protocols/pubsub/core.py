@@ -526,6 +526,7 @@ class GossipsubRouter:
             self.score.reject_message(peer, msg_id, topic, RejectReason.SELF_ORIGIN, now)
             return None
         self.seen.add(msg_id, now)
+        self.promises.pop(msg_id, None)  # kept on arrival, however long validation takes (go)
         self.score.validate_message(msg_id, now)
         if len(msg.data) >= self.config.idontwant_message_threshold:
             self._send_idontwant(msg, peer)
@@ -547,7 +548,6 @@ class GossipsubRouter:
         peer = msg.received_from
         assert peer is not None
         if result is ValidationResult.ACCEPT:
-            self.promises.pop(msg.id, None)
             self.score.deliver_message(peer, msg.id, msg.topic, now)
             self.mcache.put(msg)
             self.counters["delivered"] += 1
@@ -557,12 +557,10 @@ class GossipsubRouter:
             if result is ValidationResult.REJECT:
                 self.counters["rejected"] += 1
                 reason = RejectReason.VALIDATION_FAILED
-                self.promises.pop(msg.id, None)
                 self.out.notify(InvalidMessageReceived(peer, msg.topic, "rejected by a validator"))
             elif result is ValidationResult.IGNORE:
                 self.counters["ignored"] += 1
                 reason = RejectReason.VALIDATION_IGNORED
-                self.promises.pop(msg.id, None)
             else:
                 self.counters["throttled"] += 1
                 reason = RejectReason.VALIDATION_THROTTLED
@@ -668,7 +666,7 @@ class GossipsubRouter:
         state.iasked += len(ids)
         # one promise per IWANT: a random id of it must arrive within the follow-up time (go)
         promised = self.rng.choice(ids)
-        self.promises.setdefault(promised, {})[peer] = now + cfg.iwant_followup_time
+        self.promises.setdefault(promised, {}).setdefault(peer, now + cfg.iwant_followup_time)  # never extended
         return ids
 
     def _handle_iwant(self, peer: PeerId, iwants: Iterable[rpc_pb2.ControlIWant], score: float) -> list[PubsubMessage]:
