@@ -965,8 +965,6 @@ class GossipsubRouter:
         if not ids:
             return
         self.rng.shuffle(ids)
-        if len(ids) > cfg.max_ihave_length:
-            ids = ids[: cfg.max_ihave_length]
         assert callable(score)
         candidates = [
             p
@@ -980,8 +978,11 @@ class GossipsubRouter:
         if target < len(candidates):
             self.rng.shuffle(candidates)
             candidates = candidates[:target]
+        limit = cfg.max_ihave_length
         for p in candidates:
-            self._pending_for(p).ihave.append(rpc_pb2.ControlIHave(topicID=topic, messageIDs=ids))
+            # too many ids: each peer gets its own random sample (go: more of them reach someone)
+            offer = self.rng.sample(ids, limit) if len(ids) > limit else ids
+            self._pending_for(p).ihave.append(rpc_pb2.ControlIHave(topicID=topic, messageIDs=offer))
 
     def _apply_broken_promises(self, now: float) -> None:
         broken: dict[PeerId, int] = {}
