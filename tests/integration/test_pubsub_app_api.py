@@ -1,5 +1,6 @@
 """What applications get from the gossipsub service beyond publish/subscribe: who joins and leaves a
-topic (``PeerJoinedTopic`` / ``PeerLeftTopic`` host events) and ``flush()`` before closing."""
+topic (``PeerJoinedTopic`` / ``PeerLeftTopic`` host events), ``flush()`` before closing, and a newcomer
+grafted into the mesh at once (a message sent right after it joined reaches it)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,20 @@ async def test_flush_waits_until_queued_messages_are_written() -> None:
             with trio.fail_after(WAIT):
                 assert [(await sub.receive()).data[0] for _ in range(4)] == [0, 1, 2, 3]
         await ps1.flush(timeout=WAIT)  # nothing queued: returns at once
+
+
+async def test_a_newcomer_gets_what_is_forwarded_right_after_it_joined() -> None:
+    """hub's mesh grafts a peer as soon as it subscribes (not at the next heartbeat, up to a second
+    later): a message relayed through hub right then reaches it."""
+    async with memory_hosts(3, services=_services) as (hub, early, late):
+        ps = {h: h.service(Gossipsub) for h in (hub, early, late)}
+        async with ps[hub].subscribe("t"), ps[early].subscribe("t"), ps[late].subscribe("t") as got:
+            with hub.subscribe() as events:
+                await _connect(early, hub)
+                await _connect(late, hub)
+                await _membership(events, 2)  # both are in the topic for hub
+            assert ps[hub].mesh("t") == {early.peer_id, late.peer_id}
+            await ps[early].wait_ready("t", 1, timeout=WAIT)
+            await ps[early].publish("t", b"relayed")
+            with trio.fail_after(WAIT):
+                assert (await got.receive()).data == b"relayed"

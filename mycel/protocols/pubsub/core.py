@@ -475,6 +475,7 @@ class GossipsubRouter:
                     continue
                 state.topics.add(topic)
                 self.topics.setdefault(topic, set()).add(peer)
+                self._graft_newcomer(peer, state, topic, now)
             elif topic in state.topics:
                 state.topics.discard(topic)
                 self._drop_topic_peer(topic, peer)
@@ -485,6 +486,23 @@ class GossipsubRouter:
                 fan = self.fanout.get(topic)
                 if fan is not None:
                     fan.discard(peer)
+
+    def _graft_newcomer(self, peer: PeerId, state: _Peer, topic: str, now: float) -> None:
+        """A peer joined one of our topics while its mesh is below D_lo: graft it now, not at the next
+        heartbeat (as rust-libp2p does), or what the mesh forwards in the meantime never reaches it."""
+        members = self.mesh.get(topic)
+        if (
+            members is None
+            or len(members) >= self.config.d_lo
+            or not state.kind.is_gossipsub
+            or peer in self.direct
+            or self._in_backoff(topic, peer, now)
+            or self._score(peer, now) < 0
+        ):
+            return
+        members.add(peer)
+        self.score.graft(peer, topic, now)
+        self._pending_for(peer).graft.append(topic)
 
     def _receive_message(self, peer: PeerId, pb: rpc_pb2.Message, now: float) -> PubsubMessage | None:
         self.counters["messages_received"] += 1
