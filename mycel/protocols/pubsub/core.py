@@ -434,7 +434,8 @@ class GossipsubRouter:
             return []
         self.counters["rpcs_received"] += 1
         score = self._score(peer, now)
-        if score < self.thresholds.graylist_threshold and not self.flood_only:
+        # direct peers are never graylisted: the spec has their RPCs "always accepted" (go's AcceptFrom)
+        if score < self.thresholds.graylist_threshold and not self.flood_only and peer not in self.direct:
             self.counters["graylisted_rpcs"] += 1
             if not state.graylisted:
                 state.graylisted = True
