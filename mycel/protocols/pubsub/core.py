@@ -710,20 +710,22 @@ class GossipsubRouter:
     def _handle_graft(
         self, peer: PeerId, state: _Peer, grafts: Iterable[rpc_pb2.ControlGraft], score: float, now: float
     ) -> list[rpc_pb2.ControlPrune]:
-        prunes: list[rpc_pb2.ControlPrune] = []
+        refused: list[str] = []  # PX goes in their PRUNEs only if no GRAFT of this RPC was suspect (go)
         do_px = self.config.do_px
         cfg = self.config
         for graft in grafts:
             topic = graft.topicID
             members = self.mesh.get(topic)
             if members is None:
-                continue  # a topic we are not in: ignore (v1.1; no PRUNE, no PX leak)
+                do_px = False  # a topic we are not in: ignore (v1.1; no PRUNE, no PX leak)
+                continue
             if peer in members:
                 continue
             if peer in self.direct:
                 log.warning("GRAFT from direct peer %s on %r: refused", peer, topic)
                 self.counters["graft_refused"] += 1
-                prunes.append(self._make_prune(peer, topic, do_px=False, unsubscribe=False, now=now))
+                do_px = False
+                refused.append(topic)
                 continue
             expire = self.backoff.get(topic, {}).get(peer)
             if expire is not None and now < expire:
@@ -734,21 +736,22 @@ class GossipsubRouter:
                     self.score.add_penalty(peer, 1)
                 do_px = False
                 self._add_backoff(peer, topic, cfg.prune_backoff, now)
-                prunes.append(self._make_prune(peer, topic, do_px=False, unsubscribe=False, now=now))
+                refused.append(topic)
                 continue
             if score < 0:
                 self.counters["graft_refused"] += 1
+                do_px = False
                 self._add_backoff(peer, topic, cfg.prune_backoff, now)
-                prunes.append(self._make_prune(peer, topic, do_px=False, unsubscribe=False, now=now))
+                refused.append(topic)
                 continue
             if len(members) >= cfg.d_hi and not state.outbound:
                 self.counters["graft_refused"] += 1
                 self._add_backoff(peer, topic, cfg.prune_backoff, now)
-                prunes.append(self._make_prune(peer, topic, do_px=do_px, unsubscribe=False, now=now))
+                refused.append(topic)
                 continue
             members.add(peer)
             self.score.graft(peer, topic, now)
-        return prunes
+        return [self._make_prune(peer, topic, do_px=do_px, unsubscribe=False, now=now) for topic in refused]
 
     def _handle_prune(self, peer: PeerId, prunes: Iterable[rpc_pb2.ControlPrune], score: float, now: float) -> None:
         for prune in prunes:
