@@ -411,7 +411,7 @@ class Gossipsub(Service):
             result = await self._decide(msg, validators)
         finally:
             self._validating -= 1
-        if self._router is not None and msg.received_from in self._router.peers:
+        if self._router is not None:  # also when the sender has left: the verdict is about the message
             self._router.validation_complete(msg, result, trio.current_time())
 
     async def _decide(self, msg: PubsubMessage, validators: list[tuple[Validator, float | None]]) -> ValidationResult:
