@@ -1,4 +1,4 @@
-"""The ``mycel`` command: id, listen, ping, identify.
+"""The ``mycel`` command: id, listen, ping, identify, chat, pubsub (sub / pub).
 
 Errors are one readable line on stderr and a non-zero exit status (1: it failed, 2: the command
 line was wrong), never a traceback.
@@ -335,6 +335,18 @@ async def cmd_identify(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_chat(args: argparse.Namespace) -> int:
+    from mycel.cli.chat import cmd_chat as chat
+
+    return await chat(args)
+
+
+async def cmd_pubsub(args: argparse.Namespace) -> int:
+    from mycel.cli.pubsub import cmd_pubsub as pubsub
+
+    return await pubsub(args)
+
+
 # -- the command line ------------------------------------------------------------------------------
 
 
@@ -376,8 +388,56 @@ def _dial_options(parser: argparse.ArgumentParser) -> None:
                         help="give up on connecting, and on each answer, after this long (default: 10)")
 
 
+def _pubsub_options(parser: argparse.ArgumentParser, *, listens: bool) -> None:
+    """What chat, sub and pub share: peers to connect to, an identity, the stack."""
+    parser.add_argument("--connect", action="append", metavar="MULTIADDR",
+                        help="a peer to connect to, repeatable: /ip4/1.2.3.4/tcp/4001/p2p/12D3KooW…")
+    if listens:
+        parser.add_argument("--listen", action="append", metavar="MULTIADDR",
+                            help=f"address to listen on, repeatable (default: {TCP_LOOPBACK})")
+    parser.add_argument("--key", metavar="FILE",
+                        help="identity key file, created if missing (default: a fresh identity each run)")
+    parser.add_argument("--timeout", type=positive_float, default=10.0, metavar="SECONDS",
+                        help="give up on connecting, and on waiting for peers in the topic, after this long "
+                             "(default: 10)")
+    parser.set_defaults(quic=False)
+    _stack_options(parser)
+
+
+def _pubsub_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("chat", help="chat on a gossipsub topic: lines typed are published, messages printed",
+                       description="Chat on a gossipsub topic. Prints its address for others' --connect; "
+                                   "/peers lists who is in the room, /quit (or Ctrl-D, Ctrl-C) leaves.")
+    p.add_argument("--nick", help="your nickname: lines are published as plain UTF-8 'nick: text' "
+                                  "(default: none, the bare text)")
+    p.add_argument("--topic", default="chat", help="the topic (room) to join (default: chat)")
+    _pubsub_options(p, listens=True)
+
+    p = sub.add_parser("pubsub", help="subscribe to a gossipsub topic, or publish one message on it")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="sub or pub")
+    a = actions.add_parser("sub", help="print each message of a topic as a line: sender and data",
+                           description="Subscribe to TOPIC and print each message on stdout "
+                                       "('<sender peer id>: <data>', or JSON); status lines go to stderr.")
+    a.add_argument("topic", metavar="TOPIC", help="the topic")
+    a.add_argument("--json", action="store_true",
+                   help="one JSON object per message: topic, from, received_from, id, seqno, "
+                        "data (or data_base64 when it is not UTF-8)")
+    a.add_argument("-n", "--count", type=positive_int, metavar="N", help="exit after N messages")
+    _pubsub_options(a, listens=True)
+    a = actions.add_parser("pub", help="publish one message; exit status 0 only if it was sent to a peer",
+                           description="Connect, wait until enough peers are subscribed to TOPIC, "
+                                       "publish MSG and say how many peers it was sent to.")
+    a.add_argument("topic", metavar="TOPIC", help="the topic")
+    a.add_argument("message", metavar="MSG", help="the message (UTF-8 text); - reads it from stdin")
+    a.add_argument("--wait-peers", type=positive_int, default=1, metavar="N",
+                   help="publish once N peers are subscribed to the topic (default: 1)")
+    _pubsub_options(a, listens=False)
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mycel", description="A libp2p node: identity, listen, ping, identify.")
+    parser = argparse.ArgumentParser(
+        prog="mycel", description="A libp2p node: identity, listen, ping, identify, chat, publish/subscribe."
+    )
     parser.add_argument("--version", action="version", version=f"mycel {__version__}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do")
@@ -407,10 +467,18 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("identify", help="ask a peer who it is")
     _dial_options(p)
     _stack_options(p)
+    _pubsub_commands(sub)
     return parser
 
 
-COMMANDS = {"id": cmd_id, "listen": cmd_listen, "ping": cmd_ping, "identify": cmd_identify}
+COMMANDS = {
+    "id": cmd_id,
+    "listen": cmd_listen,
+    "ping": cmd_ping,
+    "identify": cmd_identify,
+    "chat": cmd_chat,
+    "pubsub": cmd_pubsub,
+}
 
 
 

@@ -228,16 +228,19 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def test_every_option_and_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     parser = make_parser()
     commands = _subparsers(parser)
-    assert set(commands) == {"id", "listen", "ping", "identify"}
-    for sub in parser._actions:
-        if isinstance(sub, argparse._SubParsersAction):
-            assert {a.dest: bool(a.help) for a in sub._choices_actions} == dict.fromkeys(commands, True)
-    for name, p in [("mycel", parser), *commands.items()]:
+    assert set(commands) == {"id", "listen", "ping", "identify", "chat", "pubsub"}
+    actions = {f"pubsub {name}": p for name, p in _subparsers(commands["pubsub"]).items()}
+    assert set(actions) == {"pubsub sub", "pubsub pub"}
+    for owner, names in [(parser, commands), (commands["pubsub"], _subparsers(commands["pubsub"]))]:
+        for sub in owner._actions:
+            if isinstance(sub, argparse._SubParsersAction):
+                assert {a.dest: bool(a.help) for a in sub._choices_actions} == dict.fromkeys(names, True)
+    for name, p in [("mycel", parser), *commands.items(), *actions.items()]:
         missing = [a.option_strings or a.dest for a in p._actions if not a.help or a.help == argparse.SUPPRESS]
         assert not missing, f"{name}: no help for {missing}"
-    for name in commands:
+    for name in [*commands, *actions]:
         with pytest.raises(SystemExit) as exit_:
-            main([name, "--help"])
+            main([*name.split(), "--help"])
         assert exit_.value.code == 0
         assert f"usage: mycel {name}" in capsys.readouterr().out
 
