@@ -1,7 +1,9 @@
-"""`make demo` keeps working: the example runs to its end and says every stack worked."""
+"""`make demo` keeps working: the example runs to its end, says every stack worked, and ends with gossip
+where every host received every message."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -20,3 +22,11 @@ async def test_demo_runs_every_stack() -> None:
         assert line in out, out
     assert out.count("checksum OK") == 4, out
     assert "identify + ping + streams all worked" in out
+
+    # gossip: five hosts in a ring, one row per receiver: four messages (direct or relayed) and its mesh
+    rows = [line for line in out.splitlines() if re.match(r"\[gossip\] (amy|ben|cleo|dov|eli) ", line)]
+    assert len(rows) == 5, out
+    for row in rows:
+        assert row.count("direct") + row.count("via ") == 4 and "MISSING" not in row, row
+        assert re.search(r" 2: \w+, \w+$", row), row  # a mesh with both neighbours
+    assert out.splitlines()[-1].startswith("[gossip] done: every host received every message (20 of 20) in "), out
