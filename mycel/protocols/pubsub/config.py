@@ -92,9 +92,9 @@ class GossipsubConfig:
     idontwant_message_ttl: int = 3
     """Heartbeats an IDONTWANT from a peer is kept."""
     max_idontwant_messages: int = 1000
-    """Message ids taken from one peer's IDONTWANTs per heartbeat."""
+    """RPCs with IDONTWANTs accepted from one peer per heartbeat (go's MaxIDontWantMessages)."""
     max_idontwant_length: int = 10
-    """IDONTWANT control messages accepted from one peer per heartbeat."""
+    """Message ids taken from the IDONTWANTs of one RPC (go's MaxIDontWantLength)."""
     direct_peers: tuple[str, ...] = ()
     """Multiaddrs (with ``/p2p/``) of peers we always forward to and never mesh with; kept connected."""
     direct_connect_ticks: int = 300
