@@ -1,6 +1,6 @@
 """Side-by-side benchmark: mycel against raw trio TCP, js-libp2p, py-libp2p and go-libp2p (p2pd).
 
-    .venv/bin/python benchmarks/compare.py [--bytes 1e9] [--repeats 3] [--only throughput latency memory]
+    .venv/bin/python benchmarks/compare.py [--bytes 1e9] [--repeats 3] [--only throughput latency memory pubsub]
 
 Everything runs on 127.0.0.1, two processes per pair (a server and a client program from
 ``benchmarks/peers/``), over TCP + Noise + yamux; a second table runs QUIC (``/quic-v1``, 1452-byte
@@ -9,7 +9,9 @@ datagrams, and 16 KiB ones on loopback) and TCP + TLS + yamux, with ``--quic-byt
 round, so drift in machine load hits all of them alike) and the table shows medians over the rounds;
 the ratios are computed from the same run. CPU is user+system time of each process per GB moved,
 read from /proc. "others" is the CPU other user-space processes (and the hypervisor's steal) took
-while a row's client ran: rows marked "~" ran while that was more than 10% of the machine.
+while a row's client ran: rows marked "~" ran while that was more than 10% of the machine. The pubsub
+section (gossipsub, mycel and js-libp2p: one publisher -> one subscriber, and a 20-host network) is
+``pubsub.py``'s; its tables and targets join this report.
 
 Writes ``benchmarks/results/compare-<time>.{json,txt,png}`` (the PNG needs matplotlib: the ``bench``
 extra). The interop peers come from ``interop/install.sh``, which is run if they are missing.
@@ -18,6 +20,7 @@ extra). The interop peers come from ``interop/install.sh``, which is run if they
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -41,6 +44,19 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(PEERS))
 
 import procstat  # noqa: E402
+
+
+def _load_pubsub() -> Any:
+    """``benchmarks/pubsub.py``, under a name no test package or installed module can shadow."""
+    spec = importlib.util.spec_from_file_location("mycel_bench_pubsub", HERE / "pubsub.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (its dataclasses look themselves up there)
+    spec.loader.exec_module(module)
+    return module
+
+
+pubsub_bench = _load_pubsub()
 
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 NODE = REPO / "interop" / "js" / "node_modules" / "node" / "bin" / "node"
@@ -499,6 +515,13 @@ class Bench:
             "server_cpu_seconds_total": server_cpu,
         }
 
+    def pubsub(self) -> None:
+        """Gossipsub, mycel and js-libp2p side by side (``pubsub.py``; TCP + Noise + yamux only)."""
+        if "noise" not in self.args.stacks:
+            return
+        opts = pubsub_bench.Options(repeats=self.args.pubsub_repeats, kinds=tuple(self.args.pubsub_kinds))
+        self.results["pubsub"] = pubsub_bench.run(opts, self.logfile)
+
 
 # -- report ---------------------------------------------------------------------------------------
 def fmt(x: float | None, spec: str = ".0f", missing: str = "-") -> str:
@@ -552,6 +575,8 @@ def evaluate(results: dict[str, Any]) -> dict[str, Any]:
         vals = [out[f"{key}_{d}"] for d in ("upload", "download")]
         return None if any(v is None for v in vals) else all(v >= target for v in vals)
 
+    pubsub_targets = pubsub_bench.evaluate(results["pubsub"]) if "pubsub" in results else {}
+    out["pubsub"] = pubsub_targets
     out["met"] = {
         "one stream >= 2x js": both("mycel_vs_js", TARGETS["vs_js"]),
         "one stream >= 8x py-libp2p": both("mycel_vs_py", TARGETS["vs_py"]),
@@ -563,6 +588,7 @@ def evaluate(results: dict[str, Any]) -> dict[str, Any]:
         "idle stream <= 4 KiB": None if out["stream_KiB"] is None else out["stream_KiB"] <= TARGETS["stream_KiB"],
         "QUIC one stream >= js-libp2p QUIC": both("quic_vs_js", TARGETS["quic_vs_js"]),
         "QUIC dial+ping median < 5 ms": None if q is None else q < TARGETS["quic_dial_ms"],
+        **pubsub_targets.get("met", {}),  # when the run had a pubsub section
     }  # fmt: skip
     return out
 
@@ -639,9 +665,11 @@ def render(results: dict[str, Any]) -> str:
                     parts.append(f"{what}: {fmt(t['per_item_KiB'], '.2f')} (n={t['count']})")
             lines.append(f"  {name:22}" + ";  ".join(parts))
         lines.append("")
+    if "pubsub" in results:
+        lines.extend(pubsub_bench.render(results["pubsub"]))
     ev = results.get("targets")
     if ev:
-        lines.append("Targets (issue 4; QUIC and TLS), ratios from this run")
+        lines.append("Targets (issue 4; QUIC and TLS; pubsub), ratios from this run")
         lines.append(
             f"  mycel / js one stream:  up {fmt(ev['mycel_vs_js_upload'], '.2f')}x  down {fmt(ev['mycel_vs_js_download'], '.2f')}x"
             f"   | mycel / py: up {fmt(ev['mycel_vs_py_upload'], '.1f')}x  down {fmt(ev['mycel_vs_py_download'], '.1f')}x"
@@ -655,6 +683,8 @@ def render(results: dict[str, Any]) -> str:
                 f"  QUIC mycel / js one stream: up {fmt(ev.get('quic_vs_js_upload'), '.2f')}x  down {fmt(ev.get('quic_vs_js_download'), '.2f')}x"
                 f"   | QUIC dial+ping mycel / js: {fmt(ev.get('quic_dial_vs_js'), '.2f')}x"
             )
+        if ev.get("pubsub"):
+            lines.append(pubsub_bench.render_targets({"targets": ev["pubsub"]})[0])
         for name, ok in ev["met"].items():
             lines.append(f"  {name:34}{check(ok)}")
         lines.append("")
@@ -679,7 +709,7 @@ def chart(results: dict[str, Any], path: Path) -> bool:
         (axes[0][1], "16_streams", "16 streams (MB/s)"),
         (axes[2][0], "quic_tls", "One stream, QUIC and TCP+TLS+yamux (MB/s, log scale)"),
     )
-    axes[2][1].axis("off")
+    pubsub_panel(axes[2][1], results.get("pubsub", {}))
     for ax, group, title in panels:
         rows = tp.get(group, [])
         labels = [r["label"] for r in rows]
@@ -722,6 +752,24 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def pubsub_panel(ax: Any, res: dict[str, Any]) -> None:
+    """Pubsub messages/s per pair and message size (log scale), or nothing."""
+    rows = res.get("throughput", {}).get("rows", {})
+    sizes = [int(s) for s in res.get("options", {}).get("sizes", ())]
+    if not rows or not sizes:
+        ax.axis("off")
+        return
+    width = 0.8 / len(sizes)
+    xs = range(len(rows))
+    for k, size in enumerate(sizes):
+        values = [r["sizes"][str(size)].get("msgs_per_s") or 0 for r in rows.values()]
+        ax.bar([x - 0.4 + width * (k + 0.5) for x in xs], values, width, label=pubsub_bench.size_name(size))
+    ax.set_xticks(list(xs), list(rows), rotation=25, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_title("Pubsub, one publisher -> one subscriber (messages/s, log scale)")
+    ax.legend()
+
+
 def ensure_peers(skip_install: bool) -> None:
     missing = [p for p in (NODE, PY_LIBP2P, P2PD) if not p.exists()]
     if missing and not skip_install:
@@ -739,7 +787,10 @@ def main() -> int:
     parser.add_argument("--pings", type=int, default=500)
     parser.add_argument("--conns", type=int, default=1000, help="idle connections for the memory test")
     parser.add_argument("--streams", type=int, default=10000, help="idle streams for the memory test")
-    parser.add_argument("--only", nargs="+", choices=["throughput", "latency", "memory"])
+    parser.add_argument("--only", nargs="+", choices=["throughput", "latency", "memory", "pubsub"])
+    parser.add_argument("--pubsub-repeats", type=int, default=pubsub_bench.Options.repeats, help="pubsub throughput rounds")
+    parser.add_argument("--pubsub-kinds", nargs="+", choices=["mycel", "js", "mixed"], default=list(pubsub_bench.Options.kinds),
+                        help="pubsub networks to run (default: %(default)s)")
     parser.add_argument("--stacks", nargs="+", choices=["noise", "quic", "tls"], default=["noise", "quic", "tls"],
                         help="rows of these stacks only (default all; the memory test is noise only)")
     parser.add_argument("--no-install", action="store_true", help="do not run interop/install.sh")
@@ -766,8 +817,8 @@ def main() -> int:
             "platform": platform.platform(),
         }
         bench.results["meta"] = meta
-        tests = args.only or ["throughput", "latency", "memory"]
-        for test in ("throughput", "latency", "memory"):
+        tests = args.only or ["throughput", "latency", "memory", "pubsub"]
+        for test in ("throughput", "latency", "memory", "pubsub"):
             if test in tests:
                 getattr(bench, test)()
         meta["loadavg_end"] = os.getloadavg()[0]
