@@ -1,8 +1,9 @@
-"""Protocols that run as services in a host: identify (+ push), ping, echo, perf."""
+"""Protocols that run as services in a host: identify (+ push), ping, echo, perf, gossipsub/floodsub."""
 
 from mycel.protocols.echo import Echo
 from mycel.protocols.identify import Identify, IdentifyResult
 from mycel.protocols.perf import Perf
 from mycel.protocols.ping import Ping
+from mycel.protocols.pubsub import Floodsub, Gossipsub, GossipsubConfig
 
-__all__ = ["Echo", "Identify", "IdentifyResult", "Perf", "Ping"]
+__all__ = ["Echo", "Floodsub", "Gossipsub", "GossipsubConfig", "Identify", "IdentifyResult", "Perf", "Ping"]
