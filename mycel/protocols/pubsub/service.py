@@ -44,7 +44,7 @@ from mycel.protocols.pubsub.core import (
     ValidationResult,
 )
 from mycel.protocols.pubsub.messages import PublishError, PubsubMessage, encode_message
-from mycel.protocols.pubsub.wire import batch_messages, fragment_rpc, frame
+from mycel.protocols.pubsub.wire import fragment_rpc, frame, message_frames
 from mycel.service import Service, ServiceHost, StreamHandler, not_running
 
 if TYPE_CHECKING:
@@ -327,16 +327,16 @@ class Gossipsub(Service):
             await queue.wakeup.wait()
             queue.wakeup = trio.Event()
             taken = queue.queued  # everything queued so far is in this batch
-            frames: list[bytes] = []
+            pieces: list[bytes] = []
             while queue.control:
                 for payload in fragment_rpc(queue.control.popleft(), limit):
-                    frames.append(frame(payload))
+                    pieces.append(frame(payload))
             if queue.messages:
                 raws = list(queue.messages)
                 queue.messages.clear()
-                frames.extend(frame(p) for p in batch_messages(raws, limit))
-            if frames:
-                await stream.send_all(b"".join(frames))
+                pieces += message_frames(raws, limit)
+            if pieces:
+                await stream.send_all(b"".join(pieces))
             queue.written = taken
             if self._flush_waiters:
                 self._changed_now()
