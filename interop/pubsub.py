@@ -11,6 +11,9 @@
         got[go.peer_id].source == js.peer_id
         msg = await go.next_message(timeout=5)            # or: async for msg in go: ...
 
+``PubsubNode`` is the interface; ``PubsubPeer`` runs a peer program, ``interop.mycel_pubsub`` runs mycel
+in-process behind the same interface, and ``interop.pubsub_cells`` holds the scenarios for any mix.
+
 Each peer is a subprocess in its own process group, stopped by PID on exit (stdin EOF, then SIGTERM,
 then SIGKILL to its group, which also takes p2pd down with go_pubsub.py), whether the body failed or
 not. Its stderr is kept (the last 256 KiB, ``peer.log``) and the tail is attached to every error.
@@ -54,7 +57,8 @@ from mycel.core.errors import reraise_unwrapped
 
 log = logging.getLogger("mycel.interop.pubsub")
 
-ImplKey = Literal["go", "js", "py"]
+ImplKey = Literal["go", "js", "py"]  # the peer programs
+NodeKey = Literal["go", "js", "py", "mycel"]  # and mycel in-process (interop/mycel_pubsub.py)
 Router = Literal["gossipsub", "floodsub"]
 ROUTERS: tuple[Router, ...] = ("gossipsub", "floodsub")
 
@@ -66,9 +70,10 @@ ERROR_LOG_TAIL = 6000  # characters of a peer's stderr attached to an error mess
 
 @dataclass(frozen=True)
 class PubsubImpl:
-    """One implementation's pubsub peer program and what it can report."""
+    """One implementation: its pubsub peer program (none for mycel, which runs in-process) and what it
+    can report."""
 
-    key: ImplKey
+    key: NodeKey
     name: str
     program: tuple[str, ...]
     reports_mesh: bool  # can its gossipsub router list a topic's mesh (the `mesh` command)?
@@ -77,7 +82,7 @@ class PubsubImpl:
 
     def missing(self) -> str | None:
         """Why the peer program cannot run here (not installed), or None."""
-        if not Path(self.program[0]).exists():
+        if self.program and not Path(self.program[0]).exists():
             return f"{self.program[0]} missing: run interop/install.sh"
         return None
 
@@ -159,28 +164,23 @@ class PubsubMessage:
         )
 
 
-class PubsubPeer:
-    """A running pubsub peer: ``peer_id``, ``addrs``, ``protocols`` and the contract's commands."""
+class PubsubNode:
+    """A pubsub node under test, whatever runs it: ``peer_id``, ``addrs``, ``protocols``, the contract's
+    commands, the messages it delivered, and waiting helpers. :class:`PubsubPeer` is a peer program;
+    ``interop.mycel_pubsub.MycelPubsubPeer`` is mycel in-process."""
 
-    def __init__(self, impl: PubsubImpl, router: Router, proc: trio.Process) -> None:
+    def __init__(self, impl: PubsubImpl, router: Router) -> None:
         self.impl = impl
         self.router = router
         self.peer_id = ""
         self.addrs: list[str] = []
         self.protocols: list[str] = []
-        self.info: dict[str, Any] = {}  # the whole ready line
-        self._proc = proc
-        self._stderr = _Tail(STDERR_TAIL)
-        self._ready = trio.Event()
-        self._contract_errors: list[str] = []
-        self._next_id = 0
-        self._pending: dict[int, tuple[trio.Event, list[dict[str, Any]]]] = {}
-        self._send_lock = trio.Lock()
         self._messages: deque[PubsubMessage] = deque(maxlen=MAX_EVENTS)
         self._dropped = 0  # messages pushed out of the bounded deque
         self._cursor = 0  # absolute index of the next message next_message() returns
-        self._arrived = trio.Event()  # set (and replaced) whenever a message arrives or stdout closes
+        self._arrived = trio.Event()  # set (and replaced) whenever a message arrives or the node stops
         self._closed = False
+        self._contract_errors: list[str] = []
 
     def __repr__(self) -> str:
         return f"<{self.impl.key} {self.router} {self.peer_id or '(starting)'}>"
@@ -191,11 +191,8 @@ class PubsubPeer:
 
     @property
     def log(self) -> str:
-        return self._stderr.text()
-
-    @property
-    def returncode(self) -> int | None:
-        return self._proc.returncode
+        """What the node logged (a peer program's stderr tail)."""
+        return ""
 
     @property
     def received(self) -> list[PubsubMessage]:
@@ -204,124 +201,52 @@ class PubsubPeer:
 
     def error(self, message: str, cls: type[PubsubPeerError] = PubsubPeerError) -> PubsubPeerError:
         tail = self.log[-ERROR_LOG_TAIL:]
-        return cls(f"{self.label} {self.peer_id}: {message}\n--- {self.label} stderr (tail) ---\n{tail}")
+        return cls(f"{self.label} {self.peer_id}: {message}\n--- {self.label} log (tail) ---\n{tail}")
 
-    # --- output ---
-
-    async def _read_stdout(self, stdout: trio.abc.ReceiveStream) -> None:
-        splitter = _LineSplitter(MAX_LINE)
-        try:
-            async for chunk in stdout:
-                for line in splitter.feed(chunk):
-                    self._handle_line(line)
-        except PeerError as exc:
-            self._contract_errors.append(str(exc))
-        finally:
-            self._closed = True
-            self._ready.set()
-            self._wake()
-            for event, _ in self._pending.values():
-                event.set()
+    def contract_errors(self) -> list[str]:
+        """Contract violations seen so far (bad stdout lines, replies to nothing)."""
+        return list(self._contract_errors)
 
     def _wake(self) -> None:
         self._arrived.set()
         self._arrived = trio.Event()
 
-    def _handle_line(self, line: bytes) -> None:
-        obj = parse_line(line)
-        if obj is None:
-            if line.strip():
-                log.debug("%s: non-JSON stdout line %r", self.label, line[:200])
-            return
-        if "reply" in obj:
-            waiter = self._pending.get(obj["reply"]) if isinstance(obj["reply"], int) else None
-            if waiter is None:
-                self._contract_errors.append(f"reply to no pending command: {line[:200]!r}")
-                return
-            waiter[1].append(obj)
-            waiter[0].set()
-        elif obj.get("event") == "message":
-            try:
-                msg = PubsubMessage.from_event(obj)
-            except (KeyError, ValueError) as exc:
-                self._contract_errors.append(f"bad message event ({exc}): {line[:200]!r}")
-                return
-            if len(self._messages) == self._messages.maxlen:
-                self._dropped += 1
-            self._messages.append(msg)
-            self._wake()
-        elif "unsupported" in obj:
-            self._contract_errors.append(f"unsupported: {obj['unsupported']}")
-            self._ready.set()
-        elif "peer_id" in obj and not self._ready.is_set():
-            self.info = obj
-            self.peer_id = str(obj["peer_id"])
-            self.addrs = [str(a) for a in obj.get("addrs", [])]
-            self.protocols = [str(p) for p in obj.get("protocols", [])]
-            self._ready.set()
+    def _deliver(self, msg: PubsubMessage) -> None:
+        if len(self._messages) == self._messages.maxlen:
+            self._dropped += 1
+        self._messages.append(msg)
+        self._wake()
 
-    # --- commands ---
+    def _stopped(self) -> None:
+        self._closed = True
+        self._wake()
 
-    async def request(self, cmd: str, timeout: float = COMMAND_TIMEOUT, **fields: Any) -> dict[str, Any]:
-        """Send one command; return its reply. CommandFailed on ok=false, PubsubTimeout after ``timeout``."""
-        if self._closed:
-            raise self.error(f"{cmd}: the peer has exited (returncode {self.returncode})")
-        self._next_id += 1
-        cid = self._next_id
-        event = trio.Event()
-        box: list[dict[str, Any]] = []
-        self._pending[cid] = (event, box)
-        try:
-            line = json.dumps({"id": cid, "cmd": cmd, **fields}, separators=(",", ":")) + "\n"
-            stdin = self._proc.stdin
-            assert stdin is not None
-            try:
-                async with self._send_lock:
-                    await stdin.send_all(line.encode())
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise self.error(f"{cmd}: cannot write to the peer's stdin ({exc})") from exc
-            with trio.move_on_after(timeout):
-                await event.wait()
-            if not box:
-                if self._closed:
-                    raise self.error(f"{cmd}: the peer exited before replying (returncode {self.returncode})")
-                raise self.error(f"{cmd} {fields}: no reply after {timeout:g}s", PubsubTimeout)
-        finally:
-            del self._pending[cid]
-        reply = box[0]
-        if reply.get("ok") is not True:
-            error = str(reply.get("error", "no error given"))
-            raise CommandFailed(str(self.error(f"{cmd} {fields} failed: {error}")), error)
-        return reply
+    def _exit_status(self) -> str:
+        return "the node stopped"
+
+    # --- commands (the contract's) ---
 
     async def connect(self, addr: str) -> None:
-        await self.request("connect", addr=addr)
+        raise NotImplementedError
 
     async def subscribe(self, topic: str) -> None:
-        await self.request("subscribe", topic=topic)
+        raise NotImplementedError
 
     async def publish(self, topic: str, data: bytes) -> dict[str, Any]:
-        """Publish ``data``; the reply (js adds ``recipients``)."""
-        return await self.request("publish", topic=topic, data=data.hex())
+        """Publish ``data``; the reply's fields (js adds ``recipients``). CommandFailed if refused."""
+        raise NotImplementedError
 
     async def peers(self, topic: str) -> list[str]:
         """Peers the router knows to be subscribed to ``topic``."""
-        return [str(p) for p in (await self.request("peers", topic=topic))["peers"]]
+        raise NotImplementedError
 
     async def negotiated(self, topic: str) -> dict[str, str]:
-        """Topic peer -> the pubsub protocol of this peer's stream to it, where the implementation says
-        (js and py do; go's p2pd cannot)."""
-        reply = await self.request("peers", topic=topic)
-        return {str(k): str(v) for k, v in dict(reply.get("protocols") or {}).items()}
+        """Topic peer -> the pubsub protocol of the node's stream to it, where the implementation says."""
+        raise NotImplementedError
 
     async def mesh(self, topic: str) -> list[str] | None:
         """The topic's mesh peers; None where the implementation cannot tell (go's p2pd, floodsub)."""
-        try:
-            return [str(p) for p in (await self.request("mesh", topic=topic))["peers"]]
-        except CommandFailed as exc:
-            if exc.unsupported:
-                return None
-            raise
+        raise NotImplementedError
 
     # --- waiting ---
 
@@ -374,11 +299,11 @@ class PubsubPeer:
                     self._cursor += 1
                     return self._messages[first]
                 if self._closed:
-                    raise self.error(f"no more messages: the peer exited (returncode {self.returncode})")
+                    raise self.error(f"no more messages: {self._exit_status()}")
                 await self._arrived.wait()
         raise self.error(f"no message within {timeout:g}s", PubsubTimeout)
 
-    def __aiter__(self) -> PubsubPeer:
+    def __aiter__(self) -> PubsubNode:
         return self
 
     async def __anext__(self) -> PubsubMessage:
@@ -400,13 +325,137 @@ class PubsubPeer:
                 if found is not None:
                     return found
                 if self._closed:
-                    raise self.error(f"peer exited (returncode {self.returncode}) before a matching message")
+                    raise self.error(f"{self._exit_status()} before a matching message")
                 await self._arrived.wait()
         raise self.error(f"no matching message within {timeout:g}s; got {self.received!r}", PubsubTimeout)
 
-    def contract_errors(self) -> list[str]:
-        """Contract violations seen on stdout so far (bad lines, replies to nothing)."""
-        return list(self._contract_errors)
+class PubsubPeer(PubsubNode):
+    """A running pubsub peer program (go, js or py), driven over its stdin and stdout."""
+
+    def __init__(self, impl: PubsubImpl, router: Router, proc: trio.Process) -> None:
+        super().__init__(impl, router)
+        self.info: dict[str, Any] = {}  # the whole ready line
+        self._proc = proc
+        self._stderr = _Tail(STDERR_TAIL)
+        self._ready = trio.Event()
+        self._next_id = 0
+        self._pending: dict[int, tuple[trio.Event, list[dict[str, Any]]]] = {}
+        self._send_lock = trio.Lock()
+
+    @property
+    def log(self) -> str:
+        return self._stderr.text()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    def _exit_status(self) -> str:
+        return f"the peer exited (returncode {self.returncode})"
+
+    # --- output ---
+
+    async def _read_stdout(self, stdout: trio.abc.ReceiveStream) -> None:
+        splitter = _LineSplitter(MAX_LINE)
+        try:
+            async for chunk in stdout:
+                for line in splitter.feed(chunk):
+                    self._handle_line(line)
+        except PeerError as exc:
+            self._contract_errors.append(str(exc))
+        finally:
+            self._ready.set()
+            self._stopped()
+            for event, _ in self._pending.values():
+                event.set()
+
+    def _handle_line(self, line: bytes) -> None:
+        obj = parse_line(line)
+        if obj is None:
+            if line.strip():
+                log.debug("%s: non-JSON stdout line %r", self.label, line[:200])
+            return
+        if "reply" in obj:
+            waiter = self._pending.get(obj["reply"]) if isinstance(obj["reply"], int) else None
+            if waiter is None:
+                self._contract_errors.append(f"reply to no pending command: {line[:200]!r}")
+                return
+            waiter[1].append(obj)
+            waiter[0].set()
+        elif obj.get("event") == "message":
+            try:
+                msg = PubsubMessage.from_event(obj)
+            except (KeyError, ValueError) as exc:
+                self._contract_errors.append(f"bad message event ({exc}): {line[:200]!r}")
+                return
+            self._deliver(msg)
+        elif "unsupported" in obj:
+            self._contract_errors.append(f"unsupported: {obj['unsupported']}")
+            self._ready.set()
+        elif "peer_id" in obj and not self._ready.is_set():
+            self.info = obj
+            self.peer_id = str(obj["peer_id"])
+            self.addrs = [str(a) for a in obj.get("addrs", [])]
+            self.protocols = [str(p) for p in obj.get("protocols", [])]
+            self._ready.set()
+
+    # --- commands ---
+
+    async def request(self, cmd: str, timeout: float = COMMAND_TIMEOUT, **fields: Any) -> dict[str, Any]:
+        """Send one command; return its reply. CommandFailed on ok=false, PubsubTimeout after ``timeout``."""
+        if self._closed:
+            raise self.error(f"{cmd}: the peer has exited (returncode {self.returncode})")
+        self._next_id += 1
+        cid = self._next_id
+        event = trio.Event()
+        box: list[dict[str, Any]] = []
+        self._pending[cid] = (event, box)
+        try:
+            line = json.dumps({"id": cid, "cmd": cmd, **fields}, separators=(",", ":")) + "\n"
+            stdin = self._proc.stdin
+            assert stdin is not None
+            try:
+                async with self._send_lock:
+                    await stdin.send_all(line.encode())
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise self.error(f"{cmd}: cannot write to the peer's stdin ({exc})") from exc
+            with trio.move_on_after(timeout):
+                await event.wait()
+            if not box:
+                if self._closed:
+                    raise self.error(f"{cmd}: the peer exited before replying (returncode {self.returncode})")
+                raise self.error(f"{cmd} {fields}: no reply after {timeout:g}s", PubsubTimeout)
+        finally:
+            del self._pending[cid]
+        reply = box[0]
+        if reply.get("ok") is not True:
+            error = str(reply.get("error", "no error given"))
+            raise CommandFailed(str(self.error(f"{cmd} {fields} failed: {error}")), error)
+        return reply
+
+    async def connect(self, addr: str) -> None:
+        await self.request("connect", addr=addr)
+
+    async def subscribe(self, topic: str) -> None:
+        await self.request("subscribe", topic=topic)
+
+    async def publish(self, topic: str, data: bytes) -> dict[str, Any]:
+        return await self.request("publish", topic=topic, data=data.hex())
+
+    async def peers(self, topic: str) -> list[str]:
+        return [str(p) for p in (await self.request("peers", topic=topic))["peers"]]
+
+    async def negotiated(self, topic: str) -> dict[str, str]:
+        reply = await self.request("peers", topic=topic)  # js and py say; go's p2pd cannot
+        return {str(k): str(v) for k, v in dict(reply.get("protocols") or {}).items()}
+
+    async def mesh(self, topic: str) -> list[str] | None:
+        try:
+            return [str(p) for p in (await self.request("mesh", topic=topic))["peers"]]
+        except CommandFailed as exc:
+            if exc.unsupported:
+                return None
+            raise
 
 
 @asynccontextmanager
@@ -467,10 +516,10 @@ def expected_protocol(dialer_protocols: Collection[str], listener_protocols: Col
 
 
 async def publish_until_received(
-    publisher: PubsubPeer,
+    publisher: PubsubNode,
     topic: str,
     data: bytes,
-    receivers: Sequence[PubsubPeer],
+    receivers: Sequence[PubsubNode],
     timeout: float = 20.0,
     retry_after: float = 2.0,
 ) -> dict[str, PubsubMessage]:
@@ -521,6 +570,6 @@ async def publish_until_received(
             await trio.sleep(min(POLL_INTERVAL, max(0.0, deadline - trio.current_time())))
 
 __all__ = [
-    "IMPLS", "ROUTERS", "CommandFailed", "ImplKey", "PubsubImpl", "PubsubMessage", "PubsubPeer",
+    "IMPLS", "ROUTERS", "CommandFailed", "ImplKey", "NodeKey", "PubsubImpl", "PubsubMessage", "PubsubNode", "PubsubPeer",
     "PubsubPeerError", "PubsubTimeout", "Router", "expected_protocol", "open_pubsub_peer", "publish_until_received",
 ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""Fixtures for the interop tests: a throw-away redis-server on 127.0.0.1."""
+"""Fixtures for the interop tests: a throw-away redis-server on 127.0.0.1; the pubsub cells run once per module."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
+
+from interop.pubsub_cells import Outcome, run_cells
 
 REDIS_READY = b"Ready to accept connections"
 REDIS_START_TIMEOUT = 20.0
@@ -51,3 +53,16 @@ async def redis_addr() -> AsyncIterator[str]:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+@pytest.fixture(scope="module")
+def pubsub_outcomes(request: pytest.FixtureRequest) -> dict[str, Outcome]:
+    """The pubsub cells (``PUBSUB_CELLS`` of the test module) selected in this session, run once,
+    concurrently (``interop.pubsub_cells.run_cells``): cell id -> Outcome. Tests take a ``cell`` param."""
+    cells = request.module.PUBSUB_CELLS
+    selected = []
+    for item in request.session.items:
+        callspec = getattr(item, "callspec", None)
+        if getattr(item, "module", None) is request.module and callspec is not None and "cell" in callspec.params:
+            selected.append(str(callspec.params["cell"]))
+    return run_cells({cell_id: cells[cell_id] for cell_id in selected})
