@@ -4,12 +4,13 @@ grafted into the mesh at once (a message sent right after it joined reaches it).
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from mycel.host import EventSubscription, Host
 from mycel.protocols.identify import Identify
 from mycel.protocols.ping import Ping
-from mycel.protocols.pubsub import Gossipsub, PeerJoinedTopic, PeerLeftTopic
+from mycel.protocols.pubsub import Gossipsub, PeerJoinedTopic, PeerLeftTopic, PublishError, ValidationResult
 from mycel.testing.hosts import memory_hosts
 
 WAIT = 10
@@ -81,3 +82,18 @@ async def test_a_newcomer_gets_what_is_forwarded_right_after_it_joined() -> None
             await ps[early].publish("t", b"relayed")
             with trio.fail_after(WAIT):
                 assert (await got.receive()).data == b"relayed"
+
+
+async def test_publish_errors_say_why() -> None:
+    async with memory_hosts(1, services=lambda: [Identify(), Gossipsub(max_message_size=100)]) as (h1,):
+        ps = h1.service(Gossipsub)
+        with pytest.raises(PublishError) as err:
+            await ps.publish("a", b"x")
+        assert err.value.reason == "no_peers"
+        with pytest.raises(PublishError) as err:
+            await ps.publish("a", b"x" * 101)
+        assert err.value.reason == "too_large"
+        ps.add_validator("a", lambda msg: ValidationResult.IGNORE)
+        with pytest.raises(PublishError) as err:
+            await ps.publish("a", b"x")
+        assert err.value.reason == "rejected"

@@ -33,7 +33,12 @@ class PubsubError(MycelError):
 
 
 class PublishError(PubsubError):
-    """A message could not be published (no peers to send it to, too big, or rejected locally)."""
+    """A message could not be published; ``reason`` says why: ``"no_peers"`` (nobody to send it to),
+    ``"too_large"``, ``"rejected"`` (a local validator refused it) or ``"duplicate"`` (same id seen)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class InvalidMessage(PubsubError):

@@ -576,7 +576,7 @@ class Gossipsub(Service):
         data = bytes(data)
         limit = self.config.message_size_limit(topic)
         if len(data) > limit:
-            raise PublishError(f"message of {len(data)} bytes exceeds the limit of {limit} for {topic!r}")
+            raise PublishError(f"message of {len(data)} bytes exceeds the limit of {limit} for {topic!r}", "too_large")
         if self.config.signature_policy is SignaturePolicy.STRICT_SIGN:
             self._seqno += 1
             msg = encode_message(
@@ -590,15 +590,15 @@ class Gossipsub(Service):
         if validators:
             result = await self._decide(msg, validators)
             if result is not ValidationResult.ACCEPT:
-                raise PublishError(f"a validator refused our message ({result.value})")
+                raise PublishError(f"a validator refused our message ({result.value})", "rejected")
         if msg_id in router.seen:
-            raise PublishError("a message with this id was already published or seen (duplicate)")
+            raise PublishError("a message with this id was already published or seen (duplicate)", "duplicate")
         sent = router.publish(msg, trio.current_time())
         if self.deliver_own:
             self._deliver(msg)
         self._changed_now()
         if not sent and not self.config.allow_publish_to_zero_peers:
-            raise PublishError(f"no peers to send the message on {topic!r} to (see wait_ready)")
+            raise PublishError(f"no peers to send the message on {topic!r} to (see wait_ready)", "no_peers")
         return PublishReport(msg_id, tuple(sent))
 
     def peers(self, topic: str) -> set[PeerId]:
