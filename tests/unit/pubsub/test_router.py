@@ -615,3 +615,509 @@ def test_star_topology() -> None:
         net.publish(i, b"message %d" % i)
     for i in range(20):
         assert net.received(i) == [b"message %d" % k for k in range(20) if k != i]
+
+
+# --- publishing, fanout ------------------------------------------------------------------------------
+
+
+def test_publish_without_flood_publishing() -> None:
+    """rust test_publish_without_flood_publishing: without flood publishing our message goes to exactly
+    the D mesh peers, and is cached for gossip and IWANT."""
+    h = make_router(20, flood_publish=False)
+    msg, sent = h.publish()
+    assert sorted(sent) == sorted(h.mesh()) and len(sent) == 6
+    assert sorted(h.out.receivers(msg.id)) == sorted(h.mesh())
+    assert h.router.mcache.get(msg.id) is msg
+
+
+def test_flood_publish() -> None:
+    """rust test_flood_publish / go TestGossipsubFloodPublish: our own message goes to every topic peer
+    (D_hi + 10 of them), but a message we relay goes only to the mesh."""
+    h = make_router(22)
+    msg, sent = h.publish()
+    assert sorted(sent) == sorted(h.peers)
+    sender = sorted(h.mesh())[0]
+    relayed = h.message(b"relayed")
+    h.receive(sender, relayed)
+    assert sorted(h.out.receivers(relayed.id)) == sorted(h.mesh() - {sender})
+
+
+def test_do_not_flood_publish_to_peer_below_publish_threshold() -> None:
+    """rust test_do_not_flood_publish_to_peer_below_publish_threshold: score −4 is below the publish
+    threshold (−3), −1 is not: flood publishing skips only the first."""
+    h = make_router(0, **scoring(thresholds=BETWEEN_ONE_AND_TWO_PENALTIES))
+    p1, p2 = h.add_peer(1), h.add_peer(2)
+    h.scores.add_penalty(p1, 2)
+    h.scores.add_penalty(p2, 1)
+    _, sent = h.publish()
+    assert sent == [p2]
+
+
+def test_do_not_publish_to_peer_below_publish_threshold() -> None:
+    """rust test_do_not_publish_to_peer_below_publish_threshold: the fanout (no flood publishing, topic
+    not joined) is chosen among peers at or above the publish threshold."""
+    h = make_router(0, join=False, flood_publish=False, **scoring(thresholds=BETWEEN_ONE_AND_TWO_PENALTIES))
+    p1, p2 = h.add_peer(1), h.add_peer(2)
+    h.scores.add_penalty(p1, 2)
+    h.scores.add_penalty(p2, 1)
+    _, sent = h.publish()
+    assert sent == [p2]
+    assert h.router.fanout[TOPIC] == {p2}
+
+
+def test_fanout() -> None:
+    """rust test_fanout / go TestGossipsubFanout: publishing on a topic we are not in picks D fanout
+    peers, sends to exactly them, keeps using the same ones, and records the publish time."""
+    h = make_router(20, join=False, flood_publish=False)
+    msg, sent = h.publish()
+    fanout = h.router.fanout[TOPIC]
+    assert len(fanout) == 6 and sorted(sent) == sorted(fanout)
+    assert h.router.last_pub[TOPIC] == h.now
+    h.advance(5)
+    _, sent2 = h.publish(b"again")
+    assert sorted(sent2) == sorted(fanout)
+    assert h.router.last_pub[TOPIC] == h.now
+    assert h.router.mcache.get(msg.id) is msg
+
+
+def test_fanout_maintenance() -> None:
+    """go TestGossipsubFanoutMaintenance (heartbeat fanout upkeep): fanout peers that leave the topic are
+    dropped and the heartbeat tops the fanout back up to D from the remaining topic peers."""
+    h = make_router(10, join=False, flood_publish=False)
+    h.publish()
+    fanout = set(h.router.fanout[TOPIC])
+    leavers = sorted(fanout)[:2]
+    for p in leavers:
+        h.rpc(p, unsubscribe=[TOPIC])
+    assert h.router.fanout[TOPIC] == fanout - set(leavers)
+    h.heartbeat()
+    assert len(h.router.fanout[TOPIC]) == 6
+    assert not h.router.fanout[TOPIC] & set(leavers)
+    assert h.out.grafts() == []  # fanout is not a mesh: no GRAFT
+
+
+def test_fanout_expiry() -> None:
+    """go TestGossipsubFanoutExpiry: a fanout not published to for fanout_ttl (60 s) is dropped at the
+    first heartbeat after that, with its publish time."""
+    h = make_router(10, join=False, flood_publish=False)
+    h.publish()
+    h.heartbeat(60)  # t = 60: last publish + 60 is not yet in the past
+    assert TOPIC in h.router.fanout
+    h.heartbeat()
+    assert TOPIC not in h.router.fanout and TOPIC not in h.router.last_pub
+
+
+def test_join_uses_fanout_peers() -> None:
+    """rust test_join / go Join: joining a topic we published to turns its fanout into the mesh (GRAFT
+    to each), topped up to D; the fanout and its publish time are dropped."""
+    h = make_router(20, join=False, flood_publish=False, d=8, d_hi=12)
+    h.router.fanout[TOPIC] = set(h.peers[:3])
+    h.router.last_pub[TOPIC] = h.now
+    h.router.join(TOPIC, h.now)
+    assert h.mesh() >= set(h.peers[:3]) and len(h.mesh()) == 8
+    assert sorted(h.out.grafts()) == sorted((p, TOPIC) for p in h.mesh())
+    assert TOPIC not in h.router.fanout and TOPIC not in h.router.last_pub
+
+
+def test_rejoin_skips_backed_off_fanout_peers() -> None:
+    """go Join: fanout peers we are backing off (we left the topic 1 s ago) are not taken into the mesh."""
+    h = make_router(8, flood_publish=False)
+    old_mesh = h.mesh()
+    h.router.leave(TOPIC, h.now)
+    h.advance(1)
+    h.publish()
+    assert h.router.fanout[TOPIC] & old_mesh  # 6 of 8 peers: some were in the old mesh
+    h.out.clear()
+    h.router.join(TOPIC, h.now)
+    assert h.mesh() == set(h.peers) - old_mesh
+    assert sorted(h.out.grafts()) == sorted((p, TOPIC) for p in h.mesh())
+
+
+def test_publish_duplicate_message() -> None:
+    """go TestPublishDuplicateMessage: publishing a message whose id was already seen sends nothing."""
+    h = make_router(10)
+    msg, sent = h.publish()
+    assert len(sent) == 10
+    h.out.clear()
+    assert h.router.publish(msg, h.now) == []
+    assert h.out.log == []
+
+
+def test_publish_to_floodsub_peers_without_flood_publish() -> None:
+    """rust test_publish_to_floodsub_peers_without_flood_publish: floodsub peers get our messages
+    whether or not they are in a mesh (they have none), besides the mesh peers."""
+    h = make_router(6, flood_publish=False)
+    fs = h.add_peer(101, FLOODSUB)
+    gs = h.add_peer(102, GOSSIPSUB_V11)
+    assert fs not in h.mesh() and gs not in h.mesh()
+    _, sent = h.publish()
+    assert sorted(sent) == sorted(h.mesh() | {fs})
+
+
+def test_do_not_use_floodsub_in_fanout() -> None:
+    """rust test_do_not_use_floodsub_in_fanout: publishing to a topic we are not in reaches floodsub
+    peers directly, but they are never fanout peers."""
+    h = make_router(0, join=False, flood_publish=False)
+    fs = h.add_peer(101, FLOODSUB)
+    gs = h.add_peer(102, GOSSIPSUB_V12)
+    _, sent = h.publish()
+    assert sorted(sent) == sorted([fs, gs])
+    assert h.router.fanout[TOPIC] == {gs}
+
+
+def test_publish_to_peer_with_full_queue_is_counted() -> None:
+    """A message a peer's full queue refuses is not reported as sent, and is counted as dropped."""
+    h = make_router(3)
+    h.out.full.add(h.peers[0])
+    _, sent = h.publish()
+    assert sorted(sent) == sorted(h.peers[1:])
+    assert h.router.counters["dropped_to_peers"] == 1
+
+
+def test_enough_peers() -> None:
+    """go TestGossipsubEnoughPeers, router side: with nobody connected no peer is ready for the topic;
+    once the mesh is built there are at least D_lo (go's EnoughPeers test), and at most D."""
+    h = make_router(0)
+    assert h.router.ready_peers(TOPIC) == 0
+    for i in range(10):
+        h.add_peer(1 + i)
+    h.heartbeat()
+    assert 5 <= h.router.ready_peers(TOPIC) == len(h.mesh()) <= 6
+
+
+# --- gossip: IHAVE, IWANT, promises ------------------------------------------------------------------
+
+
+def _seen_message(h: Harness, peer: PeerId | None = None) -> PubsubMessage:
+    """A message received from ``peer`` (a mesh peer by default) and accepted: cached, forwarded."""
+    msg = h.message(b"gossip me")
+    h.receive(peer if peer is not None else sorted(h.mesh())[0], msg)
+    h.out.clear()
+    return msg
+
+
+def test_gossip_to_at_least_gossip_lazy_peers() -> None:
+    """rust test_gossip_to_at_least_gossip_lazy_peers (go emitGossip): with 9 non-mesh topic peers,
+    gossip_factor × 9 = 2 < D_lazy, so exactly D_lazy = 6 of them get an IHAVE with the message id;
+    no mesh peer does."""
+    h = make_router(15)
+    msg = _seen_message(h)
+    h.heartbeat()
+    ihaves = h.out.ihaves()
+    assert len(ihaves) == 6 and len({p for p, _ in ihaves}) == 6
+    assert not {p for p, _ in ihaves} & h.mesh()
+    assert all(ih.topicID == TOPIC and list(ih.messageIDs) == [msg.id] for _, ih in ihaves)
+
+
+def test_gossip_to_at_most_gossip_factor_peers() -> None:
+    """rust test_gossip_to_at_most_gossip_factor_peers: with 48 non-mesh peers, gossip goes to
+    gossip_factor × 48 = 12 of them."""
+    h = make_router(6 + 6 * 8)
+    _seen_message(h)
+    h.heartbeat()
+    receivers = [p for p, _ in h.out.ihaves()]
+    assert len(receivers) == 12 and len(set(receivers)) == 12
+    assert not set(receivers) & h.mesh()
+
+
+def test_no_gossip_without_messages() -> None:
+    """go emitGossip: nothing in the gossip windows, no IHAVE at all."""
+    h = make_router(20)
+    h.heartbeat(3)
+    assert h.out.ihaves() == []
+
+
+def test_gossip_piggyback() -> None:
+    """go TestGossipsubGossipPiggyback / sendGraftPrune + flush: the heartbeat sends one control RPC per
+    peer, carrying that peer's GRAFT for one topic and its IHAVE for another together."""
+    h = make_router(6, topics=("a", "b"))
+    x = h.add_peer(101, topics=("a", "b"))
+    assert x not in h.mesh("a") and x not in h.mesh("b")
+    for p in sorted(h.mesh("a"))[:2]:
+        h.prune(p, "a")  # mesh a: 4 < D_lo; x is the only candidate
+    msg = h.message(b"on b", "b")
+    h.receive(h.peers[0], msg)
+    h.out.clear()
+    h.heartbeat()
+    (rpc,) = h.out.controls(x)
+    assert [g.topicID for g in rpc.control.graft] == ["a"]
+    assert [(ih.topicID, list(ih.messageIDs)) for ih in rpc.control.ihave] == [("b", [msg.id])]
+    assert len(h.out.control_peers()) == len(set(h.out.control_peers()))  # never two RPCs to one peer
+
+
+def test_gossip_to_fanout_topic_peers() -> None:
+    """go heartbeat: a fanout topic is gossiped too, to topic peers outside the fanout."""
+    h = make_router(12, join=False, flood_publish=False)
+    msg, _ = h.publish()
+    fanout = h.router.fanout[TOPIC]
+    h.out.clear()
+    h.heartbeat()
+    receivers = {p for p, _ in h.out.ihaves()}
+    assert receivers == set(h.peers) - fanout
+    assert all(list(ih.messageIDs) == [msg.id] for _, ih in h.out.ihaves())
+
+
+def test_gossip_windows() -> None:
+    """go TestGossipsubGossip, mcache (history 5, gossip 3) and rust
+    test_handle_iwant_msg_cached_shifted: a message is advertised in the 3 heartbeats after it arrived
+    and no more; it is served to IWANT until its 5th heartbeat has shifted it out of the cache."""
+    h = make_router(15)
+    msg = _seen_message(h)
+    asker = sorted(set(h.peers) - h.mesh())[0]
+    for _ in range(3):
+        h.out.clear()
+        h.heartbeat()
+        assert h.out.ihaves() and all(list(ih.messageIDs) == [msg.id] for _, ih in h.out.ihaves())
+    h.out.clear()
+    h.heartbeat()  # 4th
+    assert h.out.ihaves() == []
+    h.rpc(asker, iwant=[msg.id])
+    assert h.out.receivers(msg.id) == [asker]
+    h.heartbeat()  # 5th: shifted out
+    h.out.clear()
+    h.rpc(sorted(set(h.peers) - h.mesh())[1], iwant=[msg.id])
+    assert h.out.sent() == []
+
+
+def test_handle_iwant_msg_cached() -> None:
+    """rust test_handle_iwant_msg_cached (go handleIWant): an IWANT for a cached message gets it."""
+    h = make_router(20)
+    msg = _seen_message(h)
+    asker = sorted(set(h.peers) - h.mesh())[0]
+    h.rpc(asker, iwant=[msg.id])
+    assert [(p, m.id) for p, m in h.out.sent()] == [(asker, msg.id)]
+    assert h.out.controls() == []
+
+
+def test_handle_iwant_msg_not_cached() -> None:
+    """rust test_handle_iwant_msg_not_cached: an IWANT for an unknown id is ignored."""
+    h = make_router(20)
+    h.rpc(h.peers[0], iwant=[b"unknown id"])
+    assert h.out.log == []
+
+
+def test_handle_iwant_msg_but_already_sent_idontwant() -> None:
+    """rust test_handle_iwant_msg_but_already_sent_idontwant / go TestGossipsubIdontwantBeforeIwant
+    (go handleIWant skips ids in ``unwanted``): after a peer's IDONTWANT, its IWANT for the same id
+    gets nothing."""
+    h = make_router(20)
+    msg = _seen_message(h)
+    asker = sorted(set(h.peers) - h.mesh())[0]
+    h.rpc(asker, idontwant=[msg.id])
+    h.rpc(asker, iwant=[msg.id])
+    assert h.out.sent() == []
+
+
+def test_handle_ihave_subscribed_and_msg_not_cached() -> None:
+    """rust test_handle_ihave_subscribed_and_msg_not_cached (go handleIHave): an IHAVE of an unseen id on
+    our topic is answered with an IWANT for it, in one control RPC."""
+    h = make_router(20)
+    peer = h.peers[7]
+    h.ihave(peer, [b"unknown id"])
+    assert h.out.iwants() == [(peer, [b"unknown id"])]
+    assert len(h.out.controls()) == 1
+
+
+def test_handle_ihave_subscribed_and_msg_cached() -> None:
+    """rust test_handle_ihave_subscribed_and_msg_cached: an IHAVE of a seen id asks for nothing."""
+    h = make_router(20)
+    msg = _seen_message(h)
+    h.ihave(h.peers[7], [msg.id])
+    assert h.out.log == []
+
+
+def test_handle_ihave_not_subscribed() -> None:
+    """rust test_handle_ihave_not_subscribed: IHAVE on a topic we are not in is ignored."""
+    h = make_router(20)
+    h.ihave(h.peers[7], [b"irrelevant id"], topic="unsubscribed topic")
+    assert h.out.log == []
+
+
+def test_ignore_too_many_iwants_from_same_peer_for_same_message() -> None:
+    """rust test_ignore_too_many_iwants_from_same_peer_for_same_message (go handleIWant, go
+    TestGossipsubAttackSpamIWANT: 1 forward + GossipRetransmission answers): asked 2 × 3 + 10 times for
+    one message, a peer gets it gossip_retransmission = 3 times; another peer still gets its 3."""
+    h = make_router(12)
+    msg = _seen_message(h)
+    asker, other = sorted(set(h.peers) - h.mesh())[:2]
+    for _ in range(2 * 3 + 10):
+        h.rpc(asker, iwant=[msg.id])
+    assert h.out.receivers(msg.id) == [asker] * 3
+    h.out.clear()
+    for _ in range(5):
+        h.rpc(other, iwant=[msg.id])
+    assert h.out.receivers(msg.id) == [other] * 3
+
+
+def test_iwant_for_one_id_twice_in_one_rpc_is_answered_once() -> None:
+    """go handleIWant collects the answers in a map: an id listed twice in one IWANT is sent once."""
+    h = make_router(12)
+    msg = _seen_message(h)
+    asker = sorted(set(h.peers) - h.mesh())[0]
+    h.rpc(asker, iwant=[msg.id, msg.id])
+    assert h.out.receivers(msg.id) == [asker]
+
+
+def test_ignore_too_many_ihaves() -> None:
+    """rust test_ignore_too_many_ihaves (max IHAVE messages per heartbeat 10): of 20 one-id IHAVEs only
+    the first 10 get an IWANT; after a heartbeat the next 10 do."""
+    h = make_router(12)
+    peer = h.peers[0]
+    ids = [b"id-%d" % i for i in range(20)]
+    for i in ids:
+        h.ihave(peer, [i])
+    assert h.out.iwants() == [(peer, [i]) for i in ids[:10]]
+    h.heartbeat()
+    h.out.clear()
+    for i in ids[10:]:
+        h.ihave(peer, [i])
+    assert h.out.iwants() == [(peer, [i]) for i in ids[10:]]
+
+
+def test_ignore_too_many_messages_in_ihave() -> None:
+    """rust test_ignore_too_many_messages_in_ihave (max IHAVE length 10): IHAVEs of 8, 12 and 20 ids get
+    IWANTs for 8 and then 2 (ids of those advertised), the third none; after a heartbeat 10 again."""
+    h = make_router(12, max_ihave_length=10)
+    peer = h.peers[0]
+    ids = [b"id-%02d" % i for i in range(30)]
+    h.ihave(peer, ids[:8])
+    h.ihave(peer, ids[:12])
+    h.ihave(peer, ids[:20])
+    asked = h.out.iwants()
+    assert [len(w) for _, w in asked] == [8, 2]
+    assert {i for _, w in asked for i in w} <= set(ids[:12])
+    h.heartbeat()
+    h.out.clear()
+    h.ihave(peer, ids[20:30])
+    assert [sorted(w) for _, w in h.out.iwants()] == [ids[20:30]]
+
+
+def test_limit_number_of_message_ids_inside_ihave() -> None:
+    """rust test_limit_number_of_message_ids_inside_ihave (go emitGossip: truncated per peer "so that we
+    emit a different set for each peer"): with 200 messages and max IHAVE length 100, each gossip
+    receiver gets 100 ids, and two receivers get different (overlapping) random sets."""
+    h = make_router(6, max_ihave_length=100)
+    p1, p2 = h.add_peer(101), h.add_peer(102)  # the only peers outside the mesh
+    sender = sorted(h.mesh())[0]
+    for k in range(200):
+        h.receive(sender, h.message(b"m%d" % k))
+    h.out.clear()
+    h.heartbeat()
+    sets = {p: set(ih.messageIDs) for p, ih in h.out.ihaves() if p in (p1, p2)}
+    assert len(sets[p1]) == 100 and len(sets[p2]) == 100
+    assert sets[p1] != sets[p2] and sets[p1] & sets[p2]
+
+
+def test_iwant_penalties() -> None:
+    """rust test_iwant_penalties (go gossipTracer, one promise per IWANT, follow-up time 3 s): of 100
+    peers that advertised a message each, the 20 that delivered within the follow-up time keep score
+    0, the 80 that did not get one P7 penalty (−1) at the first heartbeat past the deadline."""
+    h = make_router(2, **scoring())
+    others = [h.add_peer(101 + i) for i in range(100)]
+    msgs = [h.message(b"m%d" % i) for i in range(100)]
+    for p, m in zip(others, msgs):
+        h.ihave(p, [m.id])
+    assert all(w == [m.id] for (_, w), m in zip(h.out.iwants(), msgs))
+    for p, m in list(zip(others, msgs))[:20]:
+        h.receive(p, m)
+    h.heartbeat()  # t = 1
+    assert all(h.score(p) == 0.0 for p in others)
+    h.heartbeat(2)  # t = 3: the deadline is not past yet
+    assert all(h.score(p) == 0.0 for p in others)
+    h.heartbeat()  # t = 4
+    assert [h.score(p) for p in others] == [0.0] * 20 + [-1.0] * 80
+    assert h.router.counters["broken_promises"] == 80
+    h.heartbeat(5)
+    assert [h.score(p) for p in others] == [0.0] * 20 + [-1.0] * 80  # a promise breaks once
+
+
+def test_promise_kept_by_another_peer() -> None:
+    """go fulfillPromise: a promise is about the message, not the peer; if another peer delivers the
+    advertised message first, the advertiser is not penalised."""
+    h = make_router(3, **scoring())
+    advertiser, deliverer, _ = h.peers
+    msg = h.message()
+    h.ihave(advertiser, [msg.id])
+    h.receive(deliverer, msg)
+    h.heartbeat(4)
+    assert h.score(advertiser) == 0.0
+
+
+def test_promise_deadline_is_not_extended_by_advertising_again() -> None:
+    """go AddPromise / rust add_promise ("we don't update the expiry"): advertising the same id again
+    before the deadline does not push the deadline back."""
+    h = make_router(1, **scoring())
+    (peer,) = h.peers
+    msg = h.message()
+    h.ihave(peer, [msg.id])  # t = 0: deadline 3
+    h.heartbeat(2)  # t = 2: new heartbeat window, so the IHAVE is taken again
+    h.ihave(peer, [msg.id])
+    assert len(h.out.iwants()) == 2
+    h.advance(1.5)
+    h.router.heartbeat(h.now)  # t = 3.5: past the first deadline
+    assert h.score(peer) == -1.0
+
+
+def test_promise_kept_when_message_arrives_even_if_validation_is_slow() -> None:
+    """go gossipTracer.ValidateMessage: the promise is kept when the message arrives (correctly signed),
+    not when the application's validator finishes — a slow validator must not penalise the peer."""
+    h = make_router(1, **scoring())
+    (peer,) = h.peers
+    msg = h.message()
+    h.ihave(peer, [msg.id])
+    h.advance(1)
+    pending = h.receive(peer, msg, result=None)
+    assert pending is not None
+    h.heartbeat(4)  # t = 5, validation still running
+    assert h.score(peer) == 0.0
+    h.router.validation_complete(pending, ACCEPT, h.now)
+    assert h.score(peer) == 0.0
+
+
+def test_promise_broken_by_invalid_signature() -> None:
+    """go RejectMessage(RejectInvalidSignature) keeps the promise: a badly signed copy does not fulfil it."""
+    h = make_router(1, **scoring())
+    (peer,) = h.peers
+    msg = h.message()
+    h.ihave(peer, [msg.id])
+    forged = rpc_pb2.Message.FromString(msg.raw)
+    forged.data = b"forged"
+    h.rpc(peer, publish=[forged])
+    h.heartbeat(4)
+    assert h.score(peer) == -1.0
+
+
+def test_do_not_gossip_to_peers_below_gossip_threshold() -> None:
+    """rust test_do_not_gossip_to_peers_below_gossip_threshold: of two gossip candidates, the one below
+    the gossip threshold (−4 < −3) gets no IHAVE, the other (−1) does."""
+    h = make_router(6, **scoring(thresholds=BETWEEN_ONE_AND_TWO_PENALTIES))
+    assert h.mesh() == set(h.peers)  # the two newcomers are the only gossip candidates
+    p1, p2 = h.add_peer(101), h.add_peer(102)
+    h.scores.add_penalty(p1, 2)
+    h.scores.add_penalty(p2, 1)
+    msg = _seen_message(h, h.peers[0])
+    h.heartbeat()
+    assert [(p, list(ih.messageIDs)) for p, ih in h.out.ihaves()] == [(p2, [msg.id])]
+
+
+def test_iwant_msg_from_peer_below_gossip_threshold_gets_ignored() -> None:
+    """rust test_iwant_msg_from_peer_below_gossip_threshold_gets_ignored."""
+    h = make_router(6, **scoring(thresholds=BETWEEN_ONE_AND_TWO_PENALTIES))
+    p1, p2 = h.add_peer(101), h.add_peer(102)
+    h.scores.add_penalty(p1, 2)
+    h.scores.add_penalty(p2, 1)
+    msg = _seen_message(h, h.peers[0])
+    h.rpc(p1, iwant=[msg.id])
+    h.rpc(p2, iwant=[msg.id])
+    assert h.out.receivers(msg.id) == [p2]
+
+
+def test_ihave_msg_from_peer_below_gossip_threshold_gets_ignored() -> None:
+    """rust test_ihave_msg_from_peer_below_gossip_threshold_gets_ignored."""
+    h = make_router(6, **scoring(thresholds=BETWEEN_ONE_AND_TWO_PENALTIES))
+    p1, p2 = h.add_peer(101), h.add_peer(102)
+    h.scores.add_penalty(p1, 2)
+    h.scores.add_penalty(p2, 1)
+    h.ihave(p1, [b"id"])
+    h.ihave(p2, [b"id"])
+    assert h.out.iwants() == [(p2, [b"id"])]
