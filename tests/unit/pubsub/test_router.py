@@ -1121,3 +1121,533 @@ def test_ihave_msg_from_peer_below_gossip_threshold_gets_ignored() -> None:
     h.ihave(p1, [b"id"])
     h.ihave(p2, [b"id"])
     assert h.out.iwants() == [(p2, [b"id"])]
+
+
+# --- IDONTWANT (v1.2) --------------------------------------------------------------------------------
+
+BIG = b"x" * 1024  # idontwant_message_threshold: messages of at least this many bytes
+
+
+def test_sends_idontwant_to_supported() -> None:
+    """rust sends_idontwant_to_supported / doesnt_send_idontwant, go TestGossipsubIdontwantSend,
+    ...NoIDONTWANTToMessageSender, ...IdontwantIncompat, ...IdontwantNonMesh: a first-seen message of
+    1024 bytes makes us send IDONTWANT with its id, before validation, to every v1.2 mesh peer but the
+    sender — not to v1.1/v1.0 mesh peers, nor to peers outside the mesh."""
+    kinds = [GOSSIPSUB_V12] * 4 + [GOSSIPSUB_V11, GOSSIPSUB_V10]
+    h = make_router(6, protocol=kinds)
+    assert h.mesh() == set(h.peers)
+    outsider = h.add_peer(101)
+    h.out.clear()
+    sender = h.peers[0]
+    msg = h.message(BIG)
+    h.receive(sender, msg, result=None)  # still being validated
+    assert sorted(h.out.idontwants()) == sorted((p, [msg.id]) for p in h.peers[1:4])
+    assert outsider not in h.out.control_peers()
+
+
+def test_doesnt_send_idontwant_for_lower_message_size() -> None:
+    """rust doesnt_sends_idontwant_for_lower_message_size / go TestGossipsubIdontwantSmallMessage: 1023
+    bytes is below the threshold."""
+    h = make_router(6)
+    h.receive(h.peers[0], h.message(BIG[:-1]))
+    assert h.out.idontwants() == []
+
+
+def test_idontwant_before_first_publish() -> None:
+    """go TestGossipsubIDONTWANTBeforeFirstPublish: our own published messages cause no IDONTWANT; nor
+    does a duplicate of a message we already have."""
+    h = make_router(6)
+    msg, _ = h.publish(BIG)
+    assert h.out.idontwants() == []
+    h.receive(h.peers[0], msg)
+    assert h.out.idontwants() == []
+
+
+def test_doesnt_forward_idontwant() -> None:
+    """rust doesnt_forward_idontwant / go TestGossipsubIdontwantReceive: a mesh peer that sent IDONTWANT
+    for a message does not get it forwarded; the other mesh peers do."""
+    h = make_router(6)
+    sender, refuser = h.peers[:2]
+    msg = h.message(b"small is fine: the receiver side has no size threshold")
+    h.rpc(refuser, idontwant=[msg.id])
+    h.receive(sender, msg)
+    assert sorted(h.out.receivers(msg.id)) == sorted(h.peers[2:])
+
+
+def test_idontwant_honoured_for_our_own_messages_to_the_mesh() -> None:
+    """go rpcs(): without flood publishing, a mesh peer that sent IDONTWANT does not get our message."""
+    h = make_router(6, flood_publish=False)
+    msg = h.message(b"ours", author=LOCAL)
+    h.rpc(h.peers[0], idontwant=[msg.id])
+    assert sorted(h.router.publish(msg, h.now)) == sorted(h.peers[1:])
+
+
+def test_parses_idontwant() -> None:
+    """rust parses_idontwant: the ids of an IDONTWANT are remembered for the peer for
+    idontwant_message_ttl (3) heartbeats."""
+    h = make_router(2)
+    h.rpc(h.peers[1], idontwant=[b"\x00\x01\x02\x03"])
+    assert h.router.peers[h.peers[1]].dont_send == {b"\x00\x01\x02\x03": 3}
+
+
+def test_clear_stale_idontwant() -> None:
+    """rust clear_stale_idontwant / go TestGossipsubIdontwantClear: after idontwant_message_ttl = 3
+    heartbeats an IDONTWANT is forgotten and the message is forwarded again; after 2 it still holds."""
+    h = make_router(6)
+    sender, refuser = h.peers[:2]
+    early, late = h.message(b"early"), h.message(b"late")
+    h.rpc(refuser, idontwant=[early.id, late.id])
+    h.heartbeat(2)
+    h.receive(sender, early)
+    assert refuser not in h.out.receivers(early.id)
+    h.heartbeat()
+    assert h.router.peers[refuser].dont_send == {}
+    h.receive(sender, late)
+    assert refuser in h.out.receivers(late.id)
+
+
+def test_idontwant_per_heartbeat_caps() -> None:
+    """go handleIDontWant (MaxIDontWantLength 10 ids per message, MaxIDontWantMessages 1000 messages per
+    heartbeat; go TestGossipsubHandleIDontwantSpam): only the first 10 ids of an IDONTWANT count, the
+    1001st IDONTWANT of a heartbeat is ignored, and the budget is back after the heartbeat."""
+    h = make_router(2)
+    peer = h.peers[0]
+    state = h.router.peers[peer]
+    h.rpc(peer, idontwant=[b"id-%d" % i for i in range(11)])
+    assert set(state.dont_send) == {b"id-%d" % i for i in range(10)}
+    for i in range(999):
+        h.rpc(peer, idontwant=[b"more-%d" % i])
+    assert len(state.dont_send) == 10 + 999
+    h.rpc(peer, idontwant=[b"one too many"])
+    assert b"one too many" not in state.dont_send
+    assert h.router.counters["idontwant_ignored"] == 2  # the 11th id, the 1001st message
+    h.heartbeat()
+    h.rpc(peer, idontwant=[b"after the heartbeat"])
+    assert b"after the heartbeat" in state.dont_send
+
+
+# --- direct (explicit) peers -------------------------------------------------------------------------
+
+
+def test_explicit_peers_not_added_to_mesh_on_subscribe() -> None:
+    """rust explicit_peers_not_added_to_mesh_on_subscribe / ..._on_receiving_subscription,
+    do_not_graft_explicit_peer: a direct peer is never grafted, on join nor in heartbeats."""
+    h = make_router(2, direct=[0])
+    direct, other = h.peers
+    assert h.mesh() == {other}
+    h.heartbeat(3)
+    assert h.mesh() == {other}
+    assert all(p != direct for p, _ in h.out.grafts())
+
+
+def test_explicit_peers_not_added_to_mesh_from_fanout_on_subscribe() -> None:
+    """rust explicit_peers_not_added_to_mesh_from_fanout_on_subscribe: publishing first (fanout) and
+    joining then does not mesh the direct peer either."""
+    h = make_router(2, direct=[0], join=False, flood_publish=False)
+    direct, other = h.peers
+    _, sent = h.publish()
+    assert sorted(sent) == sorted([direct, other])  # direct peers always get our messages
+    assert h.router.fanout[TOPIC] == {other}
+    h.router.join(TOPIC, h.now)
+    assert h.mesh() == {other}
+    assert h.out.grafts() == [(other, TOPIC)]
+
+
+def test_handle_graft_explicit_peer() -> None:
+    """go handleGraft / spec v1.1 ("an error to GRAFT on an explicit peer ... rejected with a PRUNE"):
+    a direct peer's GRAFT on two topics gets two PRUNEs without PX and the meshes stay without it
+    (rust only ignores it)."""
+    h = make_router(1, topics=("topic1", "topic2"), direct=[0], do_px=True)
+    (direct,) = h.peers
+    h.graft(direct, "topic1", "topic2")
+    assert h.mesh("topic1") == set() and h.mesh("topic2") == set()
+    assert sorted((p, _shape(pr)) for p, pr in h.out.prunes()) == [
+        (direct, _prune("topic1", backoff=60)),
+        (direct, _prune("topic2", backoff=60)),
+    ]
+    assert len(h.out.controls()) == 1
+
+
+def test_do_forward_messages_to_explicit_peers() -> None:
+    """rust do_forward_messages_to_explicit_peers / go TestGossipsubDirectPeers: a message we relay goes
+    to the direct peer as well as to the mesh."""
+    h = make_router(3, direct=[0])
+    direct = h.peers[0]
+    sender = h.peers[1]
+    msg = h.message()
+    h.receive(sender, msg)
+    assert sorted(h.out.receivers(msg.id)) == sorted([direct, h.peers[2]])
+
+
+def test_no_gossip_gets_sent_to_explicit_peers() -> None:
+    """rust no_gossip_gets_sent_to_explicit_peers."""
+    h = make_router(8, direct=[0])
+    _seen_message(h, h.peers[1])
+    h.heartbeat(3)
+    assert h.out.ihaves() and all(p != h.peers[0] for p, _ in h.out.ihaves())
+
+
+def test_explicit_peer_reconnects() -> None:
+    """rust test_explicit_peer_reconnects / go directConnect, TestGossipsubDirectPeers: a direct peer that
+    is not connected is dialled at the first heartbeat and again every direct_connect_ticks; a connected
+    one is not."""
+    h = make_router(0, direct_connect_ticks=2)
+    direct = pid(77)
+    h.router.direct = frozenset({direct})
+    h.heartbeat()  # tick 1
+    assert h.out.connects() == [(direct, None)]
+    h.out.clear()
+    h.heartbeat()  # tick 2
+    assert h.out.connects() == []
+    h.heartbeat()  # tick 3
+    assert h.out.connects() == [(direct, None)]
+    h.add_peer(77)
+    h.out.clear()
+    h.heartbeat(2)
+    assert h.out.connects() == []
+
+
+def test_explicit_peer_rpcs_accepted_below_graylist() -> None:
+    """spec v1.1, explicit peering: "incoming RPCs are always accepted from them" (go AcceptFrom returns
+    AcceptAll for direct peers before the graylist check)."""
+    h = make_router(3, direct=[0], **scoring(thresholds=BETWEEN_ONE_AND_TWO_PENALTIES))
+    direct, other = h.peers[0], h.peers[1]
+    h.scores.add_penalty(direct, 2)
+    h.scores.add_penalty(other, 2)
+    m1, m2 = h.message(b"from direct"), h.message(b"from other")
+    assert h.receive(direct, m1) is not None
+    assert h.receive(other, m2) is None
+    assert [m.data for m in h.out.delivered()] == [b"from direct"]
+
+
+def test_direct_peers_network() -> None:
+    """go TestGossipsubDirectPeers: 3 nodes, 1 and 2 direct peers of each other, 0 connected to both;
+    1 and 2 connect by themselves (direct connect ticks 2); every message reaches every node; after the
+    1–2 connection drops it is restored and messages still flow."""
+    cfg = GossipsubConfig(direct_connect_ticks=2)
+    net = SimNet(3, cfg, direct={1: [2], 2: [1]})
+    net.link(0, 1)
+    net.link(0, 2)
+    net.run(2.0)
+    assert frozenset((1, 2)) in net.links
+    net.join(TOPIC, range(3))
+    net.run(1.0)
+    assert pid(3) not in net.routers[1].mesh_peers(TOPIC) and pid(2) not in net.routers[2].mesh_peers(TOPIC)
+    for i in range(3):
+        net.publish(i, b"message %d" % i)
+    net.unlink(1, 2)
+    net.run(5.0)
+    assert frozenset((1, 2)) in net.links
+    for i in range(3):
+        net.publish(i, b"again %d" % i)
+    for i in range(3):
+        expected = [b"%s %d" % (w, k) for w in (b"message", b"again") for k in range(3) if k != i]
+        assert net.received(i) == expected
+
+
+# --- floodsub peers, floodsub routers ----------------------------------------------------------------
+
+
+def test_mixed_gossipsub() -> None:
+    """go TestMixedGossipsub, router side: floodsub peers in a topic get every message we relay (they
+    have no mesh) but never a control message: no GRAFT, PRUNE or IHAVE, only subscriptions."""
+    h = make_router(8, protocol=[GOSSIPSUB_V12] * 6 + [FLOODSUB] * 2, clear=False)
+    floodsub = set(h.peers[6:])
+    for p in floodsub:
+        assert all(not rpc.HasField("control") for rpc in h.out.controls(p))
+    msg = h.message()
+    sender = h.peers[0]
+    h.receive(sender, msg)
+    assert set(h.out.receivers(msg.id)) == (h.mesh() - {sender}) | floodsub
+    h.heartbeat(3)
+    h.router.leave(TOPIC, h.now)
+    for p in floodsub:
+        assert all(not rpc.HasField("control") for rpc in h.out.controls(p))
+        assert (p, False, TOPIC) in h.out.subscriptions()
+
+
+def test_mixed_gossipsub_network() -> None:
+    """go TestMixedGossipsub: 20 gossipsub and 10 floodsub nodes, sparsely connected, all subscribed;
+    100 messages from random nodes reach every node, in order."""
+    net = SimNet(30, flood_only=range(20, 30))
+    net.join(TOPIC, range(30))
+    net.connect_random(3, random.Random(7))
+    net.run(2.0)
+    rng = random.Random(8)
+    owners = [rng.randrange(30) for _ in range(100)]
+    for k, owner in enumerate(owners):
+        net.publish(owner, b"%d it's not a floooooood %d" % (k, k))
+    for i in range(30):
+        assert net.received(i) == [b"%d it's not a floooooood %d" % (k, k) for k, o in enumerate(owners) if o != i]
+
+
+def test_flood_only_router() -> None:
+    """A floodsub router (flood_only): every message goes to every peer in the topic but its sender and
+    author; no mesh, no control message, nothing at heartbeats."""
+    h = make_router(5, flood_only=True, protocol=FLOODSUB, clear=False)
+    assert h.router.mesh == {}
+    assert all(not rpc.HasField("control") for rpc in h.out.controls())
+    h.out.clear()
+    msg = h.message()
+    h.receive(h.peers[0], msg)
+    assert sorted(h.out.receivers(msg.id)) == sorted(h.peers[1:])
+    _, sent = h.publish()
+    assert sorted(sent) == sorted(h.peers)
+    h.out.clear()
+    h.graft(h.peers[1])
+    h.ihave(h.peers[1], [b"id"])
+    h.heartbeat(3)
+    assert h.out.log == []
+
+
+# --- subscriptions -----------------------------------------------------------------------------------
+
+
+def test_hello_rpc_is_single_batched_message() -> None:
+    """rust test_hello_rpc_is_single_batched_message / test_peer_added_on_connection: a new peer gets all
+    our subscriptions in one RPC (sorted), and nothing else."""
+    h = make_router(0, topics=("alpha", "beta", "gamma"))
+    peer = h.add_peer(1, topics=())
+    (rpc,) = h.out.controls(peer)
+    assert [(s.subscribe, s.topicid) for s in rpc.subscriptions] == [(True, "alpha"), (True, "beta"), (True, "gamma")]
+    assert not rpc.HasField("control") and not rpc.publish
+    silent = make_router(0, join=False)
+    silent.add_peer(1, topics=())
+    assert silent.out.log == []
+
+
+def test_subscribe() -> None:
+    """rust test_subscribe: joining announces the topic to all 20 peers (one subscription each)."""
+    h = make_router(20, join=False)
+    h.router.join(TOPIC, h.now)
+    assert sorted(p for p, sub, t in h.out.subscriptions()) == sorted(h.peers)
+    assert all(sub and t == TOPIC for _, sub, t in h.out.subscriptions())
+    assert TOPIC in h.router.mesh and TOPIC in h.router.subscriptions
+    h.out.clear()
+    h.router.join(TOPIC, h.now)  # joining again changes nothing
+    assert h.out.log == []
+
+
+def test_unsubscribe() -> None:
+    """rust test_unsubscribe: leaving two topics sends 2 × 20 unsubscriptions and removes both meshes."""
+    h = make_router(20, topics=("topic1", "topic2"))
+    h.router.leave("topic1", h.now)
+    h.router.leave("topic2", h.now)
+    subs = h.out.subscriptions()
+    assert len(subs) == 40 and all(not sub for _, sub, _ in subs)
+    assert h.router.mesh == {} and h.router.subscriptions == set()
+    h.out.clear()
+    h.router.leave("topic1", h.now)
+    assert h.out.log == []
+
+
+def test_handle_received_subscriptions() -> None:
+    """rust test_handle_received_subscriptions: subscriptions and unsubscriptions in one RPC are applied
+    per peer; an unknown peer's RPC is ignored; an unsubscription removes just that topic."""
+    topics = ["topic1", "topic2", "topic3", "topic4"]
+    h = make_router(20, topics=topics, peer_topics=(), join=False)
+    p0, p1 = h.peers[:2]
+    for p in (p0, p1):
+        h.rpc(p, subscribe=topics[:3], unsubscribe=[topics[3]])
+    stranger = pid(999)
+    assert h.rpc(stranger, subscribe=topics) == []
+    for t in topics[:3]:
+        assert h.router.topic_peers(t) == {p0, p1}
+    assert h.router.topic_peers("topic4") == set() and "topic4" not in h.router.topics
+    assert stranger not in h.router.peers
+    h.rpc(p0, unsubscribe=["topic1"])
+    assert h.router.topic_peers("topic1") == {p1}
+    assert h.router.peers[p0].topics == {"topic2", "topic3"}
+
+
+def test_peer_unsubscribing_leaves_mesh_and_fanout() -> None:
+    """rust test_peer_unsubscribed_cleanup: a peer that unsubscribes leaves our mesh (and fanout) for
+    that topic, without a PRUNE from us, and the topic entry goes when its last peer leaves."""
+    h = make_router(3, topics=(TOPIC,), peer_topics=(TOPIC, "fan"), flood_publish=False)
+    h.publish(b"x", "fan")
+    leaver = h.peers[0]
+    assert leaver in h.mesh() and leaver in h.router.fanout["fan"]
+    h.out.clear()
+    h.rpc(leaver, unsubscribe=[TOPIC, "fan"])
+    assert leaver not in h.mesh() and leaver not in h.router.fanout["fan"]
+    assert h.out.log == []
+    for p in h.peers[1:]:
+        h.rpc(p, unsubscribe=["fan"])
+    assert "fan" not in h.router.topics
+
+
+def test_topic_caps() -> None:
+    """Subscription caps (CVE-2026-46679 class): beyond max_topics_per_peer a peer's new subscriptions
+    are refused and counted, beyond max_subscriptions_per_rpc the rest of the RPC is dropped, and the
+    global max_topics bounds the table; topics we are in are always taken."""
+    h = make_router(2, max_topics_per_peer=3, max_subscriptions_per_rpc=5, max_topics=4, peer_topics=())
+    a, b = h.peers
+    h.rpc(a, subscribe=["t1", "t2", "t3", "t4"])
+    assert h.router.peers[a].topics == {"t1", "t2", "t3"}
+    h.rpc(b, subscribe=["u1", "u2", "u3", "u4", "u5", "u6", "u7"])
+    assert h.router.peers[b].topics == {"u1"}  # max_topics = 4 topic entries in all
+    assert h.router.counters["subscriptions_refused"] == 1 + 4 + 1
+    h.rpc(a, subscribe=[TOPIC])
+    assert TOPIC in h.router.peers[a].topics and len(h.router.topics) == 5
+
+
+# --- messages: seen cache, signature policy, validation ----------------------------------------------
+
+
+def test_duplicate_is_not_validated_twice() -> None:
+    """pubsub seen cache: the second copy of a message (from anyone) is not handed out for validation
+    again, not delivered, not forwarded; it is counted as a duplicate."""
+    h = make_router(6)
+    msg = h.message()
+    first = h.receive(h.peers[0], msg, result=None)
+    assert first is not None and first.id == msg.id and first.received_from == h.peers[0]
+    assert h.rpc(h.peers[1], publish=[msg]) == []  # validation still running: still a duplicate
+    h.router.validation_complete(first, ACCEPT, h.now)
+    assert h.rpc(h.peers[2], publish=[msg]) == []
+    assert h.router.counters["duplicates"] == 2
+    assert [m.id for m in h.out.delivered()] == [msg.id]
+    assert sorted(h.out.receivers(msg.id)) == sorted(h.mesh() - {h.peers[0]})
+
+
+def test_seen_cache_expires() -> None:
+    """A message id is remembered for seen_ttl (120 s): a copy after the expiry is new again."""
+    h = make_router(6, seen_ttl=10.0)
+    msg = h.message()
+    h.receive(h.peers[0], msg)
+    h.heartbeat(9)
+    assert h.rpc(h.peers[1], publish=[msg]) == []
+    h.heartbeat(1)  # t = 10: expired
+    assert h.receive(h.peers[1], msg) is not None
+
+
+def test_strict_sign_rejects_missing_signature() -> None:
+    """StrictSign: an unsigned message is rejected (InvalidMessageReceived, not validated) and not marked
+    seen: the properly signed copy from another peer is still accepted."""
+    h = make_router(6)
+    msg = h.message()
+    unsigned = rpc_pb2.Message.FromString(msg.raw)
+    unsigned.ClearField("signature")
+    assert h.rpc(h.peers[0], publish=[unsigned]) == []
+    (event,) = h.out.events()
+    assert isinstance(event, InvalidMessageReceived) and event.peer == h.peers[0]
+    assert msg.id not in h.router.seen
+    assert h.receive(h.peers[1], msg) is not None
+    assert [m.id for m in h.out.delivered()] == [msg.id]
+
+
+def test_strict_sign_rejects_invalid_signature() -> None:
+    """StrictSign: a message whose data was changed after signing is rejected and not marked seen."""
+    h = make_router(6)
+    msg = h.message(b"original")
+    forged = rpc_pb2.Message.FromString(msg.raw)
+    forged.data = b"forged"
+    assert h.rpc(h.peers[0], publish=[forged]) == []
+    assert h.router.counters["invalid"] == 1
+    assert h.receive(h.peers[1], msg) is not None
+
+
+def test_strict_no_sign() -> None:
+    """StrictNoSign: a message carrying from/seqno/signature is rejected; a bare one is accepted, its id
+    from the content."""
+    h = make_router(6, signature_policy=SignaturePolicy.STRICT_NO_SIGN, message_id_fn=content_hash_message_id)
+    assert h.rpc(h.peers[0], publish=[signed(TOPIC, b"signed")]) == []
+    assert isinstance(h.out.events()[0], InvalidMessageReceived)
+    bare = encode_message(TOPIC, b"bare", key=None, author=None, seqno=None)
+    got = h.rpc(h.peers[0], publish=[bare])
+    assert [m.id for m in got] == [content_hash_message_id(bare)]
+    with_seqno = rpc_pb2.Message(topic=TOPIC, data=b"x", seqno=b"\0" * 8)
+    assert h.rpc(h.peers[0], publish=[with_seqno]) == []
+    assert h.router.counters["invalid"] == 2
+
+
+def test_message_on_topic_we_are_not_in_is_ignored() -> None:
+    """pubsub: a message on a topic we have not joined is not validated, delivered nor relayed."""
+    h = make_router(6, peer_topics=(TOPIC, "elsewhere"))
+    assert h.rpc(h.peers[0], publish=[h.message(topic="elsewhere")]) == []
+    assert h.router.counters["not_subscribed"] == 1 and h.out.log == []
+
+
+def test_oversized_message_is_dropped() -> None:
+    """A payload above the topic's max message size is dropped before anything else."""
+    h = make_router(6, topic_max_message_size={TOPIC: 100})
+    assert h.rpc(h.peers[0], publish=[h.message(b"x" * 101)]) == []
+    assert h.router.counters["oversized"] == 1
+    assert h.receive(h.peers[0], h.message(b"x" * 100)) is not None
+
+
+def test_own_message_coming_back_is_dropped() -> None:
+    """A message authored by us that a peer relays back is not validated again nor delivered."""
+    h = make_router(6)
+    mine = h.message(b"mine", author=LOCAL)
+    assert h.rpc(h.peers[0], publish=[mine]) == []
+    assert h.out.delivered() == [] and h.out.sent() == []
+
+
+def test_validation_accept() -> None:
+    """validation_complete(ACCEPT): delivered once, cached, forwarded to the mesh but not back to the
+    peer it came from nor to its author."""
+    h = make_router(8)
+    author = h.peers[0]
+    sender = sorted(h.mesh() - {author})[0]
+    msg = h.message(author=1)  # authored by peers[0] = pid(1)
+    h.receive(sender, msg)
+    assert [m.id for m in h.out.delivered()] == [msg.id]
+    assert h.router.mcache.get(msg.id) is not None
+    assert sorted(h.out.receivers(msg.id)) == sorted(h.mesh() - {sender, author})
+
+
+def test_validation_reject_and_ignore() -> None:
+    """validation_complete(REJECT): not delivered, cached nor forwarded, reported, counted, and the
+    sender's P4 counter grows; IGNORE: the same without the report and without a penalty."""
+    from mycel.protocols.pubsub.score import TopicScoreParams
+
+    p4 = TopicScoreParams(invalid_message_deliveries_weight=-1.0, invalid_message_deliveries_decay=0.5)
+    h = make_router(6, **scoring(topics={TOPIC: p4}))
+    bad, meh = h.message(b"bad"), h.message(b"meh")
+    h.receive(h.peers[0], bad, REJECT)
+    h.receive(h.peers[1], meh, IGNORE)
+    assert h.out.delivered() == [] and h.out.sent() == []
+    assert bad.id not in h.router.mcache and meh.id not in h.router.mcache
+    assert [type(e) for e in h.out.events()] == [InvalidMessageReceived]
+    assert (h.router.counters["rejected"], h.router.counters["ignored"]) == (1, 1)
+    assert h.score(h.peers[0]) == -1.0  # P4: 1² × −1
+    assert h.score(h.peers[1]) == 0.0
+    assert h.rpc(h.peers[2], publish=[bad]) == []  # both stay seen
+
+
+# --- graylist, control coalescing --------------------------------------------------------------------
+
+
+def test_ignore_rpc_from_peers_below_graylist_threshold() -> None:
+    """rust test_ignore_rpc_from_peers_below_graylist_threshold (go AcceptFrom): below the graylist
+    threshold a peer's whole RPC — subscriptions, messages, control — is ignored, reported once; a peer
+    above it is served."""
+    h = make_router(0, **scoring(thresholds=BETWEEN_ONE_AND_TWO_PENALTIES))
+    p1, p2 = h.add_peer(1, topics=()), h.add_peer(2, topics=())
+    h.scores.add_penalty(p1, 2)
+    h.scores.add_penalty(p2, 1)
+    for p in (p1, p2):
+        got = h.rpc(p, subscribe=[TOPIC], publish=[h.message()], ihave=[(TOPIC, [b"id"])])
+        assert (p == p2) == bool(got)
+    assert h.router.topic_peers(TOPIC) == {p2}
+    assert h.out.iwants() == [(p2, [b"id"])]
+    h.rpc(p1, ihave=[(TOPIC, [b"id2"])])
+    assert [e for e in h.out.events() if isinstance(e, PeerGraylisted)] == [PeerGraylisted(p1, -4.0)]
+    assert h.router.counters["graylisted_rpcs"] == 2
+
+
+def test_control_piggyback_one_rpc_per_peer() -> None:
+    """go TestGossipsubControlPiggyback / TestGossipsubPiggybackControl, router side: everything one RPC
+    causes for a peer — IWANT for its IHAVE, its message answers aside, PRUNE for its refused GRAFT —
+    leaves as one control RPC."""
+    h = make_router(12, topics=("full", "open"))
+    for p in h.peers:
+        h.graft(p, "full")
+    peer = h.add_peer(101, topics=("full", "open"))
+    h.out.clear()
+    h.rpc(peer, ihave=[("open", [b"wanted"])], graft=["full", "open"])
+    (rpc,) = h.out.controls(peer)
+    assert [list(w.messageIDs) for w in rpc.control.iwant] == [[b"wanted"]]
+    assert [_shape(pr) for pr in rpc.control.prune] == [_prune("full", backoff=60)]
+    assert peer in h.mesh("open")
+    assert h.out.control_peers() == [peer]
