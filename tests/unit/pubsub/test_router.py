@@ -1651,3 +1651,127 @@ def test_control_piggyback_one_rpc_per_peer() -> None:
     assert [_shape(pr) for pr in rpc.control.prune] == [_prune("full", backoff=60)]
     assert peer in h.mesh("open")
     assert h.out.control_peers() == [peer]
+
+
+# --- small networks (go's host-level tests, on SimNet) ------------------------------------------------
+
+
+def _everyone_gets_everything(net: SimNet, nodes: range, count: int, seed: int, topic: str = TOPIC) -> None:
+    """Publish ``count`` messages from random ``nodes``; each node must deliver every message it did not
+    publish, in publication order (go: ``sub.Next`` per message)."""
+    rng = random.Random(seed)
+    owners = [rng.choice(nodes) for _ in range(count)]
+    before = {i: len(net.received(i)) for i in nodes}
+    for k, owner in enumerate(owners):
+        net.publish(owner, b"%d it's not a floooooood %d" % (k, k), topic)
+    for i in nodes:
+        want = [b"%d it's not a floooooood %d" % (k, k) for k, o in enumerate(owners) if o != i]
+        assert net.received(i)[before[i] :] == want
+
+
+@pytest.mark.parametrize(("degree", "seed"), [(3, 11), (10, 13)], ids=["sparse", "dense"])
+def test_sparse_and_dense_gossipsub(degree: int, seed: int) -> None:
+    """go TestSparseGossipsub / TestDenseGossipsub: 20 nodes, each dialling 3 (sparse) or 10 (dense)
+    others; after the first heartbeats 100 messages from random nodes reach every node, once each and
+    in publication order."""
+    net = SimNet(20)
+    net.join(TOPIC, range(20))
+    net.connect_random(degree, random.Random(seed))
+    net.run(2.0)
+    assert all(r.mesh_peers(TOPIC) for r in net.routers)
+    _everyone_gets_everything(net, range(20), 100, seed=seed + 1)
+
+
+def test_gossipsub_multihops() -> None:
+    """go TestGossipsubMultihops: a chain of 6 nodes; a message from one end reaches the other."""
+    net = SimNet(6)
+    for i in range(5):
+        net.link(i, i + 1)
+    net.join(TOPIC, range(6))
+    net.run(2.0)
+    net.publish(0, b"i like cats")
+    assert all(net.received(i) == [b"i like cats"] for i in range(1, 6))
+
+
+def test_gossipsub_tree_topology() -> None:
+    """go TestGossipsubTreeTopology: a 10-node tree (0 → 1 → {2 → 3, 4 → {5, 6 → 7}}, 8 → 9 off 1);
+    messages from each node reach all the others."""
+    net = SimNet(10)
+    for a, b in [(0, 1), (1, 2), (1, 4), (2, 3), (0, 5), (5, 6), (5, 8), (6, 7), (8, 9)]:
+        net.link(a, b)
+    net.join(TOPIC, range(10))
+    net.run(2.0)
+    for i in range(10):
+        net.publish(i, b"from %d" % i)
+    for i in range(10):
+        assert net.received(i) == [b"from %d" % k for k in range(10) if k != i]
+
+
+def test_gossipsub_gossip_propagation() -> None:
+    """go TestGossipsubGossipPropagation: two dense groups sharing node 0; 10 messages published by node
+    0 in group 1 before group 2 subscribes reach the late subscribers of group 2 through gossip alone
+    (IHAVE/IWANT at their first heartbeats), none lost."""
+    net = SimNet(20)
+    group1, group2 = list(range(0, 7)), [0, *range(7, 20)]
+    for group in (group1, group2):
+        for i in group:
+            for j in group:
+                if i < j:
+                    net.link(i, j)
+    net.join("foobar", range(1, 7))
+    net.run(1.0)
+    for k in range(10):
+        net.publish(0, b"%d it's not a floooooood %d" % (k, k), "foobar")
+    assert all(len(net.received(i)) == 10 for i in range(1, 7))
+    net.run(0.1)
+    net.join("foobar", range(7, 20))
+    net.run(3.0)
+    for i in range(7, 20):
+        assert sorted(net.received(i)) == sorted(b"%d it's not a floooooood %d" % (k, k) for k in range(10))
+
+
+def test_gossipsub_fanout_network() -> None:
+    """go TestGossipsubFanout: 20 dense nodes, all but node 0 subscribed; 100 messages from node 0
+    (through its fanout of D peers) reach every subscriber; then node 0 subscribes too (its fanout
+    becoming its mesh) and gets the messages of the others."""
+    net = SimNet(20)
+    net.join(TOPIC, range(1, 20))
+    net.connect_random(10, random.Random(15))
+    net.run(2.0)
+    for k in range(100):
+        net.publish(0, b"fanout %d" % k)
+    assert all(net.received(i) == [b"fanout %d" % k for k in range(100)] for i in range(1, 20))
+    assert len(net.routers[0].fanout[TOPIC]) == 6
+    net.join(TOPIC, [0])
+    assert TOPIC not in net.routers[0].fanout
+    net.run(2.0)
+    _everyone_gets_everything(net, range(1, 20), 20, seed=16)
+    assert len(net.received(0)) == 20
+
+
+def test_gossipsub_prune_network() -> None:
+    """go TestGossipsubPrune: 20 dense nodes all subscribed; 5 unsubscribe; later messages reach the
+    15 that stayed and none of the 5 (their meshes dropped them with PRUNEs)."""
+    net = SimNet(20)
+    net.join(TOPIC, range(20))
+    net.connect_random(10, random.Random(17))
+    net.run(2.0)
+    net.leave(TOPIC, range(5))
+    net.run(2.0)
+    for r in net.routers[5:]:
+        assert not r.mesh_peers(TOPIC) & {pid(i + 1) for i in range(5)}
+    before = [len(net.received(i)) for i in range(5)]
+    _everyone_gets_everything(net, range(5, 20), 30, seed=18)
+    assert [len(net.received(i)) for i in range(5)] == before
+
+
+def test_gossipsub_graft_network() -> None:
+    """go TestGossipsubGraft: 20 sparse nodes subscribing one after the other (so meshes form by GRAFT
+    as subscriptions arrive); after a heartbeat every message reaches everyone."""
+    net = SimNet(20)
+    net.connect_random(3, random.Random(19))
+    for i in range(20):
+        net.join(TOPIC, [i])
+        net.run(0.01)
+    net.run(2.0)
+    _everyone_gets_everything(net, range(20), 20, seed=20)
