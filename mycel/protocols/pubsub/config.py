@@ -80,7 +80,8 @@ class GossipsubConfig:
     opportunistic_graft_peers: int = 2
     """Peers grafted per opportunistic round when the mesh median score is low."""
     gossip_retransmission: int = 3
-    """How many times one peer may ask (IWANT) for one message id beyond the first."""
+    """How many times one peer's IWANT for one message id is answered (go's GossipRetransmission);
+    later asks for it are ignored."""
     max_ihave_length: int = 5000
     """Message ids taken from one peer's IHAVEs per heartbeat (and put in one IHAVE of ours)."""
     max_ihave_messages: int = 10
