@@ -808,9 +808,9 @@ class GossipsubRouter:
         backoff = self.config.unsubscribe_backoff if unsubscribe else self.config.prune_backoff
         prune.backoff = int(backoff)
         if do_px:
-            candidates = [
+            candidates = sorted(
                 p for p in self.topics.get(topic, ()) if p != peer and self._score(p, now) >= 0 and self.peers[p].kind.is_gossipsub
-            ]
+            )
             self.rng.shuffle(candidates)
             for p in candidates[: self.config.prune_peers]:
                 info = prune.peers.add(peerID=p.to_bytes())
@@ -895,7 +895,7 @@ class GossipsubRouter:
                 ):
                     graft_peer(p)
             if len(members) >= cfg.d_hi:  # oversubscribed at D_hi, as go and rust (and v1.1's GRAFT rule)
-                plst = list(members)
+                plst = sorted(members)  # sets iterate in hash order (PYTHONHASHSEED): sort, then the seeded shuffle
                 self.rng.shuffle(plst)
                 plst.sort(key=score, reverse=True)
                 rest = plst[cfg.d_score :]
@@ -998,6 +998,7 @@ class GossipsubRouter:
         ]
         target = max(cfg.d_lazy, int(cfg.gossip_factor * len(candidates)))
         if target < len(candidates):
+            candidates.sort()
             self.rng.shuffle(candidates)
             candidates = candidates[:target]
         limit = cfg.max_ihave_length
@@ -1047,8 +1048,8 @@ class GossipsubRouter:
         if count <= 0:
             return []
         assert callable(accept)
-        found = [p for p in self.topics.get(topic, ()) if self.peers[p].kind.is_gossipsub and accept(p)]
-        self.rng.shuffle(found)
+        found = sorted(p for p in self.topics.get(topic, ()) if self.peers[p].kind.is_gossipsub and accept(p))
+        self.rng.shuffle(found)  # sorted first, so a seed gives the same choice whatever PYTHONHASHSEED is
         return found[:count]
 
     def _pending_for(self, peer: PeerId) -> _Pending:

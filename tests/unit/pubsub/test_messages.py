@@ -191,6 +191,7 @@ def test_presets() -> None:
     spec = spec_defaults()
     assert (spec.d, spec.d_lo, spec.d_hi, spec.history_length, spec.history_gossip, spec.seen_ttl) == (6, 4, 12, 5, 3, 120.0)
     go = go_defaults()
+    assert go.flood_publish is False and GossipsubConfig().flood_publish is True  # go opts in; rust and js default on
     assert (go.d, go.d_lo, go.d_hi, go.d_score, go.d_out, go.d_lazy, go.gossip_factor) == (6, 5, 12, 4, 2, 6, 0.25)
     assert (go.heartbeat_interval, go.heartbeat_initial_delay, go.fanout_ttl, go.prune_backoff, go.unsubscribe_backoff) == (
         1.0,
