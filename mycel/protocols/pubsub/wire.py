@@ -9,6 +9,9 @@ from mycel.core.varint import encode_uvarint
 from mycel.protocols.pubsub import rpc_pb2
 
 _PUBLISH_TAG = b"\x12"  # RPC field 2 (publish), length-delimited
+MAX_MESSAGES_PER_RPC = 1000
+"""Messages batched into one RPC at most: js-libp2p's gossipsub drops a whole RPC carrying more than
+5000 (its ``decodeRpcLimits.maxMessages``), which a queue of small messages reaches within 1 MiB."""
 
 
 def frame(payload: bytes) -> bytes:
@@ -29,7 +32,7 @@ def _batches(raw_messages: Iterable[bytes], limit: int) -> Iterator[tuple[int, l
     for raw in raw_messages:
         header = _PUBLISH_TAG + encode_uvarint(len(raw))
         n = len(header) + len(raw)
-        if current and size + n > limit:
+        if current and (size + n > limit or len(current) >= 2 * MAX_MESSAGES_PER_RPC):
             yield size, current
             current, size = [], 0
         current += (header, raw)
@@ -40,7 +43,8 @@ def _batches(raw_messages: Iterable[bytes], limit: int) -> Iterator[tuple[int, l
 
 def batch_messages(raw_messages: Iterable[bytes], limit: int) -> list[bytes]:
     """RPC payloads carrying ``raw_messages`` in order, each at most ``limit`` bytes when possible (a
-    single message bigger than ``limit`` gets an RPC of its own; the caller refuses such messages)."""
+    single message bigger than ``limit`` gets an RPC of its own; the caller refuses such messages) and
+    at most :data:`MAX_MESSAGES_PER_RPC` messages."""
     return [b"".join(pieces) for _, pieces in _batches(raw_messages, limit)]
 
 
@@ -116,4 +120,4 @@ def _split_ids(ids: Iterable[bytes], limit: int, build: object) -> list[bytes]:
     return _split_ids(ids[:half], limit, build) + _split_ids(ids[half:], limit, build)
 
 
-__all__ = ["batch_messages", "fragment_rpc", "frame", "message_frames", "publish_entry"]
+__all__ = ["MAX_MESSAGES_PER_RPC", "batch_messages", "fragment_rpc", "frame", "message_frames", "publish_entry"]

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from mycel.core.varint import LengthPrefixedDecoder
 from mycel.protocols.pubsub import rpc_pb2
-from mycel.protocols.pubsub.wire import batch_messages, frame, message_frames
+from mycel.protocols.pubsub.wire import MAX_MESSAGES_PER_RPC, batch_messages, frame, message_frames
 
 
 @settings(max_examples=200, deadline=None)
@@ -36,3 +36,11 @@ def test_a_large_batch_is_split_at_the_limit() -> None:
     payloads = batch_messages(raws, limit)
     assert len(payloads) == 3 and all(len(p) <= limit for p in payloads)
     assert b"".join(message_frames(raws, limit)) == b"".join(frame(p) for p in payloads)
+
+
+def test_small_messages_are_batched_by_count_too() -> None:
+    # 2500 tiny messages fit in one 1 MiB RPC, but js-libp2p drops an RPC of more than 5000 messages
+    raws = [rpc_pb2.Message(data=b"x", topic="t").SerializeToString() for _ in range(2 * MAX_MESSAGES_PER_RPC + 500)]
+    payloads = batch_messages(raws, 1 << 20)
+    counts = [len(rpc_pb2.RPC.FromString(p).publish) for p in payloads]
+    assert counts == [MAX_MESSAGES_PER_RPC, MAX_MESSAGES_PER_RPC, 500]
