@@ -90,9 +90,10 @@ class Options:
     hosts: int = 20
     dials: int = 3
     size: int = 100 * KiB
-    messages: int = 100  # per phase
+    messages: int = 60  # per phase, in ``rounds`` segments
+    rounds: int = 2  # phases alternate on, off, off, on, ...: drift (JIT warming up, load) hits both alike
     warmup: int = 20  # messages published (at the rate) before the phases, not counted
-    rate: float = 10.0  # messages per second, network-wide
+    rate: float = 5.0  # messages per second, network-wide: 20 js hosts need ~0.8 CPU for it, mycel ~0.2
     phases: tuple[str, ...] = ("on", "off")
     settle: float = 2.5  # seconds of heartbeats after the mesh is up, before publishing
     run_timeout: float = 60.0  # one throughput run, or one network phase's drain
@@ -103,7 +104,8 @@ class Options:
         """A few seconds' worth: the code path of every part, not figures to quote."""
         return cls(
             sizes=(KiB,), bytes_per_run=1, min_count=200, max_count=200, repeats=1, pairs=(("mycel", "mycel"), ("js", "js")),
-            kinds=("mixed",), hosts=4, dials=1, size=8 * KiB, messages=10, warmup=0, rate=50.0, settle=1.2, run_timeout=20.0,
+            kinds=("mixed",), hosts=4, dials=1, size=8 * KiB, messages=10, rounds=1, warmup=0, rate=50.0, settle=1.2,
+            run_timeout=20.0,
         )  # fmt: skip
 
     def count(self, size: int) -> int:
@@ -282,7 +284,7 @@ class Others:
         self.share = 0.0
 
     def _ours(self) -> float:
-        total = procstat.cpu_seconds()
+        total: float = procstat.cpu_seconds()
         for pid in self.pids:
             try:
                 total += procstat.cpu_seconds(pid)
@@ -471,79 +473,93 @@ def one_network(opts: Options, impls: list[str], logfile: BinaryIO | None) -> di
         time.sleep(opts.settle)  # heartbeats: meshes fill up to D where the graph allows
         meshes = [int(s["mesh"]) for s in call_all(hosts, "stats", topic=TOPIC, receipts=False)]
         rng = random.Random(opts.seed + 1)
-        phases: dict[str, Any] = {}
         if opts.warmup:  # JIT, caches, the first IDONTWANTs: not what a phase should measure
-            publish_phase(opts, hosts, rng, 0, opts.warmup, {})
+            publish_segment(opts, hosts, rng, 0, opts.warmup)
         seq = opts.warmup
-        for phase in opts.phases:
-            for host, impl in zip(hosts, impls):
-                threshold = IDONTWANT_OFF if phase == "off" else (1024 if impl == "mycel" else 512)
-                host.call("idontwant", threshold=threshold)
-            phases[phase] = one_phase(opts, hosts, impls, rng, seq)
-            seq += opts.messages
+        segments: dict[str, list[Segment]] = {phase: [] for phase in opts.phases}
+        per_round = max(1, opts.messages // opts.rounds)
+        for r in range(opts.rounds):
+            for phase in opts.phases if r % 2 == 0 else reversed(opts.phases):  # on, off, off, on, ...
+                for host, impl in zip(hosts, impls):
+                    threshold = IDONTWANT_OFF if phase == "off" else (1024 if impl == "mycel" else 512)
+                    host.call("idontwant", threshold=threshold)
+                segments[phase].append(publish_segment(opts, hosts, rng, seq, per_round))
+                seq += per_round
+    phases = {phase: summarize(opts, impls, segs) for phase, segs in segments.items()}
     return {"impls": impls, "edges": len(edges), "degree": degree, "mesh": meshes, "phases": phases}
 
 
-def one_phase(opts: Options, hosts: list[Peer], impls: list[str], rng: random.Random, seq0: int) -> dict[str, Any]:
-    call_all(hosts, "reset")
-    origin: dict[int, int] = {}  # message number -> the index of the host that published it
-    with Others([h.pid for h in hosts]) as others:
-        before, after, failed, expected = publish_phase(opts, hosts, rng, seq0, opts.messages, origin)
-    return summarize_phase(opts, impls, origin, before, after, failed, expected, others.share)
+@dataclass
+class Segment:
+    """One stretch of publishing: who published what, every host's counters before and after."""
+
+    count: int
+    origin: dict[int, int]  # message number -> the index of the host that published it
+    before: list[dict[str, Any]]
+    after: list[dict[str, Any]]
+    failed: int
+    others: float
 
 
-def publish_phase(
-    opts: Options, hosts: list[Peer], rng: random.Random, seq0: int, count: int, origin: dict[int, int]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, int]:
-    """Publish ``count`` messages from random hosts at the rate and wait (bounded) for every host to have
-    them: the hosts' counters before and after, how many publishes failed and the receipts expected."""
+def publish_segment(opts: Options, hosts: list[Peer], rng: random.Random, seq0: int, count: int) -> Segment:
+    """Publish ``count`` messages from random hosts at the rate and wait (bounded) for every host to
+    have them."""
     n = len(hosts)
-    before = call_all(hosts, "stats", topic=TOPIC, receipts=False)
-    sent: list[tuple[Peer, int]] = []
-    start = time.monotonic()
-    for k in range(count):
-        i = rng.randrange(n)
-        origin[seq0 + k] = i
-        sent.append((hosts[i], hosts[i].send("publish", topic=TOPIC, size=opts.size, count=1, index=i, first_seq=seq0 + k)))
-        time.sleep(max(0.0, start + (k + 1) / opts.rate - time.monotonic()))
-    failed = sum(int(peer.result(ident, opts.run_timeout)["failed"]) for peer, ident in sent)
-    expected = (count - failed) * (n - 1)
-    deadline, last, stalled_since = time.monotonic() + opts.run_timeout, -1, time.monotonic()
-    while True:
-        got = sum(int(s["received"]) for s in call_all(hosts, "stats", topic=TOPIC, receipts=False))
-        now = time.monotonic()
-        if got >= expected or now > deadline:
-            break
-        if got != last:
-            last, stalled_since = got, now
-        elif now - stalled_since > 3.0:
-            break
-        time.sleep(0.05)
-    after = call_all(hosts, "stats", topic=TOPIC, receipts=True)
-    return before, after, failed, expected
+    call_all(hosts, "reset")
+    origin: dict[int, int] = {}
+    with Others([h.pid for h in hosts]) as others:
+        before = call_all(hosts, "stats", topic=TOPIC, receipts=False)
+        sent: list[tuple[Peer, int]] = []
+        start = time.monotonic()
+        for k in range(count):
+            i = rng.randrange(n)
+            origin[seq0 + k] = i
+            sent.append((hosts[i], hosts[i].send("publish", topic=TOPIC, size=opts.size, count=1, index=i, first_seq=seq0 + k)))
+            time.sleep(max(0.0, start + (k + 1) / opts.rate - time.monotonic()))
+        failed = sum(int(peer.result(ident, opts.run_timeout)["failed"]) for peer, ident in sent)
+        expected = (count - failed) * (n - 1)
+        deadline, last, stalled_since = time.monotonic() + opts.run_timeout, -1, time.monotonic()
+        while True:
+            got = sum(int(s["received"]) for s in call_all(hosts, "stats", topic=TOPIC, receipts=False))
+            now = time.monotonic()
+            if got >= expected or now > deadline:
+                break
+            if got != last:
+                last, stalled_since = got, now
+            elif now - stalled_since > 3.0:
+                break  # nothing new for 3 s: the rest is lost
+            time.sleep(0.05)
+        after = call_all(hosts, "stats", topic=TOPIC, receipts=True)
+    return Segment(count, origin, before, after, failed, others.share)
 
 
-def summarize_phase(
-    opts: Options, impls: list[str], origin: dict[int, int], before: list[dict[str, Any]], after: list[dict[str, Any]],
-    failed: int, expected: int, others: float,
-) -> dict[str, Any]:
+def summarize(opts: Options, impls: list[str], segments: Sequence[Segment]) -> dict[str, Any]:
+    """One phase (IDONTWANT on or off) over its segments."""
     n = len(impls)
-    # per message: the last subscriber's receipt
-    first_pub: dict[int, int] = {}
-    last_recv: dict[int, int] = {}
-    receivers: dict[int, int] = {}
-    for stats in after:
-        for o, s, pub_us, recv_us in stats.get("receipts", []):
-            if s not in origin or origin[s] != o:
-                continue
-            first_pub[s] = pub_us
-            last_recv[s] = max(last_recv.get(s, 0), recv_us)
-            receivers[s] = receivers.get(s, 0) + 1
-    complete = [s for s in last_recv if receivers[s] >= n - 1]
-    latency = [(last_recv[s] - first_pub[s]) / 1000 for s in complete]
-    dups = [int(a["duplicates"]) - int(b["duplicates"]) for a, b in zip(after, before)]
-    cpu = [float(a["cpu"]) - float(b["cpu"]) for a, b in zip(after, before)]
-    delivered = opts.messages - failed
+    latency: list[float] = []
+    complete = receipts = 0
+    dups, cpu = [0] * n, [0.0] * n
+    for seg in segments:
+        first_pub: dict[int, int] = {}
+        last_recv: dict[int, int] = {}
+        receivers: dict[int, int] = {}
+        for stats in seg.after:
+            for o, s, pub_us, recv_us in stats.get("receipts", []):
+                if seg.origin.get(s) != o:
+                    continue
+                first_pub[s] = pub_us
+                last_recv[s] = max(last_recv.get(s, 0), recv_us)
+                receivers[s] = receivers.get(s, 0) + 1
+        done = [s for s in last_recv if receivers[s] >= n - 1]  # every other host got it: the last one's receipt
+        latency += [(last_recv[s] - first_pub[s]) / 1000 for s in done]
+        complete += len(done)
+        receipts += sum(receivers.values())
+        for i, (a, b) in enumerate(zip(seg.after, seg.before)):
+            dups[i] += int(a["duplicates"]) - int(b["duplicates"])
+            cpu[i] += float(a["cpu"]) - float(b["cpu"])
+    messages = sum(seg.count for seg in segments)
+    failed = sum(seg.failed for seg in segments)
+    delivered = messages - failed
     per_kind: dict[str, Any] = {}
     for impl in sorted(set(impls)):
         idx = [i for i, x in enumerate(impls) if x == impl]
@@ -553,18 +569,18 @@ def summarize_phase(
             "cpu_seconds": sum(cpu[i] for i in idx),
         }
     return {
-        "messages": opts.messages,
+        "messages": messages,
         "failed": failed,
-        "complete": len(complete),
-        "receipts": sum(receivers.values()),
-        "expected_receipts": expected,
+        "complete": complete,
+        "receipts": receipts,
+        "expected_receipts": delivered * (n - 1),
         "latency_ms": {"p50": quantile(latency, 0.5), "p99": quantile(latency, 0.99), "max": max(latency, default=None)},
         "duplicates": sum(dups),
         "dups_per_msg_per_host": sum(dups) / (delivered * n) if delivered else None,
         "dup_bytes": sum(dups) * opts.size,
         "cpu_seconds": sum(cpu),
         "per_kind": per_kind,
-        "others": others,
+        "others": sum(seg.others for seg in segments) / len(segments) if segments else 0.0,
     }
 
 
@@ -675,7 +691,7 @@ def render_network(res: dict[str, Any]) -> list[str]:
     lines = [
         f"Pubsub network: {opts['hosts']} hosts (one process each) on 127.0.0.1, each dialing {opts['dials']}, one topic; "
         f"{opts['messages']} messages of {size_name(int(opts['size']))} per phase from random hosts at {fmt(opts['rate'], 'g')}/s "
-        f"(after {opts['warmup']} not counted)",
+        f"(after {opts['warmup']} not counted; phases alternate in {opts['rounds']} rounds)",
         f"  {'hosts (mean mesh)':24}{'IDONTWANT':>10}{'p50 ms':>8}{'p99 ms':>8}{'complete':>10}{'dups/msg/host':>15}{'dup MB':>8}"
         f"{'CPU s':>7}{'others':>8}  per kind (dups/msg/host, CPU s)",
     ]  # fmt: skip
