@@ -13,10 +13,11 @@ Two tests, everything on 127.0.0.1 over TCP + Noise + yamux, peers from ``peers/
   without bound); what was lost or dropped anyway is reported. Pairs run in rounds; medians.
 * **network**: ``hosts`` processes of one implementation (``mycel``, ``js``) or half of each (``mixed``),
   each dialing ``dials`` others (a ring plus random chords, the same graph for every kind), all
-  subscribed to one topic. ``messages`` messages of ``size`` bytes are published from random hosts at
-  ``rate`` per second, once with IDONTWANT on (each router's default threshold: 1 KiB mycel, 512 B js)
-  and once off (threshold above the message size, set on the running routers: the same mesh serves
-  both phases). Latency is publish -> the last subscriber's receipt (wall clock in the payload);
+  subscribed to one topic. After ``warmup`` messages, ``messages`` messages of ``size`` bytes per phase
+  are published from random hosts at ``rate`` per second with IDONTWANT on (each router's default
+  threshold: 1 KiB mycel, 512 B js) and off (threshold above the message size), alternating in
+  ``rounds`` segments (on, off, off, on) and set on the running routers: the same mesh serves both
+  phases. Latency is publish -> the last subscriber's receipt (wall clock in the payload);
   duplicates are receipts of a message a host had already seen (mycel: the router's ``duplicates``
   counter; js: the router's own "duplicate" verdicts, counted by wrapping ``validateReceivedMessage``).
 
