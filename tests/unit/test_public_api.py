@@ -463,3 +463,13 @@ async def test_readme_service_example_greets_a_peer_that_serves_echo() -> None:
         with trio.fail_after(10):
             await heard.wait()
     assert bytes(got) == b"hello"
+
+
+def test_readme_pubsub_example_runs(tmp_path: Path) -> None:
+    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S | re.M)
+    snippet = next(b for b in blocks if "news_b.publish" in b)
+    script = tmp_path / "pubsub_example.py"
+    script.write_text(snippet, encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "b'hello' True 1 1"
