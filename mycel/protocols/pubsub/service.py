@@ -202,7 +202,8 @@ class Gossipsub(Service):
         self._connecting: set[PeerId] = set()
         self._flush_waiters = 0
         self.dropped_to_peers: dict[PeerId, int] = {}
-        """Messages and control RPCs dropped per peer because its outgoing queue was full."""
+        """Messages and control RPCs dropped per connected peer because its outgoing queue was full
+        (forgotten when the peer disconnects; the total is ``stats()["dropped_to_peers"]``)."""
 
     # --- Service ---------------------------------------------------------------------------------
 
@@ -267,6 +268,7 @@ class Gossipsub(Service):
         link = self._links.pop(peer, None)
         if link is None:
             return
+        self.dropped_to_peers.pop(peer, None)  # bounded by the connected peers; the total stays in stats()
         if link.writer is not None:
             link.writer.cancel()
         if self._router is not None:
@@ -674,6 +676,8 @@ class _Output:
     def send_control(self, peer: PeerId, rpc: rpc_pb2.RPC) -> None:
         link = self._svc._links.get(peer)
         if link is not None and not link.queue.put_control(rpc):
+            if self._svc._router is not None:
+                self._svc._router.counters["dropped_to_peers"] += 1
             self._svc._dropped(peer, "")
 
     def send_message(self, peer: PeerId, msg: PubsubMessage) -> bool:
