@@ -1,6 +1,6 @@
 """Gossipsub side by side: mycel and js-libp2p (``@libp2p/gossipsub`` 17.1.1), every host its own process.
 
-    .venv/bin/python benchmarks/pubsub.py [--repeats 3] [--quick] [--only throughput network]
+    .venv/bin/python benchmarks/pubsub.py [--repeats 3] [--quick] [--only throughput network] [--signing signed unsigned]
     .venv/bin/python benchmarks/compare.py --only pubsub      # the same, as a section of make bench
 
 Two tests, everything on 127.0.0.1 over TCP + Noise + yamux, peers from ``peers/mycel_pubsub.py`` and
@@ -10,7 +10,10 @@ Two tests, everything on 127.0.0.1 over TCP + Noise + yamux, peers from ``peers/
   mycel -> js, js -> mycel). The publisher publishes ``count`` messages back to back, awaiting each
   publish; the subscriber's messages/s are counted from its first to its last receipt. Queues are sized
   so nothing needs to drop (mycel's peer queue and subscription queue hold a whole run; js buffers
-  without bound); what was lost or dropped anyway is reported. Pairs run in rounds; medians.
+  without bound); what was lost or dropped anyway is reported. Pairs run in rounds; medians. Twice:
+  **signed** (each side's default, StrictSign: Ed25519 signing and verifying per message) and
+  **unsigned** (``--no-sign`` of both peers: StrictNoSign, message id = SHA-256 of the data, which the
+  payload's publish clock and sequence number keep unique): the router and the stack without Ed25519.
 * **network**: ``hosts`` processes of one implementation (``mycel``, ``js``) or half of each (``mixed``),
   each dialing ``dials`` others (a ring plus random chords, the same graph for every kind), all
   subscribed to one topic. After ``warmup`` messages, ``messages`` messages of ``size`` bytes per phase
@@ -71,7 +74,10 @@ TARGETS = {
     "p99_vs_js": 1.0,  # 20-host network p99 latency, mycel / js (at most)
     "idontwant_cut": 0.25,  # duplicate payload bytes IDONTWANT saves at 100 KiB (at least)
 }
-TARGET_NAMES = ("pubsub 1 KiB msg/s >= 2x js", "pubsub network p99 <= js", "IDONTWANT cuts dup bytes >= 25%")
+TARGET_NAMES = ("pubsub 1 KiB >= 2x js (signed)", "pubsub network p99 <= js", "IDONTWANT cuts dup bytes >= 25%")
+UNSIGNED_TARGET = "pubsub 1 KiB >= 2x js (unsigned)"  # the same bar for the router + stack alone
+SIGNING = ("signed", "unsigned")  # throughput: StrictSign (the defaults), StrictNoSign with SHA-256 ids
+THROUGHPUT_KEY = {"signed": "throughput", "unsigned": "throughput_unsigned"}  # where run() puts each
 
 
 def log(msg: str) -> None:
@@ -87,6 +93,8 @@ class Options:
     max_count: int = 6000
     repeats: int = 3
     pairs: tuple[tuple[str, str], ...] = tuple(PAIRS)
+    signing: tuple[str, ...] = SIGNING  # throughput runs, one set of peers each
+    unsigned_factor: int = 3  # unsigned runs publish this many times the messages: they run ~3x faster
     kinds: tuple[str, ...] = ("mycel", "js", "mixed")  # networks: all mycel, all js, half and half
     hosts: int = 20
     dials: int = 3
@@ -105,12 +113,13 @@ class Options:
         """A few seconds' worth: the code path of every part, not figures to quote."""
         return cls(
             sizes=(KiB,), bytes_per_run=1, min_count=200, max_count=200, repeats=1, pairs=(("mycel", "mycel"), ("js", "js")),
+            signing=SIGNING, unsigned_factor=1,
             kinds=("mixed",), hosts=4, dials=1, size=8 * KiB, messages=10, rounds=1, warmup=0, rate=50.0, settle=1.2,
             run_timeout=20.0,
         )  # fmt: skip
 
-    def count(self, size: int) -> int:
-        return max(self.min_count, min(self.max_count, int(self.bytes_per_run / size)))
+    def count(self, size: int, signing: str = "signed") -> int:
+        return _count(asdict(self), size, signing)
 
 
 def missing(impl: str) -> str | None:
@@ -308,7 +317,12 @@ def pair_label(pub: str, sub: str) -> str:
     return f"{pub} -> {sub}"
 
 
-def throughput(opts: Options, logfile: BinaryIO | None) -> dict[str, Any]:
+def throughput(opts: Options, logfile: BinaryIO | None, signing: str = "signed") -> dict[str, Any]:
+    """Every pair of ``opts.pairs``, every size, ``opts.repeats`` rounds; ``signing``: "signed" (each
+    side's default, StrictSign) or "unsigned" (StrictNoSign, SHA-256 content ids on both sides)."""
+    if signing not in SIGNING:
+        raise ValueError(f"signing must be one of {SIGNING}, not {signing!r}")
+    extra = ["--no-sign"] if signing == "unsigned" else []
     rows: dict[str, dict[str, Any]] = {}
     runnable: list[tuple[str, str]] = []
     for pub, sub in opts.pairs:
@@ -320,12 +334,12 @@ def throughput(opts: Options, logfile: BinaryIO | None) -> dict[str, Any]:
         else:
             runnable.append((pub, sub))
     if not runnable:
-        return {"rows": rows}
-    most = max(opts.count(s) for s in opts.sizes)
+        return {"signing": signing, "rows": rows}
+    most = max(opts.count(s, signing) for s in opts.sizes)
     specs: list[tuple[str, Sequence[str]]] = []
     for pub, sub in runnable:
-        specs.append((sub, []))
-        specs.append((pub, ["--peer-queue", str(most + 1024)] if pub == "mycel" else []))
+        specs.append((sub, extra))
+        specs.append((pub, [*extra, "--peer-queue", str(most + 1024)] if pub == "mycel" else extra))
     with peers(specs, logfile) as started:
         pids = [p.pid for p in started]
         pairs: list[tuple[str, Peer, Peer]] = []
@@ -339,7 +353,7 @@ def throughput(opts: Options, logfile: BinaryIO | None) -> dict[str, Any]:
                 pairs.append((label, publisher, subscriber))
             except PeerError as exc:
                 rows[label]["errors"].append(f"setup: {exc}")
-                log(f"throughput {label}: setup failed: {exc}")
+                log(f"throughput {signing} {label}: setup failed: {exc}")
         for r in range(opts.repeats):
             for size in opts.sizes:
                 for label, publisher, subscriber in pairs:
@@ -348,15 +362,15 @@ def throughput(opts: Options, logfile: BinaryIO | None) -> dict[str, Any]:
                         continue
                     try:
                         with Others(pids) as others:
-                            run = one_run(publisher, subscriber, size, opts.count(size), opts.run_timeout)
+                            run = one_run(publisher, subscriber, size, opts.count(size, signing), opts.run_timeout)
                         run["others"] = others.share
                     except PeerError as exc:
                         row["errors"].append(str(exc))
-                        log(f"throughput round {r + 1} {label} {size} B failed: {exc}")
+                        log(f"throughput {signing} round {r + 1} {label} {size} B failed: {exc}")
                         continue
                     row["sizes"][str(size)]["runs"].append(run)
                     log(
-                        f"throughput round {r + 1}/{opts.repeats} {label} {size} B: {fmt(run['msgs_per_s'])} msg/s "
+                        f"throughput {signing} round {r + 1}/{opts.repeats} {label} {size} B: {fmt(run['msgs_per_s'])} msg/s "
                         f"({run['received']}/{run['count']} received, {run['dropped']} dropped; others {100 * others.share:.0f}%)"
                     )
     for row in rows.values():
@@ -369,7 +383,7 @@ def throughput(opts: Options, logfile: BinaryIO | None) -> dict[str, Any]:
             entry["dropped"] = sum(x["dropped"] for x in runs)
             entry["count"] = runs[0]["count"] if runs else None
             entry["others"] = median([x["others"] for x in runs])
-    return {"rows": rows}
+    return {"signing": signing, "rows": rows}
 
 
 def one_run(publisher: Peer, subscriber: Peer, size: int, count: int, timeout: float) -> dict[str, Any]:
@@ -590,7 +604,8 @@ def run(opts: Options, logfile: BinaryIO | None, only: Sequence[str] = ("through
     started = time.monotonic()
     res: dict[str, Any] = {"options": {k: v for k, v in asdict(opts).items()}}
     if "throughput" in only:
-        res["throughput"] = throughput(opts, logfile)
+        for signing in opts.signing:
+            res[THROUGHPUT_KEY[signing]] = throughput(opts, logfile, signing)
     if "network" in only:
         res["network"] = network(opts, logfile)
     res["seconds"] = round(time.monotonic() - started, 1)
@@ -599,16 +614,21 @@ def run(opts: Options, logfile: BinaryIO | None, only: Sequence[str] = ("through
 
 
 def evaluate(res: dict[str, Any]) -> dict[str, Any]:
-    """The issue's pubsub targets, from this run's medians."""
-    rows = res.get("throughput", {}).get("rows", {})
+    """The issue's pubsub targets, from this run's medians (``vs_js``: signed, ``vs_js_unsigned``: unsigned,
+    when the run had those rows)."""
 
-    def rate(label: str, size: int) -> float | None:
-        value: float | None = rows.get(label, {}).get("sizes", {}).get(str(size), {}).get("msgs_per_s")
-        return value
+    def vs_js(signing: str) -> dict[str, float | None]:
+        rows = res.get(THROUGHPUT_KEY[signing], {}).get("rows", {})
 
-    out: dict[str, Any] = {"vs_js": {}}
-    for size in res.get("options", {}).get("sizes", ()):
-        out["vs_js"][str(size)] = ratio(rate("mycel -> mycel", size), rate("js -> js", size))
+        def rate(label: str, size: int) -> float | None:
+            value: float | None = rows.get(label, {}).get("sizes", {}).get(str(size), {}).get("msgs_per_s")
+            return value
+
+        return {str(s): ratio(rate("mycel -> mycel", s), rate("js -> js", s)) for s in res.get("options", {}).get("sizes", ())}
+
+    out: dict[str, Any] = {"vs_js": vs_js("signed")}
+    if THROUGHPUT_KEY["unsigned"] in res:
+        out["vs_js_unsigned"] = vs_js("unsigned")
     net = res.get("network", {})
 
     def phase(kind: str, name: str) -> dict[str, Any]:
@@ -624,13 +644,18 @@ def evaluate(res: dict[str, Any]) -> dict[str, Any]:
         cut[kind] = None if on is None or not off else 1 - on / off
     out["idontwant_cut"] = cut
     vs_1k: float | None = out["vs_js"].get(str(KiB))
+    unsigned_1k: float | None = out.get("vs_js_unsigned", {}).get(str(KiB))
     p99_ratio: float | None = out["p99_mycel_vs_js"]
     mycel_cut = cut.get("mycel")
-    out["met"] = dict(zip(TARGET_NAMES, (
+    met = dict(zip(TARGET_NAMES, (
         None if vs_1k is None else vs_1k >= TARGETS["vs_js_1k"],
         None if p99_ratio is None else p99_ratio <= TARGETS["p99_vs_js"],
         None if mycel_cut is None else mycel_cut >= TARGETS["idontwant_cut"],
     )))  # fmt: skip
+    names = list(met)  # the signed verdict stays the primary one; the unsigned one follows it
+    names.insert(1, UNSIGNED_TARGET)
+    met[UNSIGNED_TARGET] = None if unsigned_1k is None else unsigned_1k >= TARGETS["vs_js_1k"]
+    out["met"] = {name: met[name] for name in names}
     return out
 
 
@@ -644,20 +669,29 @@ def size_name(size: int) -> str:
 
 def render(res: dict[str, Any]) -> list[str]:
     """The pubsub tables (lines)."""
-    return render_throughput(res) + render_network(res)
+    return sum((render_throughput(res, signing) for signing in SIGNING), []) + render_network(res)
 
 
-def render_throughput(res: dict[str, Any]) -> list[str]:
-    tp = res.get("throughput")
+def render_throughput(res: dict[str, Any], signing: str = "signed") -> list[str]:
+    tp = res.get(THROUGHPUT_KEY[signing])
     if not tp:
         return []
     opts = res["options"]
     sizes = [int(s) for s in opts["sizes"]]
     mid = str(sizes[len(sizes) // 2])
-    counts = ", ".join(f"{_count(opts, s)} x {size_name(s)}" for s in sizes)
+    counts = ", ".join(f"{_count(opts, s, signing)} x {size_name(s)}" for s in sizes)
+    if signing == "signed":
+        title = (
+            f"Pubsub, one publisher -> one subscriber, TCP+Noise+yamux, signed (StrictSign, both sides' default) (messages/s "
+            f"from the first to the last receipt, and MB/s of payload; median of {opts['repeats']} rounds, {counts} per run)"
+        )
+    else:
+        title = (
+            f"Pubsub unsigned: the same with StrictNoSign and message id = SHA-256 of the data on both sides (no Ed25519: "
+            f"the router + stack's own cost; {counts} per run)"
+        )
     lines = [
-        f"Pubsub, one publisher -> one subscriber, TCP+Noise+yamux (messages/s from the first to the last receipt, and MB/s "
-        f"of payload; median of {opts['repeats']} rounds, {counts} per run)",
+        title,
         f"  {'':22}" + "".join(f"{size_name(s):>17}" for s in sizes)
         + f"{'lost/dropped':>14}{'others':>8}  CPU us/msg pub/sub at {size_name(int(mid))}",
     ]  # fmt: skip
@@ -678,7 +712,7 @@ def render_throughput(res: dict[str, Any]) -> list[str]:
             f"{mark} {label:22}{cells}{lost:>14}{fmt(None if others is None else 100 * others) + '%':>8}"
             f"  {fmt(pub_us)}/{fmt(sub_us)}{note}"
         )
-    vs = res.get("targets", {}).get("vs_js", {})
+    vs = res.get("targets", {}).get("vs_js" if signing == "signed" else "vs_js_unsigned", {})
     lines.append(f"  {'mycel / js (same-kind)':22}" + "".join(f"{fmt(vs.get(str(s)), '.2f') + 'x':>17}" for s in sizes))
     lines.append("")
     return lines
@@ -725,17 +759,23 @@ def render_network(res: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _count(opts: dict[str, Any], size: int) -> int:
+def _count(opts: dict[str, Any], size: int, signing: str = "signed") -> int:
     """Messages per throughput run of ``size`` bytes under the run's options (as JSON)."""
-    return max(int(opts["min_count"]), min(int(opts["max_count"]), int(float(opts["bytes_per_run"]) / size)))
+    count = max(int(opts["min_count"]), min(int(opts["max_count"]), int(float(opts["bytes_per_run"]) / size)))
+    return count * int(opts.get("unsigned_factor", 1)) if signing == "unsigned" else count
 
 
 def render_targets(res: dict[str, Any]) -> list[str]:
     """One line of ratios, then one line per target."""
     ev = res.get("targets", {})
     cut = ev.get("idontwant_cut", {})
+
+    def ratios(key: str) -> str:
+        return "  ".join(f"{size_name(int(s))} {fmt(v, '.2f')}x" for s, v in ev.get(key, {}).items())
+
+    unsigned = f"   | unsigned: {ratios('vs_js_unsigned')}" if "vs_js_unsigned" in ev else ""
     lines = [
-        "  pubsub mycel / js msg/s: " + "  ".join(f"{size_name(int(s))} {fmt(v, '.2f')}x" for s, v in ev.get("vs_js", {}).items())
+        f"  pubsub mycel / js msg/s, signed: {ratios('vs_js')}{unsigned}"
         + f"   | network p99 mycel / js: {fmt(ev.get('p99_mycel_vs_js'), '.2f')}x"
         + "   | IDONTWANT cut: " + ", ".join(f"{k} {fmt(None if v is None else v * 100)}%" for k, v in cut.items())
     ]  # fmt: skip
@@ -748,6 +788,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=Options.repeats, help="throughput rounds (medians are over these)")
     parser.add_argument("--only", nargs="+", choices=["throughput", "network"], default=["throughput", "network"])
+    parser.add_argument("--signing", nargs="+", choices=SIGNING, default=list(SIGNING), help="throughput: signed, unsigned rows")
     parser.add_argument("--kinds", nargs="+", choices=["mycel", "js", "mixed"], default=list(Options.kinds), help="networks to run")
     parser.add_argument("--hosts", type=int, default=Options.hosts)
     parser.add_argument("--messages", type=int, default=Options.messages, help="network messages per phase")
@@ -759,7 +800,10 @@ def main() -> int:
     if args.quick:
         opts = Options.quick()
     else:
-        opts = Options(repeats=args.repeats, kinds=tuple(args.kinds), hosts=args.hosts, messages=args.messages, rate=args.rate)
+        opts = Options(
+            repeats=args.repeats, signing=tuple(args.signing), kinds=tuple(args.kinds), hosts=args.hosts, messages=args.messages,
+            rate=args.rate,
+        )  # fmt: skip
     res = run(opts, None, args.only)
     print("\n".join([*render(res), "Targets (pubsub)", *render_targets(res)]))
     print(f"\n{res['seconds']:.0f} s")

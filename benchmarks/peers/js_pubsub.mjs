@@ -1,8 +1,9 @@
 // js-libp2p gossipsub benchmark peer: the contract of mycel_pubsub.py (see its docstring), driven by
 // benchmarks/pubsub.py:
-//   node js_pubsub.mjs [--idontwant-threshold N]
+//   node js_pubsub.mjs [--idontwant-threshold N] [--no-sign]
 // One libp2p 3.3 node on 127.0.0.1 (TCP + Noise + yamux, identify, @libp2p/gossipsub 17.1.1 with its
-// defaults as interop/js/pubsub.mjs runs it), a ready line {"peer_id", "addrs", "pid"}, then JSON
+// defaults as interop/js/pubsub.mjs runs it: StrictSign; --no-sign: globalSignaturePolicy StrictNoSign and
+// msgIdFn = SHA-256 of the data, as mycel_pubsub.py --no-sign), a ready line {"peer_id", "addrs", "pid"}, then JSON
 // commands on stdin (connect, subscribe, wait, publish, stats, reset, idontwant), one reply line each.
 // Duplicates are counted by wrapping the router's validateReceivedMessage (its verdict "duplicate");
 // js-libp2p's gossipsub has no drop counter: its outbound streams buffer without bound.
@@ -13,6 +14,7 @@ import { register } from 'node:module'
 import { pathToFileURL, fileURLToPath } from 'node:url'
 import { dirname, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
+import { createHash } from 'node:crypto'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const JS_DIR = process.env.MYCEL_JS_DIR ?? resolve(HERE, '..', '..', 'interop', 'js')
@@ -45,9 +47,10 @@ const cpuSeconds = () => { const u = process.cpuUsage(); return (u.user + u.syst
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 function parseArgs (argv) {
-  const opts = { idontwantThreshold: undefined }
+  const opts = { idontwantThreshold: undefined, noSign: false }
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--idontwant-threshold') opts.idontwantThreshold = Number(argv[++i])
+    else if (argv[i] === '--no-sign') opts.noSign = true
     else throw new Error(`unknown argument ${argv[i]}`)
   }
   return opts
@@ -56,6 +59,15 @@ function parseArgs (argv) {
 async function main () {
   const opts = parseArgs(process.argv.slice(2))
   const pubsubOptions = opts.idontwantThreshold != null ? { idontwantMinDataSize: opts.idontwantThreshold } : {}
+  if (opts.noSign) {
+    // the id mycel's content_hash_message_id computes (the router's own StrictNoSign default is the same
+    // digest, awaited through multiformats); payloads are unique, so ids are too
+    pubsubOptions.globalSignaturePolicy = 'StrictNoSign'
+    pubsubOptions.msgIdFn = (msg) => {
+      const digest = createHash('sha256').update(msg.data).digest()
+      return new Uint8Array(digest.buffer, digest.byteOffset, digest.byteLength)
+    }
+  }
   const node = await createLibp2p({
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],

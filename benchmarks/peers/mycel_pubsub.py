@@ -1,8 +1,9 @@
 """mycel gossipsub benchmark peer, driven by ``benchmarks/pubsub.py`` (``js_pubsub.mjs`` keeps the same contract).
 
-    .venv/bin/python benchmarks/peers/mycel_pubsub.py [--peer-queue N] [--idontwant-threshold N] [--profile FILE]
+    .venv/bin/python benchmarks/peers/mycel_pubsub.py [--peer-queue N] [--idontwant-threshold N] [--no-sign] [--profile FILE]
 
-One host on 127.0.0.1 (TCP + Noise + yamux; identify, ping, gossipsub with go's defaults), one ready
+One host on 127.0.0.1 (TCP + Noise + yamux; identify, ping, gossipsub with go's defaults: StrictSign;
+``--no-sign``: StrictNoSign, the message id SHA-256 of the data, as ``js_pubsub.mjs --no-sign``), one ready
 line ``{"peer_id", "addrs", "pid"}`` on stdout, then JSON commands on stdin, one per line, each with an
 ``id``; every command gets one reply line ``{"reply": id, "ok": true, ...}`` (``"ok": false, "error"``
 when it failed). Commands run concurrently (a long ``publish`` does not hold up ``stats``):
@@ -50,7 +51,14 @@ from mycel.host import Host  # noqa: E402
 from mycel.muxers.yamux import Yamux  # noqa: E402
 from mycel.protocols.identify import Identify  # noqa: E402
 from mycel.protocols.ping import Ping  # noqa: E402
-from mycel.protocols.pubsub import Gossipsub, GossipsubConfig, PublishError, Subscription  # noqa: E402
+from mycel.protocols.pubsub import (  # noqa: E402
+    Gossipsub,
+    GossipsubConfig,
+    PublishError,
+    SignaturePolicy,
+    Subscription,
+    content_hash_message_id,
+)
 from mycel.security.noise import Noise  # noqa: E402
 from mycel.transports.tcp import TCP  # noqa: E402
 
@@ -207,6 +215,8 @@ async def serve(args: argparse.Namespace) -> None:
         peer_queue_size=args.peer_queue,
         idontwant_message_threshold=args.idontwant_threshold,
     )
+    if args.no_sign:  # payloads are unique (publish clock and sequence number), so content ids are too
+        config = config.replace(signature_policy=SignaturePolicy.STRICT_NO_SIGN, message_id_fn=content_hash_message_id)
     host_config = HostConfig(
         identity=Identity.generate(),
         transports=[TCP()],
@@ -240,6 +250,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peer-queue", type=int, default=1024, help="GossipsubConfig.peer_queue_size")
     parser.add_argument("--idontwant-threshold", type=int, default=GossipsubConfig().idontwant_message_threshold)
+    parser.add_argument("--no-sign", action="store_true", help="StrictNoSign, message id = SHA-256 of the data")
     parser.add_argument("--profile", help="write a cProfile of the whole run to this file")
     args = parser.parse_args()
     if args.profile:

@@ -1,6 +1,7 @@
 """benchmarks/pubsub.py (the pubsub section of ``make bench``): its figures and targets from a run's
-results, and the reduced run itself: mycel -> mycel and js -> js over real TCP + Noise + yamux, and a
-4-host network of both kinds with IDONTWANT on and off, in a few seconds."""
+results, and the reduced run itself: mycel -> mycel and js -> js over real TCP + Noise + yamux, signed
+and unsigned (StrictNoSign, SHA-256 content ids), and a 4-host network of both kinds with IDONTWANT on
+and off, in a few seconds."""
 
 from __future__ import annotations
 
@@ -61,10 +62,10 @@ def network_kind(impl: str, p99_on: float, dup_on: int, dup_off: int) -> dict[st
     return {"impls": [impl] * 20, "mesh": [6] * 20, "phases": {"on": phase(p99_on, dup_on), "off": phase(p99_on, dup_off)}}
 
 
-def results(mycel_1k: float, mycel_p99: float, mycel_dups_on: int) -> dict[str, Any]:
+def results(mycel_1k: float, mycel_p99: float, mycel_dups_on: int, unsigned_1k: float | None = None) -> dict[str, Any]:
     opts = dataclasses.asdict(pubsub.Options())
     sizes = opts["sizes"]
-    return {
+    out = {
         "options": opts,
         "throughput": {
             "rows": {
@@ -76,38 +77,61 @@ def results(mycel_1k: float, mycel_p99: float, mycel_dups_on: int) -> dict[str, 
         },
         "network": {"mycel": network_kind("mycel", mycel_p99, mycel_dups_on, 4000), "js": network_kind("js", 100.0, 2700, 2800)},
     }  # fmt: skip
+    if unsigned_1k is not None:  # js -> js unsigned runs at 30,000 msg/s at every size
+        out["throughput_unsigned"] = {
+            "signing": "unsigned",
+            "rows": {
+                "mycel -> mycel": throughput_row("mycel", "mycel", {s: (unsigned_1k if s == 1024 else 33000.0) for s in sizes}),
+                "js -> js": throughput_row("js", "js", {s: 30000.0 for s in sizes}),
+            },
+        }
+    return out
 
 
 def test_targets_and_tables() -> None:
-    good = results(mycel_1k=9000.0, mycel_p99=40.0, mycel_dups_on=2600)
+    good = results(mycel_1k=9000.0, mycel_p99=40.0, mycel_dups_on=2600, unsigned_1k=66000.0)
     ev = pubsub.evaluate(good)
     assert ev["vs_js"]["1024"] == pytest.approx(2.25)
+    assert ev["vs_js_unsigned"]["1024"] == pytest.approx(2.2) and ev["vs_js_unsigned"]["100"] == pytest.approx(1.1)
     assert ev["p99_mycel_vs_js"] == pytest.approx(0.4)
     assert ev["idontwant_cut"]["mycel"] == pytest.approx(0.35)
-    assert list(ev["met"]) == list(pubsub.TARGET_NAMES) and all(ev["met"].values())
+    signed, *others = pubsub.TARGET_NAMES  # the signed verdict first, then the unsigned one
+    assert list(ev["met"]) == [signed, pubsub.UNSIGNED_TARGET, *others] and all(ev["met"].values())
     good["targets"] = ev
     text = "\n".join(pubsub.render(good))
     assert "  mycel -> mycel" in text and "9000" in text and "n/a (js missing)" in text
     assert "2.25x" in text and "mycel 35%, js 4%" in text
     assert "  mycel x20" in text and "  js x20" in text
+    signed_table, unsigned_table = text.split("Pubsub unsigned:")
+    assert "Pubsub, one publisher -> one subscriber" in signed_table and "66000" not in signed_table
+    assert "18000 x 100 B, 18000 x 1 KiB, 1170 x 100 KiB per run" in unsigned_table  # 3x the signed counts
+    assert "66000" in unsigned_table and "2.20x" in unsigned_table and "mycel -> js" not in unsigned_table
+    line = pubsub.render_targets(good)[0]
+    assert "signed: 100 B 1.50x  1 KiB 2.25x" in line and "| unsigned: 100 B 1.10x  1 KiB 2.20x  100 KiB 1.10x" in line
 
-    bad = pubsub.evaluate(results(mycel_1k=5000.0, mycel_p99=150.0, mycel_dups_on=3500))
+    bad = pubsub.evaluate(results(mycel_1k=5000.0, mycel_p99=150.0, mycel_dups_on=3500, unsigned_1k=45000.0))
     assert not any(bad["met"].values())
+    no_unsigned = pubsub.evaluate(results(mycel_1k=9000.0, mycel_p99=40.0, mycel_dups_on=2600))
+    assert "vs_js_unsigned" not in no_unsigned and no_unsigned["met"][pubsub.UNSIGNED_TARGET] is None
+    assert "unsigned" not in pubsub.render_targets({"targets": no_unsigned})[0]
     assert all(v is None for v in pubsub.evaluate({"options": {}})["met"].values())
 
 
 def test_make_bench_report_carries_the_pubsub_section() -> None:
     res = {"meta": {"started": "now", "bytes": 1e9, "repeats": 3, "cpus": 2, "loadavg_start": 0.1, "loadavg_end": 0.2}}
-    res["pubsub"] = results(mycel_1k=5000.0, mycel_p99=40.0, mycel_dups_on=2600)
+    res["pubsub"] = results(mycel_1k=5000.0, mycel_p99=40.0, mycel_dups_on=2600, unsigned_1k=36000.0)
     ev = compare.evaluate(res)
-    assert ev["met"]["pubsub 1 KiB msg/s >= 2x js"] is False
+    assert ev["met"]["pubsub 1 KiB >= 2x js (signed)"] is False
+    assert ev["met"]["pubsub 1 KiB >= 2x js (unsigned)"] is False
     assert ev["met"]["pubsub network p99 <= js"] is True
     assert ev["met"]["IDONTWANT cuts dup bytes >= 25%"] is True
     res["targets"] = ev
     table = compare.render(res)
     assert "Pubsub, one publisher -> one subscriber" in table and "Pubsub network: 20 hosts" in table
-    assert "pubsub mycel / js msg/s: 100 B 1.50x  1 KiB 1.25x" in table
-    assert f"  {'pubsub 1 KiB msg/s >= 2x js':34}  MISSED" in table
+    assert "Pubsub unsigned: the same" in table
+    assert "pubsub mycel / js msg/s, signed: 100 B 1.50x  1 KiB 1.25x" in table and "| unsigned: 100 B 1.10x  1 KiB 1.20x" in table
+    assert f"  {'pubsub 1 KiB >= 2x js (signed)':34}  MISSED" in table
+    assert f"  {'pubsub 1 KiB >= 2x js (unsigned)':34}  MISSED" in table
     assert "pubsub" not in compare.evaluate({"meta": {}})["met"]  # no section, no verdicts
 
 
@@ -118,14 +142,18 @@ def test_reduced_run(tmp_path: Path) -> None:
     with open(tmp_path / "peers.log", "wb") as log:
         res = pubsub.run(opts, log)
     assert time.monotonic() - t0 < 30
-    rows = res["throughput"]["rows"]
-    mycel = rows["mycel -> mycel"]["sizes"]["1024"]
-    assert mycel["msgs_per_s"] > 0 and mycel["lost"] == 0 and mycel["dropped"] == 0
-    run = mycel["runs"][0]
-    assert run["received"] == run["count"] == 200 and run["subscriber_cpu"] > 0
-    js = rows["js -> js"]
+    for key in ("throughput", "throughput_unsigned"):  # StrictSign, then StrictNoSign with SHA-256 ids
+        rows = res[key]["rows"]
+        mycel = rows["mycel -> mycel"]["sizes"]["1024"]
+        assert mycel["msgs_per_s"] > 0 and mycel["lost"] == 0 and mycel["dropped"] == 0
+        run = mycel["runs"][0]
+        assert run["received"] == run["count"] == 200 and run["subscriber_cpu"] > 0
+        js = rows["js -> js"]
+        if pubsub.missing("js") is None:
+            assert js["sizes"]["1024"]["msgs_per_s"] > 0 and js["sizes"]["1024"]["lost"] == 0
+        else:
+            assert js["errors"][0].startswith("n/a")
     if pubsub.missing("js") is None:
-        assert js["sizes"]["1024"]["msgs_per_s"] > 0 and js["sizes"]["1024"]["lost"] == 0
         net = res["network"]["mixed"]
         assert net["impls"] == ["mycel", "js", "mycel", "js"]
         for phase in ("on", "off"):
@@ -133,7 +161,6 @@ def test_reduced_run(tmp_path: Path) -> None:
             assert p["complete"] == p["messages"] == 10 and p["failed"] == 0
             assert p["latency_ms"]["p99"] is not None and p["latency_ms"]["p99"] > 0
             assert p["duplicates"] >= 0 and set(p["per_kind"]) == {"mycel", "js"}
-    else:
-        assert js["errors"][0].startswith("n/a")
-    assert res["targets"]["vs_js"].keys() == {"1024"}
-    assert "Pubsub network: 4 hosts" in "\n".join(pubsub.render(res))
+    assert res["targets"]["vs_js"].keys() == res["targets"]["vs_js_unsigned"].keys() == {"1024"}
+    text = "\n".join(pubsub.render(res))
+    assert "Pubsub network: 4 hosts" in text and "Pubsub unsigned: the same" in text
