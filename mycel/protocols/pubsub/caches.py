@@ -58,14 +58,16 @@ class MessageCache:
     __slots__ = ("_asked", "_gossip", "_msgs", "_windows", "evicted", "max_messages")
 
     def __init__(self, history_length: int, history_gossip: int, max_messages: int) -> None:
-        self._windows: deque[list[tuple[bytes, str]]] = deque([[]], maxlen=None)
+        # windows are deques: evicting the oldest message early (a full cache) is a popleft, not a list's
+        # pop(0), which moved every id of a window of tens of thousands per message
+        self._windows: deque[deque[tuple[bytes, str]]] = deque([deque()])
         self._gossip = history_gossip
         self._msgs: dict[bytes, PubsubMessage] = {}
         self._asked: dict[bytes, dict[PeerId, int]] = {}
         self.max_messages = max_messages
         self.evicted = 0
         for _ in range(history_length - 1):
-            self._windows.append([])
+            self._windows.append(deque())
 
     def __len__(self) -> int:
         return len(self._msgs)
@@ -85,7 +87,7 @@ class MessageCache:
     def _evict_oldest(self) -> None:
         for window in reversed(self._windows):
             if window:
-                msg_id, _ = window.pop(0)
+                msg_id, _ = window.popleft()
                 self._msgs.pop(msg_id, None)
                 self._asked.pop(msg_id, None)
                 self.evicted += 1
@@ -120,7 +122,7 @@ class MessageCache:
         for msg_id, _ in oldest:
             self._msgs.pop(msg_id, None)
             self._asked.pop(msg_id, None)
-        self._windows.appendleft([])
+        self._windows.appendleft(deque())
 
 
 __all__ = ["MessageCache", "SeenCache"]

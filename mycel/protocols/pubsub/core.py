@@ -983,10 +983,6 @@ class GossipsubRouter:
 
     def _emit_gossip(self, topic: str, exclude: set[PeerId], score: object) -> None:
         cfg = self.config
-        ids = self.mcache.gossip_ids(topic)
-        if not ids:
-            return
-        self.rng.shuffle(ids)
         assert callable(score)
         candidates = [
             p
@@ -996,12 +992,19 @@ class GossipsubRouter:
             and self.peers[p].kind.is_gossipsub
             and score(p) >= self.thresholds.gossip_threshold
         ]
+        if not candidates:  # e.g. every topic peer is in the mesh: no ids to collect or shuffle
+            return
+        ids = self.mcache.gossip_ids(topic)
+        if not ids:
+            return
+        limit = cfg.max_ihave_length
+        if len(ids) <= limit:  # more: each peer gets its own random sample below, the order is moot
+            self.rng.shuffle(ids)
         target = max(cfg.d_lazy, int(cfg.gossip_factor * len(candidates)))
         if target < len(candidates):
             candidates.sort()
             self.rng.shuffle(candidates)
             candidates = candidates[:target]
-        limit = cfg.max_ihave_length
         for p in candidates:
             # too many ids: each peer gets its own random sample (go: more of them reach someone)
             offer = self.rng.sample(ids, limit) if len(ids) > limit else ids
