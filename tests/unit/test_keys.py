@@ -419,3 +419,21 @@ def test_identity_load_or_create_makes_missing_folders(tmp_path: pathlib.Path) -
     first = Identity.load_or_create(path)
     assert path.exists() and Identity.load_or_create(path) == first
     assert (path.parent.stat().st_mode & 0o777) == 0o700
+
+
+def test_ed25519_verify_rfc8032_vector_and_rejects_malleated_or_malformed_signatures() -> None:
+    """RFC 8032 §7.1 TEST 1 (empty message), checked by the libsodium path; S + L (a malleated copy of a
+    valid signature), a flipped bit and wrong lengths are all refused."""
+    from mycel.core.keys import Ed25519PublicKey
+
+    pk = Ed25519PublicKey.from_bytes(bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"))
+    sig = bytes.fromhex(
+        "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+    )
+    assert pk.verify(b"", sig)
+    assert not pk.verify(b"x", sig)
+    assert not pk.verify(b"", sig[:-1] + bytes([sig[-1] ^ 1]))
+    order = 2**252 + 27742317777372353535851937790883648493
+    s = int.from_bytes(sig[32:], "little") + order
+    assert not pk.verify(b"", sig[:32] + s.to_bytes(32, "little"))  # non-canonical S
+    assert not pk.verify(b"", sig[:63]) and not pk.verify(b"", sig + b"\x00")
