@@ -97,3 +97,17 @@ async def test_publish_errors_say_why() -> None:
         with pytest.raises(PublishError) as err:
             await ps.publish("a", b"x")
         assert err.value.reason == "rejected"
+
+
+async def test_control_queue_overflow_drops_the_peer_from_pubsub() -> None:
+    async with memory_hosts(2, services=lambda: [Identify(), Ping(), Gossipsub(peer_queue_size=1)]) as (h1, h2):
+        ps1, ps2 = h1.service(Gossipsub), h2.service(Gossipsub)
+        with h1.subscribe() as events:
+            ps2.join("x")
+            await _connect(h1, h2)
+            assert await _membership(events, 1) == [PeerJoinedTopic(h2.peer_id, "x")]
+            for topic in ("t1", "t2", "t3"):  # three subscription RPCs at once: the one-slot lane overflows
+                ps1.join(topic)
+            assert await _membership(events, 1) == [PeerLeftTopic(h2.peer_id, "x")]
+            assert h2.peer_id not in ps1.router.peers
+            assert ps1.stats()["dropped_to_peers"] >= 1

@@ -137,8 +137,9 @@ class GossipsubConfig:
     max_seen: int = 1_000_000
     """Message ids remembered as seen; beyond, the oldest are forgotten early."""
     peer_queue_size: int = 1024
-    """Outgoing RPC pieces queued per peer; beyond, messages to that peer are dropped and counted (control
-    messages have their own lane of the same size)."""
+    """Outgoing RPC pieces queued per peer; beyond, messages to that peer are dropped and counted. Control
+    messages have their own lane of the same size, written first; a peer that overflows it is dropped
+    from pubsub (its streams closed) rather than left with a wrong view of our meshes."""
     validation_concurrency: int = 1024
     """Messages being validated at once; beyond, new messages are dropped as throttled (not scored)."""
     validation_timeout: float = 10.0

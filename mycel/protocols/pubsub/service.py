@@ -375,6 +375,8 @@ class Gossipsub(Service):
                         log.info("dropping an undecodable RPC from %s: %s", peer, exc)
                         continue
                     self._on_rpc(peer, rpc)
+                if self._links.get(peer) is not link:
+                    return  # the peer was dropped from pubsub meanwhile: this stream ends too
                 await trio.lowlevel.checkpoint()
         except MycelError as exc:  # oversized frame, bad varint, stream reset: only this stream ends
             log.info("pubsub stream from %s closed: %s", peer, exc)
@@ -679,6 +681,12 @@ class _Output:
             if self._svc._router is not None:
                 self._svc._router.counters["dropped_to_peers"] += 1
             self._svc._dropped(peer, "")
+            # a lost GRAFT/PRUNE/subscription would leave our view of the peer wrong for good: a peer
+            # that cannot take our control messages is dropped from pubsub (streams closed; it may
+            # open a new one), never left half in step
+            if link.writer is not None:
+                log.warning("control queue to %s is full: dropping it from pubsub", peer)
+                link.writer.cancel()
 
     def send_message(self, peer: PeerId, msg: PubsubMessage) -> bool:
         link = self._svc._links.get(peer)
