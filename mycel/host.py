@@ -63,9 +63,10 @@ from mycel.core.events import (
 from mycel.core.identity import Identity
 from mycel.core.peer_id import PeerId
 from mycel.multistream import select_inbound, select_lazy, select_outbound
-from mycel.network.peerstore import AddrSource, PeerStore, CONNECTED_TTL, PERMANENT_TTL
+from mycel.network.peerstore import ADDRESS_TTL, AddrSource, PeerStore, CONNECTED_TTL, PERMANENT_TTL
 from mycel.network.swarm import Swarm
 from mycel.network.upgrader import Upgrader
+from mycel.routing import PeerNotFound, PeerRouting
 from mycel.service import Service, ServiceHost, ServiceState, StreamHandler
 
 log = logging.getLogger("mycel.host")
@@ -714,8 +715,35 @@ class Host:
             return existing[0]
         known = self.peerstore.addrs(peer, now)
         if not known:
-            raise DialError(f"no addresses known for {peer}")
+            if not self.peer_routers():
+                raise PeerNotFound(f"no addresses known for {peer} (and no peer router, e.g. a DHT, to ask)")
+            known = await self.find_peer(peer)
         return await self.swarm.dial_peer(peer, known)
+
+    def peer_routers(self) -> list[PeerRouting]:
+        """The running services that can find peers (``PeerRouting``: the DHT, ...), in config order."""
+        return [
+            slot.service for slot in self._slots if slot.state.running and isinstance(slot.service, PeerRouting)
+        ]
+
+    async def find_peer(self, peer: PeerId | str) -> list[Multiaddr]:
+        """Ask the peer routers for ``peer``'s addresses (each in turn until one knows); they are kept in
+        the peerstore as ROUTING addresses for an hour. Raises :class:`~mycel.routing.PeerNotFound`."""
+        self._check_open()
+        if not isinstance(peer, PeerId):
+            peer = PeerId.from_string(peer)
+        failures: list[BaseException] = []
+        for router in self.peer_routers():
+            try:
+                found = [a for a in (await router.find_peer(peer)) if a is not None]
+            except MycelError as exc:  # a router that failed: the next one may know
+                failures.append(exc)
+                continue
+            if found:
+                addrs = self._own_addrs(peer, found)
+                self.peerstore.add_addrs(peer, addrs, AddrSource.ROUTING, ADDRESS_TTL, trio.current_time())
+                return addrs
+        raise PeerNotFound(f"no router found addresses for {peer}", failures)
 
     def _own_addrs(self, peer: PeerId, addrs: Sequence[Multiaddr | str]) -> list[Multiaddr]:
         """``addrs`` without their ``/p2p/<peer>`` suffix; an address of another peer is an error."""
