@@ -390,7 +390,7 @@ class ClosestPeersLookup:
 
     def on_timeout(self, now: float) -> None:
         """Mark requests whose deadline is at or before ``now`` unresponsive (a late answer is still used)."""
-        if self._stopped:
+        if self.finished:
             return
         for path in self._paths:
             expired = path.expire(now)
