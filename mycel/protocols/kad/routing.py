@@ -495,17 +495,22 @@ class RoutingTable:
         return PingRequest(stale.peer, peer)
 
     def check_result(self, peer: PeerId, alive: bool, now: float) -> Eviction:
-        """Report whether ``peer`` answered a check or query. Alive: last-seen is updated. Not alive: a table
-        peer is evicted and the freshest replacement candidate of its bucket that the diversity filter allows
-        is promoted; a waiting candidate is dropped."""
+        """Report whether ``peer`` answered a check or query. Alive: its last-seen time is updated (a waiting
+        candidate's too). Not alive: a table peer is evicted and the freshest replacement candidate of its
+        bucket that the diversity filter allows is promoted; a waiting candidate is dropped."""
         entry = self._find(peer)
         bucket = self._buckets[self._index(common_prefix_length(peer_key(peer), self.local_key))]
         if bucket.checking == peer:
             bucket.checking = None
         if entry is None:
-            if not alive:
-                for cache in self._replacements.values():
-                    cache.pop(peer, None)
+            for cache in self._replacements.values():
+                candidate = cache.get(peer)
+                if candidate is None:
+                    continue
+                if alive:
+                    candidate.seen_at = max(candidate.seen_at, now)
+                else:
+                    del cache[peer]
             return Eviction()
         if alive:
             entry.last_seen = max(entry.last_seen, now)
@@ -692,8 +697,9 @@ class RoutingTable:
         while len(self._buckets) > 1:
             if not self._buckets[-1].entries:
                 self._buckets.pop()
-            elif len(self._buckets) >= 2 and not self._buckets[-2].entries:
-                self._buckets[-2] = self._buckets.pop()
+            elif not self._buckets[-2].entries:
+                last = self._buckets.pop()
+                self._buckets[-1] = last  # the emptied second-to-last bucket's place
             else:
                 break
 

@@ -426,3 +426,63 @@ def test_filter_results_drops_overrepresented_groups() -> None:
     assert filter_results(local, 3) == local
     assert filter_results(local, 3, group_private=True) == []
     assert filter_results([(pid(1), ["junk", "8.8.8.8"])], 1) == [(pid(1), ["junk", "8.8.8.8"])]
+
+
+def test_candidates_are_refreshed_not_duplicated() -> None:
+    rt, members, spare = _full_far_bucket()
+    assert rt.offer(pid(spare[0]), [public_ip(spare[0])], 20.0) == CheckNew(pid(spare[0]))  # cache has room
+    rt.offer(pid(spare[0]), [public_ip(spare[0])], 20.0, verified=True)
+    rt.offer(pid(spare[1]), [public_ip(spare[1])], 21.0, verified=True)
+    rt.offer(pid(spare[0]), [public_ip(spare[0])], 22.0, verified=True)
+    assert rt.replacements() == [pid(spare[1]), pid(spare[0])]  # re-offered: moved to newest, once
+    rt.check_result(pid(spare[1]), True, 30.0)  # a candidate that answered is fresher still
+    assert rt.check_result(pid(members[3]), False, 31.0).promoted == pid(spare[1])
+
+
+def test_random_operations_keep_every_invariant() -> None:
+    for seed in range(6):
+        rng = random.Random(seed)
+        df = DiversityFilter(max_per_group=3, max_per_group_per_cpl=2)
+        rt = RoutingTable(LOCAL, k=3, diversity=df, now=0.0, replacement_cache_size=2)
+        universe = list(range(1, 300))
+        for step in range(1500):
+            now = float(step)
+            i = rng.choice(universe)
+            ip = f"{rng.choice([45, 46, 47, 48, 90])}.{rng.randrange(4)}.0.1"
+            op = rng.random()
+            if op < 0.6:
+                result = rt.offer(pid(i), [ip], now, verified=rng.random() < 0.7)
+                if isinstance(result, PingRequest):
+                    assert result.peer in rt and cpl_of(result.peer) == cpl_of(result.candidate)
+            elif op < 0.9:
+                rt.check_result(pid(i), rng.random() < 0.5, now)
+            else:
+                rt.remove(pid(i))
+            if step % 50 == 0:
+                everyone = rt.peers()
+                assert len(everyone) == len(rt) == len(set(everyone)) and LOCAL not in rt
+                sizes = rt.buckets()
+                assert all(n <= 3 for n in sizes) and sum(sizes) == len(rt)
+                assert all(rt.contains(p) for p in everyone)
+                last = len(sizes) - 1
+                cpls = [cpl_of(p) for p in everyone]
+                assert sizes == [cpls.count(b) for b in range(last)] + [sum(1 for c in cpls if c >= last)]
+                assert not set(rt.replacements()) & set(everyone)
+                per_cpl: dict[int, int] = {}
+                for p in rt.replacements():
+                    per_cpl[cpl_of(p)] = per_cpl.get(cpl_of(p), 0) + 1
+                assert all(n <= 2 for n in per_cpl.values())
+                counted = sum(n for groups in df.stats().values() for n in groups.values())
+                assert counted == len(rt)  # one public IP per peer: each counted once
+                assert all(n <= 2 for groups in df.stats().values() for n in groups.values())
+                key = rng.getrandbits(256)
+                assert rt.closest(key, 7) == sorted(everyone, key=lambda p: peer_key(p) ^ key)[:7]
+
+
+def test_eclipse_cap_holds_for_any_sybil_ids() -> None:
+    for start in range(1000, 6000, 1000):
+        rt = table()
+        for n, i in enumerate(range(start, start + 50)):
+            rt.offer(pid(i), [f"45.67.{n}.1"], 0.0, verified=True)
+        assert len(rt) <= 3
+        assert all(n <= 2 for groups in (rt.diversity.stats() if rt.diversity else {}).values() for n in groups.values())
