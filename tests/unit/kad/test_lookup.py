@@ -348,6 +348,9 @@ def test_stop_and_done_end_early() -> None:
     assert not lookup.on_success(c, [], 0.0)
     assert lookup.result() == by_distance(TARGET, [a, b])
     assert lookup.in_flight() == [c]
+    lookup.on_timeout(1e9)  # a finished lookup is frozen
+    assert lookup.timeouts == 0 and lookup.state_of(c) is PeerState.WAITING
+    assert lookup.next_deadline() is None
     other = ClosestPeersLookup(TARGET, peers(0, 10), now=0.0)
     other.stop()
     assert other.finished and other.next_requests(0.0) == []
