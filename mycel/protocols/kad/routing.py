@@ -264,8 +264,8 @@ AddResult = Added | Updated | CheckNew | PingRequest | Cached | Rejected
 
 @dataclass(frozen=True, slots=True)
 class Eviction:
-    """What :meth:`RoutingTable.check_result` did: ``evicted`` left the table (or ``None``) and ``promoted``
-    came in from the replacement cache (or ``None``)."""
+    """What :meth:`RoutingTable.check_result` or :meth:`RoutingTable.remove` did: ``evicted`` left the table
+    (or ``None``) and ``promoted`` came in from the replacement cache (or ``None``)."""
 
     evicted: PeerId | None = None
     promoted: PeerId | None = None
@@ -515,10 +515,7 @@ class RoutingTable:
         if alive:
             entry.last_seen = max(entry.last_seen, now)
             return Eviction()
-        self._delete(entry)
-        promoted = self._promote(self._index(entry.cpl), now)
-        self._collapse()
-        return Eviction(evicted=peer, promoted=promoted)
+        return self.remove(peer, now)
 
     def mark_useful(self, peer: PeerId, now: float) -> bool:
         """Record that ``peer`` helped a query (go's ``UpdateLastUsefulAt``); ``False`` if not in the table."""
@@ -529,18 +526,19 @@ class RoutingTable:
         entry.last_seen = max(entry.last_seen, now)
         return True
 
-    def remove(self, peer: PeerId) -> bool:
+    def remove(self, peer: PeerId, now: float | None = None) -> Eviction:
         """Drop ``peer`` from the table and the replacement caches (it stopped being a DHT server, or the
-        driver gave up on it); ``True`` if it was in the table. Nothing is promoted: the next offer fills the
-        slot."""
+        driver gave up on it). With ``now``, the freshest allowed replacement candidate of its bucket takes
+        the slot, as after a failed check; without, the next offer fills it."""
         for cache in self._replacements.values():
             cache.pop(peer, None)
         entry = self._find(peer)
         if entry is None:
-            return False
+            return Eviction()
         self._delete(entry)
+        promoted = None if now is None else self._promote(self._index(entry.cpl), now)
         self._collapse()
-        return True
+        return Eviction(evicted=peer, promoted=promoted)
 
     # ---- refresh -------------------------------------------------------------------------------------------
 

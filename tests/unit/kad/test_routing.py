@@ -241,11 +241,17 @@ def test_remove_updates_filter_collapses_buckets_and_drops_candidates() -> None:
     fill(rt, ids[:4] + [near])
     rt.offer(pid(ids[4]), [public_ip(ids[4])], 1.0, verified=True)
     assert rt.buckets() == [4, 1] and rt.replacements() == [pid(ids[4])]
-    assert rt.remove(pid(near)) and rt.buckets() == [4]
-    assert rt.remove(pid(ids[4])) is False and rt.replacements() == []
-    assert rt.remove(pid(ids[0])) and not rt.contains(pid(ids[0])) and len(rt) == 3
+    assert rt.remove(pid(near)) == Eviction(evicted=pid(near)) and rt.buckets() == [4]
+    assert rt.remove(pid(ids[4])) == Eviction() and rt.replacements() == []
+    assert rt.remove(pid(ids[0])).evicted == pid(ids[0]) and not rt.contains(pid(ids[0])) and len(rt) == 3
     assert rt.diversity is not None and rt.diversity.group_count(ip_group(public_ip(ids[0])) or "") == 0
-    assert rt.remove(pid(ids[0])) is False
+    assert rt.remove(pid(ids[0])) == Eviction()
+    # with a time, a waiting candidate takes the freed slot
+    rt.offer(pid(ids[0]), [public_ip(ids[0])], 2.0, verified=True)
+    rt.offer(pid(ids[5]), [public_ip(ids[5])], 3.0, verified=True)
+    assert rt.replacements() == [pid(ids[5])]
+    assert rt.remove(pid(ids[1]), 4.0) == Eviction(evicted=pid(ids[1]), promoted=pid(ids[5]))
+    assert rt.buckets() == [4]
 
 
 # ---- refresh ---------------------------------------------------------------------------------------------
@@ -374,7 +380,8 @@ def test_peer_with_several_ips_counts_in_each_group() -> None:
     assert DiversityFilter().groups(["45.1.0.1", "45.1.9.9"]) == frozenset({"45.1.0.0/16"})  # counted once
     per_cpl = [groups.get("45.1.0.0/16", 0) for groups in df.stats().values()]
     assert sum(per_cpl) == 3
-    assert rt.remove(pid(1)) and df.group_count("45.1.0.0/16") == 2 and df.group_count("46.1.0.0/16") == 0
+    assert rt.remove(pid(1)).evicted == pid(1)
+    assert df.group_count("45.1.0.0/16") == 2 and df.group_count("46.1.0.0/16") == 0
 
 
 def test_per_cpl_cap() -> None:
@@ -457,7 +464,7 @@ def test_random_operations_keep_every_invariant() -> None:
             elif op < 0.9:
                 rt.check_result(pid(i), rng.random() < 0.5, now)
             else:
-                rt.remove(pid(i))
+                rt.remove(pid(i), now if rng.random() < 0.5 else None)
             if step % 50 == 0:
                 everyone = rt.peers()
                 assert len(everyone) == len(rt) == len(set(everyone)) and LOCAL not in rt
@@ -485,4 +492,5 @@ def test_eclipse_cap_holds_for_any_sybil_ids() -> None:
         for n, i in enumerate(range(start, start + 50)):
             rt.offer(pid(i), [f"45.67.{n}.1"], 0.0, verified=True)
         assert len(rt) <= 3
-        assert all(n <= 2 for groups in (rt.diversity.stats() if rt.diversity else {}).values() for n in groups.values())
+        assert rt.diversity is not None
+        assert all(n <= 2 for groups in rt.diversity.stats().values() for n in groups.values())
