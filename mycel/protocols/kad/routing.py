@@ -17,6 +17,13 @@ admitted are the same in practice (k per CPL below the last bucket).
 offered; the IPs passed are the remote IPs of the peer's *connections* (go's ``rtPeerIPGroupFilter`` uses
 ``ConnsToPeer(p).RemoteMultiaddr()``), never addresses the peer claims, which cost an attacker nothing.
 
+**Driver flow.** A connected DHT server: ``offer(peer, ips, now)`` -> :class:`CheckNew` -> trivial FIND_NODE ->
+answered: ``offer(..., verified=True)`` (a peer that answered one of our queries is offered verified directly).
+A full bucket answers :class:`PingRequest`: FIND_NODE its stalest peer, then ``check_result(peer, alive, now)``;
+report every query outcome to a table peer the same way. Timers: sleep until ``next_refresh()``, then run a
+self-lookup when ``self_lookup_due(now)`` (then ``mark_self_lookup``) and a lookup per ``due_refreshes(now, rng)``
+target; ``note_lookup(key, now)`` after any lookup (go's order: self-lookup first, then the buckets).
+
 **Bounds.** ``k`` peers per bucket (at most 257 buckets); ``replacement_cache_size`` candidates per CPL,
 the oldest dropped when a newer one arrives, each expiring after ``replacement_ttl``; one outstanding liveness
 check per bucket, forgotten after ``check_timeout``; the diversity filter's counters are bounded by the table.
@@ -25,6 +32,7 @@ check per bucket, forgotten after ``check_timeout``; the diversity filter's coun
 from __future__ import annotations
 
 import enum
+import hashlib
 import heapq
 import ipaddress
 from collections.abc import Iterable, Sequence
@@ -33,7 +41,7 @@ from random import Random
 from typing import TypeVar
 
 from mycel.core.peer_id import PeerId
-from mycel.protocols.kad.distance import KEY_BITS, common_prefix_length, kad_key, peer_key
+from mycel.protocols.kad.distance import KEY_BITS, common_prefix_length, peer_key
 
 K_VALUE = 20
 """Peers per bucket (spec and go)."""
@@ -703,16 +711,25 @@ class RoutingTable:
 
 
 def random_key_with_cpl(local_key: int, cpl: int, rng: Random) -> tuple[bytes, int]:
-    """Bytes shaped as a SHA-256 peer id whose keyspace position has exactly ``cpl`` leading bits in common
-    with ``local_key``, and that position. Found by trying random preimages (about 2**(cpl+1) SHA-256 each,
-    bounded at 64 times that; ``cpl`` <= ``MAX_REFRESH_CPL`` keeps it to tens of milliseconds)."""
+    """Bytes shaped as a SHA-256 peer id (``0x12 0x20`` + 32 bytes: 24 random from ``rng``, then a counter)
+    whose keyspace position has exactly ``cpl`` leading bits in common with ``local_key``, and that position.
+
+    No shortcut exists to a SHA-256 prefix: this tries about 2**(cpl+1) preimages (go ships a precomputed
+    table instead), bounded at 64 times that; ``cpl`` <= ``MAX_REFRESH_CPL`` keeps it under ~20 ms here.
+    """
     if not 0 <= cpl < KEY_BITS:
         raise ValueError(f"cpl {cpl} out of range")
-    for _ in range(_MAX_KEY_TRIES_FACTOR << (cpl + 1)):
-        data = _SHA256_MULTIHASH + rng.getrandbits(256).to_bytes(32, "big")
-        position = kad_key(data)
-        if common_prefix_length(position, local_key) == cpl:
-            return data, position
+    shift = KEY_BITS - 1 - cpl
+    wanted = (local_key >> shift) ^ 1  # our first cpl bits, then the next one flipped
+    head = _SHA256_MULTIHASH + rng.getrandbits(192).to_bytes(24, "big")
+    base = hashlib.sha256(head)
+    for counter in range(_MAX_KEY_TRIES_FACTOR << (cpl + 1)):
+        tail = counter.to_bytes(8, "big")
+        attempt = base.copy()
+        attempt.update(tail)
+        position = int.from_bytes(attempt.digest(), "big")
+        if position >> shift == wanted:
+            return head + tail, position
     raise RuntimeError(f"no key with cpl {cpl} found")  # probability about e**-64
 
 

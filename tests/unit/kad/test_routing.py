@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import random
 
+import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +26,7 @@ from mycel.protocols.kad.routing import (
     Updated,
     filter_results,
     ip_group,
+    random_key_with_cpl,
 )
 
 
@@ -271,6 +274,15 @@ def test_refresh_keys_land_in_their_bucket() -> None:
     again = table(diversity=None)
     fill(again, range(1, 400))
     assert again.due_refreshes(0.0, random.Random(3)) == targets  # the randomness is the caller's
+
+
+def test_random_key_with_cpl_bounds() -> None:
+    rng = random.Random(5)
+    for cpl in (0, 1, 5, 10):
+        key, position = random_key_with_cpl(LOCAL_KEY, cpl, rng)
+        assert len(key) == 34 and kad_key(key) == position and common_prefix_length(position, LOCAL_KEY) == cpl
+    with pytest.raises(ValueError):
+        random_key_with_cpl(LOCAL_KEY, 256, rng)
 
 
 def test_refresh_timers_come_from_the_table() -> None:
