@@ -88,7 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(run: Callable[[argparse.Namespace], Awaitable[int]], argv: list[str] | None = None) -> int:
     """A peer program's ``main``: parse the command line, set up logging, refuse anything but
     127.0.0.1 (``{"unsupported": ...}``, exit 3), then ``trio.run(run, args)``."""
-    args = parse_args(argv)
+    return start(run, parse_args(argv))
+
+
+def start(run: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Namespace) -> int:
+    """:func:`main` after parsing (``dht_contract.main`` parses its own command line)."""
     cases.setup_logging()
     if args.ip != "127.0.0.1":
         return cases.unsupported("interop peers stay on 127.0.0.1")
@@ -139,10 +143,13 @@ async def run_command(node: PubsubNode, cmd: dict[str, Any]) -> dict[str, Any]:
     raise CommandError(f"unknown command {name!r}")
 
 
-async def _answer(node: PubsubNode, cmd: dict[str, Any]) -> None:
+Runner = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]  # a command -> its reply fields
+
+
+async def _answer(runner: Runner, cmd: dict[str, Any]) -> None:
     reply: dict[str, Any] = {"reply": cmd.get("id")}
     try:
-        reply.update(await run_command(node, cmd), ok=True)
+        reply.update(await runner(cmd), ok=True)
     except Exception as exc:  # every failure is the driver's to see, in the reply
         detail = str(exc) if isinstance(exc, CommandError) else f"{type(exc).__name__}: {exc}"
         log.info("command %s failed: %s", cmd.get("cmd"), detail)
@@ -152,6 +159,17 @@ async def _answer(node: PubsubNode, cmd: dict[str, Any]) -> None:
 
 async def serve_commands(node: PubsubNode) -> None:
     """Answer stdin commands until stdin reaches EOF or SIGTERM/SIGINT arrives."""
+
+    async def runner(cmd: dict[str, Any]) -> dict[str, Any]:
+        return await run_command(node, cmd)
+
+    await serve_commands_with(runner)
+
+
+async def serve_commands_with(runner: Runner) -> None:
+    """The command loop behind :func:`serve_commands` (``dht_contract`` serves its commands with it):
+    each stdin line is a command run concurrently by ``runner``, its reply printed; until stdin EOF or
+    SIGTERM/SIGINT."""
     async with trio.open_nursery() as nursery:
         buf = bytearray()
 
@@ -173,7 +191,7 @@ async def serve_commands(node: PubsubNode) -> None:
                 if not isinstance(cmd, dict):
                     emit({"reply": None, "ok": False, "error": f"not a JSON object: {line[:200]!r}"})
                     continue
-                nursery.start_soon(_answer, node, cmd)
+                nursery.start_soon(_answer, runner, cmd)
             return False
 
         async def read_stdin() -> None:

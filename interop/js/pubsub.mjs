@@ -19,17 +19,13 @@ import { identify } from '@libp2p/identify'
 import { gossipsub } from '@libp2p/gossipsub'
 import { floodsub } from '@libp2p/floodsub'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createInterface } from 'node:readline'
+import { Unsupported, emit, serveCommands } from './commands.mjs'
 
 const EXIT_UNSUPPORTED = 3
 const PUBSUB_PROTOCOL = /^\/(meshsub|floodsub)\//
 
 function log (...args) {
   console.error(new Date().toISOString(), 'js-pubsub', ...args)
-}
-
-function emit (obj) {
-  process.stdout.write(JSON.stringify(obj) + '\n')
 }
 
 function parseArgs (argv) {
@@ -48,8 +44,6 @@ function parseArgs (argv) {
 
 const hex = (bytes) => Buffer.from(bytes).toString('hex')
 const seqnoHex = (n) => (typeof n === 'bigint' ? n.toString(16).padStart(16, '0') : null)
-
-class Unsupported extends Error {}
 
 async function main () {
   let opts
@@ -149,36 +143,7 @@ async function main () {
   emit({ peer_id: peerId, addrs, protocols })
   log(`${opts.router} peer ${peerId} on ${addrs.join(' ')} serving ${protocols.join(' ')}`)
 
-  const answer = async (line) => {
-    let cmd
-    try {
-      cmd = JSON.parse(line)
-    } catch {
-      cmd = null
-    }
-    if (cmd == null || typeof cmd !== 'object' || Array.isArray(cmd)) {
-      emit({ reply: null, ok: false, error: `not a JSON object: ${line.slice(0, 200)}` })
-      return
-    }
-    const fn = Object.hasOwn(commands, cmd.cmd) ? commands[cmd.cmd] : null
-    try {
-      if (fn == null) throw new Error(`unknown command ${JSON.stringify(cmd.cmd)}`)
-      emit({ reply: cmd.id, ok: true, ...await fn(cmd) })
-    } catch (err) {
-      const error = err instanceof Unsupported ? `unsupported: ${err.message}` : `${err.name}: ${err.message}`
-      log(`command ${cmd.cmd} failed: ${error}`)
-      emit({ reply: cmd.id, ok: false, error })
-    }
-  }
-
-  await new Promise((resolve) => {
-    const lines = createInterface({ input: process.stdin, crlfDelay: Infinity })
-    lines.on('line', (line) => { if (line.trim() !== '') answer(line) })
-    lines.on('close', resolve)
-    process.stdin.on('error', resolve)
-    process.on('SIGTERM', resolve)
-    process.on('SIGINT', resolve)
-  })
+  await serveCommands(commands, log)
   log('shutting down')
   await node.stop()
   process.exit(0)

@@ -4,7 +4,9 @@ Every message on the control socket is a uvarint-delimited protobuf. Each reques
 control connection: plain requests close it after the one response; ``stream_open`` keeps it, because
 after the OK response the daemon pipes the libp2p stream through that same socket, and so does
 ``pubsub_subscribe``: after its OK the daemon writes one delimited ``PSMessage`` per message on the topic
-until we close the connection, which cancels the subscription. Inbound streams for a
+until we close the connection, which cancels the subscription. DHT requests (``dht_*``) are plain
+requests, except FIND_PROVIDERS, GET_CLOSEST_PEERS and SEARCH_VALUE: after Response{OK, dht: BEGIN} the
+daemon writes bare delimited ``DHTResponse`` VALUEs, then an END, on the same connection. Inbound streams for a
 ``stream_handler`` registration arrive as connections to a unix socket we listen on, each starting with
 a bare (not wrapped) delimited ``StreamInfo``.
 
@@ -89,6 +91,10 @@ def decode_response(data: bytes) -> pb.Response:
     return _parse(pb.Response(), data)
 
 
+def decode_dht_response(data: bytes) -> pb.DHTResponse:
+    return _parse(pb.DHTResponse(), data)
+
+
 def decode_stream_info(data: bytes) -> StreamInfo:
     msg = _parse(pb.StreamInfo(), data)
     return StreamInfo(peer_id=msg.peer, addr=msg.addr, protocol=msg.proto)
@@ -146,6 +152,37 @@ def pubsub_request(kind: pb.PSRequest.Type, topic: str | None = None, data: byte
     if data is not None:
         ps.data = data
     return pb.Request(type=pb.Request.PUBSUB, pubsub=ps)
+
+
+def dht_request(
+    kind: pb.DHTRequest.Type,
+    *,
+    peer: bytes | None = None,
+    cid: bytes | None = None,
+    key: bytes | None = None,
+    value: bytes | None = None,
+    count: int | None = None,
+    timeout: int | None = None,
+) -> pb.Request:
+    """A DHT request; ``cid`` is a binary CID, ``key`` a record key as bytes, ``timeout`` in seconds."""
+    dht = pb.DHTRequest(type=kind)
+    if peer is not None:
+        dht.peer = peer
+    if cid is not None:
+        dht.cid = cid
+    if key is not None:
+        dht.key = key
+    if value is not None:
+        dht.value = value
+    if count is not None:
+        dht.count = count
+    if timeout is not None:
+        dht.timeout = timeout
+    return pb.Request(type=pb.Request.DHT, dht=dht)
+
+
+def _peer_entry(info: pb.PeerInfo) -> PeerEntry:
+    return PeerEntry(info.id, tuple(info.addrs))
 
 
 # --- trio driver -----------------------------------------------------------------------------------
@@ -251,6 +288,73 @@ class ControlClient:
 
     async def stream_handler(self, listen_addr: bytes, protocols: Sequence[str]) -> None:
         await self._request(stream_handler_request(listen_addr, protocols))
+
+    # --- DHT (p2pd -dht / -dhtServer / -dhtClient) ---
+
+    async def _dht(self, request: pb.Request) -> pb.DHTResponse | None:
+        response = await self._request(request)
+        return response.dht if response.HasField("dht") else None
+
+    async def _dht_stream(self, request: pb.Request) -> list[pb.DHTResponse]:
+        """A streaming DHT request: every VALUE between BEGIN and END (the daemon ends the stream itself
+        when the query ends or its timeout passes)."""
+        response, sock, rest = await self._roundtrip(request)
+        try:
+            check_ok(response)
+            if not response.HasField("dht") or response.dht.type != pb.DHTResponse.BEGIN:
+                raise DecodeError(f"p2pd answered a streaming DHT request without BEGIN: {response}")
+            decoder = LengthPrefixedDecoder(MAX_CONTROL_MESSAGE)
+            decoder.feed(rest)
+            values: list[pb.DHTResponse] = []
+            while (msg := decode_dht_response(await _read_message(sock, decoder))).type != pb.DHTResponse.END:
+                if msg.type != pb.DHTResponse.VALUE:
+                    raise DecodeError(f"p2pd sent DHTResponse {msg.type} inside a stream")
+                values.append(msg)
+            return values
+        finally:
+            await trio.aclose_forcefully(sock)
+
+    async def dht_find_peer(self, peer_id: bytes, timeout: int | None = None) -> PeerEntry:
+        found = await self._dht(dht_request(pb.DHTRequest.FIND_PEER, peer=peer_id, timeout=timeout))
+        if found is None or not found.HasField("peer"):
+            raise DecodeError("p2pd answered FIND_PEER without a peer")
+        return _peer_entry(found.peer)
+
+    async def dht_get_value(self, key: bytes, timeout: int | None = None) -> bytes:
+        found = await self._dht(dht_request(pb.DHTRequest.GET_VALUE, key=key, timeout=timeout))
+        if found is None or not found.HasField("value"):
+            raise DecodeError("p2pd answered GET_VALUE without a value")
+        return found.value
+
+    async def dht_get_public_key(self, peer_id: bytes, timeout: int | None = None) -> bytes:
+        """The peer's PublicKey protobuf, as go's DHT finds it (peerstore, the peer, or ``/pk/``)."""
+        found = await self._dht(dht_request(pb.DHTRequest.GET_PUBLIC_KEY, peer=peer_id, timeout=timeout))
+        if found is None or not found.HasField("value"):
+            raise DecodeError("p2pd answered GET_PUBLIC_KEY without a value")
+        return found.value
+
+    async def dht_put_value(self, key: bytes, value: bytes, timeout: int | None = None) -> None:
+        await self._dht(dht_request(pb.DHTRequest.PUT_VALUE, key=key, value=value, timeout=timeout))
+
+    async def dht_provide(self, cid: bytes, timeout: int | None = None) -> None:
+        await self._dht(dht_request(pb.DHTRequest.PROVIDE, cid=cid, timeout=timeout))
+
+    async def dht_find_providers(self, cid: bytes, count: int = 0, timeout: int | None = None) -> list[PeerEntry]:
+        """Up to ``count`` providers (0: the daemon's default, 20)."""
+        values = await self._dht_stream(
+            dht_request(pb.DHTRequest.FIND_PROVIDERS, cid=cid, count=count or None, timeout=timeout)
+        )
+        return [_peer_entry(v.peer) for v in values if v.HasField("peer")]
+
+    async def dht_get_closest_peers(self, key: bytes, timeout: int | None = None) -> list[bytes]:
+        """Raw ids of the k closest peers to ``key`` that go's lookup found."""
+        values = await self._dht_stream(dht_request(pb.DHTRequest.GET_CLOSEST_PEERS, key=key, timeout=timeout))
+        return [v.value for v in values]
+
+    async def dht_search_value(self, key: bytes, timeout: int | None = None) -> list[bytes]:
+        """Every better value SEARCH_VALUE streamed (the last is the best)."""
+        values = await self._dht_stream(dht_request(pb.DHTRequest.SEARCH_VALUE, key=key, timeout=timeout))
+        return [v.value for v in values]
 
     # --- pubsub (p2pd -pubsub) ---
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\np2pd.proto\x12\x12mycel.interop.p2pd\"\xe3\x03\n\x07Request\x12.\n\x04type\x18\x01 \x02(\x0e\x32 .mycel.interop.p2pd.Request.Type\x12\x33\n\x07\x63onnect\x18\x02 \x01(\x0b\x32\".mycel.interop.p2pd.ConnectRequest\x12\x39\n\nstreamOpen\x18\x03 \x01(\x0b\x32%.mycel.interop.p2pd.StreamOpenRequest\x12?\n\rstreamHandler\x18\x04 \x01(\x0b\x32(.mycel.interop.p2pd.StreamHandlerRequest\x12\x39\n\ndisconnect\x18\x07 \x01(\x0b\x32%.mycel.interop.p2pd.DisconnectRequest\x12-\n\x06pubsub\x18\x08 \x01(\x0b\x32\x1d.mycel.interop.p2pd.PSRequest\"\x8c\x01\n\x04Type\x12\x0c\n\x08IDENTIFY\x10\x00\x12\x0b\n\x07\x43ONNECT\x10\x01\x12\x0f\n\x0bSTREAM_OPEN\x10\x02\x12\x12\n\x0eSTREAM_HANDLER\x10\x03\x12\x07\n\x03\x44HT\x10\x04\x12\x0e\n\nLIST_PEERS\x10\x05\x12\x0f\n\x0b\x43ONNMANAGER\x10\x06\x12\x0e\n\nDISCONNECT\x10\x07\x12\n\n\x06PUBSUB\x10\x08\"\xd1\x02\n\x08Response\x12/\n\x04type\x18\x01 \x02(\x0e\x32!.mycel.interop.p2pd.Response.Type\x12\x30\n\x05\x65rror\x18\x02 \x01(\x0b\x32!.mycel.interop.p2pd.ErrorResponse\x12\x32\n\nstreamInfo\x18\x03 \x01(\x0b\x32\x1e.mycel.interop.p2pd.StreamInfo\x12\x36\n\x08identify\x18\x04 \x01(\x0b\x32$.mycel.interop.p2pd.IdentifyResponse\x12+\n\x05peers\x18\x06 \x03(\x0b\x32\x1c.mycel.interop.p2pd.PeerInfo\x12.\n\x06pubsub\x18\x07 \x01(\x0b\x32\x1e.mycel.interop.p2pd.PSResponse\"\x19\n\x04Type\x12\x06\n\x02OK\x10\x00\x12\t\n\x05\x45RROR\x10\x01\"-\n\x10IdentifyResponse\x12\n\n\x02id\x18\x01 \x02(\x0c\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\x0c\">\n\x0e\x43onnectRequest\x12\x0c\n\x04peer\x18\x01 \x02(\x0c\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\x0c\x12\x0f\n\x07timeout\x18\x03 \x01(\x03\"A\n\x11StreamOpenRequest\x12\x0c\n\x04peer\x18\x01 \x02(\x0c\x12\r\n\x05proto\x18\x02 \x03(\t\x12\x0f\n\x07timeout\x18\x03 \x01(\x03\"E\n\x14StreamHandlerRequest\x12\x0c\n\x04\x61\x64\x64r\x18\x01 \x02(\x0c\x12\r\n\x05proto\x18\x02 \x03(\t\x12\x10\n\x08\x62\x61lanced\x18\x03 \x01(\x08\"!\n\x11\x44isconnectRequest\x12\x0c\n\x04peer\x18\x01 \x02(\x0c\"\x1c\n\rErrorResponse\x12\x0b\n\x03msg\x18\x01 \x02(\t\"7\n\nStreamInfo\x12\x0c\n\x04peer\x18\x01 \x02(\x0c\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x02(\x0c\x12\r\n\x05proto\x18\x03 \x02(\t\"%\n\x08PeerInfo\x12\n\n\x02id\x18\x01 \x02(\x0c\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\x0c\"\x9e\x01\n\tPSRequest\x12\x30\n\x04type\x18\x01 \x02(\x0e\x32\".mycel.interop.p2pd.PSRequest.Type\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"B\n\x04Type\x12\x0e\n\nGET_TOPICS\x10\x00\x12\x0e\n\nLIST_PEERS\x10\x01\x12\x0b\n\x07PUBLISH\x10\x02\x12\r\n\tSUBSCRIBE\x10\x03\"h\n\tPSMessage\x12\x0c\n\x04\x66rom\x18\x01 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05seqno\x18\x03 \x01(\x0c\x12\x10\n\x08topicIDs\x18\x04 \x03(\t\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12\x0b\n\x03key\x18\x06 \x01(\x0c\"-\n\nPSResponse\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12\x0f\n\x07peerIDs\x18\x02 \x03(\x0c')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\np2pd.proto\x12\x12mycel.interop.p2pd\"\x90\x04\n\x07Request\x12.\n\x04type\x18\x01 \x02(\x0e\x32 .mycel.interop.p2pd.Request.Type\x12\x33\n\x07\x63onnect\x18\x02 \x01(\x0b\x32\".mycel.interop.p2pd.ConnectRequest\x12\x39\n\nstreamOpen\x18\x03 \x01(\x0b\x32%.mycel.interop.p2pd.StreamOpenRequest\x12?\n\rstreamHandler\x18\x04 \x01(\x0b\x32(.mycel.interop.p2pd.StreamHandlerRequest\x12+\n\x03\x64ht\x18\x05 \x01(\x0b\x32\x1e.mycel.interop.p2pd.DHTRequest\x12\x39\n\ndisconnect\x18\x07 \x01(\x0b\x32%.mycel.interop.p2pd.DisconnectRequest\x12-\n\x06pubsub\x18\x08 \x01(\x0b\x32\x1d.mycel.interop.p2pd.PSRequest\"\x8c\x01\n\x04Type\x12\x0c\n\x08IDENTIFY\x10\x00\x12\x0b\n\x07\x43ONNECT\x10\x01\x12\x0f\n\x0bSTREAM_OPEN\x10\x02\x12\x12\n\x0eSTREAM_HANDLER\x10\x03\x12\x07\n\x03\x44HT\x10\x04\x12\x0e\n\nLIST_PEERS\x10\x05\x12\x0f\n\x0b\x43ONNMANAGER\x10\x06\x12\x0e\n\nDISCONNECT\x10\x07\x12\n\n\x06PUBSUB\x10\x08\"\xff\x02\n\x08Response\x12/\n\x04type\x18\x01 \x02(\x0e\x32!.mycel.interop.p2pd.Response.Type\x12\x30\n\x05\x65rror\x18\x02 \x01(\x0b\x32!.mycel.interop.p2pd.ErrorResponse\x12\x32\n\nstreamInfo\x18\x03 \x01(\x0b\x32\x1e.mycel.interop.p2pd.StreamInfo\x12\x36\n\x08identify\x18\x04 \x01(\x0b\x32$.mycel.interop.p2pd.IdentifyResponse\x12,\n\x03\x64ht\x18\x05 \x01(\x0b\x32\x1f.mycel.interop.p2pd.DHTResponse\x12+\n\x05peers\x18\x06 \x03(\x0b\x32\x1c.mycel.interop.p2pd.PeerInfo\x12.\n\x06pubsub\x18\x07 \x01(\x0b\x32\x1e.mycel.interop.p2pd.PSResponse\"\x19\n\x04Type\x12\x06\n\x02OK\x10\x00\x12\t\n\x05\x45RROR\x10\x01\"-\n\x10IdentifyResponse\x12\n\n\x02id\x18\x01 \x02(\x0c\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\x0c\">\n\x0e\x43onnectRequest\x12\x0c\n\x04peer\x18\x01 \x02(\x0c\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\x0c\x12\x0f\n\x07timeout\x18\x03 \x01(\x03\"A\n\x11StreamOpenRequest\x12\x0c\n\x04peer\x18\x01 \x02(\x0c\x12\r\n\x05proto\x18\x02 \x03(\t\x12\x0f\n\x07timeout\x18\x03 \x01(\x03\"E\n\x14StreamHandlerRequest\x12\x0c\n\x04\x61\x64\x64r\x18\x01 \x02(\x0c\x12\r\n\x05proto\x18\x02 \x03(\t\x12\x10\n\x08\x62\x61lanced\x18\x03 \x01(\x08\"!\n\x11\x44isconnectRequest\x12\x0c\n\x04peer\x18\x01 \x02(\x0c\"\x1c\n\rErrorResponse\x12\x0b\n\x03msg\x18\x01 \x02(\t\"7\n\nStreamInfo\x12\x0c\n\x04peer\x18\x01 \x02(\x0c\x12\x0c\n\x04\x61\x64\x64r\x18\x02 \x02(\x0c\x12\r\n\x05proto\x18\x03 \x02(\t\"%\n\x08PeerInfo\x12\n\n\x02id\x18\x01 \x02(\x0c\x12\r\n\x05\x61\x64\x64rs\x18\x02 \x03(\x0c\"\x9e\x01\n\tPSRequest\x12\x30\n\x04type\x18\x01 \x02(\x0e\x32\".mycel.interop.p2pd.PSRequest.Type\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"B\n\x04Type\x12\x0e\n\nGET_TOPICS\x10\x00\x12\x0e\n\nLIST_PEERS\x10\x01\x12\x0b\n\x07PUBLISH\x10\x02\x12\r\n\tSUBSCRIBE\x10\x03\"h\n\tPSMessage\x12\x0c\n\x04\x66rom\x18\x01 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05seqno\x18\x03 \x01(\x0c\x12\x10\n\x08topicIDs\x18\x04 \x03(\t\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12\x0b\n\x03key\x18\x06 \x01(\x0c\"-\n\nPSResponse\x12\x0e\n\x06topics\x18\x01 \x03(\t\x12\x0f\n\x07peerIDs\x18\x02 \x03(\x0c\"\xcc\x02\n\nDHTRequest\x12\x31\n\x04type\x18\x01 \x02(\x0e\x32#.mycel.interop.p2pd.DHTRequest.Type\x12\x0c\n\x04peer\x18\x02 \x01(\x0c\x12\x0b\n\x03\x63id\x18\x03 \x01(\x0c\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\r\n\x05\x63ount\x18\x06 \x01(\x05\x12\x0f\n\x07timeout\x18\x07 \x01(\x03\"\xb3\x01\n\x04Type\x12\r\n\tFIND_PEER\x10\x00\x12 \n\x1c\x46IND_PEERS_CONNECTED_TO_PEER\x10\x01\x12\x12\n\x0e\x46IND_PROVIDERS\x10\x02\x12\x15\n\x11GET_CLOSEST_PEERS\x10\x03\x12\x12\n\x0eGET_PUBLIC_KEY\x10\x04\x12\r\n\tGET_VALUE\x10\x05\x12\x10\n\x0cSEARCH_VALUE\x10\x06\x12\r\n\tPUT_VALUE\x10\x07\x12\x0b\n\x07PROVIDE\x10\x08\"\xa3\x01\n\x0b\x44HTResponse\x12\x32\n\x04type\x18\x01 \x02(\x0e\x32$.mycel.interop.p2pd.DHTResponse.Type\x12*\n\x04peer\x18\x02 \x01(\x0b\x32\x1c.mycel.interop.p2pd.PeerInfo\x12\r\n\x05value\x18\x03 \x01(\x0c\"%\n\x04Type\x12\t\n\x05\x42\x45GIN\x10\x00\x12\t\n\x05VALUE\x10\x01\x12\x07\n\x03\x45ND\x10\x02')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,35 +32,43 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'p2pd_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REQUEST']._serialized_start=35
-  _globals['_REQUEST']._serialized_end=518
-  _globals['_REQUEST_TYPE']._serialized_start=378
-  _globals['_REQUEST_TYPE']._serialized_end=518
-  _globals['_RESPONSE']._serialized_start=521
-  _globals['_RESPONSE']._serialized_end=858
-  _globals['_RESPONSE_TYPE']._serialized_start=833
-  _globals['_RESPONSE_TYPE']._serialized_end=858
-  _globals['_IDENTIFYRESPONSE']._serialized_start=860
-  _globals['_IDENTIFYRESPONSE']._serialized_end=905
-  _globals['_CONNECTREQUEST']._serialized_start=907
-  _globals['_CONNECTREQUEST']._serialized_end=969
-  _globals['_STREAMOPENREQUEST']._serialized_start=971
-  _globals['_STREAMOPENREQUEST']._serialized_end=1036
-  _globals['_STREAMHANDLERREQUEST']._serialized_start=1038
-  _globals['_STREAMHANDLERREQUEST']._serialized_end=1107
-  _globals['_DISCONNECTREQUEST']._serialized_start=1109
-  _globals['_DISCONNECTREQUEST']._serialized_end=1142
-  _globals['_ERRORRESPONSE']._serialized_start=1144
-  _globals['_ERRORRESPONSE']._serialized_end=1172
-  _globals['_STREAMINFO']._serialized_start=1174
-  _globals['_STREAMINFO']._serialized_end=1229
-  _globals['_PEERINFO']._serialized_start=1231
-  _globals['_PEERINFO']._serialized_end=1268
-  _globals['_PSREQUEST']._serialized_start=1271
-  _globals['_PSREQUEST']._serialized_end=1429
-  _globals['_PSREQUEST_TYPE']._serialized_start=1363
-  _globals['_PSREQUEST_TYPE']._serialized_end=1429
-  _globals['_PSMESSAGE']._serialized_start=1431
-  _globals['_PSMESSAGE']._serialized_end=1535
-  _globals['_PSRESPONSE']._serialized_start=1537
-  _globals['_PSRESPONSE']._serialized_end=1582
+  _globals['_REQUEST']._serialized_end=563
+  _globals['_REQUEST_TYPE']._serialized_start=423
+  _globals['_REQUEST_TYPE']._serialized_end=563
+  _globals['_RESPONSE']._serialized_start=566
+  _globals['_RESPONSE']._serialized_end=949
+  _globals['_RESPONSE_TYPE']._serialized_start=924
+  _globals['_RESPONSE_TYPE']._serialized_end=949
+  _globals['_IDENTIFYRESPONSE']._serialized_start=951
+  _globals['_IDENTIFYRESPONSE']._serialized_end=996
+  _globals['_CONNECTREQUEST']._serialized_start=998
+  _globals['_CONNECTREQUEST']._serialized_end=1060
+  _globals['_STREAMOPENREQUEST']._serialized_start=1062
+  _globals['_STREAMOPENREQUEST']._serialized_end=1127
+  _globals['_STREAMHANDLERREQUEST']._serialized_start=1129
+  _globals['_STREAMHANDLERREQUEST']._serialized_end=1198
+  _globals['_DISCONNECTREQUEST']._serialized_start=1200
+  _globals['_DISCONNECTREQUEST']._serialized_end=1233
+  _globals['_ERRORRESPONSE']._serialized_start=1235
+  _globals['_ERRORRESPONSE']._serialized_end=1263
+  _globals['_STREAMINFO']._serialized_start=1265
+  _globals['_STREAMINFO']._serialized_end=1320
+  _globals['_PEERINFO']._serialized_start=1322
+  _globals['_PEERINFO']._serialized_end=1359
+  _globals['_PSREQUEST']._serialized_start=1362
+  _globals['_PSREQUEST']._serialized_end=1520
+  _globals['_PSREQUEST_TYPE']._serialized_start=1454
+  _globals['_PSREQUEST_TYPE']._serialized_end=1520
+  _globals['_PSMESSAGE']._serialized_start=1522
+  _globals['_PSMESSAGE']._serialized_end=1626
+  _globals['_PSRESPONSE']._serialized_start=1628
+  _globals['_PSRESPONSE']._serialized_end=1673
+  _globals['_DHTREQUEST']._serialized_start=1676
+  _globals['_DHTREQUEST']._serialized_end=2008
+  _globals['_DHTREQUEST_TYPE']._serialized_start=1829
+  _globals['_DHTREQUEST_TYPE']._serialized_end=2008
+  _globals['_DHTRESPONSE']._serialized_start=2011
+  _globals['_DHTRESPONSE']._serialized_end=2174
+  _globals['_DHTRESPONSE_TYPE']._serialized_start=2137
+  _globals['_DHTRESPONSE_TYPE']._serialized_end=2174
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Request(_message.Message):
-    __slots__ = ("type", "connect", "streamOpen", "streamHandler", "disconnect", "pubsub")
+    __slots__ = ("type", "connect", "streamOpen", "streamHandler", "dht", "disconnect", "pubsub")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         IDENTIFY: _ClassVar[Request.Type]
@@ -33,18 +33,20 @@ class Request(_message.Message):
     CONNECT_FIELD_NUMBER: _ClassVar[int]
     STREAMOPEN_FIELD_NUMBER: _ClassVar[int]
     STREAMHANDLER_FIELD_NUMBER: _ClassVar[int]
+    DHT_FIELD_NUMBER: _ClassVar[int]
     DISCONNECT_FIELD_NUMBER: _ClassVar[int]
     PUBSUB_FIELD_NUMBER: _ClassVar[int]
     type: Request.Type
     connect: ConnectRequest
     streamOpen: StreamOpenRequest
     streamHandler: StreamHandlerRequest
+    dht: DHTRequest
     disconnect: DisconnectRequest
     pubsub: PSRequest
-    def __init__(self, type: _Optional[_Union[Request.Type, str]] = ..., connect: _Optional[_Union[ConnectRequest, _Mapping]] = ..., streamOpen: _Optional[_Union[StreamOpenRequest, _Mapping]] = ..., streamHandler: _Optional[_Union[StreamHandlerRequest, _Mapping]] = ..., disconnect: _Optional[_Union[DisconnectRequest, _Mapping]] = ..., pubsub: _Optional[_Union[PSRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, type: _Optional[_Union[Request.Type, str]] = ..., connect: _Optional[_Union[ConnectRequest, _Mapping]] = ..., streamOpen: _Optional[_Union[StreamOpenRequest, _Mapping]] = ..., streamHandler: _Optional[_Union[StreamHandlerRequest, _Mapping]] = ..., dht: _Optional[_Union[DHTRequest, _Mapping]] = ..., disconnect: _Optional[_Union[DisconnectRequest, _Mapping]] = ..., pubsub: _Optional[_Union[PSRequest, _Mapping]] = ...) -> None: ...
 
 class Response(_message.Message):
-    __slots__ = ("type", "error", "streamInfo", "identify", "peers", "pubsub")
+    __slots__ = ("type", "error", "streamInfo", "identify", "dht", "peers", "pubsub")
     class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         OK: _ClassVar[Response.Type]
@@ -55,15 +57,17 @@ class Response(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STREAMINFO_FIELD_NUMBER: _ClassVar[int]
     IDENTIFY_FIELD_NUMBER: _ClassVar[int]
+    DHT_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
     PUBSUB_FIELD_NUMBER: _ClassVar[int]
     type: Response.Type
     error: ErrorResponse
     streamInfo: StreamInfo
     identify: IdentifyResponse
+    dht: DHTResponse
     peers: _containers.RepeatedCompositeFieldContainer[PeerInfo]
     pubsub: PSResponse
-    def __init__(self, type: _Optional[_Union[Response.Type, str]] = ..., error: _Optional[_Union[ErrorResponse, _Mapping]] = ..., streamInfo: _Optional[_Union[StreamInfo, _Mapping]] = ..., identify: _Optional[_Union[IdentifyResponse, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerInfo, _Mapping]]] = ..., pubsub: _Optional[_Union[PSResponse, _Mapping]] = ...) -> None: ...
+    def __init__(self, type: _Optional[_Union[Response.Type, str]] = ..., error: _Optional[_Union[ErrorResponse, _Mapping]] = ..., streamInfo: _Optional[_Union[StreamInfo, _Mapping]] = ..., identify: _Optional[_Union[IdentifyResponse, _Mapping]] = ..., dht: _Optional[_Union[DHTResponse, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerInfo, _Mapping]]] = ..., pubsub: _Optional[_Union[PSResponse, _Mapping]] = ...) -> None: ...
 
 class IdentifyResponse(_message.Message):
     __slots__ = ("id", "addrs")
@@ -175,3 +179,59 @@ class PSResponse(_message.Message):
     topics: _containers.RepeatedScalarFieldContainer[str]
     peerIDs: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, topics: _Optional[_Iterable[str]] = ..., peerIDs: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class DHTRequest(_message.Message):
+    __slots__ = ("type", "peer", "cid", "key", "value", "count", "timeout")
+    class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        FIND_PEER: _ClassVar[DHTRequest.Type]
+        FIND_PEERS_CONNECTED_TO_PEER: _ClassVar[DHTRequest.Type]
+        FIND_PROVIDERS: _ClassVar[DHTRequest.Type]
+        GET_CLOSEST_PEERS: _ClassVar[DHTRequest.Type]
+        GET_PUBLIC_KEY: _ClassVar[DHTRequest.Type]
+        GET_VALUE: _ClassVar[DHTRequest.Type]
+        SEARCH_VALUE: _ClassVar[DHTRequest.Type]
+        PUT_VALUE: _ClassVar[DHTRequest.Type]
+        PROVIDE: _ClassVar[DHTRequest.Type]
+    FIND_PEER: DHTRequest.Type
+    FIND_PEERS_CONNECTED_TO_PEER: DHTRequest.Type
+    FIND_PROVIDERS: DHTRequest.Type
+    GET_CLOSEST_PEERS: DHTRequest.Type
+    GET_PUBLIC_KEY: DHTRequest.Type
+    GET_VALUE: DHTRequest.Type
+    SEARCH_VALUE: DHTRequest.Type
+    PUT_VALUE: DHTRequest.Type
+    PROVIDE: DHTRequest.Type
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    CID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    type: DHTRequest.Type
+    peer: bytes
+    cid: bytes
+    key: bytes
+    value: bytes
+    count: int
+    timeout: int
+    def __init__(self, type: _Optional[_Union[DHTRequest.Type, str]] = ..., peer: _Optional[bytes] = ..., cid: _Optional[bytes] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., count: _Optional[int] = ..., timeout: _Optional[int] = ...) -> None: ...
+
+class DHTResponse(_message.Message):
+    __slots__ = ("type", "peer", "value")
+    class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        BEGIN: _ClassVar[DHTResponse.Type]
+        VALUE: _ClassVar[DHTResponse.Type]
+        END: _ClassVar[DHTResponse.Type]
+    BEGIN: DHTResponse.Type
+    VALUE: DHTResponse.Type
+    END: DHTResponse.Type
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    type: DHTResponse.Type
+    peer: PeerInfo
+    value: bytes
+    def __init__(self, type: _Optional[_Union[DHTResponse.Type, str]] = ..., peer: _Optional[_Union[PeerInfo, _Mapping]] = ..., value: _Optional[bytes] = ...) -> None: ...
