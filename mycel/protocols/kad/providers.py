@@ -83,7 +83,9 @@ class ProviderPeer:
     """A provider and its binary multiaddrs, as accepted from an ADD_PROVIDER message."""
 
     peer: PeerId
+    """The provider: always the sender of the ADD_PROVIDER."""
     addrs: tuple[bytes, ...]
+    """Its binary multiaddrs, capped (:data:`MAX_PROVIDER_ADDRS`, :data:`MAX_ADDR_SIZE`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,8 +143,11 @@ class DhtRecord:
     (raw text as on the wire; empty when absent). Build a stored one with :meth:`received`."""
 
     key: bytes
+    """The record key, ``/<namespace>/<rest>``."""
     value: bytes
+    """The value, as validated by the namespace's validator."""
     time_received: str = ""
+    """``timeReceived``: RFC 3339 (go's RFC3339Nano) text as on the wire, ``""`` when absent."""
 
     @classmethod
     def received(cls, key: bytes, value: bytes, now: datetime) -> DhtRecord:
@@ -316,10 +319,15 @@ class IpnsData:
     """The signed fields of an IPNS V2 record (``IpnsEntry.data``, DAG-CBOR)."""
 
     value: bytes
+    """``Value``: the content path the name points at (``/ipfs/…``, ``/ipns/…``)."""
     validity: bytes
+    """``Validity``: for EOL, the RFC 3339 time (ASCII bytes) after which the record is invalid."""
     validity_type: int
+    """``ValidityType``: 0 (EOL) is the only one defined."""
     sequence: int
+    """``Sequence``: the record's version; higher wins."""
     ttl_ns: int
+    """``TTL``: how long resolvers may cache the record, in nanoseconds."""
 
     def eol_ns(self) -> int:
         """The end of life in Unix nanoseconds (``validity_type`` 0, EOL); :class:`InvalidRecord` otherwise."""
