@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -38,20 +39,28 @@ def peers(n: int) -> list[PeerId]:
     return [Identity.from_seed(i.to_bytes(32, "big")).peer_id for i in range(1, n + 1)]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def make_store(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[StoreFactory]:
-    opened: list[SqliteProviderStore] = []
+def memory_or_sqlite(
+    kind: str, tmp_path: pathlib.Path, memory: Callable[..., Any], sqlite: Callable[..., Any]
+) -> Iterator[Callable[..., Any]]:
+    """A factory of stores of one backend (``kind``): in memory, or SQLite files under ``tmp_path`` closed
+    at the end. Shared by the record-store tests."""
+    opened: list[Any] = []
 
-    def factory(**kwargs: object) -> ProviderStorage:
-        if request.param == "memory":
-            return ProviderStore(**kwargs)  # type: ignore[arg-type]
-        store = SqliteProviderStore(tmp_path / f"providers{len(opened)}.sqlite3", **kwargs)  # type: ignore[arg-type]
+    def factory(**kwargs: Any) -> Any:
+        if kind == "memory":
+            return memory(**kwargs)
+        store = sqlite(tmp_path / f"store{len(opened)}.sqlite3", **kwargs)
         opened.append(store)
         return store
 
     yield factory
     for store in opened:
         store.close()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_store(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[StoreFactory]:
+    yield from memory_or_sqlite(request.param, tmp_path, ProviderStore, SqliteProviderStore)
 
 
 def test_add_get_refresh(make_store: StoreFactory) -> None:

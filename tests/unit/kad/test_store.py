@@ -35,6 +35,7 @@ from mycel.protocols.kad.store import (
     get_validated,
     put_validated,
 )
+from tests.unit.kad.test_providers import memory_or_sqlite
 from tests.unit.kad.test_records import ipns_key, ipns_record
 
 T0 = 1_800_000_000.0
@@ -45,18 +46,7 @@ StoreFactory = Callable[..., RecordStore]
 
 @pytest.fixture(params=["memory", "sqlite"])
 def make_store(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[StoreFactory]:
-    opened: list[SqliteRecordStore] = []
-
-    def factory(**kwargs: object) -> RecordStore:
-        if request.param == "memory":
-            return MemoryRecordStore(**kwargs)  # type: ignore[arg-type]
-        store = SqliteRecordStore(tmp_path / f"records{len(opened)}.sqlite3", **kwargs)  # type: ignore[arg-type]
-        opened.append(store)
-        return store
-
-    yield factory
-    for store in opened:
-        store.close()
+    yield from memory_or_sqlite(request.param, tmp_path, MemoryRecordStore, SqliteRecordStore)
 
 
 def rec(i: int, value: bytes = b"v") -> DhtRecord:
