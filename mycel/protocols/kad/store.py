@@ -23,6 +23,7 @@ hold both records and providers (two instances, two connections).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -279,13 +280,34 @@ class _SqliteBase:
         self._lock = threading.Lock()
         self._seq: int = self._conn.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {table}").fetchone()[0]
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the lock; an ``sqlite3`` error inside (disk full, closed, damaged file) becomes :class:`StoreError`."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise StoreError(f"datastore: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`_locked` around one write transaction, rolled back if anything inside raises."""
+        with self._locked():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
 
     def close(self) -> None:
         """Close the connection (idempotent); the data stays in the file."""
-        with self._lock:
+        with self._locked():
             self._conn.close()
 
     def __enter__(self) -> Self:
@@ -314,13 +336,11 @@ class SqliteRecordStore(_SqliteBase):
         super().__init__(path, "records")
         self._max_records = max_records
         self._max_age = max_age
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+        with self._transaction():
             self._evict_to(max_records)
-            self._conn.execute("COMMIT")
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._locked():
             count: int = self._conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
         return count
 
@@ -333,7 +353,7 @@ class SqliteRecordStore(_SqliteBase):
 
     def get(self, key: bytes, now: float) -> DhtRecord | None:
         """See :meth:`RecordStore.get`."""
-        with self._lock:
+        with self._locked():
             row = self._conn.execute(
                 "SELECT value, time_received, stored_at FROM records WHERE key = ?", (key,)
             ).fetchone()
@@ -347,28 +367,22 @@ class SqliteRecordStore(_SqliteBase):
     def put(self, record: DhtRecord, now: float) -> None:
         """See :meth:`RecordStore.put`."""
         check_record_size(record.key, record.value)
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.execute("DELETE FROM records WHERE key = ?", (record.key,))
-                self._evict_to(self._max_records - 1)
-                self._conn.execute(
-                    "INSERT INTO records (key, value, time_received, stored_at, seq) VALUES (?, ?, ?, ?, ?)",
-                    (record.key, record.value, record.time_received, now, self._next_seq()),
-                )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._transaction() as c:
+            c.execute("DELETE FROM records WHERE key = ?", (record.key,))
+            self._evict_to(self._max_records - 1)
+            c.execute(
+                "INSERT INTO records (key, value, time_received, stored_at, seq) VALUES (?, ?, ?, ?, ?)",
+                (record.key, record.value, record.time_received, now, self._next_seq()),
+            )
 
     def delete(self, key: bytes) -> bool:
         """See :meth:`RecordStore.delete`."""
-        with self._lock:
+        with self._locked():
             return self._conn.execute("DELETE FROM records WHERE key = ?", (key,)).rowcount > 0
 
     def iterate(self, now: float) -> Iterator[DhtRecord]:
         """See :meth:`RecordStore.iterate`."""
-        with self._lock:
+        with self._locked():
             rows = self._conn.execute(
                 "SELECT key, value, time_received FROM records WHERE stored_at > ? ORDER BY seq",
                 (now - self._max_age,),
@@ -377,13 +391,13 @@ class SqliteRecordStore(_SqliteBase):
 
     def expire(self, now: float) -> int:
         """See :meth:`RecordStore.expire`."""
-        with self._lock:
+        with self._locked():
             cur = self._conn.execute("DELETE FROM records WHERE stored_at <= ?", (now - self._max_age,))
             return cur.rowcount
 
     def next_expiry(self) -> float | None:
         """See :meth:`RecordStore.next_expiry`."""
-        with self._lock:
+        with self._locked():
             oldest = self._conn.execute("SELECT MIN(stored_at) FROM records").fetchone()[0]
         return None if oldest is None else float(oldest) + self._max_age
 
@@ -427,7 +441,7 @@ class SqliteProviderStore(_SqliteBase):
         self._max_records = max_records
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._locked():
             count: int = self._conn.execute("SELECT COUNT(*) FROM providers").fetchone()[0]
         return count
 
@@ -436,34 +450,27 @@ class SqliteProviderStore(_SqliteBase):
         check_provider_key(key)
         capped = cap_provider_addrs(addrs)
         pid = provider.to_bytes()
-        with self._lock:
-            c = self._conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                c.execute("DELETE FROM providers WHERE key = ? AND provider = ?", (key, pid))
-                c.execute(
-                    "DELETE FROM providers WHERE rowid IN (SELECT rowid FROM providers WHERE key = ? ORDER BY seq"
-                    " LIMIT max(0, (SELECT COUNT(*) FROM providers WHERE key = ?) - ?))",
-                    (key, key, self._max_per_key - 1),
-                )
-                c.execute(
-                    "DELETE FROM providers WHERE rowid IN (SELECT rowid FROM providers ORDER BY seq"
-                    " LIMIT max(0, (SELECT COUNT(*) FROM providers) - ?))",
-                    (self._max_records - 1,),
-                )
-                c.execute(
-                    "INSERT INTO providers (key, provider, addrs, added, seq) VALUES (?, ?, ?, ?, ?)",
-                    (key, pid, _encode_addrs(capped), now, self._next_seq()),
-                )
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-            c.execute("COMMIT")
+        with self._transaction() as c:
+            c.execute("DELETE FROM providers WHERE key = ? AND provider = ?", (key, pid))
+            c.execute(
+                "DELETE FROM providers WHERE rowid IN (SELECT rowid FROM providers WHERE key = ? ORDER BY seq"
+                " LIMIT max(0, (SELECT COUNT(*) FROM providers WHERE key = ?) - ?))",
+                (key, key, self._max_per_key - 1),
+            )
+            c.execute(
+                "DELETE FROM providers WHERE rowid IN (SELECT rowid FROM providers ORDER BY seq"
+                " LIMIT max(0, (SELECT COUNT(*) FROM providers) - ?))",
+                (self._max_records - 1,),
+            )
+            c.execute(
+                "INSERT INTO providers (key, provider, addrs, added, seq) VALUES (?, ?, ?, ?, ?)",
+                (key, pid, _encode_addrs(capped), now, self._next_seq()),
+            )
         return PeerstoreUpdate(provider, capped, self._addr_ttl)
 
     def get(self, key: bytes, now: float, limit: int | None = None) -> list[ProviderRecord]:
         """See :meth:`~mycel.protocols.kad.providers.ProviderStorage.get`."""
-        with self._lock:
+        with self._locked():
             rows = self._conn.execute(
                 "SELECT provider, addrs, added FROM providers WHERE key = ? AND added > ? ORDER BY seq DESC LIMIT ?",
                 (key, now - self._validity, -1 if limit is None else limit),
@@ -480,7 +487,7 @@ class SqliteProviderStore(_SqliteBase):
 
     def remove(self, key: bytes, provider: PeerId) -> bool:
         """Forget ``provider`` for ``key``; whether it was there."""
-        with self._lock:
+        with self._locked():
             cur = self._conn.execute(
                 "DELETE FROM providers WHERE key = ? AND provider = ?", (key, provider.to_bytes())
             )
@@ -488,11 +495,11 @@ class SqliteProviderStore(_SqliteBase):
 
     def expire(self, now: float) -> int:
         """See :meth:`~mycel.protocols.kad.providers.ProviderStorage.expire`."""
-        with self._lock:
+        with self._locked():
             return self._conn.execute("DELETE FROM providers WHERE added <= ?", (now - self._validity,)).rowcount
 
     def next_expiry(self) -> float | None:
         """See :meth:`~mycel.protocols.kad.providers.ProviderStorage.next_expiry`."""
-        with self._lock:
+        with self._locked():
             oldest = self._conn.execute("SELECT MIN(added) FROM providers").fetchone()[0]
         return None if oldest is None else float(oldest) + self._validity

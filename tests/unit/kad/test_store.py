@@ -136,6 +136,11 @@ def test_sqlite_refuses_newer_schema_and_garbage(tmp_path: pathlib.Path) -> None
         SqliteRecordStore(garbage)
     with pytest.raises(StoreError):
         SqliteProviderStore(tmp_path / "no" / "such" / "dir.sqlite3")
+    closed = SqliteRecordStore(tmp_path / "closed.sqlite3")
+    closed.close()
+    closed.close()  # idempotent
+    with pytest.raises(StoreError):  # sqlite3's own errors never escape
+        closed.put(rec(1), T0)
 
 
 def test_sqlite_calls_from_worker_threads_are_serialized(tmp_path: pathlib.Path) -> None:
