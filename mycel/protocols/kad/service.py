@@ -1,0 +1,521 @@
+"""The Kademlia DHT service (``/ipfs/kad/1.0.0``): the trio driver of the routing table, the lookup state
+machine, the record validators and the provider store.
+
+Server mode serves FIND_NODE, GET_VALUE, PUT_VALUE, GET_PROVIDERS, ADD_PROVIDER (and the deprecated PING)
+on inbound streams, several requests per stream, each message ≤ 4 MiB; client mode only asks. The routing
+table admits only peers that identify says serve the kad protocol, checked with a trivial FIND_NODE
+before they enter (go's check-before-add); a full bucket asks the driver to check its stalest entry.
+Lookups run :class:`~mycel.protocols.kad.lookup.ClosestPeersLookup` with one task per request.
+
+The DHT is a :class:`~mycel.routing.PeerRouting` and :class:`~mycel.routing.ContentRouting`: a host that
+runs it finds peers by id in ``host.connect(peer_id)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import trio
+from multiaddr import Multiaddr
+
+from mycel.core.abc import MuxedStream
+from mycel.core.errors import DecodeError, MycelError
+from mycel.core.framing import receive_message, send_message
+from mycel.core.peer_id import PeerId
+from mycel.network.peerstore import ADDRESS_TTL, AddrSource
+from mycel.protocols.kad import dht_pb2
+from mycel.protocols.kad.distance import kad_key, peer_key
+from mycel.protocols.kad.lookup import ClosestPeersLookup
+from mycel.protocols.kad.providers import ProviderStore, accept_add_provider
+from mycel.protocols.kad.records import DhtRecord, InvalidRecord, NamespacedValidator, default_validator
+from mycel.protocols.kad.routing import CheckNew, DiversityFilter, PingRequest, RoutingTable
+from mycel.routing import ProviderRecord
+from mycel.service import Service, ServiceHost, StreamHandler, not_running
+
+log = logging.getLogger("mycel.protocols.kad")
+
+PROTOCOL = "/ipfs/kad/1.0.0"
+MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # go's and py's inbound cap on every kad message
+MAX_REQUESTS_PER_STREAM = 1024  # an inbound stream serving more is closed (a new one may follow)
+MAX_RECORDS = 50_000  # values held; beyond, the oldest is dropped
+RECORD_TTL = 48 * 3600.0  # go's MaxRecordAge
+MAX_CHECKS = 32  # check-before-add FIND_NODEs in flight; beyond, offers wait for the next identify
+
+Mode = Literal["server", "client"]
+Message = dht_pb2.Message
+
+
+class KadDHT(Service):
+    """The Kademlia DHT as a host service.
+
+    ``mode``: ``"server"`` answers queries and advertises the protocol, ``"client"`` only asks (switch with
+    :meth:`set_mode`). ``alpha`` requests in flight per lookup (10 as go; 3 as rust and the paper), ``beta``
+    the convergence parameter, ``k`` the bucket size and result count. ``diversity=False`` turns off the IP
+    diversity filter (needed on transports without IP addresses, such as the memory transport).
+    """
+
+    def __init__(
+        self,
+        *,
+        mode: Mode = "server",
+        k: int = 20,
+        alpha: int = 10,
+        beta: int = 3,
+        request_timeout: float = 10.0,
+        diversity: bool = True,
+        validator: NamespacedValidator | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if mode not in ("server", "client"):
+            raise ValueError(f"mode is 'server' or 'client', not {mode!r}")
+        self.mode: Mode = mode
+        self.k = k
+        self.alpha = alpha
+        self.beta = beta
+        self.request_timeout = request_timeout
+        self.diversity = diversity
+        self.validator = validator or default_validator()
+        self.seed = seed
+        self._host: ServiceHost | None = None
+        self._table: RoutingTable | None = None
+        self._rng = random.Random(seed)
+        self._records: OrderedDict[bytes, DhtRecord] = OrderedDict()
+        self._record_times: dict[bytes, float] = {}
+        self._providers = ProviderStore()
+        self._checking: set[PeerId] = set()
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("requests_served", "requests_sent", "request_failures", "bad_requests", "lookups"), 0
+        )
+        """Counters of requests served and sent, failures, refused requests and lookups."""
+
+    # --- Service ---------------------------------------------------------------------------------------
+
+    def handlers(self) -> Mapping[str, StreamHandler]:
+        """The kad protocol handler, in server mode only."""
+        return {PROTOCOL: self._serve} if self.mode == "server" else {}
+
+    async def run(self, host: ServiceHost, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Create the routing table and keep it fresh (bucket refreshes and the self-lookup on its timers)."""
+        self._host = host
+        if self.seed is None:
+            self._rng.seed(int.from_bytes(os.urandom(8), "big"))
+        # public IPs are capped per group (go's filter); peers seen only on private/loopback addresses or
+        # transports without IPs (memory) are admitted without a group, as a LAN DHT does
+        diversity = DiversityFilter(admit_without_ip=True) if self.diversity else None
+        self._table = RoutingTable(host.peer_id, k=self.k, now=trio.current_time(), diversity=diversity)
+        for peer in host.connected_peers():
+            self._consider(host, peer, host.peerstore.protocols(peer))
+        task_status.started()
+        while True:
+            await trio.sleep_until(self._table.next_refresh())
+            await self._refresh()
+
+    def peer_protocols_changed(self, host: ServiceHost, peer: PeerId, added: frozenset[str], removed: frozenset[str]) -> None:
+        """DHT servers are offered to the routing table; a peer that stops serving kad leaves it."""
+        if self._table is None:
+            return
+        if PROTOCOL in removed:
+            self._table.remove(peer, trio.current_time())
+        self._consider(host, peer, added)
+
+    def _consider(self, host: ServiceHost, peer: PeerId, protocols: Iterable[str]) -> None:
+        if PROTOCOL not in protocols or self._table is None:
+            return
+        result = self._table.offer(peer, _ips(host, peer), trio.current_time())
+        self._act(host, result)
+
+    def _act(self, host: ServiceHost, result: object) -> None:
+        if isinstance(result, CheckNew | PingRequest):
+            target = result.peer
+            if target not in self._checking and len(self._checking) < MAX_CHECKS:
+                self._checking.add(target)
+                host.spawn(self._check, target, isinstance(result, CheckNew))
+
+    async def _check(self, peer: PeerId, new: bool) -> None:
+        """A trivial FIND_NODE (our own id): the peer answers, or it is not a working DHT server."""
+        host, table = self._running()
+        try:
+            answered = await self._ask(peer, Message(type=Message.FIND_NODE, key=host.peer_id.to_bytes())) is not None
+        finally:
+            self._checking.discard(peer)
+        now = trio.current_time()
+        if new:
+            if answered:
+                self._act(host, table.offer(peer, _ips(host, peer), now, verified=True))
+        else:
+            table.check_result(peer, answered, now)
+
+    async def _refresh(self) -> None:
+        host, table = self._running()
+        now = trio.current_time()
+        if table.self_lookup_due(now):
+            table.mark_self_lookup(now)
+            if len(table):
+                await self.closest_peers(host.peer_id.to_bytes())
+        for target in table.due_refreshes(now, self._rng):
+            table.mark_refreshed(target.cpl, now)
+            if len(table):
+                await self._lookup(target.key, target.position)
+
+    # --- server ----------------------------------------------------------------------------------------
+
+    async def _serve(self, stream: MuxedStream) -> None:
+        host, _ = self._running()
+        sender = stream.connection.remote_peer
+        for _ in range(MAX_REQUESTS_PER_STREAM):
+            try:
+                data = await receive_message(stream, MAX_MESSAGE_SIZE)
+            except MycelError as exc:
+                log.info("kad stream from %s closed: %s", sender, exc)
+                return
+            if data is None:
+                return
+            try:
+                request = Message.FromString(data)
+            except Exception:
+                self.stats["bad_requests"] += 1
+                log.info("undecodable kad request from %s", sender)
+                return
+            try:
+                response = self._answer(host, sender, request)
+            except (InvalidRecord, DecodeError, MycelError) as exc:
+                self.stats["bad_requests"] += 1
+                log.info("kad request %s from %s refused: %s", request.type, sender, exc)
+                return
+            self.stats["requests_served"] += 1
+            if response is not None:
+                await send_message(stream, response.SerializeToString())
+
+    def _answer(self, host: ServiceHost, sender: PeerId, request: dht_pb2.Message) -> dht_pb2.Message | None:
+        t = request.type
+        if t == Message.PING:
+            return Message(type=Message.PING)
+        if t == Message.FIND_NODE:
+            return self._closer(host, Message(type=t, key=request.key), request.key, sender)
+        if t == Message.GET_VALUE:
+            response = self._closer(host, Message(type=t, key=request.key), request.key, sender)
+            record = self._get_record(request.key)
+            if record is not None:
+                response.record.CopyFrom(record.to_pb())
+            return response
+        if t == Message.PUT_VALUE:
+            if not request.HasField("record") or request.record.key != request.key:
+                raise InvalidRecord("PUT_VALUE whose record key is not the message key")
+            self._store(DhtRecord.from_pb(request.record))
+            return request  # the spec: echo the request
+        if t == Message.GET_PROVIDERS:
+            response = self._closer(host, Message(type=t, key=request.key), request.key, sender)
+            for rec in self._providers.get(request.key, trio.current_time(), limit=self.k):
+                response.providerPeers.add(id=rec.provider.to_bytes(), addrs=list(rec.addrs))
+            return response
+        if t == Message.ADD_PROVIDER:
+            for entry in accept_add_provider(sender, request):
+                update = self._providers.add(request.key, entry.peer, entry.addrs, trio.current_time())
+                _remember(host, update.peer, update.addrs, update.ttl)
+            return None  # go does not answer ADD_PROVIDER
+        raise DecodeError(f"unknown kad message type {t}")
+
+    def _closer(self, host: ServiceHost, response: dht_pb2.Message, key: bytes, sender: PeerId) -> dht_pb2.Message:
+        _, table = self._running()
+        for peer in table.closest(kad_key(key), self.k + 1):
+            if peer == sender:
+                continue
+            addrs = host.peerstore.addrs(peer)
+            response.closerPeers.add(id=peer.to_bytes(), addrs=[a.to_bytes() for a in addrs], connection=(
+                Message.CONNECTED if host.connections(peer) else Message.CAN_CONNECT
+            ))
+            if len(response.closerPeers) >= self.k:
+                break
+        return response
+
+    def _store(self, record: DhtRecord) -> None:
+        self.validator.validate(record.key, record.value, datetime.now(timezone.utc))
+        held = self._get_record(record.key)
+        if held is not None and held.value != record.value:
+            if self.validator.select(record.key, [record.value, held.value]) != 0:
+                return  # ours is better: keep it
+        stored = DhtRecord.received(record.key, record.value, datetime.now(timezone.utc))
+        self._records.pop(record.key, None)
+        self._records[record.key] = stored
+        self._record_times[record.key] = trio.current_time()
+        while len(self._records) > MAX_RECORDS:
+            old, _ = self._records.popitem(last=False)
+            self._record_times.pop(old, None)
+
+    def _get_record(self, key: bytes) -> DhtRecord | None:
+        record = self._records.get(key)
+        if record is None:
+            return None
+        if trio.current_time() - self._record_times.get(key, -math.inf) > RECORD_TTL:
+            del self._records[key]
+            self._record_times.pop(key, None)
+            return None
+        return record
+
+    # --- client ----------------------------------------------------------------------------------------
+
+    async def _ask(self, peer: PeerId, request: dht_pb2.Message, *, answer: bool = True) -> dht_pb2.Message | None:
+        """One request on a new stream; the response (None on any failure, logged at DEBUG)."""
+        host, _ = self._running()
+        self.stats["requests_sent"] += 1
+        try:
+            with trio.fail_after(self.request_timeout):
+                stream = await host.new_stream(peer, PROTOCOL)
+                try:
+                    await send_message(stream, request.SerializeToString())
+                    if not answer:
+                        return Message()
+                    data = await receive_message(stream, MAX_MESSAGE_SIZE)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await _close_quietly(stream)
+            if data is None:
+                raise DecodeError("stream closed before the response")
+            response: dht_pb2.Message = Message.FromString(data)
+            return response
+        except (MycelError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.stats["request_failures"] += 1
+            log.debug("kad request to %s failed: %r", peer, exc)
+            return None
+        except Exception as exc:  # a malformed protobuf
+            self.stats["request_failures"] += 1
+            log.info("kad response from %s undecodable: %r", peer, exc)
+            return None
+
+    async def _lookup(
+        self, key: bytes, position: int | None = None, request: dht_pb2.Message | None = None,
+        on_response: Any = None,
+    ) -> list[PeerId]:
+        """Run one iterative lookup for ``key``; ``on_response(peer, message)`` sees every answer and may
+        return True to end the lookup early."""
+        host, table = self._running()
+        self.stats["lookups"] += 1
+        target = position if position is not None else kad_key(key)
+        message = request or Message(type=Message.FIND_NODE, key=key)
+        now = trio.current_time()
+        lookup = ClosestPeersLookup(
+            target,
+            table.closest(target, self.k),
+            now=now,
+            k=self.k,
+            alpha=self.alpha,
+            beta=self.beta,
+            request_timeout=self.request_timeout,
+            accept=lambda p: p != host.peer_id,
+        )
+        send, receive = trio.open_memory_channel[tuple[PeerId, dht_pb2.Message | None]](math.inf)
+        async with trio.open_nursery() as nursery:
+
+            async def ask(peer: PeerId) -> None:
+                await send.send((peer, await self._ask(peer, message)))
+
+            while not lookup.finished:
+                for peer in lookup.next_requests(trio.current_time()):
+                    nursery.start_soon(ask, peer)
+                deadline = lookup.next_deadline()
+                if lookup.finished:
+                    break
+                if deadline is None and lookup.num_waiting() == 0:
+                    break
+                with trio.move_on_at(deadline if deadline is not None else math.inf):
+                    peer, response = await receive.receive()
+                    now = trio.current_time()
+                    if response is None:
+                        lookup.on_failure(peer, now)
+                        continue
+                    closer = self._learn(host, response.closerPeers)
+                    done = bool(on_response(peer, response)) if on_response is not None else False
+                    lookup.on_success(peer, closer, now, done=done)
+                    self._act(host, table.offer(peer, _ips(host, peer), now, verified=True))
+                    continue
+                lookup.on_timeout(trio.current_time())
+            nursery.cancel_scope.cancel()
+        return lookup.result()
+
+    def _learn(self, host: ServiceHost, peers: Iterable[dht_pb2.Message.Peer]) -> list[PeerId]:
+        out: list[PeerId] = []
+        for entry in peers:
+            if len(out) >= self.k:
+                break  # hostile peers send unbounded lists: the first k only
+            try:
+                peer = PeerId.from_bytes(entry.id)
+            except (DecodeError, ValueError):
+                continue
+            _remember(host, peer, entry.addrs, ADDRESS_TTL)
+            out.append(peer)
+        return out
+
+    # --- the API ---------------------------------------------------------------------------------------
+
+    def _running(self) -> tuple[ServiceHost, RoutingTable]:
+        if self._host is None or self._table is None:
+            raise not_running(self)
+        return self._host, self._table
+
+    @property
+    def routing_table(self) -> RoutingTable:
+        """The routing table (``len()``, ``buckets()``, ``peers()``)."""
+        return self._running()[1]
+
+    async def closest_peers(self, key: bytes) -> list[PeerId]:
+        """The k peers closest to ``key`` that answered a lookup, nearest first."""
+        return await self._lookup(key)
+
+    async def find_peer(self, peer: PeerId) -> list[Multiaddr]:
+        """Addresses of ``peer`` (PeerRouting): the peerstore's when connected, else from a lookup."""
+        host, _ = self._running()
+        if host.connections(peer):
+            return host.peerstore.addrs(peer)
+        found: list[Multiaddr] = []
+
+        def seen(_: PeerId, response: dht_pb2.Message) -> bool:
+            for entry in response.closerPeers:
+                if entry.id == peer.to_bytes() and entry.addrs:
+                    return True
+            return False
+
+        await self._lookup(peer.to_bytes(), on_response=seen)
+        found = host.peerstore.addrs(peer)
+        return found
+
+    async def put(self, key: bytes, value: bytes) -> int:
+        """Store ``value`` under ``key`` on the k closest peers (and here); returns how many peers took it.
+
+        Raises :class:`~mycel.protocols.kad.records.InvalidRecord` when the validator refuses it."""
+        now = datetime.now(timezone.utc)
+        self.validator.validate(key, value, now)
+        record = DhtRecord.received(key, value, now)
+        if self.mode == "server":
+            self._store(record)
+        peers = await self.closest_peers(key)
+        request = Message(type=Message.PUT_VALUE, key=key, record=record.to_pb())
+        stored = 0
+
+        async def put_one(peer: PeerId) -> None:
+            nonlocal stored
+            if await self._ask(peer, request) is not None:
+                stored += 1
+
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(put_one, peer)
+        return stored
+
+    async def get(self, key: bytes, *, quorum: int = 1) -> bytes | None:
+        """The best value for ``key`` found among the closest peers (the validator's selection), or None.
+
+        The lookup ends once ``quorum`` valid values arrived."""
+        now = datetime.now(timezone.utc)
+        values: list[bytes] = []
+        local = self._get_record(key)
+        if local is not None:
+            values.append(local.value)
+
+        def collect(_: PeerId, response: dht_pb2.Message) -> bool:
+            if response.HasField("record") and response.record.key == key:
+                try:
+                    self.validator.validate(key, response.record.value, now)
+                except (InvalidRecord, MycelError):
+                    return False
+                values.append(bytes(response.record.value))
+            return len(values) >= quorum
+
+        await self._lookup(key, request=Message(type=Message.GET_VALUE, key=key), on_response=collect)
+        if not values:
+            return None
+        return values[self.validator.select(key, values)]
+
+    async def provide(self, key: bytes) -> None:
+        """Announce to the k closest peers that we provide ``key`` (a CID's multihash bytes)."""
+        host, _ = self._running()
+        if self.mode == "server":
+            self._providers.add(key, host.peer_id, [a.to_bytes() for a in host.advertised_addrs], trio.current_time())
+        peers = await self.closest_peers(key)
+        request = Message(type=Message.ADD_PROVIDER, key=key)
+        request.providerPeers.add(id=host.peer_id.to_bytes(), addrs=[a.to_bytes() for a in host.advertised_addrs])
+        async def add_one(peer: PeerId) -> None:
+            await self._ask(peer, request, answer=False)
+
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(add_one, peer)
+
+    async def find_providers(self, key: bytes, *, limit: int = 20) -> AsyncIterator[ProviderRecord]:
+        """Providers of ``key``, each yielded as soon as a peer names it (at most ``limit``)."""
+        host, _ = self._running()
+        seen: set[PeerId] = set()
+        found: list[ProviderRecord] = []
+        for rec in self._providers.get(key, trio.current_time(), limit=limit):
+            seen.add(rec.provider)
+            found.append(ProviderRecord(rec.provider, tuple(Multiaddr(a) for a in rec.addrs)))
+        for item in found:
+            yield item
+        if len(seen) >= limit:
+            return
+        send, receive = trio.open_memory_channel[ProviderRecord](math.inf)
+
+        def collect(_: PeerId, response: dht_pb2.Message) -> bool:
+            for entry in response.providerPeers:
+                if len(seen) >= limit:
+                    break
+                try:
+                    peer = PeerId.from_bytes(entry.id)
+                except (DecodeError, ValueError):
+                    continue
+                if peer in seen:
+                    continue
+                seen.add(peer)
+                _remember(host, peer, entry.addrs, ADDRESS_TTL)
+                send.send_nowait(ProviderRecord(peer, tuple(host.peerstore.addrs(peer))))
+            return len(seen) >= limit
+
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                async with send:
+                    await self._lookup(key, request=Message(type=Message.GET_PROVIDERS, key=key), on_response=collect)
+
+            nursery.start_soon(run)
+            async with receive:
+                async for record in receive:
+                    yield record
+
+
+def _remember(host: ServiceHost, peer: PeerId, raw_addrs: Iterable[bytes], ttl: float) -> None:
+    addrs: list[Multiaddr] = []
+    for raw in list(raw_addrs)[:32]:
+        try:
+            addrs.append(Multiaddr(bytes(raw)))
+        except Exception:
+            continue
+    if addrs and peer != host.peer_id:
+        host.peerstore.add_addrs(peer, addrs, source=AddrSource.ROUTING, ttl=ttl)
+
+
+def _ips(host: ServiceHost, peer: PeerId) -> list[str]:
+    ips: list[str] = []
+    for conn in host.connections(peer):
+        for proto in ("ip4", "ip6"):
+            try:
+                ips.append(conn.remote_addr.value_for_protocol(proto))
+                break
+            except Exception:
+                continue
+    return ips
+
+
+async def _close_quietly(stream: MuxedStream) -> None:
+    try:
+        await stream.aclose()
+    except (MycelError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+
+
+__all__ = ["KadDHT", "MAX_MESSAGE_SIZE", "PROTOCOL"]

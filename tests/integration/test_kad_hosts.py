@@ -1,0 +1,146 @@
+"""The Kademlia DHT between real hosts on the memory transport under trio's MockClock (autojump): tables
+built by real bootstrap (each host connects to a few others, identify tells who serves kad, the table
+checks each before adding it, the self-lookup fills it), then FIND_NODE against the ground truth,
+find_peer through the host, PUT/GET with the /pk/ validator and PROVIDE/FIND_PROVIDERS (#11).
+
+The 200-host version and churn come with the simulator work; this is the driver's first network test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import AsyncIterator
+
+import trio
+import trio.testing
+
+from mycel.core.identity import Identity
+from mycel.host import Host, open_host
+from mycel.muxers.yamux import Yamux
+from mycel.protocols.identify import Identify
+from mycel.protocols.kad.distance import kad_key, peer_key
+from mycel.protocols.kad.service import KadDHT
+from mycel.security import Plaintext
+from mycel.testing.hosts import memory_config
+from mycel.transports.memory import MemoryNetwork
+
+N = 30
+
+
+@contextlib.asynccontextmanager
+async def _network(count: int, *, seed: int = 7, links: int = 3) -> AsyncIterator[list[Host]]:
+    rng = random.Random(seed)
+    identities = [Identity.from_seed(rng.randbytes(32)) for _ in range(count)]
+    network = MemoryNetwork()
+    async with contextlib.AsyncExitStack() as stack:
+        hosts: list[Host] = []
+        for i, identity in enumerate(identities):
+            config = memory_config(
+                network,
+                security=[Plaintext()],
+                muxers=[Yamux()],
+                services=[Identify(), KadDHT(alpha=3, seed=i)],
+                identity=identity,
+            )
+            hosts.append(await stack.enter_async_context(open_host(config)))
+        for i, host in enumerate(hosts):  # a ring plus random chords: everyone reachable
+            targets = {(i + 1) % count, *rng.sample(range(count), links - 1)} - {i}
+            for j in targets:
+                await host.connect(hosts[j].peer_id, hosts[j].listen_addrs)
+        await trio.sleep(5)  # identify, check-before-add and the self-lookups: virtual time (autojump)
+        for host in hosts:  # a bootstrap round: every table refreshed once
+            await host.service(KadDHT).closest_peers(host.peer_id.to_bytes())
+        yield hosts
+
+
+async def test_closest_peers_match_the_ground_truth(autojump_clock: trio.testing.MockClock) -> None:
+    async with _network(N) as hosts:
+        rng = random.Random(3)
+        exact = 0
+        trials = 20
+        for _ in range(trials):
+            key = rng.randbytes(32)
+            target = kad_key(key)
+            asker = rng.choice(hosts)
+            truth = sorted((h.peer_id for h in hosts if h is not asker), key=lambda p: peer_key(p) ^ target)[:20]
+            found = await asker.service(KadDHT).closest_peers(key)
+            exact += found == truth
+        assert exact >= 0.95 * trials, f"{exact}/{trials} lookups returned the true 20 closest"
+
+
+async def test_find_peer_through_the_dht_and_host_connect(autojump_clock: trio.testing.MockClock) -> None:
+    async with _network(N) as hosts:
+        asker = hosts[0]
+        strangers = [h for h in hosts if not asker.connections(h.peer_id) and h is not asker]
+        assert strangers
+        target = strangers[0]
+        addrs = await asker.service(KadDHT).find_peer(target.peer_id)
+        assert {str(a) for a in target.listen_addrs} <= {str(a) for a in addrs}
+        other = strangers[1]
+        asker.peerstore.clear_addrs(other.peer_id)  # forget what earlier lookups taught us
+        conn = await asker.connect(other.peer_id)  # the host asks its peer routers: the DHT
+        assert conn.remote_peer == other.peer_id
+
+
+async def test_put_get_with_the_pk_validator(autojump_clock: trio.testing.MockClock) -> None:
+    async with _network(N) as hosts:
+        writer, reader = hosts[1], hosts[-2]
+        key = b"/pk/" + writer.peer_id.to_bytes()
+        value = writer.identity.private_key.public_key.to_protobuf()
+        stored = await writer.service(KadDHT).put(key, value)
+        assert stored >= 15
+        assert await reader.service(KadDHT).get(key) == value
+
+
+async def test_provide_and_find_providers(autojump_clock: trio.testing.MockClock) -> None:
+    async with _network(N) as hosts:
+        provider, seeker = hosts[2], hosts[-3]
+        key = bytes.fromhex("1220") + bytes(range(32))  # a sha2-256 multihash
+        await provider.service(KadDHT).provide(key)
+        found = [rec async for rec in seeker.service(KadDHT).find_providers(key, limit=1)]
+        assert [rec.peer for rec in found] == [provider.peer_id]
+
+
+async def test_cancelling_hosts_mid_lookup_exits_promptly(autojump_clock: trio.testing.MockClock) -> None:
+    async with _network(8) as hosts:
+        started = trio.Event()
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+
+                async def lookup() -> None:
+                    started.set()
+                    await hosts[0].service(KadDHT).closest_peers(b"some key")
+
+                nursery.start_soon(lookup)
+                await started.wait()
+                scope.cancel()
+        assert scope.cancelled_caught
+    # leaving _network closed 8 hosts with lookups' streams open: the test ends (no hang, no leak)
+
+
+async def test_hostile_requests_close_only_their_stream(autojump_clock: trio.testing.MockClock) -> None:
+    from mycel.core.framing import receive_message, send_message
+    from mycel.core.varint import encode_uvarint
+    from mycel.protocols.kad import dht_pb2
+    from mycel.protocols.kad.service import MAX_MESSAGE_SIZE, PROTOCOL
+
+    async with _network(6) as hosts:
+        attacker, server = hosts[0], hosts[1]
+        dht = server.service(KadDHT)
+        # an announced length over 4 MiB: refused before the body is read, only this stream closes
+        stream = await attacker.new_stream(server.peer_id, PROTOCOL)
+        await stream.send_all(encode_uvarint(MAX_MESSAGE_SIZE + 1))
+        assert await receive_message(stream, MAX_MESSAGE_SIZE) is None
+        # ADD_PROVIDER naming another peer: ignored
+        key = bytes.fromhex("1220") + bytes(32)
+        victim = hosts[2].peer_id
+        request = dht_pb2.Message(type=dht_pb2.Message.ADD_PROVIDER, key=key)
+        request.providerPeers.add(id=victim.to_bytes(), addrs=[hosts[2].listen_addrs[0].to_bytes()])
+        stream = await attacker.new_stream(server.peer_id, PROTOCOL)
+        await send_message(stream, request.SerializeToString())
+        await stream.aclose()
+        await trio.sleep(1)  # let the server handle it: virtual time
+        assert dht._providers.get(key, trio.current_time()) == []
+        # and the server still answers everyone
+        assert await hosts[3].service(KadDHT).closest_peers(b"x")
