@@ -10,6 +10,9 @@ from multiaddr import Multiaddr
 from mycel.core.varint import encode_uvarint
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from mycel.core.abc import Connection
     from mycel.core.peer_id import PeerId
 
 P2P = "p2p"
@@ -115,3 +118,16 @@ def expand_unspecified(addr: Multiaddr) -> list[Multiaddr]:
         rest = text[len("/ip6/::") :]
         return [Multiaddr(f"/ip6/{ip}{rest}") for ip in interface_addresses(6)]
     return [addr]
+
+
+def remote_ips(connections: Iterable[Connection]) -> list[str]:
+    """The remote IP of each connection that has one (memory transports have none), in order."""
+    ips: list[str] = []
+    for conn in connections:
+        for proto in ("ip4", "ip6"):
+            try:
+                ips.append(conn.remote_addr.value_for_protocol(proto))
+                break
+            except Exception:  # the multiaddr library raises its own errors for a missing protocol
+                continue
+    return ips

@@ -26,6 +26,7 @@ import trio
 from multiaddr import Multiaddr
 
 from mycel.core.abc import MuxedStream
+from mycel.core.addrs import remote_ips
 from mycel.core.errors import DecodeError, MycelError
 from mycel.core.framing import receive_message, send_message
 from mycel.core.peer_id import PeerId
@@ -500,15 +501,7 @@ def _remember(host: ServiceHost, peer: PeerId, raw_addrs: Iterable[bytes], ttl: 
 
 
 def _ips(host: ServiceHost, peer: PeerId) -> list[str]:
-    ips: list[str] = []
-    for conn in host.connections(peer):
-        for proto in ("ip4", "ip6"):
-            try:
-                ips.append(conn.remote_addr.value_for_protocol(proto))
-                break
-            except Exception:
-                continue
-    return ips
+    return remote_ips(host.connections(peer))
 
 
 async def _close_quietly(stream: MuxedStream) -> None:

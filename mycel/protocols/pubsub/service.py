@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError as PbDecodeError
 from multiaddr import Multiaddr
 
 from mycel.core.abc import Direction, MuxedStream
+from mycel.core.addrs import remote_ips
 from mycel.core.errors import MycelError
 from mycel.core.peer_id import PeerId
 from mycel.core.varint import LengthPrefixedDecoder
@@ -738,16 +739,7 @@ def _with_id(msg: PubsubMessage, msg_id: bytes) -> PubsubMessage:
 
 
 def _ips(host: ServiceHost, peer: PeerId) -> list[str]:
-    ips: list[str] = []
-    for conn in host.connections(peer):
-        addr = conn.remote_addr
-        for proto in ("ip4", "ip6"):
-            try:
-                ips.append(addr.value_for_protocol(proto))
-                break
-            except Exception:
-                continue
-    return ips
+    return remote_ips(host.connections(peer))
 
 
 async def _close_quietly(stream: MuxedStream) -> None:
