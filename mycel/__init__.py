@@ -71,13 +71,14 @@ from mycel.core.peer_id import PeerId  # noqa: E402
 from mycel.host import EventSubscription, Host, HostConfig, open_host  # noqa: E402
 from mycel.muxers import Mplex, Yamux  # noqa: E402
 from mycel.network import AddrSource, PeerInfo, PeerStore  # noqa: E402
-from mycel.protocols import Echo, Floodsub, Gossipsub, GossipsubConfig, Identify, IdentifyResult, Perf, Ping  # noqa: E402
+from mycel.protocols import Echo, Floodsub, Gossipsub, GossipsubConfig, Identify, IdentifyResult, KadDHT, Perf, Ping  # noqa: E402
 from mycel.routing import ContentRouting, PeerNotFound, PeerRouting, ProviderRecord  # noqa: E402
 from mycel.security import TLS, Noise, Plaintext  # noqa: E402
 from mycel.service import Service, ServiceHost, StreamHandler  # noqa: E402
 from mycel.transports import QUIC, TCP, MemoryNetwork, MemoryTransport  # noqa: E402
 
 __all__ = [
+    "KadDHT",
     "ProviderRecord",
     "PeerRouting",
     "PeerNotFound",

@@ -1,9 +1,10 @@
-"""Protocols that run as services in a host: identify (+ push), ping, echo, perf, gossipsub/floodsub."""
+"""Protocols that run as services in a host: identify (+ push), ping, echo, perf, gossipsub/floodsub, the Kademlia DHT."""
 
 from mycel.protocols.echo import Echo
 from mycel.protocols.identify import Identify, IdentifyResult
 from mycel.protocols.perf import Perf
+from mycel.protocols.kad import KadDHT
 from mycel.protocols.ping import Ping
 from mycel.protocols.pubsub import Floodsub, Gossipsub, GossipsubConfig
 
-__all__ = ["Echo", "Floodsub", "Gossipsub", "GossipsubConfig", "Identify", "IdentifyResult", "Perf", "Ping"]
+__all__ = ["Echo", "Floodsub", "Gossipsub", "GossipsubConfig", "Identify", "IdentifyResult", "KadDHT", "Perf", "Ping"]
