@@ -1,0 +1,431 @@
+"""Drive the real go / js / py-libp2p Kademlia DHT peers from trio (the contract: ``dht_contract.py``).
+
+    from interop.dht import open_dht_peer, random_cid
+
+    async with open_dht_peer("go", "server") as go, open_dht_peer("js", "server") as js:
+        await js.connect(go.addrs[0])
+        await js.wait_routing_table([go.peer_id])          # None where the peer cannot tell (go)
+        key, value = await go.pk_record()                  # /pk/<multihash> -> RSA PublicKey protobuf
+        await go.put(key, value)
+        assert await js.get(key) == value
+        await go.provide(cid := random_cid())
+        assert go.peer_id in await js.find_providers(cid, 1)
+        addrs = await js.find_peer(go.peer_id)
+
+``DHTNode`` is the interface; ``DHTPeer`` runs a peer program (mycel's KadDHT will plug in behind the same
+interface). ``until`` repeats a lookup until it succeeds or a deadline passes: a routing table is state
+inside a remote process with no event for it, so the first lookups after the network forms may miss.
+
+Each peer is a subprocess in its own process group, stopped by PID on exit (stdin EOF, then SIGTERM, then
+SIGKILL to its group, which also takes p2pd down with go_dht.py), whether the body failed or not. Its
+stderr is kept (the last 256 KiB, ``peer.log``) and the tail is attached to every error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import trio
+
+from interop.peers import (
+    INTEROP_DIR,
+    MAX_LINE,
+    REPO_DIR,
+    STDERR_TAIL,
+    PeerError,
+    _drain_stderr,
+    _LineSplitter,
+    _repo_python,
+    _stop_process,
+    _Tail,
+    parse_line,
+)
+from mycel.core.errors import reraise_unwrapped
+from mycel.core.multibase import b32encode, b58encode
+
+log = logging.getLogger("mycel.interop.dht")
+
+ImplKey = Literal["go", "js", "py"]
+Mode = Literal["server", "client"]
+IMPL_KEYS: tuple[ImplKey, ...] = ("go", "js", "py")
+
+READY_TIMEOUT = 60.0
+COMMAND_TIMEOUT = 45.0  # the peers give each network query 30 s
+POLL_INTERVAL = 0.2  # seconds between two polls of a remote peer's state (routing table)
+RETRY_INTERVAL = 0.5  # seconds between two attempts of a lookup that failed (``until``)
+ERROR_LOG_TAIL = 6000  # characters of a peer's stderr attached to an error message
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DHTImpl:
+    """One implementation's DHT peer program and what it can do."""
+
+    key: ImplKey
+    name: str
+    program: tuple[str, ...]
+    reports_routing_table: bool  # can it list its routing table (the `routing_table` command)?
+    binary_keys: bool  # can its put/get API take a key that is not UTF-8 (the standard /pk/ keys)?
+
+    def missing(self) -> str | None:
+        """Why the peer program cannot run here (not installed), or None."""
+        if self.program and not Path(self.program[0]).exists():
+            return f"{self.program[0]} missing: run interop/install.sh"
+        return None
+
+    def command(self, mode: Mode) -> list[str]:
+        return [*self.program, "dht", "--mode", mode]
+
+
+IMPLS: dict[ImplKey, DHTImpl] = {
+    "go": DHTImpl(
+        key="go",
+        name="go-libp2p-kad-dht v0.25.1 (p2pd from hivemind 1.1.12)",
+        program=(_repo_python(), str(INTEROP_DIR / "go_dht.py")),
+        reports_routing_table=False,
+        binary_keys=True,
+    ),
+    "js": DHTImpl(
+        key="js",
+        name="@libp2p/kad-dht 16.4.5 (libp2p 3.3.11)",
+        program=(str(INTEROP_DIR / "js" / "node_modules" / "node" / "bin" / "node"), str(INTEROP_DIR / "js" / "dht.mjs")),
+        reports_routing_table=True,
+        binary_keys=True,
+    ),
+    "py": DHTImpl(
+        key="py",
+        name="py-libp2p 0.8.1 KadDHT",
+        program=(str(INTEROP_DIR / ".peers" / "py-venv" / "bin" / "python"), str(INTEROP_DIR / "py" / "dht_peer.py")),
+        reports_routing_table=True,
+        binary_keys=False,
+    ),
+}
+
+
+class DHTPeerError(PeerError):
+    """A DHT peer failed, broke the contract, or was too slow; the message ends with its stderr tail."""
+
+
+class CommandFailed(DHTPeerError):
+    """The peer answered a command with ok=false; ``error`` is its reason."""
+
+    def __init__(self, message: str, error: str) -> None:
+        super().__init__(message)
+        self.error = error
+
+    @property
+    def unsupported(self) -> bool:
+        return self.error.startswith("unsupported: ")
+
+
+class DHTTimeout(DHTPeerError):
+    """What we waited for did not happen before the deadline."""
+
+
+def random_cid(version: int = 1) -> str:
+    """A fresh CID string (raw codec, sha2-256 of random bytes): CIDv1 base32 ``b...`` or CIDv0 ``Qm...``."""
+    multihash = b"\x12\x20" + os.urandom(32)
+    if version == 0:
+        return b58encode(multihash)
+    return "b" + b32encode(b"\x01\x55" + multihash)
+
+
+def transport_addr(addr: str) -> str:
+    """``addr`` without its ``/p2p/<id>`` tail."""
+    head, sep, _ = addr.rpartition("/p2p/")
+    return head if sep else addr
+
+
+class DHTNode:
+    """A DHT node under test, whatever runs it: ``peer_id``, ``addrs``, ``protocols``, ``mode``, the
+    contract's commands and the waiting helpers. :class:`DHTPeer` is a peer program."""
+
+    def __init__(self, impl: DHTImpl, mode: Mode) -> None:
+        self.impl = impl
+        self.mode = mode
+        self.peer_id = ""
+        self.addrs: list[str] = []
+        self.protocols: list[str] = []
+        self.name: str = impl.key  # set by the network that names its nodes (go1, js2, ...)
+
+    def __repr__(self) -> str:
+        return f"<{self.label} {self.peer_id or '(starting)'}>"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.mode}"
+
+    @property
+    def log(self) -> str:
+        return ""
+
+    def error(self, message: str, cls: type[DHTPeerError] = DHTPeerError) -> DHTPeerError:
+        tail = self.log[-ERROR_LOG_TAIL:]
+        return cls(f"{self.label} {self.peer_id}: {message}\n--- {self.label} log (tail) ---\n{tail}")
+
+    # --- commands (the contract's) ---
+
+    async def connect(self, addr: str) -> None:
+        raise NotImplementedError
+
+    async def pk_record(self) -> tuple[bytes, bytes]:
+        raise NotImplementedError
+
+    async def put(self, key: bytes, value: bytes) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def get(self, key: bytes) -> bytes:
+        raise NotImplementedError
+
+    async def provide(self, cid: str) -> None:
+        raise NotImplementedError
+
+    async def find_providers(self, cid: str, count: int = 20) -> list[str]:
+        raise NotImplementedError
+
+    async def find_peer(self, peer_id: str) -> list[str]:
+        raise NotImplementedError
+
+    async def closest(self, key: bytes) -> list[str]:
+        raise NotImplementedError
+
+    async def routing_table(self) -> list[str] | None:
+        """The routing table's peer ids; None where the implementation cannot tell (go's p2pd)."""
+        raise NotImplementedError
+
+    # --- waiting ---
+
+    async def wait_routing_table(self, peer_ids: Collection[str], timeout: float = 20.0) -> list[str] | None:
+        """Poll ``routing_table`` until it lists every one of ``peer_ids``; None if the peer cannot tell."""
+        deadline = trio.current_time() + timeout
+        while True:
+            table = await self.routing_table()
+            if table is None or set(peer_ids) <= set(table):
+                return table
+            if trio.current_time() >= deadline:
+                raise self.error(f"routing table: want {sorted(peer_ids)}, still {sorted(table)}", DHTTimeout)
+            # a remote process's routing table has no event for us: poll it (bounded by the deadline)
+            await trio.sleep(POLL_INTERVAL)
+
+
+class DHTPeer(DHTNode):
+    """A running DHT peer program (go, js or py), driven over its stdin and stdout."""
+
+    def __init__(self, impl: DHTImpl, mode: Mode, proc: trio.Process) -> None:
+        super().__init__(impl, mode)
+        self.info: dict[str, Any] = {}  # the whole ready line
+        self._proc = proc
+        self._stderr = _Tail(STDERR_TAIL)
+        self._ready = trio.Event()
+        self._closed = False
+        self._next_id = 0
+        self._pending: dict[int, tuple[trio.Event, list[dict[str, Any]]]] = {}
+        self._send_lock = trio.Lock()
+        self._contract_errors: list[str] = []
+
+    @property
+    def log(self) -> str:
+        return self._stderr.text()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    def contract_errors(self) -> list[str]:
+        return list(self._contract_errors)
+
+    async def _read_stdout(self, stdout: trio.abc.ReceiveStream) -> None:
+        splitter = _LineSplitter(MAX_LINE)
+        try:
+            async for chunk in stdout:
+                for line in splitter.feed(chunk):
+                    self._handle_line(line)
+        except PeerError as exc:
+            self._contract_errors.append(str(exc))
+        finally:
+            self._closed = True
+            self._ready.set()
+            for event, _ in self._pending.values():
+                event.set()
+
+    def _handle_line(self, line: bytes) -> None:
+        obj = parse_line(line)
+        if obj is None:
+            if line.strip():
+                log.debug("%s: non-JSON stdout line %r", self.label, line[:200])
+            return
+        if "reply" in obj:
+            waiter = self._pending.get(obj["reply"]) if isinstance(obj["reply"], int) else None
+            if waiter is None:
+                self._contract_errors.append(f"reply to no pending command: {line[:200]!r}")
+                return
+            waiter[1].append(obj)
+            waiter[0].set()
+        elif "unsupported" in obj:
+            self._contract_errors.append(f"unsupported: {obj['unsupported']}")
+            self._ready.set()
+        elif "peer_id" in obj and not self._ready.is_set():
+            self.info = obj
+            self.peer_id = str(obj["peer_id"])
+            self.addrs = [str(a) for a in obj.get("addrs", [])]
+            self.protocols = [str(p) for p in obj.get("protocols", [])]
+            self._ready.set()
+
+    async def request(self, cmd: str, timeout: float = COMMAND_TIMEOUT, **fields: Any) -> dict[str, Any]:
+        """Send one command; return its reply. CommandFailed on ok=false, DHTTimeout after ``timeout``."""
+        if self._closed:
+            raise self.error(f"{cmd}: the peer has exited (returncode {self.returncode})")
+        self._next_id += 1
+        cid = self._next_id
+        event = trio.Event()
+        box: list[dict[str, Any]] = []
+        self._pending[cid] = (event, box)
+        try:
+            line = json.dumps({"id": cid, "cmd": cmd, **fields}, separators=(",", ":")) + "\n"
+            stdin = self._proc.stdin
+            assert stdin is not None
+            try:
+                async with self._send_lock:
+                    await stdin.send_all(line.encode())
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise self.error(f"{cmd}: cannot write to the peer's stdin ({exc})") from exc
+            with trio.move_on_after(timeout):
+                await event.wait()
+            if not box:
+                if self._closed:
+                    raise self.error(f"{cmd}: the peer exited before replying (returncode {self.returncode})")
+                raise self.error(f"{cmd} {fields}: no reply after {timeout:g}s", DHTTimeout)
+        finally:
+            del self._pending[cid]
+        reply = box[0]
+        if reply.get("ok") is not True:
+            error = str(reply.get("error", "no error given"))
+            raise CommandFailed(str(self.error(f"{cmd} {fields} failed: {error}")), error)
+        return reply
+
+    async def connect(self, addr: str) -> None:
+        await self.request("connect", addr=addr)
+
+    async def pk_record(self) -> tuple[bytes, bytes]:
+        reply = await self.request("pk_record")
+        return bytes.fromhex(reply["key_hex"]), bytes.fromhex(reply["value_hex"])
+
+    async def put(self, key: bytes, value: bytes) -> dict[str, Any]:
+        reply = await self.request("put", key_hex=key.hex(), value_hex=value.hex())
+        return {k: v for k, v in reply.items() if k not in ("reply", "ok")}
+
+    async def get(self, key: bytes) -> bytes:
+        return bytes.fromhex((await self.request("get", key_hex=key.hex()))["value_hex"])
+
+    async def provide(self, cid: str) -> None:
+        await self.request("provide", cid=cid)
+
+    async def find_providers(self, cid: str, count: int = 20) -> list[str]:
+        return [str(p) for p in (await self.request("find_providers", cid=cid, count=count))["providers"]]
+
+    async def find_peer(self, peer_id: str) -> list[str]:
+        return [str(a) for a in (await self.request("find_peer", peer_id=peer_id))["addrs"]]
+
+    async def closest(self, key: bytes) -> list[str]:
+        return [str(p) for p in (await self.request("closest", key_hex=key.hex()))["peers"]]
+
+    async def routing_table(self) -> list[str] | None:
+        try:
+            return [str(p) for p in (await self.request("routing_table"))["peers"]]
+        except CommandFailed as exc:
+            if exc.unsupported:
+                return None
+            raise
+
+
+@asynccontextmanager
+async def open_dht_peer(
+    impl: ImplKey | DHTImpl, mode: Mode, ready_timeout: float = READY_TIMEOUT
+) -> AsyncIterator[DHTPeer]:
+    """Start a DHT peer and wait for its ready line; stop it (by PID) on exit, even on failure."""
+    spec = IMPLS[impl] if isinstance(impl, str) else impl
+    missing = spec.missing()
+    if missing is not None:
+        raise DHTPeerError(f"{spec.key}: {missing}")
+    cmd = spec.command(mode)
+    log.info("starting %s %s DHT peer: %s", spec.key, mode, " ".join(cmd))
+    proc = await trio.lowlevel.open_process(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: a stuck peer is killed with its children (p2pd)
+        cwd=str(REPO_DIR),
+    )
+    peer = DHTPeer(spec, mode, proc)
+    try:
+        try:
+            async with trio.open_nursery() as nursery:
+                assert proc.stdout is not None and proc.stderr is not None
+                nursery.start_soon(peer._read_stdout, proc.stdout)
+                nursery.start_soon(_drain_stderr, proc.stderr, peer._stderr)
+                with trio.move_on_after(ready_timeout):
+                    await peer._ready.wait()
+                if not peer._ready.is_set():
+                    raise peer.error(f"not ready after {ready_timeout:g}s")
+                if not peer.peer_id or not peer.addrs:
+                    raise peer.error(f"exited or gave no address: {peer.contract_errors()}")
+                log.info("%s %s ready on %s serving %s", peer.label, peer.peer_id, peer.addrs, peer.protocols)
+                try:
+                    yield peer
+                finally:
+                    await _stop_process(proc)
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            reraise_unwrapped(group)
+    finally:
+        await _stop_process(proc)  # a no-op when already stopped
+
+
+async def until(
+    what: str,
+    attempt: Callable[[], Awaitable[T]],
+    accept: Callable[[T], bool],
+    timeout: float,
+    give_up: Callable[[CommandFailed], bool] = lambda exc: exc.unsupported,
+) -> T:
+    """Run ``attempt`` until ``accept`` takes its result; DHTTimeout after ``timeout``.
+
+    A failed command (not found yet) counts as a miss; ``give_up`` says which failures are final (by
+    default ``unsupported``: raised at once). Lookups run in remote processes whose routing tables and
+    stores have no event for us, so a miss is retried after ``RETRY_INTERVAL`` until the deadline.
+    """
+    deadline = trio.current_time() + timeout
+    last: str = "no attempt"
+    while True:
+        with trio.move_on_at(deadline):
+            try:
+                result = await attempt()
+                if accept(result):
+                    return result
+                last = f"got {result!r}"
+            except CommandFailed as exc:
+                if give_up(exc):
+                    raise
+                last = exc.error
+            except DHTTimeout as exc:
+                last = str(exc).partition("\n")[0]
+        if trio.current_time() >= deadline:
+            raise DHTTimeout(f"{what}: not within {timeout:g}s; last: {last}")
+        # a remote lookup missed (no event to wait for): try again shortly, bounded by the deadline
+        await trio.sleep(min(RETRY_INTERVAL, max(0.0, deadline - trio.current_time())))
+
+
+__all__ = [
+    "IMPLS", "IMPL_KEYS", "CommandFailed", "DHTImpl", "DHTNode", "DHTPeer", "DHTPeerError", "DHTTimeout", "ImplKey",
+    "Mode", "open_dht_peer", "random_cid", "transport_addr", "until",
+]  # fmt: skip
