@@ -5,7 +5,7 @@
 // "protocols", "mode"}, then JSON commands on stdin (connect, pk_record, put, get, provide,
 // find_providers, find_peer, closest, routing_table), one reply line each. Exit on stdin EOF or SIGTERM.
 //
-// @libp2p/kad-dht 16.4.5 with its defaults (protocol /ipfs/kad/1.0.0, k = 20, α = 3, validators and
+// @libp2p/kad-dht 16.4.5 with its defaults (protocol /ipfs/kad/1.0.0, k = 20, α = 10, validators and
 // selectors for /pk/ only: any other namespace is refused), except:
 //   clientMode: false for --mode server (its default is true: client until AutoNAT says the node is
 //     public, which never happens on loopback);
