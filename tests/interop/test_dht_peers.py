@@ -1,6 +1,7 @@
 """Real go / js / py-libp2p Kademlia DHT peers against each other, no mycel (``interop/dht.py``).
 
-One network of six DHT servers, two of each implementation, on a ring (each node dialed one neighbour):
+One network of six DHT servers, two of each implementation, on a ring (each node dialed one neighbour),
+plus one client of each:
 
     go1 -> js1 -> py1 -> go2 -> js2 -> py2 -> go1
 
@@ -11,7 +12,12 @@ Then, for every ordered pair (asker A, other B) of go, js and py, at once:
 * ``pk``: A1 puts ``/pk/<multihash>`` -> an RSA PublicKey protobuf made by A's own crypto (the
   @libp2p/interop content-fetching value), and B2 reads it back;
 * ``providers``: A1 provides a fresh CID (v0 from go, v1 from js and py), and B2 finds A1 among its
-  providers.
+  providers;
+* ``find_client``: three DHT clients, goC, jsC and pyC, each dialed one server of another implementation
+  (goC -> js1, jsC -> py1, pyC -> go1); A's client finds B's client, which only the servers know.
+
+and for each implementation, ``closest``: A1's closest peers to a random key are every other server and
+no client.
 
 Known failures are asserted as the documented findings (``FINDINGS``; README "DHT quirks"); nothing is
 skipped, and a missing peer fails every cell. The network runs once per module; each test checks its cell.
@@ -20,6 +26,7 @@ skipped, and a missing peer fails every cell. The network runs once per module; 
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +48,10 @@ from interop.dht import (
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
-OPS = ("find_peer", "pk", "providers")
+OPS = ("find_peer", "pk", "providers", "find_client")  # in this order (README "DHT quirks" 1: puts first)
 PAIRS: list[tuple[ImplKey, ImplKey]] = list(itertools.permutations(IMPL_KEYS, 2))
 RING: list[str] = ["go1", "js1", "py1", "go2", "js2", "py2"]  # each dials the next; the last dials the first
+CLIENTS: dict[str, str] = {"goC": "js1", "jsC": "py1", "pyC": "go1"}  # client -> the one server it dials
 LOOKUP_TIMEOUT = 25.0  # per cell: retries of a lookup that misses while tables settle
 TABLE_TIMEOUT = 15.0
 
@@ -54,6 +62,9 @@ FINDINGS: dict[tuple[str, str, str], str] = {
     ("pk", "py", "js"): UTF8,
     ("pk", "go", "py"): UTF8,  # nor ask for it
     ("pk", "js", "py"): UTF8,
+    # py admits a peer that opens a kad stream to it without checking it serves kad: clients that query
+    # it (goC, jsC) enter its table and its lookups' results (README "DHT quirks" 6)
+    ("closest", "py", ""): "clients among the closest",
 }
 
 
@@ -69,12 +80,12 @@ def cell_id(op: str, a: str, b: str) -> str:
     return f"{op}-{a}-{b}"
 
 
-CELLS = [cell_id(op, a, b) for op in OPS for a, b in PAIRS]
+CELLS = [cell_id(op, a, b) for op in OPS for a, b in PAIRS] + [f"closest-{a}" for a in IMPL_KEYS]
 
 
 async def _hold(name: str, stop: trio.Event, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     impl = next(key for key in IMPL_KEYS if name.startswith(key))  # "go1" -> "go"
-    async with open_dht_peer(impl, "server") as peer:
+    async with open_dht_peer(impl, "client" if name.endswith("C") else "server") as peer:
         peer.name = name
         task_status.started(peer)
         await stop.wait()
@@ -119,12 +130,41 @@ async def _cell(op: str, a: str, b: str, nodes: dict[str, DHTPeer]) -> Result:
                 lambda got: asker.peer_id in got,
                 LOOKUP_TIMEOUT,
             )
+        elif op == "find_client":
+            asker, target = nodes[f"{a}C"], nodes[f"{b}C"]
+            want = {transport_addr(x) for x in target.addrs}
+            info["addrs"] = await until(
+                f"{asker.label} find_peer {target.label}",
+                lambda: asker.find_peer(target.peer_id),
+                lambda got: bool(want & set(got)),
+                LOOKUP_TIMEOUT,
+            )
         else:
             raise ValueError(op)
     except (DHTPeerError, AssertionError) as exc:
         error = exc.error if isinstance(exc, CommandFailed) else str(exc)
         return Result(False, error, trio.current_time() - started, info)
     return Result(True, "", trio.current_time() - started, info)
+
+
+async def _closest(a: str, nodes: dict[str, DHTPeer]) -> Result:
+    """A1's closest peers to a random key: in a network of six servers (k = 20) that is every other
+    server, and no client (servers admit only peers that serve the kad protocol)."""
+    started = trio.current_time()
+    asker = nodes[f"{a}1"]
+    servers = {nodes[n].peer_id for n in RING} - {asker.peer_id}
+    clients = {nodes[n].peer_id for n in CLIENTS}
+    names = {node.peer_id: name for name, node in nodes.items()}
+    key = os.urandom(32)
+    try:
+        got = await until(
+            f"{asker.label} closest", lambda: asker.closest(key), lambda got: servers <= set(got), LOOKUP_TIMEOUT
+        )
+        assert not clients & set(got), f"clients among the closest: {sorted(names[p] for p in clients & set(got))}"
+    except (DHTPeerError, AssertionError) as exc:
+        error = exc.error if isinstance(exc, CommandFailed) else str(exc)
+        return Result(False, error, trio.current_time() - started, {})
+    return Result(True, "", trio.current_time() - started, {"closest": sorted(names.get(p, p) for p in got)})
 
 
 async def run_network() -> tuple[dict[str, Result], dict[str, Any]]:
@@ -140,10 +180,12 @@ async def run_network() -> tuple[dict[str, Result], dict[str, Any]]:
                 async def start(name: str) -> None:
                     nodes[name] = await nursery.start(_hold, name, stop)
 
-                for name in RING:
+                for name in [*RING, *CLIENTS]:
                     starting.start_soon(start, name)
             for i, name in enumerate(RING):  # the ring: each dials the next
                 await nodes[name].connect(nodes[RING[(i + 1) % len(RING)]].addrs[0])
+            for client, server in CLIENTS.items():
+                await nodes[client].connect(nodes[server].addrs[0])
             for i, name in enumerate(RING):  # the peer each dialed is in its table (where it can tell)
                 dialed = nodes[RING[(i + 1) % len(RING)]].peer_id
                 facts[f"table-{name}"] = await nodes[name].wait_routing_table([dialed], TABLE_TIMEOUT)
@@ -153,10 +195,17 @@ async def run_network() -> tuple[dict[str, Result], dict[str, Any]]:
             async def one(op: str, a: str, b: str) -> None:
                 results[cell_id(op, a, b)] = await _cell(op, a, b, nodes)
 
-            for op in OPS:  # one operation at a time, its cells at once (see GO_PUT_AFTER_PROVIDE)
+            for op in OPS:  # one operation at a time, its cells at once (README "DHT quirks" 1: puts first)
                 async with trio.open_nursery() as cells:
                     for a, b in PAIRS:
                         cells.start_soon(one, op, a, b)
+
+            async def closest(a: str) -> None:
+                results[f"closest-{a}"] = await _closest(a, nodes)
+
+            async with trio.open_nursery() as cells:
+                for a in IMPL_KEYS:
+                    cells.start_soon(closest, a)
             for name, node in nodes.items():
                 facts[f"final-table-{name}"] = await node.routing_table()
         finally:
@@ -175,7 +224,7 @@ def dht_network() -> tuple[dict[str, Result], dict[str, Any]]:
 @pytest.mark.parametrize("cell", CELLS)
 def test_cell(dht_network: tuple[dict[str, Result], dict[str, Any]], cell: str) -> None:
     results, _ = dht_network
-    op, a, b = cell.split("-")
+    op, a, b = (*cell.split("-"), "")[:3]
     result = results[cell]
     finding = FINDINGS.get((op, a, b))
     if finding is None:
@@ -185,9 +234,10 @@ def test_cell(dht_network: tuple[dict[str, Result], dict[str, Any]], cell: str) 
         assert finding in result.detail, f"{cell}: failed otherwise than documented: {result.detail}"
 
 
-def test_every_server_serves_the_same_kad_protocol(dht_network: tuple[dict[str, Result], dict[str, Any]]) -> None:
+def test_servers_serve_kad_and_clients_do_not(dht_network: tuple[dict[str, Result], dict[str, Any]]) -> None:
     _, facts = dht_network
-    assert all(p == ["/ipfs/kad/1.0.0"] for p in facts["protocols"].values()), facts["protocols"]
+    for name, protocols in facts["protocols"].items():
+        assert protocols == ([] if name in CLIENTS else ["/ipfs/kad/1.0.0"]), (name, protocols)
 
 
 async def test_go_put_after_provide_to_py_crashes_p2pd() -> None:
@@ -225,5 +275,7 @@ if __name__ == "__main__":  # a table, for the README
         if stored is not None:
             print(c, "stored at", sorted(names.get(p, p) for p in stored))
     for k, v in fx.items():
+        if k.startswith(("table-", "final-table-")) and v is not None:
+            v = sorted(names.get(p, p) for p in v)
         print(k, v)
     print(f"total {time.monotonic() - t0:.1f}s")
