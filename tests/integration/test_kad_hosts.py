@@ -29,7 +29,9 @@ N = 30
 
 
 @contextlib.asynccontextmanager
-async def _network(count: int, *, seed: int = 7, links: int = 3) -> AsyncIterator[list[Host]]:
+async def _network(
+    count: int, *, seed: int = 7, links: int = 3, alpha: int = 3, request_timeout: float = 10.0
+) -> AsyncIterator[list[Host]]:
     rng = random.Random(seed)
     identities = [Identity.from_seed(rng.randbytes(32)) for _ in range(count)]
     network = MemoryNetwork()
@@ -40,7 +42,7 @@ async def _network(count: int, *, seed: int = 7, links: int = 3) -> AsyncIterato
                 network,
                 security=[Plaintext()],
                 muxers=[Yamux()],
-                services=[Identify(), KadDHT(alpha=3, seed=i)],
+                services=[Identify(), KadDHT(alpha=alpha, seed=i, request_timeout=request_timeout)],
                 identity=identity,
             )
             hosts.append(await stack.enter_async_context(open_host(config)))
