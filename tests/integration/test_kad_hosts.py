@@ -146,3 +146,19 @@ async def test_hostile_requests_close_only_their_stream(autojump_clock: trio.tes
         assert dht._providers.get(key, trio.current_time()) == []
         # and the server still answers everyone
         assert await hosts[3].service(KadDHT).closest_peers(b"x")
+
+
+async def test_switching_mode_is_seen_by_peers_through_identify_push(autojump_clock: trio.testing.MockClock) -> None:
+    async with _network(4) as hosts:
+        a, b = hosts[0], hosts[1]
+        if not a.connections(b.peer_id):
+            await a.connect(b.peer_id, b.listen_addrs)
+        table_b = b.service(KadDHT).routing_table
+        assert a.peer_id in table_b
+        a.service(KadDHT).set_mode("client")
+        await trio.sleep(1)  # identify push travels: virtual time
+        assert a.peer_id not in table_b
+        assert "/ipfs/kad/1.0.0" not in a.protocols
+        a.service(KadDHT).set_mode("server")
+        await trio.sleep(1)  # push, then b's check-before-add FIND_NODE: virtual time
+        assert a.peer_id in table_b

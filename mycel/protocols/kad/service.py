@@ -360,6 +360,22 @@ class KadDHT(Service):
             raise not_running(self)
         return self._host, self._table
 
+    def set_mode(self, mode: Mode) -> None:
+        """Switch between ``"server"`` (serve and advertise the kad protocol) and ``"client"`` (only ask).
+
+        Connected peers learn of it through identify push and add us to, or drop us from, their tables.
+        (AutoNAT's reachability will drive this in ``auto`` mode once it lands.)"""
+        host, _ = self._running()
+        if mode not in ("server", "client"):
+            raise ValueError(f"mode is 'server' or 'client', not {mode!r}")
+        if mode == self.mode:
+            return
+        self.mode = mode
+        if mode == "server":
+            host.set_stream_handler(PROTOCOL, self._serve)
+        else:
+            host.remove_stream_handler(PROTOCOL)
+
     @property
     def routing_table(self) -> RoutingTable:
         """The routing table (``len()``, ``buckets()``, ``peers()``)."""
