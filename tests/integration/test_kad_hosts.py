@@ -162,3 +162,31 @@ async def test_switching_mode_is_seen_by_peers_through_identify_push(autojump_cl
         a.service(KadDHT).set_mode("server")
         await trio.sleep(1)  # push, then b's check-before-add FIND_NODE: virtual time
         assert a.peer_id in table_b
+
+
+async def test_unbounded_or_oversized_closer_peers_are_cut(autojump_clock: trio.testing.MockClock) -> None:
+    from mycel.core.framing import receive_message, send_message
+    from mycel.core.abc import MuxedStream
+    from mycel.protocols.kad import dht_pb2
+    from mycel.protocols.kad.service import MAX_MESSAGE_SIZE, PROTOCOL
+
+    async with _network(4) as hosts:
+        asker, evil = hosts[0], hosts[1]
+        fakes = [Identity.from_seed(bytes([i]) * 32).peer_id for i in range(1, 60)]
+        addr = hosts[2].listen_addrs[0].to_bytes()
+
+        async def liar(stream: MuxedStream) -> None:
+            request = dht_pb2.Message.FromString(await receive_message(stream, MAX_MESSAGE_SIZE) or b"")
+            response = dht_pb2.Message(type=request.type, key=request.key)
+            response.closerPeers.add(id=fakes[0].to_bytes(), addrs=[addr] * 3000)  # over 8 KiB: dropped
+            for fake in fakes[1:]:
+                response.closerPeers.add(id=fake.to_bytes(), addrs=[addr])
+            await send_message(stream, response.SerializeToString())
+
+        evil.set_stream_handler(PROTOCOL, liar)
+        dht = asker.service(KadDHT)
+        response = await dht._ask(evil.peer_id, dht_pb2.Message(type=dht_pb2.Message.FIND_NODE, key=b"k"))
+        assert response is not None and len(response.closerPeers) == 59
+        learned = dht._learn(asker, response.closerPeers)
+        assert fakes[0] not in learned and len(learned) == 20 and learned == fakes[1:21]
+        assert not asker.peerstore.addrs(fakes[0])

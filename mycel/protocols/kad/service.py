@@ -47,6 +47,7 @@ MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # go's and py's inbound cap on every kad mes
 MAX_REQUESTS_PER_STREAM = 1024  # an inbound stream serving more is closed (a new one may follow)
 MAX_RECORDS = 50_000  # values held; beyond, the oldest is dropped
 RECORD_TTL = 48 * 3600.0  # go's MaxRecordAge
+MAX_PEER_RECORD = 8 * 1024  # a closerPeers/providerPeers entry above this is dropped (go's peer record bound)
 MAX_CHECKS = 32  # check-before-add FIND_NODEs in flight; beyond, offers wait for the next identify
 
 Mode = Literal["server", "client"]
@@ -345,6 +346,8 @@ class KadDHT(Service):
         for entry in peers:
             if len(out) >= self.k:
                 break  # hostile peers send unbounded lists: the first k only
+            if entry.ByteSize() > MAX_PEER_RECORD:
+                continue  # go's bound on a peer entry, in and out
             try:
                 peer = PeerId.from_bytes(entry.id)
             except (DecodeError, ValueError):
@@ -482,6 +485,8 @@ class KadDHT(Service):
             for entry in response.providerPeers:
                 if len(seen) >= limit:
                     break
+                if entry.ByteSize() > MAX_PEER_RECORD:
+                    continue
                 try:
                     peer = PeerId.from_bytes(entry.id)
                 except (DecodeError, ValueError):
