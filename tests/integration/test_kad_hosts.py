@@ -190,3 +190,16 @@ async def test_unbounded_or_oversized_closer_peers_are_cut(autojump_clock: trio.
         learned = dht._learn(asker, response.closerPeers)
         assert fakes[0] not in learned and len(learned) == 20 and learned == fakes[1:21]
         assert not asker.peerstore.addrs(fakes[0])
+
+
+async def test_get_corrects_close_peers_that_lost_the_value(autojump_clock: trio.testing.MockClock) -> None:
+    async with _network(N) as hosts:
+        writer, reader = hosts[1], hosts[-2]
+        key = b"/pk/" + writer.peer_id.to_bytes()
+        value = writer.identity.private_key.public_key.to_protobuf()
+        await writer.service(KadDHT).put(key, value)
+        holders = [h for h in hosts if h.service(KadDHT)._get_record(key) is not None and h not in (writer, reader)]
+        forgetful = holders[0]
+        forgetful.service(KadDHT)._records.pop(key)  # as if it restarted without its store
+        assert await reader.service(KadDHT).get(key, quorum=len(holders) + 5) == value
+        assert forgetful.service(KadDHT)._get_record(key) is not None

@@ -19,6 +19,7 @@ import os
 import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ from multiaddr import Multiaddr
 from mycel.core.abc import MuxedStream
 from mycel.core.addrs import remote_ips
 from mycel.core.errors import DecodeError, MycelError
+from mycel.core.events import ServiceEvent
 from mycel.core.framing import receive_message, send_message
 from mycel.core.peer_id import PeerId
 from mycel.network.peerstore import ADDRESS_TTL, AddrSource
@@ -36,7 +38,7 @@ from mycel.protocols.kad.distance import kad_key, peer_key
 from mycel.protocols.kad.lookup import ClosestPeersLookup
 from mycel.protocols.kad.providers import ProviderStore, accept_add_provider
 from mycel.protocols.kad.records import DhtRecord, InvalidRecord, NamespacedValidator, default_validator
-from mycel.protocols.kad.routing import CheckNew, DiversityFilter, PingRequest, RoutingTable
+from mycel.protocols.kad.routing import Added, CheckNew, DiversityFilter, PingRequest, RoutingTable
 from mycel.routing import ProviderRecord
 from mycel.service import Service, ServiceHost, StreamHandler, not_running
 
@@ -52,6 +54,15 @@ MAX_CHECKS = 32  # check-before-add FIND_NODEs in flight; beyond, offers wait fo
 
 Mode = Literal["server", "client"]
 Message = dht_pb2.Message
+
+
+@dataclass(frozen=True)
+class RoutingTablePeerAdded(ServiceEvent):
+    """``peer`` entered the DHT's routing table, which now holds ``size`` peers: wait for the first one
+    after connecting to bootstrap peers instead of polling ``len(dht.routing_table)``."""
+
+    peer: PeerId
+    size: int
 
 
 class KadDHT(Service):
@@ -134,6 +145,8 @@ class KadDHT(Service):
         self._act(host, result)
 
     def _act(self, host: ServiceHost, result: object) -> None:
+        if isinstance(result, Added) and self._table is not None:
+            host.emit(RoutingTablePeerAdded(result.peer, len(self._table)))
         if isinstance(result, CheckNew | PingRequest):
             target = result.peer
             if target not in self._checking and len(self._checking) < MAX_CHECKS:
@@ -152,7 +165,9 @@ class KadDHT(Service):
             if answered:
                 self._act(host, table.offer(peer, _ips(host, peer), now, verified=True))
         else:
-            table.check_result(peer, answered, now)
+            promoted = table.check_result(peer, answered, now).promoted
+            if promoted is not None:
+                host.emit(RoutingTablePeerAdded(promoted, len(table)))
 
     async def _refresh(self) -> None:
         host, table = self._running()
@@ -431,26 +446,43 @@ class KadDHT(Service):
     async def get(self, key: bytes, *, quorum: int = 1) -> bytes | None:
         """The best value for ``key`` found among the closest peers (the validator's selection), or None.
 
-        The lookup ends once ``quorum`` valid values arrived."""
+        The lookup ends once ``quorum`` valid values arrived. Peers that answered with an outdated value
+        or none are then sent the best one (PUT_VALUE), as go corrects them."""
         now = datetime.now(timezone.utc)
         values: list[bytes] = []
+        answered: dict[PeerId, bytes | None] = {}
         local = self._get_record(key)
         if local is not None:
             values.append(local.value)
 
-        def collect(_: PeerId, response: dht_pb2.Message) -> bool:
+        def collect(peer: PeerId, response: dht_pb2.Message) -> bool:
+            answered[peer] = None
             if response.HasField("record") and response.record.key == key:
                 try:
                     self.validator.validate(key, response.record.value, now)
                 except (InvalidRecord, MycelError):
                     return False
-                values.append(bytes(response.record.value))
+                value = bytes(response.record.value)
+                answered[peer] = value
+                values.append(value)
             return len(values) >= quorum
 
         await self._lookup(key, request=Message(type=Message.GET_VALUE, key=key), on_response=collect)
         if not values:
             return None
-        return values[self.validator.select(key, values)]
+        best = values[self.validator.select(key, values)]
+        stale = [peer for peer, value in answered.items() if value != best][: self.k]
+        if stale:
+            record = DhtRecord.received(key, best, now)
+            request = Message(type=Message.PUT_VALUE, key=key, record=record.to_pb())
+
+            async def correct(peer: PeerId) -> None:
+                await self._ask(peer, request)
+
+            async with trio.open_nursery() as nursery:
+                for peer in stale:
+                    nursery.start_soon(correct, peer)
+        return best
 
     async def provide(self, key: bytes) -> None:
         """Announce to the k closest peers that we provide ``key`` (a CID's multihash bytes)."""
@@ -532,4 +564,4 @@ async def _close_quietly(stream: MuxedStream) -> None:
         pass
 
 
-__all__ = ["KadDHT", "MAX_MESSAGE_SIZE", "PROTOCOL"]
+__all__ = ["KadDHT", "MAX_MESSAGE_SIZE", "PROTOCOL", "RoutingTablePeerAdded"]
