@@ -17,6 +17,6 @@ filter), :mod:`.lookup` (the iterative lookup as a state machine), :mod:`.record
 :mod:`.providers` and :mod:`.store` (what a server keeps), :mod:`.service` (the trio driver).
 """
 
-from mycel.protocols.kad.service import PROTOCOL, KadDHT
+from mycel.protocols.kad.service import PROTOCOL, KadDHT, RoutingTablePeerAdded
 
-__all__ = ["PROTOCOL", "KadDHT"]
+__all__ = ["PROTOCOL", "KadDHT", "RoutingTablePeerAdded"]
