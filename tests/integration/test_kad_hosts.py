@@ -203,3 +203,27 @@ async def test_get_corrects_close_peers_that_lost_the_value(autojump_clock: trio
         forgetful.service(KadDHT)._records.pop(key)  # as if it restarted without its store
         assert await reader.service(KadDHT).get(key, quorum=len(holders) + 5) == value
         assert forgetful.service(KadDHT)._get_record(key) is not None
+
+
+async def test_bootstrap_peers_fill_the_table(autojump_clock: trio.testing.MockClock) -> None:
+    network = MemoryNetwork()
+    configs = [
+        memory_config(network, security=[Plaintext()], muxers=[Yamux()], services=[Identify(), KadDHT(alpha=3)])
+        for _ in range(6)
+    ]
+    async with contextlib.AsyncExitStack() as stack:
+        hosts = [await stack.enter_async_context(open_host(c)) for c in configs]
+        for i, host in enumerate(hosts[1:], 1):
+            await host.connect(hosts[i - 1].peer_id, hosts[i - 1].listen_addrs)  # a line
+        seed = f"{hosts[0].listen_addrs[0]}/p2p/{hosts[0].peer_id}"
+        newcomer = await stack.enter_async_context(
+            open_host(
+                memory_config(
+                    network, security=[Plaintext()], muxers=[Yamux()], services=[Identify(), KadDHT(bootstrap=[seed])]
+                )
+            )
+        )
+        dht = newcomer.service(KadDHT)
+        assert await dht.bootstrap() == 1  # again, explicitly (run() started one too)
+        assert len(dht.routing_table) >= 5
+        assert await dht.find_peer(hosts[-1].peer_id)

@@ -85,6 +85,7 @@ class KadDHT(Service):
         diversity: bool = True,
         validator: NamespacedValidator | None = None,
         seed: int | None = None,
+        bootstrap: Iterable[str] = (),
     ) -> None:
         if mode not in ("server", "client"):
             raise ValueError(f"mode is 'server' or 'client', not {mode!r}")
@@ -96,6 +97,8 @@ class KadDHT(Service):
         self.diversity = diversity
         self.validator = validator or default_validator()
         self.seed = seed
+        self.bootstrap_peers: tuple[str, ...] = tuple(bootstrap)
+        """Multiaddrs (with ``/p2p/``) connected to on start, then a self-lookup fills the table."""
         self._host: ServiceHost | None = None
         self._table: RoutingTable | None = None
         self._rng = random.Random(seed)
@@ -103,6 +106,7 @@ class KadDHT(Service):
         self._record_times: dict[bytes, float] = {}
         self._providers = ProviderStore()
         self._checking: set[PeerId] = set()
+        self._grew = trio.Event()  # set (and replaced) whenever a peer enters the routing table
         self.stats: dict[str, int] = dict.fromkeys(
             ("requests_served", "requests_sent", "request_failures", "bad_requests", "lookups"), 0
         )
@@ -126,9 +130,38 @@ class KadDHT(Service):
         for peer in host.connected_peers():
             self._consider(host, peer, host.peerstore.protocols(peer))
         task_status.started()
+        if self.bootstrap_peers:
+            host.spawn(self.bootstrap)
         while True:
             await trio.sleep_until(self._table.next_refresh())
             await self._refresh()
+
+    async def bootstrap(self) -> int:
+        """Connect to the bootstrap peers (8 at a time, 10 s each) and look ourselves up to fill the table;
+        returns how many connected. Failures are logged, never raised."""
+        host, _ = self._running()
+        connected = 0
+        limiter = trio.CapacityLimiter(8)
+
+        async def dial(addr: str) -> None:
+            nonlocal connected
+            async with limiter:
+                with trio.move_on_after(10):
+                    try:
+                        await host.connect(addr)
+                        connected += 1
+                    except (MycelError, OSError) as exc:
+                        log.info("bootstrap peer %s: %s", addr, exc)
+
+        async with trio.open_nursery() as nursery:
+            for addr in self.bootstrap_peers:
+                nursery.start_soon(dial, addr)
+        if connected:
+            with trio.move_on_after(10):  # identify, then our check of each server, fill the table
+                while not len(self._running()[1]):
+                    await self._grew.wait()
+            await self.closest_peers(host.peer_id.to_bytes())
+        return connected
 
     def peer_protocols_changed(self, host: ServiceHost, peer: PeerId, added: frozenset[str], removed: frozenset[str]) -> None:
         """DHT servers are offered to the routing table; a peer that stops serving kad leaves it."""
