@@ -1,4 +1,4 @@
-"""The ``mycel`` command: id, listen, ping, identify, chat, pubsub (sub / pub).
+"""The ``mycel`` command: id, listen, ping, identify, chat, pubsub (sub / pub), dht.
 
 Errors are one readable line on stderr and a non-zero exit status (1: it failed, 2: the command
 line was wrong), never a traceback.
@@ -347,6 +347,12 @@ async def cmd_pubsub(args: argparse.Namespace) -> int:
     return await pubsub(args)
 
 
+async def cmd_dht(args: argparse.Namespace) -> int:
+    from mycel.cli.dht import cmd_dht as dht
+
+    return await dht(args)
+
+
 # -- the command line ------------------------------------------------------------------------------
 
 
@@ -434,9 +440,61 @@ def _pubsub_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     _pubsub_options(a, listens=False)
 
 
+def _dht_options(parser: argparse.ArgumentParser, *, results: bool = True, stays: bool = False) -> None:
+    """What every ``mycel dht`` action shares: bootstrap peers, listen addresses, identity, mode, stack."""
+    parser.add_argument("--connect", action="append", metavar="MULTIADDR",
+                        help="a DHT peer to bootstrap from, repeatable: /ip4/1.2.3.4/tcp/4001/p2p/12D3KooW…")
+    parser.add_argument("--listen", action="append", metavar="MULTIADDR",
+                        help=f"address to listen on, repeatable (default: {TCP_LOOPBACK})")
+    parser.add_argument("--key", metavar="FILE",
+                        help="identity key file, created if missing (default: a fresh identity each run)")
+    parser.add_argument("--client", action="store_true",
+                        help="DHT client mode: ask, but do not answer queries or store records")
+    parser.add_argument("--timeout", type=positive_float, default=30.0, metavar="SECONDS",
+                        help="give up on connecting, on the first routing-table peer and on the query after "
+                             "this long each (default: 30)")
+    if results:
+        parser.add_argument("--json", action="store_true", help="one JSON object per result line")
+    if stays:
+        parser.add_argument("--stay", action="store_true",
+                            help="then stay up as a DHT node (a provider must, to be found and fetched from)")
+    parser.set_defaults(quic=False)
+    _stack_options(parser)
+
+
+def _dht_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("dht", help="a Kademlia DHT node: serve, put/get records, provide/find content, find peers",
+                       description="Start a DHT node, bootstrap from the --connect peers and do ACTION. Results "
+                                   "go to stdout, one line each; exit status 1 when nothing was found.")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do in the DHT")
+    a = actions.add_parser("serve", help="stay up as a DHT server; print its addresses (for others' --connect)")
+    _dht_options(a, results=False)
+    a = actions.add_parser("put", help="store a record: KEY (/pk/<peer id>, /ipns/<peer id>, ...) and VALUE")
+    a.add_argument("key_text", metavar="KEY", help="the record key, e.g. /pk/12D3KooW… (hex with --hex)")
+    a.add_argument("value", metavar="VALUE", help="the value: UTF-8 text, hex with --hex, - reads stdin")
+    a.add_argument("--hex", action="store_true", help="KEY and VALUE are hex")
+    _dht_options(a, stays=True)
+    a = actions.add_parser("put-pk", help="store this node's public key under /pk/<its peer id>")
+    _dht_options(a, stays=True)
+    a = actions.add_parser("get", help="print the best value stored under KEY")
+    a.add_argument("key_text", metavar="KEY", help="the record key, e.g. /pk/12D3KooW… (hex with --hex)")
+    a.add_argument("--hex", action="store_true", help="KEY is hex, and the value is printed as hex")
+    _dht_options(a)
+    a = actions.add_parser("provide", help="announce that this node provides CID (a CID or hex multihash)")
+    a.add_argument("content", metavar="CID", help="a CID (Qm…, bafy…) or a hex multihash (1220…)")
+    _dht_options(a, stays=True)
+    a = actions.add_parser("find-providers", help="print the peers that provide CID: peer id and addresses")
+    a.add_argument("content", metavar="CID", help="a CID (Qm…, bafy…) or a hex multihash (1220…)")
+    a.add_argument("--limit", type=positive_int, default=20, metavar="N", help="at most N providers (default: 20)")
+    _dht_options(a)
+    a = actions.add_parser("find-peer", help="print the addresses of PEER_ID found through the DHT")
+    a.add_argument("peer", metavar="PEER_ID", help="the peer id, e.g. 12D3KooW…")
+    _dht_options(a)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mycel", description="A libp2p node: identity, listen, ping, identify, chat, publish/subscribe."
+        prog="mycel", description="A libp2p node: identity, listen, ping, identify, chat, publish/subscribe, DHT."
     )
     parser.add_argument("--version", action="version", version=f"mycel {__version__}",
                         help="print the version and exit")
@@ -468,6 +526,7 @@ def make_parser() -> argparse.ArgumentParser:
     _dial_options(p)
     _stack_options(p)
     _pubsub_commands(sub)
+    _dht_commands(sub)
     return parser
 
 
@@ -478,6 +537,7 @@ COMMANDS = {
     "identify": cmd_identify,
     "chat": cmd_chat,
     "pubsub": cmd_pubsub,
+    "dht": cmd_dht,
 }
 
 

@@ -228,10 +228,14 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def test_every_option_and_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     parser = make_parser()
     commands = _subparsers(parser)
-    assert set(commands) == {"id", "listen", "ping", "identify", "chat", "pubsub"}
-    actions = {f"pubsub {name}": p for name, p in _subparsers(commands["pubsub"]).items()}
-    assert set(actions) == {"pubsub sub", "pubsub pub"}
-    for owner, names in [(parser, commands), (commands["pubsub"], _subparsers(commands["pubsub"]))]:
+    assert set(commands) == {"id", "listen", "ping", "identify", "chat", "pubsub", "dht"}
+    actions = {f"{group} {name}": p for group in ("pubsub", "dht") for name, p in _subparsers(commands[group]).items()}
+    assert set(actions) == {
+        "pubsub sub", "pubsub pub",
+        *(f"dht {a}" for a in ("serve", "put", "put-pk", "get", "provide", "find-providers", "find-peer")),
+    }
+    owners = [(parser, commands), *((commands[g], _subparsers(commands[g])) for g in ("pubsub", "dht"))]
+    for owner, names in owners:
         for sub in owner._actions:
             if isinstance(sub, argparse._SubParsersAction):
                 assert {a.dest: bool(a.help) for a in sub._choices_actions} == dict.fromkeys(names, True)
