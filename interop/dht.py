@@ -23,10 +23,8 @@ stderr is kept (the last 256 KiB, ``peer.log``) and the tail is attached to ever
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,20 +33,8 @@ from typing import Any, Literal, TypeVar
 
 import trio
 
-from interop.peers import (
-    INTEROP_DIR,
-    MAX_LINE,
-    REPO_DIR,
-    STDERR_TAIL,
-    PeerError,
-    _drain_stderr,
-    _LineSplitter,
-    _repo_python,
-    _stop_process,
-    _Tail,
-    parse_line,
-)
-from mycel.core.errors import reraise_unwrapped
+from interop.command_peer import CommandFailedMixin, CommandProcess, open_peer_program, ready_fields
+from interop.peers import INTEROP_DIR, PeerError, _repo_python
 from mycel.core.multibase import b32encode, b58encode
 
 log = logging.getLogger("mycel.interop.dht")
@@ -115,16 +101,8 @@ class DHTPeerError(PeerError):
     """A DHT peer failed, broke the contract, or was too slow; the message ends with its stderr tail."""
 
 
-class CommandFailed(DHTPeerError):
-    """The peer answered a command with ok=false; ``error`` is its reason."""
-
-    def __init__(self, message: str, error: str) -> None:
-        super().__init__(message)
-        self.error = error
-
-    @property
-    def unsupported(self) -> bool:
-        return self.error.startswith("unsupported: ")
+class CommandFailed(CommandFailedMixin, DHTPeerError):
+    """The peer answered a command with ok=false; ``error`` is its reason (``unsupported``: it cannot)."""
 
 
 class DHTTimeout(DHTPeerError):
@@ -223,94 +201,33 @@ class DHTPeer(DHTNode):
     def __init__(self, impl: DHTImpl, mode: Mode, proc: trio.Process) -> None:
         super().__init__(impl, mode)
         self.info: dict[str, Any] = {}  # the whole ready line
-        self._proc = proc
-        self._stderr = _Tail(STDERR_TAIL)
-        self._ready = trio.Event()
-        self._closed = False
-        self._next_id = 0
-        self._pending: dict[int, tuple[trio.Event, list[dict[str, Any]]]] = {}
-        self._send_lock = trio.Lock()
         self._contract_errors: list[str] = []
+        self.process = CommandProcess(proc, self._on_ready, self._on_event, lambda: None, self._contract_errors)
 
     @property
     def log(self) -> str:
-        return self._stderr.text()
+        return self.process.log
 
     @property
     def returncode(self) -> int | None:
-        return self._proc.returncode
+        return self.process.returncode
 
     def contract_errors(self) -> list[str]:
         return list(self._contract_errors)
 
-    async def _read_stdout(self, stdout: trio.abc.ReceiveStream) -> None:
-        splitter = _LineSplitter(MAX_LINE)
-        try:
-            async for chunk in stdout:
-                for line in splitter.feed(chunk):
-                    self._handle_line(line)
-        except PeerError as exc:
-            self._contract_errors.append(str(exc))
-        finally:
-            self._closed = True
-            self._ready.set()
-            for event, _ in self._pending.values():
-                event.set()
+    def _on_ready(self, obj: dict[str, Any]) -> None:
+        self.info = obj
+        self.peer_id, self.addrs, self.protocols = ready_fields(obj)
 
-    def _handle_line(self, line: bytes) -> None:
-        obj = parse_line(line)
-        if obj is None:
-            if line.strip():
-                log.debug("%s: non-JSON stdout line %r", self.label, line[:200])
-            return
-        if "reply" in obj:
-            waiter = self._pending.get(obj["reply"]) if isinstance(obj["reply"], int) else None
-            if waiter is None:
-                self._contract_errors.append(f"reply to no pending command: {line[:200]!r}")
-                return
-            waiter[1].append(obj)
-            waiter[0].set()
-        elif "unsupported" in obj:
-            self._contract_errors.append(f"unsupported: {obj['unsupported']}")
-            self._ready.set()
-        elif "peer_id" in obj and not self._ready.is_set():
-            self.info = obj
-            self.peer_id = str(obj["peer_id"])
-            self.addrs = [str(a) for a in obj.get("addrs", [])]
-            self.protocols = [str(p) for p in obj.get("protocols", [])]
-            self._ready.set()
+    def _on_event(self, obj: dict[str, Any], line: bytes) -> None:
+        self._contract_errors.append(f"a DHT peer prints no events: {line[:200]!r}")
 
     async def request(self, cmd: str, timeout: float = COMMAND_TIMEOUT, **fields: Any) -> dict[str, Any]:
         """Send one command; return its reply. CommandFailed on ok=false, DHTTimeout after ``timeout``."""
-        if self._closed:
-            raise self.error(f"{cmd}: the peer has exited (returncode {self.returncode})")
-        self._next_id += 1
-        cid = self._next_id
-        event = trio.Event()
-        box: list[dict[str, Any]] = []
-        self._pending[cid] = (event, box)
-        try:
-            line = json.dumps({"id": cid, "cmd": cmd, **fields}, separators=(",", ":")) + "\n"
-            stdin = self._proc.stdin
-            assert stdin is not None
-            try:
-                async with self._send_lock:
-                    await stdin.send_all(line.encode())
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise self.error(f"{cmd}: cannot write to the peer's stdin ({exc})") from exc
-            with trio.move_on_after(timeout):
-                await event.wait()
-            if not box:
-                if self._closed:
-                    raise self.error(f"{cmd}: the peer exited before replying (returncode {self.returncode})")
-                raise self.error(f"{cmd} {fields}: no reply after {timeout:g}s", DHTTimeout)
-        finally:
-            del self._pending[cid]
-        reply = box[0]
-        if reply.get("ok") is not True:
-            error = str(reply.get("error", "no error given"))
-            raise CommandFailed(str(self.error(f"{cmd} {fields} failed: {error}")), error)
-        return reply
+        return await self.process.request(cmd, fields, timeout, self._request_error, CommandFailed)
+
+    def _request_error(self, message: str, timed_out: bool) -> PeerError:
+        return self.error(message, DHTTimeout if timed_out else DHTPeerError)
 
     async def connect(self, addr: str) -> None:
         await self.request("connect", addr=addr)
@@ -358,37 +275,8 @@ async def open_dht_peer(
         raise DHTPeerError(f"{spec.key}: {missing}")
     cmd = spec.command(mode)
     log.info("starting %s %s DHT peer: %s", spec.key, mode, " ".join(cmd))
-    proc = await trio.lowlevel.open_process(
-        cmd,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group: a stuck peer is killed with its children (p2pd)
-        cwd=str(REPO_DIR),
-    )
-    peer = DHTPeer(spec, mode, proc)
-    try:
-        try:
-            async with trio.open_nursery() as nursery:
-                assert proc.stdout is not None and proc.stderr is not None
-                nursery.start_soon(peer._read_stdout, proc.stdout)
-                nursery.start_soon(_drain_stderr, proc.stderr, peer._stderr)
-                with trio.move_on_after(ready_timeout):
-                    await peer._ready.wait()
-                if not peer._ready.is_set():
-                    raise peer.error(f"not ready after {ready_timeout:g}s")
-                if not peer.peer_id or not peer.addrs:
-                    raise peer.error(f"exited or gave no address: {peer.contract_errors()}")
-                log.info("%s %s ready on %s serving %s", peer.label, peer.peer_id, peer.addrs, peer.protocols)
-                try:
-                    yield peer
-                finally:
-                    await _stop_process(proc)
-                    nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            reraise_unwrapped(group)
-    finally:
-        await _stop_process(proc)  # a no-op when already stopped
+    async with open_peer_program(cmd, lambda proc: DHTPeer(spec, mode, proc), ready_timeout) as peer:
+        yield peer
 
 
 async def until(

@@ -16,8 +16,8 @@ Then, for every ordered pair (asker A, other B) of go, js and py, at once:
 * ``find_client``: three DHT clients, goC, jsC and pyC, each dialed one server of another implementation
   (goC -> js1, jsC -> py1, pyC -> go1); A's client finds B's client, which only the servers know.
 
-and for each implementation, ``closest``: A1's closest peers to a random key are every other server and
-no client.
+and for each implementation, ``closest``: A1's closest peers to a random key include every other server
+(clients among them are noted: quirk 6, asserted by ``test_py_admits_clients_that_query_it``).
 
 Known failures are asserted as the documented findings (``FINDINGS``; README "DHT quirks"); nothing is
 skipped, and a missing peer fails every cell. The network runs once per module; each test checks its cell.
@@ -54,6 +54,7 @@ RING: list[str] = ["go1", "js1", "py1", "go2", "js2", "py2"]  # each dials the n
 CLIENTS: dict[str, str] = {"goC": "js1", "jsC": "py1", "pyC": "go1"}  # client -> the one server it dials
 LOOKUP_TIMEOUT = 25.0  # per cell: retries of a lookup that misses while tables settle
 TABLE_TIMEOUT = 15.0
+CRASH_ATTEMPTS = 8
 
 # (op, A, B) -> the substring of the error that documents the failure (README, "DHT quirks")
 UTF8 = "py-libp2p's put_value/get_value take a str key sent as UTF-8"
@@ -62,9 +63,6 @@ FINDINGS: dict[tuple[str, str, str], str] = {
     ("pk", "py", "js"): UTF8,
     ("pk", "go", "py"): UTF8,  # nor ask for it
     ("pk", "js", "py"): UTF8,
-    # py admits a peer that opens a kad stream to it without checking it serves kad: clients that query
-    # it (goC, jsC) enter its table and its lookups' results (README "DHT quirks" 6)
-    ("closest", "py", ""): "clients among the closest",
 }
 
 
@@ -160,11 +158,12 @@ async def _closest(a: str, nodes: dict[str, DHTPeer]) -> Result:
         got = await until(
             f"{asker.label} closest", lambda: asker.closest(key), lambda got: servers <= set(got), LOOKUP_TIMEOUT
         )
-        assert not clients & set(got), f"clients among the closest: {sorted(names[p] for p in clients & set(got))}"
     except (DHTPeerError, AssertionError) as exc:
         error = exc.error if isinstance(exc, CommandFailed) else str(exc)
         return Result(False, error, trio.current_time() - started, {})
-    return Result(True, "", trio.current_time() - started, {"closest": sorted(names.get(p, p) for p in got)})
+    # clients among them: py nearly always (quirk 6), go now and then; a note, not a cell's verdict
+    info = {"closest": sorted(names.get(p, p) for p in got), "clients": sorted(names[p] for p in clients & set(got))}
+    return Result(True, "", trio.current_time() - started, info)
 
 
 async def run_network() -> tuple[dict[str, Result], dict[str, Any]]:
@@ -242,23 +241,47 @@ def test_servers_serve_kad_and_clients_do_not(dht_network: tuple[dict[str, Resul
 
 async def test_go_put_after_provide_to_py_crashes_p2pd() -> None:
     """Finding (README "DHT quirks" 1): py-libp2p answers ADD_PROVIDER (go and js send it one-way); go
-    reuses its stream to a peer, so its next request there reads that stale answer as its own reply. A
+    reuses its stream to a peer, so its next request there can read that stale answer as its own reply. A
     PUT_VALUE then gets a reply without a record, and go-libp2p-kad-dht v0.25.1 dereferences it: p2pd
-    dies. The same sequence with a js neighbour instead of py passes."""
+    dies. It depends on timing (the echo must be read by the put), so provide-then-put is repeated up to
+    ``CRASH_ATTEMPTS`` times. The same sequence with a js neighbour instead of py never fails."""
     cases: list[tuple[ImplKey, bool]] = [("py", True), ("js", False)]
     for other, crashes in cases:
         async with open_dht_peer("go", "server") as go, open_dht_peer(other, "server") as peer:
             await go.connect(peer.addrs[0])
             await peer.wait_routing_table([go.peer_id], TABLE_TIMEOUT)
-            await go.provide(random_cid(0))
-            key, value = await go.pk_record()
-            if not crashes:
-                await go.put(key, value)
-                assert await until("get", lambda: peer.get(key), lambda got: got == value, LOOKUP_TIMEOUT)
-                continue
-            with pytest.raises(CommandFailed, match="daemon closed the control connection") as failed:
-                await go.put(key, value)
-            assert "protocol_messenger.go:85" in go.log and "nil pointer dereference" in go.log, failed.value
+            crashed_at = None
+            for attempt in range(CRASH_ATTEMPTS):
+                key, value = await go.pk_record()
+                try:  # the crash surfaces in the put, or in the next request when the put's goroutine dies
+                    await go.provide(random_cid(0))
+                    await go.put(key, value)
+                except CommandFailed as exc:
+                    assert crashes, f"go with a {other} neighbour failed: {exc}"
+                    crashed_at = attempt
+                    break
+                if not crashes:
+                    assert await until("get", lambda: peer.get(key), lambda got: got == value, LOOKUP_TIMEOUT)
+            if crashes:
+                assert crashed_at is not None, f"p2pd survived {CRASH_ATTEMPTS} provide-then-put rounds with py"
+                assert "protocol_messenger.go:85" in go.log and "nil pointer dereference" in go.log, go.log[-3000:]
+
+
+async def test_py_admits_clients_that_query_it() -> None:
+    """Finding (README "DHT quirks" 6): a go or js *client* that sends a py server one query is in py's
+    routing table afterwards (py skips its server check for any peer that opens a kad stream)."""
+    clients: list[ImplKey] = ["go", "js"]
+    for impl in clients:
+        async with open_dht_peer("py", "server") as py, open_dht_peer(impl, "client") as client:
+            assert client.protocols == []
+            await client.connect(py.addrs[0])
+
+            async def query_then_table(client: DHTPeer = client, py: DHTPeer = py) -> list[str]:
+                await client.closest(os.urandom(32))  # one kad request to py at least
+                return await py.routing_table() or []
+
+            table = await until("py's table", query_then_table, lambda t: client.peer_id in t, LOOKUP_TIMEOUT)
+            assert client.peer_id in table
 
 
 if __name__ == "__main__":  # a table, for the README
