@@ -9,7 +9,9 @@ The 200-host version and churn come with the simulator work; this is the driver'
 from __future__ import annotations
 
 import contextlib
+import pathlib
 import random
+import time
 from collections.abc import AsyncIterator
 
 import trio
@@ -143,7 +145,7 @@ async def test_hostile_requests_close_only_their_stream(autojump_clock: trio.tes
         await send_message(stream, request.SerializeToString())
         await stream.aclose()
         await trio.sleep(1)  # let the server handle it: virtual time
-        assert dht._providers.get(key, trio.current_time()) == []
+        assert dht._providers.get(key, time.time()) == []
         # and the server still answers everyone
         assert await hosts[3].service(KadDHT).closest_peers(b"x")
 
@@ -198,11 +200,11 @@ async def test_get_corrects_close_peers_that_lost_the_value(autojump_clock: trio
         key = b"/pk/" + writer.peer_id.to_bytes()
         value = writer.identity.private_key.public_key.to_protobuf()
         await writer.service(KadDHT).put(key, value)
-        holders = [h for h in hosts if h.service(KadDHT)._get_record(key) is not None and h not in (writer, reader)]
+        holders = [h for h in hosts if await h.service(KadDHT)._get_record(key) is not None and h not in (writer, reader)]
         forgetful = holders[0]
-        forgetful.service(KadDHT)._records.pop(key)  # as if it restarted without its store
+        assert forgetful.service(KadDHT)._records.delete(key)  # as if it restarted without its store
         assert await reader.service(KadDHT).get(key, quorum=len(holders) + 5) == value
-        assert forgetful.service(KadDHT)._get_record(key) is not None
+        assert await forgetful.service(KadDHT)._get_record(key) is not None
 
 
 async def test_bootstrap_peers_fill_the_table(autojump_clock: trio.testing.MockClock) -> None:
@@ -227,3 +229,25 @@ async def test_bootstrap_peers_fill_the_table(autojump_clock: trio.testing.MockC
         assert await dht.bootstrap() == 1  # again, explicitly (run() started one too)
         assert len(dht.routing_table) >= 5
         assert await dht.find_peer(hosts[-1].peer_id)
+
+
+async def test_a_server_keeps_its_records_across_restarts_in_sqlite(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "dht.sqlite"
+    network = MemoryNetwork()
+    key = b"/pk/" + Identity.from_seed(b"\x05" * 32).peer_id.to_bytes()
+    value = Identity.from_seed(b"\x05" * 32).private_key.public_key.to_protobuf()
+    for round_ in range(2):
+        configs = [
+            memory_config(network, security=[Plaintext()], muxers=[Yamux()], services=[Identify(), KadDHT(datastore=path)]),
+            memory_config(network, security=[Plaintext()], muxers=[Yamux()], services=[Identify(), KadDHT()]),
+        ]
+        async with open_host(configs[0]) as server, open_host(configs[1]) as client:
+            await client.connect(server.peer_id, server.listen_addrs)
+            dht = client.service(KadDHT)
+            with trio.fail_after(10):
+                while not len(dht.routing_table):  # identify + check-before-add: woken as the table grows
+                    await dht._grew.wait()
+            if round_ == 0:
+                assert await dht.put(key, value) == 1
+            else:
+                assert await dht.get(key) == value  # the new server process read it from the file

@@ -17,11 +17,11 @@ import logging
 import math
 import os
 import random
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import trio
 from multiaddr import Multiaddr
@@ -36,8 +36,17 @@ from mycel.network.peerstore import ADDRESS_TTL, AddrSource
 from mycel.protocols.kad import dht_pb2
 from mycel.protocols.kad.distance import kad_key, peer_key
 from mycel.protocols.kad.lookup import ClosestPeersLookup
-from mycel.protocols.kad.providers import ProviderStore, accept_add_provider
+from mycel.protocols.kad.providers import ProviderStorage, ProviderStore, accept_add_provider
 from mycel.protocols.kad.records import DhtRecord, InvalidRecord, NamespacedValidator, default_validator
+from mycel.protocols.kad.store import (
+    MemoryRecordStore,
+    RecordStore,
+    SqliteProviderStore,
+    SqliteRecordStore,
+    StaleRecord,
+    get_validated,
+    put_validated,
+)
 from mycel.protocols.kad.routing import Added, CheckNew, DiversityFilter, PingRequest, RoutingTable
 from mycel.routing import ProviderRecord
 from mycel.service import Service, ServiceHost, StreamHandler, not_running
@@ -47,12 +56,11 @@ log = logging.getLogger("mycel.protocols.kad")
 PROTOCOL = "/ipfs/kad/1.0.0"
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # go's and py's inbound cap on every kad message
 MAX_REQUESTS_PER_STREAM = 1024  # an inbound stream serving more is closed (a new one may follow)
-MAX_RECORDS = 50_000  # values held; beyond, the oldest is dropped
-RECORD_TTL = 48 * 3600.0  # go's MaxRecordAge
 MAX_PEER_RECORD = 8 * 1024  # a closerPeers/providerPeers entry above this is dropped (go's peer record bound)
 MAX_CHECKS = 32  # check-before-add FIND_NODEs in flight; beyond, offers wait for the next identify
 
 Mode = Literal["server", "client"]
+T = TypeVar("T")
 Message = dht_pb2.Message
 
 
@@ -86,6 +94,7 @@ class KadDHT(Service):
         validator: NamespacedValidator | None = None,
         seed: int | None = None,
         bootstrap: Iterable[str] = (),
+        datastore: str | os.PathLike[str] | None = None,
     ) -> None:
         if mode not in ("server", "client"):
             raise ValueError(f"mode is 'server' or 'client', not {mode!r}")
@@ -102,9 +111,10 @@ class KadDHT(Service):
         self._host: ServiceHost | None = None
         self._table: RoutingTable | None = None
         self._rng = random.Random(seed)
-        self._records: OrderedDict[bytes, DhtRecord] = OrderedDict()
-        self._record_times: dict[bytes, float] = {}
-        self._providers = ProviderStore()
+        self.datastore = datastore
+        """A SQLite file keeping records and providers across restarts (None: in memory)."""
+        self._records: RecordStore = MemoryRecordStore()
+        self._providers: ProviderStorage = ProviderStore()
         self._checking: set[PeerId] = set()
         self._grew = trio.Event()  # set (and replaced) whenever a peer enters the routing table
         self.stats: dict[str, int] = dict.fromkeys(
@@ -121,6 +131,10 @@ class KadDHT(Service):
     async def run(self, host: ServiceHost, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Create the routing table and keep it fresh (bucket refreshes and the self-lookup on its timers)."""
         self._host = host
+        if self.datastore is not None:
+            path = self.datastore
+            self._records = await trio.to_thread.run_sync(lambda: SqliteRecordStore(path))
+            self._providers = await trio.to_thread.run_sync(lambda: SqliteProviderStore(path))
         if self.seed is None:
             self._rng.seed(int.from_bytes(os.urandom(8), "big"))
         # public IPs are capped per group (go's filter); peers seen only on private/loopback addresses or
@@ -180,6 +194,8 @@ class KadDHT(Service):
     def _act(self, host: ServiceHost, result: object) -> None:
         if isinstance(result, Added) and self._table is not None:
             host.emit(RoutingTablePeerAdded(result.peer, len(self._table)))
+            self._grew.set()
+            self._grew = trio.Event()
         if isinstance(result, CheckNew | PingRequest):
             target = result.peer
             if target not in self._checking and len(self._checking) < MAX_CHECKS:
@@ -201,6 +217,8 @@ class KadDHT(Service):
             promoted = table.check_result(peer, answered, now).promoted
             if promoted is not None:
                 host.emit(RoutingTablePeerAdded(promoted, len(table)))
+                self._grew.set()
+                self._grew = trio.Event()
 
     async def _refresh(self) -> None:
         host, table = self._running()
@@ -234,7 +252,7 @@ class KadDHT(Service):
                 log.info("undecodable kad request from %s", sender)
                 return
             try:
-                response = self._answer(host, sender, request)
+                response = await self._answer(host, sender, request)
             except (InvalidRecord, DecodeError, MycelError) as exc:
                 self.stats["bad_requests"] += 1
                 log.info("kad request %s from %s refused: %s", request.type, sender, exc)
@@ -243,7 +261,7 @@ class KadDHT(Service):
             if response is not None:
                 await send_message(stream, response.SerializeToString())
 
-    def _answer(self, host: ServiceHost, sender: PeerId, request: dht_pb2.Message) -> dht_pb2.Message | None:
+    async def _answer(self, host: ServiceHost, sender: PeerId, request: dht_pb2.Message) -> dht_pb2.Message | None:
         t = request.type
         if t == Message.PING:
             return Message(type=Message.PING)
@@ -251,23 +269,24 @@ class KadDHT(Service):
             return self._closer(host, Message(type=t, key=request.key), request.key, sender)
         if t == Message.GET_VALUE:
             response = self._closer(host, Message(type=t, key=request.key), request.key, sender)
-            record = self._get_record(request.key)
+            record = await self._get_record(request.key)
             if record is not None:
                 response.record.CopyFrom(record.to_pb())
             return response
         if t == Message.PUT_VALUE:
             if not request.HasField("record") or request.record.key != request.key:
                 raise InvalidRecord("PUT_VALUE whose record key is not the message key")
-            self._store(DhtRecord.from_pb(request.record))
+            await self._store(DhtRecord.from_pb(request.record))
             return request  # the spec: echo the request
         if t == Message.GET_PROVIDERS:
             response = self._closer(host, Message(type=t, key=request.key), request.key, sender)
-            for rec in self._providers.get(request.key, trio.current_time(), limit=self.k):
+            found = await self._blocking(self._providers.get, request.key, time.time(), self.k)
+            for rec in found:
                 response.providerPeers.add(id=rec.provider.to_bytes(), addrs=list(rec.addrs))
             return response
         if t == Message.ADD_PROVIDER:
             for entry in accept_add_provider(sender, request):
-                update = self._providers.add(request.key, entry.peer, entry.addrs, trio.current_time())
+                update = await self._blocking(self._providers.add, request.key, entry.peer, entry.addrs, time.time())
                 _remember(host, update.peer, update.addrs, update.ttl)
             return None  # go does not answer ADD_PROVIDER
         raise DecodeError(f"unknown kad message type {t}")
@@ -285,29 +304,20 @@ class KadDHT(Service):
                 break
         return response
 
-    def _store(self, record: DhtRecord) -> None:
-        self.validator.validate(record.key, record.value, datetime.now(timezone.utc))
-        held = self._get_record(record.key)
-        if held is not None and held.value != record.value:
-            if self.validator.select(record.key, [record.value, held.value]) != 0:
-                return  # ours is better: keep it
-        stored = DhtRecord.received(record.key, record.value, datetime.now(timezone.utc))
-        self._records.pop(record.key, None)
-        self._records[record.key] = stored
-        self._record_times[record.key] = trio.current_time()
-        while len(self._records) > MAX_RECORDS:
-            old, _ = self._records.popitem(last=False)
-            self._record_times.pop(old, None)
+    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call a store: inline when in memory, in a worker thread when it is the SQLite one."""
+        if self.datastore is None:
+            return fn(*args)
+        return await trio.to_thread.run_sync(fn, *args)
 
-    def _get_record(self, key: bytes) -> DhtRecord | None:
-        record = self._records.get(key)
-        if record is None:
-            return None
-        if trio.current_time() - self._record_times.get(key, -math.inf) > RECORD_TTL:
-            del self._records[key]
-            self._record_times.pop(key, None)
-            return None
-        return record
+    async def _store(self, record: DhtRecord) -> None:
+        try:
+            await self._blocking(put_validated, self._records, self.validator, record.key, record.value, _utcnow())
+        except StaleRecord:
+            pass  # ours is better: kept (the PUT is still answered, as go does)
+
+    async def _get_record(self, key: bytes) -> DhtRecord | None:
+        return await self._blocking(get_validated, self._records, self.validator, key, _utcnow())
 
     # --- client ----------------------------------------------------------------------------------------
 
@@ -461,7 +471,7 @@ class KadDHT(Service):
         self.validator.validate(key, value, now)
         record = DhtRecord.received(key, value, now)
         if self.mode == "server":
-            self._store(record)
+            await self._store(record)
         peers = await self.closest_peers(key)
         request = Message(type=Message.PUT_VALUE, key=key, record=record.to_pb())
         stored = 0
@@ -484,7 +494,7 @@ class KadDHT(Service):
         now = datetime.now(timezone.utc)
         values: list[bytes] = []
         answered: dict[PeerId, bytes | None] = {}
-        local = self._get_record(key)
+        local = await self._get_record(key)
         if local is not None:
             values.append(local.value)
 
@@ -521,7 +531,8 @@ class KadDHT(Service):
         """Announce to the k closest peers that we provide ``key`` (a CID's multihash bytes)."""
         host, _ = self._running()
         if self.mode == "server":
-            self._providers.add(key, host.peer_id, [a.to_bytes() for a in host.advertised_addrs], trio.current_time())
+            own = [a.to_bytes() for a in host.advertised_addrs]
+            await self._blocking(self._providers.add, key, host.peer_id, own, time.time())
         peers = await self.closest_peers(key)
         request = Message(type=Message.ADD_PROVIDER, key=key)
         request.providerPeers.add(id=host.peer_id.to_bytes(), addrs=[a.to_bytes() for a in host.advertised_addrs])
@@ -537,7 +548,7 @@ class KadDHT(Service):
         host, _ = self._running()
         seen: set[PeerId] = set()
         found: list[ProviderRecord] = []
-        for rec in self._providers.get(key, trio.current_time(), limit=limit):
+        for rec in await self._blocking(self._providers.get, key, time.time(), limit):
             seen.add(rec.provider)
             found.append(ProviderRecord(rec.provider, tuple(Multiaddr(a) for a in rec.addrs)))
         for item in found:
@@ -573,6 +584,10 @@ class KadDHT(Service):
             async with receive:
                 async for record in receive:
                     yield record
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def _remember(host: ServiceHost, peer: PeerId, raw_addrs: Iterable[bytes], ttl: float) -> None:
