@@ -18,6 +18,8 @@ from interop.p2pd.client import (
     DaemonError,
     accept_daemon_stream,
     check_ok,
+    dht_request,
+    decode_dht_response,
     decode_ps_message,
     decode_response,
     decode_stream_info,
@@ -312,4 +314,78 @@ async def test_pubsub_requests_and_a_subscription_stream(sockdir: str) -> None:
         assert await sub.receive() is None  # the daemon closed the subscription
         await sub.aclose()
         assert daemon.requests[0].pubsub.topic == "t"
+        nursery.cancel_scope.cancel()
+
+
+# --- DHT (p2pd -dht*) ---------------------------------------------------------------------------------
+
+
+@given(st.binary(max_size=256))
+@settings(max_examples=300, deadline=None)
+def test_fuzz_decode_dht_response_raises_only_decode_error(data: bytes) -> None:
+    try:
+        decode_dht_response(data)
+    except DecodeError:
+        pass
+
+
+def test_dht_request_sets_only_the_fields_given() -> None:
+    req = dht_request(pb.DHTRequest.PUT_VALUE, key=b"/pk/\x12\x20", value=b"v", timeout=30)
+    assert req.type == pb.Request.DHT
+    fields = {f.name for f, _ in req.dht.ListFields()}
+    assert fields == {"type", "key", "value", "timeout"}
+    assert pb.Request.FromString(req.SerializeToString()).dht.key == b"/pk/\x12\x20"
+
+
+async def test_dht_plain_and_streaming_requests(sockdir: str) -> None:
+    cid = b"\x12\x20" + bytes(32)
+
+    def dht_value(**fields: object) -> bytes:
+        return length_prefixed(pb.DHTResponse(type=pb.DHTResponse.VALUE, **fields).SerializeToString())  # type: ignore[arg-type]
+
+    end = length_prefixed(pb.DHTResponse(type=pb.DHTResponse.END).SerializeToString())
+    begin = pb.Response(type=pb.Response.OK, dht=pb.DHTResponse(type=pb.DHTResponse.BEGIN))
+
+    async def handler(sock: trio.SocketStream, req: pb.Request) -> None:
+        assert req.type == pb.Request.DHT
+        dht = req.dht
+        if dht.type == pb.DHTRequest.FIND_PEER:
+            found = pb.DHTResponse(type=pb.DHTResponse.VALUE, peer=pb.PeerInfo(id=PEER, addrs=[ADDR]))
+            await _send(sock, pb.Response(type=pb.Response.OK, dht=found))
+        elif dht.type == pb.DHTRequest.GET_VALUE and dht.key == b"missing":
+            await _send(sock, pb.Response(type=pb.Response.ERROR, error=pb.ErrorResponse(msg="routing: not found")))
+        elif dht.type == pb.DHTRequest.GET_VALUE:
+            await _send(sock, pb.Response(type=pb.Response.OK, dht=pb.DHTResponse(type=pb.DHTResponse.VALUE, value=b"v")))
+        elif dht.type in (pb.DHTRequest.PUT_VALUE, pb.DHTRequest.PROVIDE):
+            await _send(sock, pb.Response(type=pb.Response.OK))
+        elif dht.type == pb.DHTRequest.FIND_PROVIDERS:
+            assert (dht.cid, dht.count) == (cid, 1)
+            # BEGIN and the first VALUE in one write, the END split across two
+            await _send(sock, begin, extra=dht_value(peer=pb.PeerInfo(id=PEER, addrs=[ADDR])))
+            await sock.send_all(end[:1])
+            await trio.testing.wait_all_tasks_blocked()
+            await sock.send_all(end[1:])
+        elif dht.type == pb.DHTRequest.GET_CLOSEST_PEERS:
+            await _send(sock, begin, extra=dht_value(value=PEER) + dht_value(value=PEER[::-1]) + end)
+        elif dht.type == pb.DHTRequest.SEARCH_VALUE:
+            await _send(sock, begin, extra=dht_value(value=b"v1"))  # then EOF without END
+
+    daemon = FakeDaemon(os.path.join(sockdir, "d.sock"), handler)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.serve)
+        client = ControlClient(daemon.path)
+        found = await client.dht_find_peer(PEER, timeout=5)
+        assert (found.peer_id, found.addrs) == (PEER, (ADDR,))
+        assert await client.dht_get_value(b"k") == b"v"
+        with pytest.raises(DaemonError, match="not found"):
+            await client.dht_get_value(b"missing")
+        await client.dht_put_value(b"k", b"v")
+        await client.dht_provide(cid)
+        providers = await client.dht_find_providers(cid, 1)
+        assert [p.peer_id for p in providers] == [PEER]
+        assert await client.dht_get_closest_peers(b"k") == [PEER, PEER[::-1]]
+        with pytest.raises(DecodeError, match="mid-message"):
+            await client.dht_search_value(b"k")
+        timeouts = [r.dht.timeout for r in daemon.requests if r.dht.HasField("timeout")]
+        assert timeouts == [5]  # only where asked for
         nursery.cancel_scope.cancel()
