@@ -22,7 +22,7 @@ from mycel.cli.dht import content_key, key_text, record_key
 from mycel.cli.main import CliError
 from mycel.core.identity import Identity
 from mycel.core.multibase import b32encode, b58encode
-from tests.integration.test_cli import MYCEL, Lines, home, one_line_error  # noqa: F401 - home: autouse, a fresh HOME
+from tests.integration.test_cli import MYCEL, Lines, home, one_line_error, run  # noqa: F401 - home: autouse, a fresh HOME
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 10  # seconds: a bound on waiting for one process to say something, not a sleep
@@ -42,11 +42,6 @@ async def running(*args: str) -> AsyncIterator[tuple[Lines, Lines]]:
         proc.kill()
         with trio.CancelScope(shield=True):
             await proc.wait()
-
-
-async def run(*args: str) -> subprocess.CompletedProcess[bytes]:
-    with trio.fail_after(WAIT):
-        return await trio.run_process([*MYCEL, *args], capture_stdout=True, capture_stderr=True, check=False)
 
 
 async def ok(*args: str) -> list[str]:
