@@ -12,9 +12,10 @@
         assert go.peer_id in await js.find_providers(cid, 1)
         addrs = await js.find_peer(go.peer_id)
 
-``DHTNode`` is the interface; ``DHTPeer`` runs a peer program (mycel's KadDHT will plug in behind the same
-interface). ``until`` repeats a lookup until it succeeds or a deadline passes: a routing table is state
-inside a remote process with no event for it, so the first lookups after the network forms may miss.
+``DHTNode`` is the interface; ``DHTPeer`` runs a peer program, ``MycelDHTNode`` (``open_mycel_dht_node``)
+is mycel's KadDHT in this process behind the same interface. ``until`` repeats a lookup until it succeeds
+or a deadline passes: a routing table is state inside a remote process with no event for it, so the first
+lookups after the network forms may miss.
 
 Each peer is a subprocess in its own process group, stopped by PID on exit (stdin EOF, then SIGTERM, then
 SIGKILL to its group, which also takes p2pd down with go_dht.py), whether the body failed or not. Its
@@ -35,11 +36,24 @@ import trio
 
 from interop.command_peer import CommandFailedMixin, CommandProcess, open_peer_program, ready_fields
 from interop.peers import INTEROP_DIR, PeerError, _repo_python
+from interop.mycel_side import mycel_config
+from interop.peers import Stack
+from mycel.cli.dht import content_key
+from mycel.cli.main import CliError
+from mycel.core.errors import MycelError
+from mycel.core.keys import RsaPrivateKey
 from mycel.core.multibase import b32encode, b58encode
+from mycel.core.peer_id import PeerId
+from mycel.host import Host, open_host
+from mycel.protocols.identify import Identify
+from mycel.protocols.kad import KadDHT
+from mycel.protocols.ping import Ping
+from mycel.service import Service
 
 log = logging.getLogger("mycel.interop.dht")
 
 ImplKey = Literal["go", "js", "py"]
+NodeKey = Literal["go", "js", "py", "mycel"]  # the peer programs' and mycel in-process
 Mode = Literal["server", "client"]
 IMPL_KEYS: tuple[ImplKey, ...] = ("go", "js", "py")
 
@@ -56,7 +70,7 @@ T = TypeVar("T")
 class DHTImpl:
     """One implementation's DHT peer program and what it can do."""
 
-    key: ImplKey
+    key: NodeKey
     name: str
     program: tuple[str, ...]
     reports_routing_table: bool  # can it list its routing table (the `routing_table` command)?
@@ -279,6 +293,105 @@ async def open_dht_peer(
         yield peer
 
 
+MYCEL_DHT = DHTImpl(
+    key="mycel", name="mycel KadDHT (in-process)", program=(), reports_routing_table=True, binary_keys=True
+)
+MYCEL_QUERY_TIMEOUT = 30.0  # as the peer programs bound each network query
+RSA_BITS = 2048
+
+
+class MycelDHTNode(DHTNode):
+    """mycel's ``KadDHT`` on a host in this process (TCP 127.0.0.1, Noise, yamux, Identify, Ping), driven
+    by method calls with the contract's meaning: a miss or a refusal is ``CommandFailed``, a query that
+    takes over 30 s ``DHTTimeout``."""
+
+    def __init__(self, host: Host, dht: KadDHT, mode: Mode) -> None:
+        super().__init__(MYCEL_DHT, mode)
+        self.host = host
+        self.dht = dht
+        self.peer_id = str(host.peer_id)
+        self.addrs = [str(a) for a in host.addrs]
+        self.protocols = sorted(dht.handlers())
+
+    def _failed(self, message: str) -> CommandFailed:
+        return CommandFailed(str(self.error(message)), message)
+
+    @asynccontextmanager
+    async def _query(self, what: str) -> AsyncIterator[None]:
+        try:
+            with trio.fail_after(MYCEL_QUERY_TIMEOUT):
+                yield
+        except trio.TooSlowError:
+            raise self.error(f"{what}: no answer within {MYCEL_QUERY_TIMEOUT:g}s", DHTTimeout) from None
+        except (MycelError, OSError) as exc:
+            raise self._failed(f"{what}: {exc!r}") from exc
+
+    async def connect(self, addr: str) -> None:
+        async with self._query("connect"):
+            await self.host.connect(addr)
+
+    async def pk_record(self) -> tuple[bytes, bytes]:
+        private = await trio.to_thread.run_sync(RsaPrivateKey.generate, RSA_BITS)
+        public = private.public_key
+        return b"/pk/" + PeerId.from_public_key(public).to_bytes(), public.to_protobuf()
+
+    async def put(self, key: bytes, value: bytes) -> dict[str, Any]:
+        async with self._query("put"):
+            return {"stored": await self.dht.put(key, value)}
+
+    async def get(self, key: bytes) -> bytes:
+        async with self._query("get"):
+            value = await self.dht.get(key)
+        if value is None:
+            raise self._failed(f"get {key.hex()}: not found")
+        return value
+
+    async def provide(self, cid: str) -> None:
+        async with self._query("provide"):
+            await self.dht.provide(_cid_multihash(cid))
+
+    async def find_providers(self, cid: str, count: int = 20) -> list[str]:
+        found: list[str] = []
+        async with self._query("find_providers"):
+            async for record in self.dht.find_providers(_cid_multihash(cid), limit=count):
+                found.append(str(record.peer))
+        if not found:
+            raise self._failed(f"find_providers {cid}: none found")
+        return found
+
+    async def find_peer(self, peer_id: str) -> list[str]:
+        async with self._query("find_peer"):
+            addrs = await self.dht.find_peer(PeerId.from_string(peer_id))
+        if not addrs:
+            raise self._failed(f"find_peer {peer_id}: not found")
+        return sorted({transport_addr(str(a)) for a in addrs})
+
+    async def closest(self, key: bytes) -> list[str]:
+        async with self._query("closest"):
+            return [str(p) for p in await self.dht.closest_peers(key)]
+
+    async def routing_table(self) -> list[str] | None:
+        return [str(p) for p in self.dht.routing_table.peers()]
+
+
+def _cid_multihash(cid: str) -> bytes:
+    """The multihash of a CIDv0 (``Qm...``) or multibase CIDv1 string: the DHT key of its providers."""
+    try:
+        return content_key(cid)
+    except CliError as exc:
+        raise CommandFailed(str(exc), str(exc)) from exc
+
+
+@asynccontextmanager
+async def open_mycel_dht_node(mode: Mode) -> AsyncIterator[MycelDHTNode]:
+    """A mycel host with ``KadDHT(mode=mode)`` listening on TCP 127.0.0.1 (Noise, yamux, Identify, Ping),
+    closed on exit."""
+    services: list[Service] = [Identify(), Ping(), KadDHT(mode=mode)]
+    config = mycel_config(Stack("tcp", "noise", "yamux"), services, listen=True)
+    async with open_host(config) as host:
+        yield MycelDHTNode(host, host.service(KadDHT), mode)
+
+
 async def until(
     what: str,
     attempt: Callable[[], Awaitable[T]],
@@ -314,6 +427,7 @@ async def until(
 
 
 __all__ = [
-    "IMPLS", "IMPL_KEYS", "CommandFailed", "DHTImpl", "DHTNode", "DHTPeer", "DHTPeerError", "DHTTimeout", "ImplKey",
-    "Mode", "open_dht_peer", "random_cid", "transport_addr", "until",
+    "IMPLS", "IMPL_KEYS", "MYCEL_DHT", "CommandFailed", "DHTImpl", "DHTNode", "DHTPeer", "DHTPeerError", "DHTTimeout",
+    "ImplKey", "Mode", "MycelDHTNode", "NodeKey", "open_dht_peer", "open_mycel_dht_node", "random_cid",
+    "transport_addr", "until",
 ]  # fmt: skip
