@@ -106,6 +106,23 @@ async def test_provide_and_find_providers(autojump_clock: trio.testing.MockClock
         assert [rec.peer for rec in found] == [provider.peer_id]
 
 
+async def test_breaking_out_of_find_providers(autojump_clock: trio.testing.MockClock) -> None:
+    """A caller that stops at the first provider: trio's cancel scopes stay intact (the generator once
+    yielded inside a nursery, and a `break` corrupted them) and the next search works."""
+    async with _network(N) as hosts:
+        providers = {hosts[2].peer_id, hosts[3].peer_id}
+        key = bytes.fromhex("1220") + bytes(range(1, 33))
+        for provider in hosts[2:4]:
+            await provider.service(KadDHT).provide(key)
+        dht = hosts[-3].service(KadDHT)
+        with trio.fail_after(60):
+            async for first in dht.find_providers(key):
+                break
+        assert first.peer in providers
+        with trio.fail_after(60):
+            assert {rec.peer async for rec in dht.find_providers(key, limit=2)} == providers
+
+
 async def test_cancelling_hosts_mid_lookup_exits_promptly(autojump_clock: trio.testing.MockClock) -> None:
     async with _network(8) as hosts:
         started = trio.Event()

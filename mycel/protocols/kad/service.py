@@ -574,16 +574,29 @@ class KadDHT(Service):
                 send.send_nowait(ProviderRecord(peer, tuple(host.peerstore.addrs(peer))))
             return len(seen) >= limit
 
-        async with trio.open_nursery() as nursery:
+        # the lookup runs as a task of the service, not in a nursery here: a generator that yields inside
+        # a nursery corrupts trio's cancel scope stack when its caller breaks out of the `async for`
+        cancel = trio.CancelScope()
+        failed: list[Exception] = []
 
-            async def run() -> None:
-                async with send:
+        async def run() -> None:
+            with cancel:
+                try:
                     await self._lookup(key, request=Message(type=Message.GET_PROVIDERS, key=key), on_response=collect)
+                except Exception as exc:  # the caller's error, not the service's
+                    failed.append(exc)
+                finally:
+                    send.close()
 
-            nursery.start_soon(run)
-            async with receive:
-                async for record in receive:
-                    yield record
+        host.spawn(run)
+        try:
+            async for record in receive:
+                yield record
+        finally:
+            cancel.cancel()
+            receive.close()
+        if failed:
+            raise failed[0]
 
 
 def _utcnow() -> datetime:
