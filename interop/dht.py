@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -392,6 +392,69 @@ async def open_mycel_dht_node(mode: Mode) -> AsyncIterator[MycelDHTNode]:
         yield MycelDHTNode(host, host.service(KadDHT), mode)
 
 
+@dataclass
+class CellResult:
+    """How one cell of a DHT interop table went: ``info`` holds what it saw (addresses, providers...)."""
+
+    ok: bool
+    detail: str
+    elapsed: float
+    info: dict[str, Any]
+
+
+async def run_cell(body: Callable[[dict[str, Any]], Awaitable[None]]) -> CellResult:
+    """Run one cell's ``body(info)``; a DHTPeerError or AssertionError is its failure (the peer's own
+    error text for a failed command)."""
+    started = trio.current_time()
+    info: dict[str, Any] = {}
+    try:
+        await body(info)
+    except (DHTPeerError, AssertionError) as exc:
+        error = exc.error if isinstance(exc, CommandFailed) else str(exc)
+        return CellResult(False, error, trio.current_time() - started, info)
+    return CellResult(True, "", trio.current_time() - started, info)
+
+
+def check_cell(cell: str, result: CellResult, finding: str | None) -> None:
+    """A cell's verdict: it passed, or, where ``finding`` documents a failure, it failed that way (so this
+    fails, asking for the README to be updated, once upstream changes)."""
+    if finding is None:
+        assert result.ok, f"{cell} ({result.elapsed:.1f}s): {result.detail} {result.info}"
+    else:
+        assert not result.ok, f"{cell} now passes: update FINDINGS and the README ({result.info})"
+        assert finding in result.detail, f"{cell}: failed otherwise than documented: {result.detail}"
+
+
+async def form_ring(
+    nodes: Mapping[str, DHTNode], ring: Sequence[str], clients: Mapping[str, str], timeout: float
+) -> dict[str, Any]:
+    """Connect ``ring`` (each node dials the next, the last the first) and each client to its one server,
+    then wait until the peer each ring node dialed is in its table (where it can tell). Returns the
+    tables seen (``table-<name>``) and every node's protocols (``protocols``)."""
+    facts: dict[str, Any] = {}
+    for i, name in enumerate(ring):
+        await nodes[name].connect(nodes[ring[(i + 1) % len(ring)]].addrs[0])
+    for client, server in clients.items():
+        await nodes[client].connect(nodes[server].addrs[0])
+    for i, name in enumerate(ring):
+        dialed = nodes[ring[(i + 1) % len(ring)]].peer_id
+        facts[f"table-{name}"] = await nodes[name].wait_routing_table([dialed], timeout)
+    facts["protocols"] = {name: node.protocols for name, node in nodes.items()}
+    return facts
+
+
+def print_cells(cells: list[str], results: dict[str, CellResult], facts: dict[str, Any]) -> None:
+    """The table for the README: a line per cell, then the routing tables by node name."""
+    for c in cells:
+        r = results[c]
+        print(f"{'pass' if r.ok else 'FAIL'} {r.elapsed:5.1f}s {c} {r.detail[:300]!r} {r.info}")
+    names = facts["names"]
+    for k, v in facts.items():
+        if k.startswith(("table-", "final-table-")) and v is not None:
+            v = sorted(names.get(p, p) for p in v)
+        print(k, v)
+
+
 async def until(
     what: str,
     attempt: Callable[[], Awaitable[T]],
@@ -427,7 +490,8 @@ async def until(
 
 
 __all__ = [
-    "IMPLS", "IMPL_KEYS", "MYCEL_DHT", "CommandFailed", "DHTImpl", "DHTNode", "DHTPeer", "DHTPeerError", "DHTTimeout",
-    "ImplKey", "Mode", "MycelDHTNode", "NodeKey", "open_dht_peer", "open_mycel_dht_node", "random_cid",
+    "IMPLS", "IMPL_KEYS", "MYCEL_DHT", "CellResult", "CommandFailed", "DHTImpl", "DHTNode", "DHTPeer", "DHTPeerError", "DHTTimeout",
+    "ImplKey", "Mode", "MycelDHTNode", "NodeKey", "check_cell", "form_ring", "open_dht_peer", "open_mycel_dht_node", "print_cells", "random_cid",
+    "run_cell",
     "transport_addr", "until",
 ]  # fmt: skip
