@@ -141,8 +141,8 @@ async def dht_node(args: argparse.Namespace, identity: Identity | None = None) -
                 await connect_all(host, args.connect, args.timeout, say if args.verbose else None)
                 if not len(dht.routing_table):
                     with trio.move_on_after(args.timeout):
-                        async for event in events:
-                            if isinstance(event, RoutingTablePeerAdded):
+                        async for event in events:  # (any event: the subscription may drop some)
+                            if isinstance(event, RoutingTablePeerAdded) or len(dht.routing_table):
                                 break
                 if not len(dht.routing_table):
                     raise CliError(
