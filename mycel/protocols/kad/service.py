@@ -527,8 +527,9 @@ class KadDHT(Service):
                     nursery.start_soon(correct, peer)
         return best
 
-    async def provide(self, key: bytes) -> None:
-        """Announce to the k closest peers that we provide ``key`` (a CID's multihash bytes)."""
+    async def provide(self, key: bytes) -> int:
+        """Announce to the k closest peers that we provide ``key`` (a CID's multihash bytes); returns how
+        many peers the announcement was delivered to (ADD_PROVIDER has no answer: delivered, not stored)."""
         host, _ = self._running()
         if self.mode == "server":
             own = [a.to_bytes() for a in host.advertised_addrs]
@@ -536,12 +537,17 @@ class KadDHT(Service):
         peers = await self.closest_peers(key)
         request = Message(type=Message.ADD_PROVIDER, key=key)
         request.providerPeers.add(id=host.peer_id.to_bytes(), addrs=[a.to_bytes() for a in host.advertised_addrs])
+        delivered = 0
+
         async def add_one(peer: PeerId) -> None:
-            await self._ask(peer, request, answer=False)
+            nonlocal delivered
+            if await self._ask(peer, request, answer=False) is not None:
+                delivered += 1
 
         async with trio.open_nursery() as nursery:
             for peer in peers:
                 nursery.start_soon(add_one, peer)
+        return delivered
 
     async def find_providers(self, key: bytes, *, limit: int = 20) -> AsyncIterator[ProviderRecord]:
         """Providers of ``key``, each yielded as soon as a peer names it (at most ``limit``)."""
