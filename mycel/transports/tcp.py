@@ -243,7 +243,11 @@ class _TCPListener(Listener[RawConnection]):
                 log.warning("accept failed on %s: %s", self._addrs[0], exc)
                 await trio.lowlevel.checkpoint()
                 continue
-            return SocketConnection(stream, Direction.INBOUND)
+            try:
+                return SocketConnection(stream, Direction.INBOUND)
+            except OSError as exc:  # reset while in the backlog: getpeername() fails (ENOTCONN)
+                log.info("inbound connection on %s gone before it was accepted: %s", self._addrs[0], exc)
+                await stream.aclose()
 
     async def aclose(self) -> None:
         for listener in self._listeners:

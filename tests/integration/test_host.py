@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import struct
 
 import pytest
 import trio
@@ -240,6 +242,24 @@ async def test_garbage_connection_does_not_disturb_others() -> None:
         # ... and keeps serving everyone else
         await b.connect(a.addrs[0])
         assert await b.service(Ping).ping(a.peer_id)
+
+
+async def test_connection_reset_before_accept_is_dropped() -> None:
+    """A peer that connects and resets before the listener accepts (Linux hands over the socket, whose
+    getpeername() then fails with ENOTCONN) must not end the listener, nor the host with it."""
+    listener = await TCP().open_listener(Multiaddr("/ip4/127.0.0.1/tcp/0"))
+    port = int(listener.addrs[0].value_for_protocol("tcp"))
+    gone = socket.socket()
+    gone.connect(("127.0.0.1", port))
+    gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+    gone.close()
+    good = await trio.open_tcp_stream("127.0.0.1", port)
+    with trio.fail_after(5):
+        raw = await listener.accept()
+    assert raw.remote_addr.value_for_protocol("tcp") == str(good.socket.getsockname()[1])
+    await raw.aclose()
+    await good.aclose()
+    await listener.aclose()
 
 
 async def test_inbound_handshake_timeout_and_pending_bound() -> None:
