@@ -205,52 +205,30 @@ async def _cell(op: str, a: str, b: str, net: Network) -> CellResult:
     return await run_cell(body)
 
 
-async def _hold(
-    name: str, stop: trio.Event, done: trio.Event, task_status: Any = trio.TASK_STATUS_IGNORED
-) -> None:
-    try:
-        async with _open(name) as node:  # entered and left in this task (a host and a peer hold nurseries)
-            task_status.started(node)
-            await stop.wait()
-    finally:
-        done.set()
-
-
-def _is_mycel(name: str) -> bool:
-    return name == "mycel" or name.startswith("myC")
+async def _hold(name: str, stop: trio.Event, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async with _open(name) as node:  # entered and left in this task (a host and a peer hold nurseries)
+        task_status.started(node)
+        await stop.wait()
 
 
 async def run_network() -> tuple[dict[str, CellResult], dict[str, Any]]:
-    """Start the network, run the stages; cell id -> CellResult, and facts about the network.
-
-    The mycel hosts close first, then the peer programs: a peer killed while it dials mycel leaves an
-    accepted socket that is already disconnected, and mycel's TCP listener raises on it (``getpeername``
-    ENOTCONN in ``SocketConnection``), which ends the whole host (reported, not fixed here)."""
+    """Start the network, run the stages; cell id -> CellResult, and facts about the network."""
     results: dict[str, CellResult] = {}
     facts: dict[str, Any] = {}
-    stop_mycel, stop_peers = trio.Event(), trio.Event()
-    mycel_done: list[trio.Event] = []
+    stop = trio.Event()
     nodes: dict[str, DHTNode] = {}
     async with trio.open_nursery() as nursery:
         try:
             async with trio.open_nursery() as starting:  # start them all at once
 
                 async def start(name: str) -> None:
-                    done = trio.Event()
-                    if _is_mycel(name):
-                        mycel_done.append(done)
-                    stop = stop_mycel if _is_mycel(name) else stop_peers
-                    nodes[name] = await nursery.start(_hold, name, stop, done)
+                    nodes[name] = await nursery.start(_hold, name, stop)
 
                 for name in [*RING, *CLIENTS]:
                     starting.start_soon(start, name)
             await _run(nodes, results, facts)
         finally:
-            stop_mycel.set()
-            with trio.move_on_after(10, shield=True):
-                for done in mycel_done:
-                    await done.wait()
-            stop_peers.set()
+            stop.set()
     return results, facts
 
 
