@@ -13,14 +13,16 @@ import pathlib
 import random
 import time
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import trio
 import trio.testing
 
 from mycel.core.identity import Identity
-from mycel.host import Host, open_host
+from mycel.host import Host, HostConfig, open_host
 from mycel.muxers.yamux import Yamux
 from mycel.protocols.identify import Identify
+from mycel.protocols.kad.dht_pb2 import Message
 from mycel.protocols.kad.distance import kad_key, peer_key
 from mycel.protocols.kad.service import KadDHT
 from mycel.security import Plaintext
@@ -268,3 +270,31 @@ async def test_a_server_keeps_its_records_across_restarts_in_sqlite(tmp_path: pa
                 assert await dht.put(key, value) == 1
             else:
                 assert await dht.get(key) == value  # the new server process read it from the file
+
+
+async def test_find_node_names_the_server_itself_and_its_connected_clients(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """FIND_NODE as go answers it: a server asked for itself names itself (go's check-before-add drops
+    a server that answers nothing, so a go node that met a fresh mycel server first never admitted it),
+    and a peer it is connected to but keeps in no table (a client) is added, so find_peer works through
+    the server."""
+    network = MemoryNetwork()
+
+    def config(mode: Literal["server", "client"]) -> HostConfig:
+        services = [Identify(), KadDHT(mode=mode)]
+        return memory_config(network, security=[Plaintext()], muxers=[Yamux()], services=services)
+
+    async with open_host(config("server")) as server, open_host(config("server")) as other, open_host(
+        config("client")
+    ) as client:
+        await client.connect(server.peer_id, server.listen_addrs)
+        await other.connect(server.peer_id, server.listen_addrs)
+        await trio.sleep(5)  # identify and check-before-add (virtual time)
+        dht = other.service(KadDHT)
+        ask = Message(type=Message.FIND_NODE, key=server.peer_id.to_bytes())
+        answer = await dht._ask(server.peer_id, ask)
+        assert answer is not None and [e.id for e in answer.closerPeers] == [server.peer_id.to_bytes()]
+        assert client.peer_id not in dht.routing_table.peers()
+        addrs = await dht.find_peer(client.peer_id)
+        assert {str(a) for a in client.listen_addrs} <= {str(a) for a in addrs}

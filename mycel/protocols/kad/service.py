@@ -266,7 +266,7 @@ class KadDHT(Service):
         if t == Message.PING:
             return Message(type=Message.PING)
         if t == Message.FIND_NODE:
-            return self._closer(host, Message(type=t, key=request.key), request.key, sender)
+            return self._find_node(host, request.key, sender)
         if t == Message.GET_VALUE:
             response = self._closer(host, Message(type=t, key=request.key), request.key, sender)
             record = await self._get_record(request.key)
@@ -290,6 +290,27 @@ class KadDHT(Service):
                 _remember(host, update.peer, update.addrs, update.ttl)
             return None  # go does not answer ADD_PROVIDER
         raise DecodeError(f"unknown kad message type {t}")
+
+    def _find_node(self, host: ServiceHost, key: bytes, sender: PeerId) -> dht_pb2.Message:
+        """FIND_NODE as go answers it: asked for ourselves, we name ourselves (go's check-before-add
+        refuses a server whose answer is empty, so a go node that met us first never admitted us); asked
+        for a peer we are connected to but do not keep in the table (a client), we add it, so find_peer
+        works through us."""
+        response = Message(type=Message.FIND_NODE, key=key)
+        if key == host.peer_id.to_bytes():
+            own = [a.to_bytes() for a in host.advertised_addrs]
+            response.closerPeers.add(id=key, addrs=own, connection=Message.CONNECTED)
+            return response
+        self._closer(host, response, key, sender)
+        try:
+            target = PeerId.from_bytes(key)
+        except (DecodeError, ValueError):
+            return response
+        if target != sender and host.connections(target) and all(e.id != key for e in response.closerPeers):
+            addrs = host.peerstore.addrs(target)
+            if addrs:
+                response.closerPeers.add(id=key, addrs=[a.to_bytes() for a in addrs], connection=Message.CONNECTED)
+        return response
 
     def _closer(self, host: ServiceHost, response: dht_pb2.Message, key: bytes, sender: PeerId) -> dht_pb2.Message:
         _, table = self._running()
