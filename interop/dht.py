@@ -490,8 +490,7 @@ async def until(
 
 
 __all__ = [
-    "IMPLS", "IMPL_KEYS", "MYCEL_DHT", "CellResult", "CommandFailed", "DHTImpl", "DHTNode", "DHTPeer", "DHTPeerError", "DHTTimeout",
-    "ImplKey", "Mode", "MycelDHTNode", "NodeKey", "check_cell", "form_ring", "open_dht_peer", "open_mycel_dht_node", "print_cells", "random_cid",
-    "run_cell",
-    "transport_addr", "until",
+    "IMPLS", "IMPL_KEYS", "MYCEL_DHT", "CellResult", "CommandFailed", "DHTImpl", "DHTNode", "DHTPeer",
+    "DHTPeerError", "DHTTimeout", "ImplKey", "Mode", "MycelDHTNode", "NodeKey", "check_cell", "form_ring",
+    "open_dht_peer", "open_mycel_dht_node", "print_cells", "random_cid", "run_cell", "transport_addr", "until",
 ]  # fmt: skip
