@@ -298,3 +298,26 @@ async def test_find_node_names_the_server_itself_and_its_connected_clients(
         assert client.peer_id not in dht.routing_table.peers()
         addrs = await dht.find_peer(client.peer_id)
         assert {str(a) for a in client.listen_addrs} <= {str(a) for a in addrs}
+
+
+async def test_a_response_flooded_from_one_ip_group_contributes_nothing(autojump_clock: trio.testing.MockClock) -> None:
+    """go's filterPeersByIPDiversity on each response: 10 Sybils in one public /16 are all dropped, the
+    peers from distinct groups kept. (Addresses only parsed, never dialed.)"""
+    from multiaddr import Multiaddr
+
+    from mycel.protocols.kad import dht_pb2
+
+    async with _network(3) as hosts:
+        dht = hosts[0].service(KadDHT)
+        sybils = [Identity.from_seed(bytes([100 + i]) * 32).peer_id for i in range(10)]
+        honest = [Identity.from_seed(bytes([200 + i]) * 32).peer_id for i in range(5)]
+        entries = [
+            dht_pb2.Message.Peer(id=p.to_bytes(), addrs=[Multiaddr(f"/ip4/8.8.{i}.1/tcp/4001").to_bytes()])
+            for i, p in enumerate(sybils)
+        ] + [
+            dht_pb2.Message.Peer(id=p.to_bytes(), addrs=[Multiaddr(f"/ip4/{11 + i}.1.2.3/tcp/4001").to_bytes()])
+            for i, p in enumerate(honest)
+        ]
+        assert dht._learn(hosts[0], entries) == honest
+        loopback = [dht_pb2.Message.Peer(id=p.to_bytes(), addrs=[Multiaddr("/ip4/127.0.0.1/tcp/1").to_bytes()]) for p in sybils]
+        assert dht._learn(hosts[0], loopback) == sybils  # private/loopback addresses are not grouped (LAN, tests)

@@ -18,7 +18,7 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal, TypeVar
@@ -47,7 +47,7 @@ from mycel.protocols.kad.store import (
     get_validated,
     put_validated,
 )
-from mycel.protocols.kad.routing import Added, CheckNew, DiversityFilter, PingRequest, RoutingTable
+from mycel.protocols.kad.routing import Added, CheckNew, DiversityFilter, PingRequest, RoutingTable, filter_results
 from mycel.routing import ProviderRecord
 from mycel.service import Service, ServiceHost, StreamHandler, not_running
 
@@ -57,6 +57,7 @@ PROTOCOL = "/ipfs/kad/1.0.0"
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # go's and py's inbound cap on every kad message
 MAX_REQUESTS_PER_STREAM = 1024  # an inbound stream serving more is closed (a new one may follow)
 MAX_PEER_RECORD = 8 * 1024  # a closerPeers/providerPeers entry above this is dropped (go's peer record bound)
+RESULT_MAX_PER_GROUP = 3  # peers of one public IP group taken from one response (go's diversity cap)
 MAX_CHECKS = 32  # check-before-add FIND_NODEs in flight; beyond, offers wait for the next identify
 
 Mode = Literal["server", "client"]
@@ -421,9 +422,12 @@ class KadDHT(Service):
         return lookup.result()
 
     def _learn(self, host: ServiceHost, peers: Iterable[dht_pb2.Message.Peer]) -> list[PeerId]:
-        out: list[PeerId] = []
+        """The peers of one response's closerPeers: the first k well-formed entries, minus every peer of an
+        over-represented public IP group (go's filterPeersByIPDiversity: a Sybil flood from one /16
+        contributes nothing); their addresses go to the peerstore."""
+        taken: list[tuple[tuple[PeerId, list[Multiaddr]], Sequence[str]]] = []
         for entry in peers:
-            if len(out) >= self.k:
+            if len(taken) >= self.k:
                 break  # hostile peers send unbounded lists: the first k only
             if entry.ByteSize() > MAX_PEER_RECORD:
                 continue  # go's bound on a peer entry, in and out
@@ -431,7 +435,14 @@ class KadDHT(Service):
                 peer = PeerId.from_bytes(entry.id)
             except (DecodeError, ValueError):
                 continue
-            _remember(host, peer, entry.addrs, ADDRESS_TTL)
+            addrs = _parse_addrs(entry.addrs)
+            taken.append(((peer, addrs), [ip for a in addrs for ip in _ip_of(a)]))
+        if self.diversity:
+            taken = filter_results(taken, RESULT_MAX_PER_GROUP)
+        out: list[PeerId] = []
+        for (peer, addrs), _ in taken:
+            if addrs and peer != host.peer_id:
+                host.peerstore.add_addrs(peer, addrs, source=AddrSource.ROUTING, ttl=ADDRESS_TTL)
             out.append(peer)
         return out
 
@@ -630,13 +641,27 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _remember(host: ServiceHost, peer: PeerId, raw_addrs: Iterable[bytes], ttl: float) -> None:
+def _parse_addrs(raw_addrs: Iterable[bytes]) -> list[Multiaddr]:
     addrs: list[Multiaddr] = []
     for raw in list(raw_addrs)[:32]:
         try:
             addrs.append(Multiaddr(bytes(raw)))
+        except Exception:  # the multiaddr library raises assorted errors on garbage
+            continue
+    return addrs
+
+
+def _ip_of(addr: Multiaddr) -> list[str]:
+    for proto in ("ip4", "ip6"):
+        try:
+            return [addr.value_for_protocol(proto)]
         except Exception:
             continue
+    return []
+
+
+def _remember(host: ServiceHost, peer: PeerId, raw_addrs: Iterable[bytes], ttl: float) -> None:
+    addrs = _parse_addrs(raw_addrs)
     if addrs and peer != host.peer_id:
         host.peerstore.add_addrs(peer, addrs, source=AddrSource.ROUTING, ttl=ttl)
 
