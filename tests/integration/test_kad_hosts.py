@@ -321,3 +321,16 @@ async def test_a_response_flooded_from_one_ip_group_contributes_nothing(autojump
         assert dht._learn(hosts[0], entries) == honest
         loopback = [dht_pb2.Message.Peer(id=p.to_bytes(), addrs=[Multiaddr("/ip4/127.0.0.1/tcp/1").to_bytes()]) for p in sybils]
         assert dht._learn(hosts[0], loopback) == sybils  # private/loopback addresses are not grouped (LAN, tests)
+
+
+async def test_provided_keys_are_republished_every_22_hours(autojump_clock: trio.testing.MockClock) -> None:
+    async with _network(4) as hosts:
+        provider, server = hosts[0], hosts[1]
+        key = bytes.fromhex("1220") + bytes(range(7, 39))
+        assert await provider.service(KadDHT).provide(key) >= 1
+        held = server.service(KadDHT)._providers
+        sent = provider.service(KadDHT).stats["requests_sent"]
+        await trio.sleep(22 * 3600 + 60)  # virtual time: the republish timer fires once
+        assert provider.service(KadDHT).stats["requests_sent"] > sent
+        assert provider.service(KadDHT)._provided[key] >= 22 * 3600
+        assert [r.provider for r in held.get(key, time.time())] == [provider.peer_id]

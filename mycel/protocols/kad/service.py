@@ -58,7 +58,9 @@ MAX_MESSAGE_SIZE = 4 * 1024 * 1024  # go's and py's inbound cap on every kad mes
 MAX_REQUESTS_PER_STREAM = 1024  # an inbound stream serving more is closed (a new one may follow)
 MAX_PEER_RECORD = 8 * 1024  # a closerPeers/providerPeers entry above this is dropped (go's peer record bound)
 RESULT_MAX_PER_GROUP = 3  # peers of one public IP group taken from one response (go's diversity cap)
-MAX_CHECKS = 32  # check-before-add FIND_NODEs in flight; beyond, offers wait for the next identify
+MAX_CHECKS = 32
+REPUBLISH_INTERVAL = 22 * 3600.0  # go's reprovide interval (provider records live 48 h)
+MAX_PROVIDED = 100_000  # keys we keep republishing; beyond, the oldest is no longer republished  # check-before-add FIND_NODEs in flight; beyond, offers wait for the next identify
 
 Mode = Literal["server", "client"]
 T = TypeVar("T")
@@ -118,6 +120,7 @@ class KadDHT(Service):
         self._providers: ProviderStorage = ProviderStore()
         self._checking: set[PeerId] = set()
         self._grew = trio.Event()  # set (and replaced) whenever a peer enters the routing table
+        self._provided: dict[bytes, float] = {}  # keys we provide -> when last announced (republished)
         self.stats: dict[str, int] = dict.fromkeys(
             ("requests_served", "requests_sent", "request_failures", "bad_requests", "lookups"), 0
         )
@@ -148,8 +151,20 @@ class KadDHT(Service):
         if self.bootstrap_peers:
             host.spawn(self.bootstrap)
         while True:
-            await trio.sleep_until(self._table.next_refresh())
-            await self._refresh()
+            await trio.sleep_until(min(self._table.next_refresh(), self._next_republish()))
+            if trio.current_time() >= self._table.next_refresh():
+                await self._refresh()
+            await self._republish()
+
+    def _next_republish(self) -> float:
+        return min(self._provided.values(), default=math.inf) + REPUBLISH_INTERVAL
+
+    async def _republish(self) -> None:
+        """Announce again what we provide, every 22 h (go's reprovide interval; records live 48 h)."""
+        now = trio.current_time()
+        for key, last in list(self._provided.items()):
+            if now >= last + REPUBLISH_INTERVAL:
+                await self.provide(key)
 
     async def bootstrap(self) -> int:
         """Connect to the bootstrap peers (8 at a time, 10 s each) and look ourselves up to fill the table;
@@ -569,6 +584,10 @@ class KadDHT(Service):
         peers = await self.closest_peers(key)
         request = Message(type=Message.ADD_PROVIDER, key=key)
         request.providerPeers.add(id=host.peer_id.to_bytes(), addrs=[a.to_bytes() for a in host.advertised_addrs])
+        self._provided.pop(key, None)
+        self._provided[key] = trio.current_time()
+        while len(self._provided) > MAX_PROVIDED:
+            self._provided.pop(next(iter(self._provided)))
         delivered = 0
 
         async def add_one(peer: PeerId) -> None:
