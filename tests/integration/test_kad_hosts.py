@@ -334,3 +334,13 @@ async def test_provided_keys_are_republished_every_22_hours(autojump_clock: trio
         assert provider.service(KadDHT).stats["requests_sent"] > sent
         assert provider.service(KadDHT)._provided[key] >= 22 * 3600
         assert [r.provider for r in held.get(key, time.time())] == [provider.peer_id]
+
+
+async def test_disjoint_path_lookups_find_the_closest_peers(autojump_clock: trio.testing.MockClock) -> None:
+    async with _network(N) as hosts:
+        dht = hosts[0].service(KadDHT)
+        dht.disjoint_paths = 3
+        key = b"disjoint"
+        target = kad_key(key)
+        truth = sorted((h.peer_id for h in hosts[1:]), key=lambda p: peer_key(p) ^ target)[:20]
+        assert await dht.closest_peers(key) == truth

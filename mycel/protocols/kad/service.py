@@ -98,6 +98,7 @@ class KadDHT(Service):
         seed: int | None = None,
         bootstrap: Iterable[str] = (),
         datastore: str | os.PathLike[str] | None = None,
+        disjoint_paths: int | None = None,
     ) -> None:
         if mode not in ("server", "client"):
             raise ValueError(f"mode is 'server' or 'client', not {mode!r}")
@@ -115,6 +116,8 @@ class KadDHT(Service):
         self._table: RoutingTable | None = None
         self._rng = random.Random(seed)
         self.datastore = datastore
+        self.disjoint_paths = disjoint_paths
+        """Lookups over this many disjoint paths (S/Kademlia) when set; None: one path."""
         """A SQLite file keeping records and providers across restarts (None: in memory)."""
         self._records: RecordStore = MemoryRecordStore()
         self._providers: ProviderStorage = ProviderStore()
@@ -406,6 +409,7 @@ class KadDHT(Service):
             beta=self.beta,
             request_timeout=self.request_timeout,
             accept=lambda p: p != host.peer_id,
+            disjoint_paths=self.disjoint_paths,
         )
         send, receive = trio.open_memory_channel[tuple[PeerId, dht_pb2.Message | None]](math.inf)
         async with trio.open_nursery() as nursery:
