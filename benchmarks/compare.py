@@ -1,6 +1,6 @@
 """Side-by-side benchmark: mycel against raw trio TCP, js-libp2p, py-libp2p and go-libp2p (p2pd).
 
-    .venv/bin/python benchmarks/compare.py [--bytes 1e9] [--repeats 3] [--only throughput latency memory pubsub]
+    .venv/bin/python benchmarks/compare.py [--bytes 1e9] [--repeats 3] [--only throughput latency memory pubsub dht]
 
 Everything runs on 127.0.0.1, two processes per pair (a server and a client program from
 ``benchmarks/peers/``), over TCP + Noise + yamux; a second table runs QUIC (``/quic-v1``, 1452-byte
@@ -11,7 +11,9 @@ the ratios are computed from the same run. CPU is user+system time of each proce
 read from /proc. "others" is the CPU other user-space processes (and the hypervisor's steal) took
 while a row's client ran: rows marked "~" ran while that was more than 10% of the machine. The pubsub
 section (gossipsub, mycel and js-libp2p: one publisher -> one subscriber, and a 20-host network) is
-``pubsub.py``'s; its tables and targets join this report.
+``pubsub.py``'s; its tables and targets join this report. So are the DHT section's (``dht.py``: 15 mycel +
+15 js-libp2p kad-dht hosts; find-peer, get-value and find-providers times from a mycel and a js asker, and
+mycel's bytes per routing-table entry and provider record).
 
 Writes ``benchmarks/results/compare-<time>.{json,txt,png}`` (the PNG needs matplotlib: the ``bench``
 extra). The interop peers come from ``interop/install.sh``, which is run if they are missing.
@@ -46,9 +48,9 @@ sys.path.insert(0, str(PEERS))
 import procstat  # noqa: E402
 
 
-def _load_pubsub() -> Any:
-    """``benchmarks/pubsub.py``, under a name no test package or installed module can shadow."""
-    spec = importlib.util.spec_from_file_location("mycel_bench_pubsub", HERE / "pubsub.py")
+def _load_bench(name: str) -> Any:
+    """``benchmarks/<name>.py``, under a name no test package or installed module can shadow."""
+    spec = importlib.util.spec_from_file_location(f"mycel_bench_{name}", HERE / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # (its dataclasses look themselves up there)
@@ -56,7 +58,8 @@ def _load_pubsub() -> Any:
     return module
 
 
-pubsub_bench = _load_pubsub()
+pubsub_bench = _load_bench("pubsub")
+dht_bench = _load_bench("dht")
 
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 NODE = REPO / "interop" / "js" / "node_modules" / "node" / "bin" / "node"
@@ -522,6 +525,10 @@ class Bench:
         opts = pubsub_bench.Options(repeats=self.args.pubsub_repeats, kinds=tuple(self.args.pubsub_kinds))
         self.results["pubsub"] = pubsub_bench.run(opts, self.logfile)
 
+    def dht(self) -> None:
+        """Kademlia DHT, mycel and js-libp2p in one 30-host network, and mycel's DHT memory (``dht.py``)."""
+        self.results["dht"] = dht_bench.run(dht_bench.Options(ops=self.args.dht_ops))
+
 
 # -- report ---------------------------------------------------------------------------------------
 def fmt(x: float | None, spec: str = ".0f", missing: str = "-") -> str:
@@ -577,6 +584,8 @@ def evaluate(results: dict[str, Any]) -> dict[str, Any]:
 
     pubsub_targets = pubsub_bench.evaluate(results["pubsub"]) if "pubsub" in results else {}
     out["pubsub"] = pubsub_targets
+    dht_targets = dht_bench.evaluate(results["dht"]) if "dht" in results else {}
+    out["dht"] = dht_targets
     out["met"] = {
         "one stream >= 2x js": both("mycel_vs_js", TARGETS["vs_js"]),
         "one stream >= 8x py-libp2p": both("mycel_vs_py", TARGETS["vs_py"]),
@@ -589,6 +598,7 @@ def evaluate(results: dict[str, Any]) -> dict[str, Any]:
         "QUIC one stream >= js-libp2p QUIC": both("quic_vs_js", TARGETS["quic_vs_js"]),
         "QUIC dial+ping median < 5 ms": None if q is None else q < TARGETS["quic_dial_ms"],
         **pubsub_targets.get("met", {}),  # when the run had a pubsub section
+        **dht_targets.get("met", {}),  # when the run had a DHT section
     }  # fmt: skip
     return out
 
@@ -667,9 +677,11 @@ def render(results: dict[str, Any]) -> str:
         lines.append("")
     if "pubsub" in results:
         lines.extend(pubsub_bench.render(results["pubsub"]))
+    if "dht" in results:
+        lines.extend(dht_bench.render(results["dht"]))
     ev = results.get("targets")
     if ev:
-        lines.append("Targets (issue 4; QUIC and TLS; pubsub), ratios from this run")
+        lines.append("Targets (issue 4; QUIC and TLS; pubsub; DHT, issue 11), ratios from this run")
         lines.append(
             f"  mycel / js one stream:  up {fmt(ev['mycel_vs_js_upload'], '.2f')}x  down {fmt(ev['mycel_vs_js_download'], '.2f')}x"
             f"   | mycel / py: up {fmt(ev['mycel_vs_py_upload'], '.1f')}x  down {fmt(ev['mycel_vs_py_download'], '.1f')}x"
@@ -685,6 +697,9 @@ def render(results: dict[str, Any]) -> str:
             )
         if ev.get("pubsub"):
             lines.append(pubsub_bench.render_targets({"targets": ev["pubsub"]})[0])
+        if ev.get("dht", {}).get("ratios"):
+            lines.append("  DHT mycel / js median: " + "  ".join(
+                f"{kind} {fmt(r['median'], '.2f')}x" for kind, r in ev["dht"]["ratios"].items()))
         for name, ok in ev["met"].items():
             lines.append(f"  {name:34}{check(ok)}")
         lines.append("")
@@ -787,10 +802,11 @@ def main() -> int:
     parser.add_argument("--pings", type=int, default=500)
     parser.add_argument("--conns", type=int, default=1000, help="idle connections for the memory test")
     parser.add_argument("--streams", type=int, default=10000, help="idle streams for the memory test")
-    parser.add_argument("--only", nargs="+", choices=["throughput", "latency", "memory", "pubsub"])
+    parser.add_argument("--only", nargs="+", choices=["throughput", "latency", "memory", "pubsub", "dht"])
     parser.add_argument("--pubsub-repeats", type=int, default=pubsub_bench.Options.repeats, help="pubsub throughput rounds")
     parser.add_argument("--pubsub-kinds", nargs="+", choices=["mycel", "js", "mixed"], default=list(pubsub_bench.Options.kinds),
                         help="pubsub networks to run (default: %(default)s)")
+    parser.add_argument("--dht-ops", type=int, default=dht_bench.Options.ops, help="DHT lookups of each kind per asker")
     parser.add_argument("--stacks", nargs="+", choices=["noise", "quic", "tls"], default=["noise", "quic", "tls"],
                         help="rows of these stacks only (default all; the memory test is noise only)")
     parser.add_argument("--no-install", action="store_true", help="do not run interop/install.sh")
@@ -817,8 +833,8 @@ def main() -> int:
             "platform": platform.platform(),
         }
         bench.results["meta"] = meta
-        tests = args.only or ["throughput", "latency", "memory", "pubsub"]
-        for test in ("throughput", "latency", "memory", "pubsub"):
+        tests = args.only or ["throughput", "latency", "memory", "pubsub", "dht"]
+        for test in ("throughput", "latency", "memory", "pubsub", "dht"):
             if test in tests:
                 getattr(bench, test)()
         meta["loadavg_end"] = os.getloadavg()[0]
