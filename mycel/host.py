@@ -54,6 +54,7 @@ from mycel.core.events import (
     LocalProtocolsChanged,
     PeerConnected,
     PeerDisconnected,
+    PeerFound,
     PeerProtocolsChanged,
     ServiceFailed,
     StreamHandlerFailed,
@@ -188,6 +189,9 @@ class HostConfig:
     """Seconds allowed for a graceful close (listeners, goodbyes to peers) before everything is cancelled."""
     event_queue_size: int = EVENT_QUEUE_SIZE
     """Default queue bound of ``host.subscribe()``; a full queue drops (and counts) further events."""
+    discovery_connect: int = 8
+    """Connect to peers that discovery reports (:meth:`Host.peer_found`) while fewer than this many peers
+    are connected, with at most this many such dials at once; 0 only records them in the peerstore."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.identity, Identity):
@@ -228,6 +232,8 @@ class HostConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"HostConfig.{name}: must be a positive integer, got {value!r}")
+        if not isinstance(self.discovery_connect, int) or self.discovery_connect < 0:
+            raise ConfigError(f"HostConfig.discovery_connect: must be an integer >= 0, got {self.discovery_connect!r}")
         if self.dial_tier_delay is not None and self.dial_tier_delay < 0:
             raise ConfigError("HostConfig.dial_tier_delay: must not be negative")
         for name, text in (("agent_version", self.agent_version), ("protocol_version", self.protocol_version)):
@@ -348,6 +354,8 @@ class Host:
         self.refused_streams = 0
         """Inbound streams reset because too many were still negotiating on their connection."""
         self._expiry_changed = trio.Event()
+        # peers reported by discovery that we are dialing now (bounded by config.discovery_connect)
+        self._discovery_dials: set[PeerId] = set()
         # every host has its own copy of each component: config objects are templates
         transports = [_for_this_host(t, copy.deepcopy) for t in config.transports]
         security = [_for_this_host(s, copy.deepcopy) for s in config.security]
@@ -720,6 +728,51 @@ class Host:
             known = await self.find_peer(peer)
         return await self.swarm.dial_peer(peer, known)
 
+    # -- discovery ------------------------------------------------------------------------------
+    def peer_found(
+        self, peer: PeerId, addrs: Sequence[Multiaddr | str], source: str, ttl: float = ADDRESS_TTL
+    ) -> None:
+        """Report a peer found by discovery (mDNS, rendezvous, a bootstrap list, the application, ...).
+
+        Its addresses go into the peerstore (source ``DISCOVERY``, kept ``ttl`` seconds), services hear it
+        through their ``peer_found`` hook, subscribers get a :class:`~mycel.core.events.PeerFound`, and
+        the host connects to it while fewer than ``HostConfig.discovery_connect`` peers are connected
+        (a failed dial is logged at DEBUG: discovery is a hint). Our own id and addresses of other
+        peers (a ``/p2p`` naming someone else) are ignored. Never waits.
+        """
+        if self._closed or peer == self.peer_id:
+            return
+        try:
+            found = tuple(self._own_addrs(peer, addrs))
+        except (DialError, MycelError, ValueError) as exc:
+            log.info("discovery (%s) reported %s with a bad address: %s", source, peer, exc)
+            return
+        if found:
+            self.peerstore.add_addrs(peer, found, AddrSource.DISCOVERY, ttl, trio.current_time())
+        event = PeerFound(peer, found, source)
+        self._notify("peer_found", event)
+        self.emit(event)
+        limit = self.config.discovery_connect
+        if (
+            found
+            and limit
+            and peer not in self._discovery_dials
+            and len(self._discovery_dials) < limit
+            and not self.swarm.connections(peer)
+            and len(self._conn_counts) < limit
+        ):
+            self._discovery_dials.add(peer)
+            self._nursery.start_soon(self._dial_discovered, peer, source)
+
+    async def _dial_discovered(self, peer: PeerId, source: str) -> None:
+        try:
+            if len(self._conn_counts) < self.config.discovery_connect and not self._closed:
+                await self.connect(peer)
+        except (MycelError, OSError) as exc:
+            log.debug("could not connect to %s found by %s: %s", peer, source, exc)
+        finally:
+            self._discovery_dials.discard(peer)
+
     def peer_routers(self) -> list[PeerRouting]:
         """The running services that can find peers (``PeerRouting``: the DHT, ...), in config order."""
         return [
@@ -824,6 +877,7 @@ _HOOKS = (
     "peer_protocols_changed",
     "local_protocols_changed",
     "local_addrs_changed",
+    "peer_found",
 )
 
 
@@ -1014,6 +1068,11 @@ class _ServiceView:
 
     def emit(self, event: Event) -> None:
         self._host.emit(event)
+
+    def peer_found(
+        self, peer: PeerId, addrs: Sequence[Multiaddr | str], source: str, ttl: float = ADDRESS_TTL
+    ) -> None:
+        self._host.peer_found(peer, addrs, source, ttl)
 
 
 _PRISTINE = "_mycel_pristine"  # attribute on a config object: a copy of it taken before it first ran

@@ -22,7 +22,8 @@ The contract, in the order a host keeps it:
     ``connection_closed``);
   - ``local_protocols_changed(host, added, removed)``: a stream handler of this host was added or
     removed;
-  - ``local_addrs_changed(host)``: the addresses this host advertises changed.
+  - ``local_addrs_changed(host)``: the addresses this host advertises changed;
+  - ``peer_found(host, event)``: discovery reported a peer (:meth:`~mycel.host.Host.peer_found`).
 
   Hooks must not block: start work with ``host.spawn`` (it runs in the service's own nursery).
 * **Isolation**: an exception raised by a hook, by ``run`` or by a task the service spawned is logged
@@ -46,7 +47,7 @@ from mycel.core.abc import Connection, MuxedStream
 from mycel.core.errors import ServiceNotRunning
 
 if TYPE_CHECKING:
-    from mycel.core.events import Event
+    from mycel.core.events import Event, PeerFound
     from mycel.core.identity import Identity
     from mycel.core.peer_id import PeerId
     from mycel.host import HostConfig
@@ -129,6 +130,9 @@ class ServiceHost(Protocol):
     def emit(self, event: Event) -> None:
         """Report ``event`` to the host's subscribers (never waits; a full queue drops it)."""
 
+    def peer_found(self, peer: PeerId, addrs: Sequence[Multiaddr | str], source: str, ttl: float = 3600.0) -> None:
+        """Report a peer that this (discovery) service found (see :meth:`~mycel.host.Host.peer_found`)."""
+
 
 class Service:
     """Base class of services. Override what you need; every hook's default does nothing.
@@ -181,6 +185,9 @@ class Service:
 
     def local_addrs_changed(self, host: ServiceHost) -> None:
         """The addresses this host advertises changed."""
+
+    def peer_found(self, host: ServiceHost, event: PeerFound) -> None:
+        """Discovery reported a peer (its addresses are already in the peerstore)."""
 
 
 class ServiceState:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from mycel.core.abc import Connection, Direction
 
 if TYPE_CHECKING:
+    from multiaddr import Multiaddr
+
     from mycel.core.peer_id import PeerId
     from mycel.network.peerstore import PeerInfo
 
@@ -121,6 +123,20 @@ class PeerIdentified:
 
 
 @dataclass(frozen=True)
+class PeerFound:
+    """A discovery source (mDNS, rendezvous, a bootstrap list, ...) reported ``peer`` at ``addrs``.
+
+    Reported through :meth:`mycel.host.Host.peer_found`, which keeps the addresses in the peerstore
+    (source ``DISCOVERY``) before emitting this event."""
+
+    peer: PeerId
+    addrs: tuple[Multiaddr, ...]
+    """The addresses found (without ``/p2p``), in the order the source gave them."""
+    source: str
+    """Who found it: ``"mdns"``, ``"rendezvous"``, ``"bootstrap"``, or a name of the application's."""
+
+
+@dataclass(frozen=True)
 class ServiceEvent:
     """Base class of events that services report (gossipsub's drops and graylisting, ...)."""
 
@@ -138,6 +154,7 @@ Event = (
     | ServiceFailed
     | TaskFailed
     | PeerIdentified
+    | PeerFound
 )
 """Any event a host emits."""
 
@@ -148,6 +165,7 @@ __all__ = [
     "LocalProtocolsChanged",
     "PeerConnected",
     "PeerDisconnected",
+    "PeerFound",
     "PeerIdentified",
     "PeerProtocolsChanged",
     "ServiceEvent",
