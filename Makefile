@@ -29,6 +29,10 @@ system-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
 	  else echo "redis-server is missing: sudo apt-get install redis-server" >&2; exit 1; fi; }
+	@# iproute2 (ip netns) for the network-namespace lab (mycel.testing.netns)
+	@command -v ip >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq iproute2; \
+	  else echo "ip is missing: sudo apt-get install iproute2" >&2; exit 1; fi; }
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
