@@ -33,16 +33,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import trio
+from multiformats import CID
 
 from interop.command_peer import CommandFailedMixin, CommandProcess, open_peer_program, ready_fields
 from interop.peers import INTEROP_DIR, PeerError, _repo_python
 from interop.mycel_side import mycel_config
 from interop.peers import Stack
-from mycel.cli.dht import content_key
-from mycel.cli.main import CliError
 from mycel.core.errors import MycelError
 from mycel.core.keys import RsaPrivateKey
-from mycel.core.multibase import b32encode, b58encode
 from mycel.core.peer_id import PeerId
 from mycel.host import Host, open_host
 from mycel.protocols.identify import Identify
@@ -125,10 +123,10 @@ class DHTTimeout(DHTPeerError):
 
 def random_cid(version: int = 1) -> str:
     """A fresh CID string (raw codec, sha2-256 of random bytes): CIDv1 base32 ``b...`` or CIDv0 ``Qm...``."""
-    multihash = b"\x12\x20" + os.urandom(32)
+    digest = ("sha2-256", os.urandom(32))
     if version == 0:
-        return b58encode(multihash)
-    return "b" + b32encode(b"\x01\x55" + multihash)
+        return str(CID("base58btc", 0, "dag-pb", digest))
+    return str(CID("base32", 1, "raw", digest))
 
 
 def transport_addr(addr: str) -> str:
@@ -348,12 +346,12 @@ class MycelDHTNode(DHTNode):
 
     async def provide(self, cid: str) -> None:
         async with self._query("provide"):
-            await self.dht.provide(_cid_multihash(cid))
+            await self.dht.provide(cid)
 
     async def find_providers(self, cid: str, count: int = 20) -> list[str]:
         found: list[str] = []
         async with self._query("find_providers"):
-            async for record in self.dht.find_providers(_cid_multihash(cid), limit=count):
+            async for record in self.dht.find_providers(cid, limit=count):
                 found.append(str(record.peer))
         if not found:
             raise self._failed(f"find_providers {cid}: none found")
@@ -372,14 +370,6 @@ class MycelDHTNode(DHTNode):
 
     async def routing_table(self) -> list[str] | None:
         return [str(p) for p in self.dht.routing_table.peers()]
-
-
-def _cid_multihash(cid: str) -> bytes:
-    """The multihash of a CIDv0 (``Qm...``) or multibase CIDv1 string: the DHT key of its providers."""
-    try:
-        return content_key(cid)
-    except CliError as exc:
-        raise CommandFailed(str(exc), str(exc)) from exc
 
 
 @asynccontextmanager

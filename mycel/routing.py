@@ -9,14 +9,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, Union, runtime_checkable
 
-from mycel.core.errors import DialError
+from mycel.core.errors import DecodeError, DialError
 
 if TYPE_CHECKING:
     from multiaddr import Multiaddr
+    from multiformats import CID
 
     from mycel.core.peer_id import PeerId
+
+Content: TypeAlias = Union["CID", str, bytes]
+"""What content routing takes: a CID (``multiformats.CID``), its text (``Qm…``, ``bafy…``), or a
+multihash as bytes. Providers are keyed by the CID's **multihash** (as go, js and py do: a CIDv0 and the
+CIDv1 of the same content share their providers); CIDs are parsed by the ``multiformats`` package."""
 
 
 class PeerNotFound(DialError):
@@ -44,15 +50,37 @@ class PeerRouting(Protocol):
 
 @runtime_checkable
 class ContentRouting(Protocol):
-    """Announces and finds providers of keys (CIDs' multihashes)."""
+    """Announces and finds providers of content (keyed by CIDs' multihashes, see :func:`content_key`)."""
 
-    async def provide(self, key: bytes) -> None:
-        """Announce that this host provides ``key``."""
+    async def provide(self, content: Content) -> Any:
+        """Announce that this host provides ``content``."""
         ...
 
-    def find_providers(self, key: bytes, *, limit: int = 20) -> AsyncIterator[ProviderRecord]:
-        """Providers of ``key``, each yielded as soon as it is found, at most ``limit``."""
+    def find_providers(self, content: Content, *, limit: int = 20) -> AsyncIterator[ProviderRecord]:
+        """Providers of ``content``, each yielded as soon as it is found, at most ``limit``."""
         ...
 
 
-__all__ = ["ContentRouting", "PeerNotFound", "PeerRouting", "ProviderRecord"]
+def content_key(content: Content) -> bytes:
+    """The DHT key of ``content``: the multihash of a CID (object or text), or ``content`` itself when
+    it is bytes holding a well-formed multihash. Raises :class:`~mycel.core.errors.DecodeError` otherwise."""
+    from multiformats import CID, multihash  # 30 ms to import: only for hosts that use content routing
+
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        data = bytes(content)
+        try:
+            multihash.unwrap(data)
+        except (ValueError, KeyError) as exc:
+            raise DecodeError(f"not a multihash: {data[:8].hex()}… ({exc})") from None
+        return data
+    if isinstance(content, str):
+        try:
+            content = CID.decode(content)
+        except (ValueError, KeyError) as exc:
+            raise DecodeError(f"{content!r} is not a CID ({exc})") from None
+    if isinstance(content, CID):
+        return bytes(content.digest)
+    raise TypeError(f"expected a CID, its text or a multihash, got {type(content).__name__}")
+
+
+__all__ = ["Content", "ContentRouting", "content_key", "PeerNotFound", "PeerRouting", "ProviderRecord"]

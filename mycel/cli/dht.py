@@ -27,15 +27,13 @@ from mycel.cli.pubsub import connect_all, identity_for, message_text, say
 from mycel.core.errors import DecodeError, MycelError
 from mycel.core.identity import Identity
 from mycel.core.keys import public_key_from_protobuf
-from mycel.core.multibase import b58decode, multibase_decode
 from mycel.core.peer_id import PeerId
-from mycel.core.varint import decode_uvarint
 from mycel.host import Host, open_host
 from mycel.protocols.kad import KadDHT, RoutingTablePeerAdded
 from mycel.protocols.kad.records import InvalidRecord
+from mycel.routing import content_key as routing_content_key
 
 PEER_KEY_NAMESPACES = ("/pk/", "/ipns/")  # record keys whose rest is a peer id's bytes
-CIDV1 = 0x01
 
 
 # -- keys ------------------------------------------------------------------------------------------
@@ -73,39 +71,15 @@ def key_text(key: bytes) -> str:
     return text if text.isprintable() else key.hex()
 
 
-def _is_multihash(data: bytes) -> bool:
-    """``data`` is one whole multihash: varint code, varint length, that many digest bytes."""
-    try:
-        code = decode_uvarint(data)
-        if code is None:
-            return False
-        length = decode_uvarint(data, code[1])
-    except DecodeError:
-        return False
-    return length is not None and len(data) - length[1] == length[0] and length[0] > 0
-
-
 def content_key(text: str) -> bytes:
-    """A content key as typed: a hex multihash, a CIDv0 ``Qm…`` or a multibase CIDv1; its multihash."""
-    with contextlib.suppress(ValueError):
-        data = bytes.fromhex(text)
-        if _is_multihash(data):
-            return data
+    """A content key as typed: a hex multihash, or a CID (``Qm…``, ``bafy…``, parsed by ``multiformats``);
+    its multihash."""
+    with contextlib.suppress(ValueError, DecodeError):
+        return routing_content_key(bytes.fromhex(text))
     try:
-        if text.startswith("Qm") and len(text) == 46:
-            data = b58decode(text)
-        else:
-            cid = multibase_decode(text)
-            version = decode_uvarint(cid)
-            codec = decode_uvarint(cid, version[1]) if version is not None and version[0] == CIDV1 else None
-            if codec is None:
-                raise DecodeError("not a CIDv1")
-            data = cid[codec[1]:]
-    except (DecodeError, ValueError):
-        data = b""
-    if not _is_multihash(data):
-        raise CliError(f"{text!r} is neither a hex multihash (1220…) nor a CID (Qm…, bafy…)", 2)
-    return data
+        return routing_content_key(text)
+    except DecodeError:
+        raise CliError(f"{text!r} is neither a hex multihash (1220…) nor a CID (Qm…, bafy…)", 2) from None
 
 
 def value_text(key: bytes, value: bytes) -> str:

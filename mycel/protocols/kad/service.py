@@ -48,7 +48,7 @@ from mycel.protocols.kad.store import (
     put_validated,
 )
 from mycel.protocols.kad.routing import Added, CheckNew, DiversityFilter, PingRequest, RoutingTable, filter_results
-from mycel.routing import ProviderRecord
+from mycel.routing import Content, ProviderRecord, content_key
 from mycel.service import Service, ServiceHost, StreamHandler, not_running
 
 log = logging.getLogger("mycel.protocols.kad")
@@ -578,10 +578,12 @@ class KadDHT(Service):
                     nursery.start_soon(correct, peer)
         return best
 
-    async def provide(self, key: bytes) -> int:
-        """Announce to the k closest peers that we provide ``key`` (a CID's multihash bytes); returns how
-        many peers the announcement was delivered to (ADD_PROVIDER has no answer: delivered, not stored)."""
+    async def provide(self, content: Content) -> int:
+        """Announce to the k closest peers that we provide ``content`` (a ``multiformats.CID``, CID text or
+        multihash bytes: the key is the multihash); returns how many peers the announcement was delivered
+        to (ADD_PROVIDER has no answer: delivered, not stored). Raises DecodeError for a malformed CID."""
         host, _ = self._running()
+        key = content_key(content)
         if self.mode == "server":
             own = [a.to_bytes() for a in host.advertised_addrs]
             await self._blocking(self._providers.add, key, host.peer_id, own, time.time())
@@ -604,9 +606,11 @@ class KadDHT(Service):
                 nursery.start_soon(add_one, peer)
         return delivered
 
-    async def find_providers(self, key: bytes, *, limit: int = 20) -> AsyncIterator[ProviderRecord]:
-        """Providers of ``key``, each yielded as soon as a peer names it (at most ``limit``)."""
+    async def find_providers(self, content: Content, *, limit: int = 20) -> AsyncIterator[ProviderRecord]:
+        """Providers of ``content`` (a CID, its text or a multihash), each yielded as soon as a peer names it
+        (at most ``limit``)."""
         host, _ = self._running()
+        key = content_key(content)
         seen: set[PeerId] = set()
         found: list[ProviderRecord] = []
         for rec in await self._blocking(self._providers.get, key, time.time(), limit):
