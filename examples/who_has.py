@@ -4,10 +4,10 @@
 
 Three nodes in one process, on 127.0.0.1:
   C  a bootstrap DHT server; the others know only its address;
-  A  has FILE: it announces the file's SHA-256 multihash in the DHT (provide) and serves the file over a
+  A  has FILE: it announces the file's CID in the DHT (provide) and serves the file over a
      protocol of its own, /who-has/file/1.0.0 (request: the multihash; response: the bytes, each one
      length-prefixed message);
-  B  knows the hash and C, nothing about A: it asks the DHT who provides the hash, connects to the
+  B  knows the CID and C, nothing about A: it asks the DHT who provides the CID, connects to the
      provider by peer id alone, fetches the file and checks its hash.
 `mycel dht provide` / `mycel dht find-providers` do the DHT half of this from the command line.
 """
@@ -19,19 +19,20 @@ import sys
 from pathlib import Path
 
 import trio
+from multiformats import CID
 
 from mycel import Host, HostConfig, Identify, KadDHT, StreamHandler, open_host, receive_message, send_message
 from mycel.core.abc import MuxedStream
 from mycel.protocols.kad import RoutingTablePeerAdded
 
 PROTOCOL = "/who-has/file/1.0.0"
-SHA2_256 = b"\x12\x20"  # multihash prefix: sha2-256, 32 bytes
 MAX_FILE = 16 * 1024 * 1024  # one message carries the whole file: keep it small
 LISTEN = "/ip4/127.0.0.1/tcp/0"
 
 
-def multihash(data: bytes) -> bytes:
-    return SHA2_256 + hashlib.sha256(data).digest()
+def file_cid(data: bytes) -> CID:
+    """The file's CIDv1 (raw codec, sha2-256), built by the multiformats package."""
+    return CID("base32", 1, "raw", ("sha2-256", hashlib.sha256(data).digest()))
 
 
 def say(node: str, text: str) -> None:
@@ -68,7 +69,8 @@ async def main(path: Path) -> int:
     if len(data) > MAX_FILE:
         print(f"{path} is bigger than {MAX_FILE} bytes: this example sends a file in one message", file=sys.stderr)
         return 1
-    key = multihash(data)
+    cid = file_cid(data)
+    key = bytes(cid.digest)  # the multihash: what providers are keyed by, and what our protocol asks for
 
     def config() -> HostConfig:
         return HostConfig(services=[Identify(), KadDHT()], listen=[LISTEN])
@@ -76,16 +78,16 @@ async def main(path: Path) -> int:
     async with open_host(config()) as c, open_host(config()) as a, open_host(config()) as b:
         say("C", f"bootstrap DHT server {c.peer_id} at {c.addrs[0]}")
 
-        say("A", f"has {path.name}: {len(data)} bytes, sha2-256 multihash {key.hex()}")
+        say("A", f"has {path.name}: {len(data)} bytes, CID {cid}")
         a.set_stream_handler(PROTOCOL, file_server({key: data}))
         await join(a, c)
-        await a.service(KadDHT).provide(key)
-        say("A", f"announced in the DHT that {a.peer_id} provides {key.hex()[:16]}…")
+        await a.service(KadDHT).provide(cid)
+        say("A", f"announced in the DHT that {a.peer_id} provides {cid}")
 
         await join(b, c)
         table = b.service(KadDHT).routing_table
         say("B", f"joined the DHT through C; {len(table)} peers in its routing table after a self-lookup")
-        providers = [rec.peer async for rec in b.service(KadDHT).find_providers(key, limit=1)]
+        providers = [rec.peer async for rec in b.service(KadDHT).find_providers(cid, limit=1)]
         if not providers:
             say("B", "nobody provides that hash")
             return 1
@@ -100,7 +102,7 @@ async def main(path: Path) -> int:
             got = await receive_message(stream, MAX_FILE)
         finally:
             await stream.aclose()
-        if not got or multihash(got) != key:
+        if not got or file_cid(got) != cid:
             say("B", f"got {len(got or b'')} bytes whose hash does not match: not the file")
             return 1
         say("B", f"fetched {len(got)} bytes from {str(provider)[-8:]}; sha2-256 matches: it is {path.name}")
