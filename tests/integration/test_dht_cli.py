@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from multiformats import CID
 
 from mycel.cli.dht import content_key, key_text, record_key
 from mycel.cli.main import CliError
@@ -148,7 +149,8 @@ async def test_who_has_example(tmp_path: Path) -> None:
                                      capture_stdout=True, capture_stderr=True, check=False)
     out = res.stdout.decode()
     assert res.returncode == 0, out + res.stderr.decode()
-    multihash = "1220" + hashlib.sha256(CONTENT * 1000).hexdigest()
-    assert f"[A] has notes.txt: {len(CONTENT) * 1000} bytes, sha2-256 multihash {multihash}" in out
+    cid = CID("base32", 1, "raw", ("sha2-256", hashlib.sha256(CONTENT * 1000).digest()))
+    assert f"[A] has notes.txt: {len(CONTENT) * 1000} bytes, CID {cid}" in out
+    assert str(cid).startswith("bafkrei")
     assert "[B] the DHT says 12D3KooW" in out
     assert out.splitlines()[-1].endswith("sha2-256 matches: it is notes.txt")
