@@ -43,6 +43,7 @@ from mycel.core.errors import (
     ProtocolViolation,
     StreamClosed,
     StreamReset,
+    ResourceLimitExceeded,
     TransportError,
     reraise_unwrapped,
     single_exception,
@@ -65,6 +66,15 @@ from mycel.core.identity import Identity
 from mycel.core.peer_id import PeerId
 from mycel.multistream import select_inbound, select_lazy, select_outbound
 from mycel.network.peerstore import ADDRESS_TTL, AddrSource, PeerStore, CONNECTED_TTL, PERMANENT_TTL
+from mycel.network.connmgr import ConnManager, ConnManagerConfig
+from mycel.network.gater import ConnectionGater
+from mycel.network.resources import (
+    RefusalReporter,
+    ResourceLimitReached,
+    ResourceLimits,
+    ResourceManager,
+    StreamScope,
+)
 from mycel.network.swarm import Swarm
 from mycel.network.upgrader import Upgrader
 from mycel.routing import PeerNotFound, PeerRouting
@@ -192,6 +202,15 @@ class HostConfig:
     discovery_connect: int = 8
     """Connect to peers that discovery reports (:meth:`Host.peer_found`) while fewer than this many peers
     are connected, with at most this many such dials at once; 0 only records them in the peerstore."""
+    resources: ResourceLimits = field(default_factory=ResourceLimits.autoscale)
+    """Limits of the resource manager (``host.resources``): connections, streams, memory and file
+    descriptors per scope (system, transient, peer, protocol, service, ...), and the allowlist. Default:
+    go-libp2p's figures scaled to this machine; ``ResourceLimits.unlimited()`` for none."""
+    connmgr: ConnManagerConfig = field(default_factory=ConnManagerConfig)
+    """Watermarks of the connection manager (``host.connmgr``): above ``high`` connections, the least
+    valuable unprotected peers past their grace period are disconnected down to ``low``."""
+    gater: ConnectionGater | None = None
+    """A :class:`~mycel.network.gater.ConnectionGater` asked at each stage of every connection."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.identity, Identity):
@@ -234,6 +253,12 @@ class HostConfig:
                 raise ConfigError(f"HostConfig.{name}: must be a positive integer, got {value!r}")
         if not isinstance(self.discovery_connect, int) or self.discovery_connect < 0:
             raise ConfigError(f"HostConfig.discovery_connect: must be an integer >= 0, got {self.discovery_connect!r}")
+        if not isinstance(self.resources, ResourceLimits):
+            raise ConfigError(f"HostConfig.resources: expected ResourceLimits, got {type(self.resources).__name__}")
+        if not isinstance(self.connmgr, ConnManagerConfig):
+            raise ConfigError(f"HostConfig.connmgr: expected ConnManagerConfig, got {type(self.connmgr).__name__}")
+        if self.gater is not None and not isinstance(self.gater, ConnectionGater):
+            raise ConfigError(f"HostConfig.gater: {type(self.gater).__name__} is not a ConnectionGater")
         if self.dial_tier_delay is not None and self.dial_tier_delay < 0:
             raise ConfigError("HostConfig.dial_tier_delay: must not be negative")
         for name, text in (("agent_version", self.agent_version), ("protocol_version", self.protocol_version)):
@@ -368,7 +393,12 @@ class Host:
         """This host's own copies of the configured stream muxers (preference order)."""
         self._slots = [_ServiceSlot(self, svc) for svc in config.services]
         stream_transports = any(isinstance(t, StreamTransport) for t in transports)
-        upgrader = Upgrader(self.identity, security, muxers) if stream_transports else None
+        self.resources = ResourceManager(config.resources, on_refused=self._resource_refused)
+        """The resource manager: usage, limits and refusals in ``host.resources.stats()``."""
+        self._refusal_reports = RefusalReporter()
+        self.connmgr = ConnManager(config.connmgr, close=_close_connection)
+        """The connection manager: ``tag_peer``, ``protect``, watermarks."""
+        upgrader = Upgrader(self.identity, security, muxers, gater=config.gater) if stream_transports else None
         self.swarm = Swarm(
             nursery,
             self.identity,
@@ -380,6 +410,8 @@ class Host:
             on_disconnect=self._connection_closed,
             on_stream=self._handle_inbound_stream,
             tier_delay=config.dial_tier_delay,
+            resources=self.resources,
+            gater=config.gater,
         )
 
     # -- identity and addresses -----------------------------------------------------------------
@@ -498,6 +530,17 @@ class Host:
             self.emit(PeerConnected(peer))
         self._notify("connection_opened", conn)
         self.emit(ConnectionOpened(conn))
+        self.connmgr.opened(conn, peer)
+
+    def _resource_refused(self, err: ResourceLimitExceeded) -> None:
+        """A reservation was refused (already counted): a WARNING and an event, each at most once per
+        scope and resource every 10 s."""
+        scope, resource = err.scope or "?", err.resource or "?"
+        if self._refusal_reports.due(scope, resource, trio.current_time()):
+            count = self.resources.refusals.get((scope, resource), 0)
+            log.warning("resource limit reached (%d so far of this kind): %s", count, err)
+            peer = err.peer if isinstance(err.peer, PeerId) else None
+            self.emit(ResourceLimitReached(scope, resource, count, peer))
 
     def _connection_closed(self, conn: Connection, remaining: int) -> None:
         peer = conn.remote_peer
@@ -507,6 +550,7 @@ class Host:
             self._conn_counts[peer] = count
         else:
             self._conn_counts.pop(peer, None)
+        self.connmgr.closed(conn)
         self._notify("connection_closed", conn, max(count, 0))
         self.emit(ConnectionClosed(conn, max(count, 0)))
         if count <= 0:
@@ -574,6 +618,21 @@ class Host:
         return list(self._handlers)
 
     async def _handle_inbound_stream(self, stream: MuxedStream) -> None:
+        cscope = self.swarm.scope_of(stream.connection)
+        if cscope is None:  # (a connection being closed)
+            await self._serve_inbound_stream(stream, None)
+            return
+        try:
+            scope = cscope.open_stream(Direction.INBOUND)
+        except ResourceLimitExceeded:  # counted and reported by the resource manager
+            await _reset_quietly(stream)
+            return
+        try:
+            await self._serve_inbound_stream(stream, scope)
+        finally:
+            scope.done()
+
+    async def _serve_inbound_stream(self, stream: MuxedStream, scope: StreamScope | None) -> None:
         conn = stream.connection
         peer = conn.remote_peer
         busy = self._negotiating.get(conn, 0)
@@ -606,6 +665,14 @@ class Host:
         if handler is None:
             await _reset_quietly(stream)
             return
+        if scope is not None:
+            try:
+                scope.set_protocol(proto)
+                if handler.owner is not None:
+                    scope.set_service(handler.owner.state.name)
+            except ResourceLimitExceeded:  # counted and reported by the resource manager
+                await _reset_quietly(stream)
+                return
         if handler.active >= handler.limit:
             log.warning("too many %s streams being handled (%d); resetting one from %s", proto, handler.limit, peer)
             await _reset_quietly(stream)
@@ -661,22 +728,36 @@ class Host:
     async def open_stream_on(
         self, conn: Connection, protocols: Sequence[str] | str, *, lazy: bool | None = None
     ) -> MuxedStream:
-        """Open a stream on the connection ``conn`` and negotiate the first of ``protocols`` it accepts."""
+        """Open a stream on the connection ``conn`` and negotiate the first of ``protocols`` it accepts
+        (on a limited connection only as :meth:`new_stream` says)."""
         if isinstance(protocols, str):
             protocols = [protocols]
         if not protocols:
             raise ValueError("no protocols given")
         self._check_open()
-        stream = await conn.open_stream()
+        cscope = self.swarm.scope_of(conn)
+        scope = cscope.open_stream(Direction.OUTBOUND) if cscope is not None else None
+        try:
+            stream = await conn.open_stream()
+        except BaseException:
+            if scope is not None:
+                scope.done()
+            raise
+        if cscope is not None and scope is not None:
+            cscope.track_outbound(stream, scope)  # released once the stream is over
         try:
             if len(protocols) == 1 and (
                 lazy or (lazy is None and protocols[0] in self.peerstore.protocols(conn.remote_peer))
             ):
+                if scope is not None:
+                    scope.set_protocol(protocols[0])
                 optimistic = await select_lazy(stream, protocols[0])
                 self.emit(StreamOpened(conn.remote_peer, protocols[0], Direction.OUTBOUND))
                 return optimistic
             with trio.fail_after(self.config.negotiate_timeout):
                 proto = await select_outbound(stream, protocols)
+            if scope is not None:
+                scope.set_protocol(proto)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await _reset_quietly(stream)
@@ -1069,6 +1150,14 @@ class _ServiceView:
     def emit(self, event: Event) -> None:
         self._host.emit(event)
 
+    @property
+    def resources(self) -> ResourceManager:
+        return self._host.resources
+
+    @property
+    def connmgr(self) -> ConnManager:
+        return self._host.connmgr
+
     def peer_found(
         self, peer: PeerId, addrs: Sequence[Multiaddr | str], source: str, ttl: float = ADDRESS_TTL
     ) -> None:
@@ -1125,6 +1214,11 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+async def _close_connection(conn: Connection) -> None:
+    with contextlib.suppress(MycelError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        await conn.aclose()
+
+
 async def _reset_quietly(stream: MuxedStream) -> None:
     with contextlib.suppress(MycelError, trio.BrokenResourceError, trio.ClosedResourceError):
         await stream.reset()
@@ -1145,6 +1239,7 @@ async def open_host(config: HostConfig | None = None) -> AsyncIterator[Host]:
             host = Host(config, nursery)
             try:
                 nursery.start_soon(host._expire_peerstore)
+                nursery.start_soon(host.connmgr.run)
                 for slot in host._slots:
                     await nursery.start(slot.supervise)
                 for addr in config.listen:

@@ -51,7 +51,9 @@ if TYPE_CHECKING:
     from mycel.core.identity import Identity
     from mycel.core.peer_id import PeerId
     from mycel.host import HostConfig
+    from mycel.network.connmgr import ConnManager
     from mycel.network.peerstore import PeerStore
+    from mycel.network.resources import ResourceManager
 
 StreamHandler = Callable[[MuxedStream], Awaitable[None]]
 """``async def handler(stream)``: serves one inbound stream; the host closes the stream afterwards."""
@@ -129,6 +131,15 @@ class ServiceHost(Protocol):
 
     def emit(self, event: Event) -> None:
         """Report ``event`` to the host's subscribers (never waits; a full queue drops it)."""
+
+    @property
+    def resources(self) -> ResourceManager:
+        """The host's resource manager: reserve memory for queues with
+        ``resources.service_scope(name, peer).reserve(n)`` (release it, and ``close()`` the scope)."""
+
+    @property
+    def connmgr(self) -> ConnManager:
+        """The host's connection manager: ``tag_peer``/``protect`` the peers this service relies on."""
 
     def peer_found(self, peer: PeerId, addrs: Sequence[Multiaddr | str], source: str, ttl: float = 3600.0) -> None:
         """Report a peer that this (discovery) service found (see :meth:`~mycel.host.Host.peer_found`)."""

@@ -77,7 +77,24 @@ class MuxerError(ProtocolViolation):
 
 
 class ResourceLimitExceeded(MycelError):
-    """A configured bound was reached (streams, pending handshakes, buffers)."""
+    """A configured bound was reached (streams, pending handshakes, buffers).
+
+    Refusals of the resource manager (:mod:`mycel.network.resources`) say which ``scope``
+    (``"system"``, ``"transient"``, ``"peer"``, ``"protocol:<id>"``, ...) was at its limit of which
+    ``resource`` (``"streams_inbound"``, ``"conns"``, ``"memory"``, ...), and for which ``peer``."""
+
+    def __init__(
+        self, message: str = "", *, scope: str | None = None, resource: str | None = None, peer: object = None
+    ) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.resource = resource
+        self.peer = peer
+
+
+class ConnectionGated(DialError):
+    """The connection gater (``HostConfig.gater``) refused a dial, or an inbound connection at one
+    of its stages (an inbound one is closed; this error is only logged)."""
 
 
 class ConfigError(MycelError, ValueError):

@@ -18,6 +18,7 @@ from mycel.core.abc import (
     Connection,
     ConnectionTransport,
     Corkable,
+    Direction,
     InboundStreamPush,
     Listener,
     MuxedStream,
@@ -28,6 +29,7 @@ from mycel.core.abc import (
 from mycel.core.addrs import split_peer_id
 from mycel.core.errors import (
     ConnectionClosed,
+    ConnectionGated,
     DialError,
     DialPeerMismatch,
     HostClosed,
@@ -35,6 +37,8 @@ from mycel.core.errors import (
     PeerIdMismatch,
     TransportError,
 )
+from mycel.network.gater import ConnectionGater, allowed
+from mycel.network.resources import ConnectionScope, ResourceLimits, ResourceManager
 from mycel.network.upgrader import Upgrader
 
 if TYPE_CHECKING:
@@ -95,6 +99,10 @@ class Swarm:
     ``on_connection`` / ``on_disconnect`` are called once per registered connection, and ``on_stream``
     runs for each inbound stream. ``tier_delay`` (seconds) overrides the head start of QUIC dials over
     the next tier; None picks it by address (30 ms private, 250 ms public).
+
+    Every connection holds a scope of ``resources`` from its first byte (transient, then its peer's
+    once the handshake names it) until it ends; ``gater`` is asked at each stage (see
+    :mod:`mycel.network.gater`). A refusal fails a dial, and closes an inbound connection.
     """
 
     def __init__(
@@ -110,8 +118,13 @@ class Swarm:
         on_disconnect: Callable[[Connection, int], None],
         on_stream: Callable[[MuxedStream], Awaitable[None]],
         tier_delay: float | None = None,
+        resources: ResourceManager | None = None,
+        gater: ConnectionGater | None = None,
     ) -> None:
         self._nursery = nursery
+        self.resources = resources if resources is not None else ResourceManager(ResourceLimits.unlimited())
+        self.gater = gater
+        self._scopes: dict[Connection, ConnectionScope] = {}  # every connection we hold, until it ends
         self._tier_delay = tier_delay  # None: PRIVATE_/PUBLIC_TIER_DELAY by address
         self.identity = identity
         self.transports = list(transports)
@@ -127,6 +140,38 @@ class Swarm:
         self._closed = False
 
     # -- registry -----------------------------------------------------------------------------
+    def scope_of(self, conn: Connection) -> ConnectionScope | None:
+        """The resource scope of a live connection (None once it ended)."""
+        return self._scopes.get(conn)
+
+    def _release(self, conn: Connection) -> None:
+        scope = self._scopes.pop(conn, None)
+        if scope is not None:
+            scope.done()
+
+    def _open_scope(self, direction: Direction, local: Multiaddr, remote: Multiaddr) -> ConnectionScope:
+        """The gater's accept/address stage, then a pending (transient) connection scope."""
+        gater = self.gater
+        if gater is not None:
+            if direction is Direction.INBOUND:
+                if not allowed(gater, "intercept_accept", local, remote):
+                    raise ConnectionGated(f"gater refused the connection from {remote}")
+        return self.resources.open_connection(direction, remote, fd="/tcp/" in str(remote))
+
+    def _check_upgraded(self, conn: Connection) -> None:
+        if self.gater is not None and not allowed(self.gater, "intercept_upgraded", conn):
+            raise ConnectionGated(f"gater refused the upgraded connection with {conn.remote_peer}")
+
+    def _admit_secured(self, conn: Connection, scope: ConnectionScope) -> None:
+        """For a connection its transport secured and muxed (QUIC): the gater's secured and upgraded
+        stages, and the scope moved to the peer."""
+        gater = self.gater
+        if gater is not None and not allowed(
+            gater, "intercept_secured", conn.direction, conn.remote_peer, conn.local_addr, conn.remote_addr
+        ):
+            raise ConnectionGated(f"gater refused the secured connection with {conn.remote_peer}")
+        scope.set_peer(conn.remote_peer)
+        self._check_upgraded(conn)
     def connections(self, peer: PeerId | None = None) -> list[Connection]:
         """The open connections, to ``peer`` only when given."""
         if peer is not None:
@@ -148,6 +193,7 @@ class Swarm:
         Every registered connection gets exactly one ``on_connection`` and, when it ends, exactly one
         ``on_disconnect`` (with the number of that peer's connections still registered)."""
         if self._closed:
+            self._release(conn)
             self._nursery.start_soon(_close_quietly, conn)
             return False
         self._conns.setdefault(conn.remote_peer, []).append(conn)
@@ -173,6 +219,7 @@ class Swarm:
         finally:
             with trio.CancelScope(shield=True):
                 await conn.aclose()
+            self._release(conn)
             peers = self._conns.get(conn.remote_peer, [])
             if conn in peers:
                 peers.remove(conn)
@@ -229,9 +276,13 @@ class Swarm:
 
     async def _handshake_inbound(self, raw: RawConnection) -> None:
         assert self.upgrader is not None
+        scope: ConnectionScope | None = None
         try:
+            scope = self._open_scope(Direction.INBOUND, raw.local_addr, raw.remote_addr)
             with trio.fail_after(self.handshake_timeout):
-                conn = await _corked(raw, self.upgrader.upgrade_inbound(raw))
+                conn = await _corked(raw, self.upgrader.upgrade_inbound(raw, scope))
+            self._check_upgraded(conn)
+            self._scopes[conn], scope = scope, None
         except trio.TooSlowError:
             log.info("inbound handshake from %s timed out", raw.remote_addr)
             await raw.aclose()
@@ -242,6 +293,8 @@ class Swarm:
             return
         finally:
             self._pending_inbound.release()
+            if scope is not None:
+                scope.done()
         self._register(conn)
 
     async def _accept_conn_loop(self, listener: Listener[Connection]) -> None:
@@ -250,6 +303,18 @@ class Swarm:
                 conn = await listener.accept()
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return
+            try:
+                scope = self._open_scope(Direction.INBOUND, conn.local_addr, conn.remote_addr)
+                try:
+                    self._admit_secured(conn, scope)
+                except BaseException:
+                    scope.done()
+                    raise
+            except MycelError as exc:
+                log.info("inbound connection from %s refused: %s", conn.remote_addr, exc)
+                self._nursery.start_soon(_close_quietly, conn)
+                continue
+            self._scopes[conn] = scope
             self._register(conn)
 
     # -- dialing ------------------------------------------------------------------------------
@@ -279,6 +344,8 @@ class Swarm:
         self._check_open()
         if peer == self.identity.peer_id:
             raise DialError("refusing to dial ourselves")
+        if self.gater is not None and not allowed(self.gater, "intercept_peer_dial", peer):
+            raise ConnectionGated(f"gater refused dialing {peer}")
         existing = self.connections(peer)
         if existing:
             return existing[0]
@@ -332,6 +399,7 @@ class Swarm:
                 if not left[0]:
                     failed.set()  # (or succeeded: then the scope is cancelled below anyway)
             if winner:
+                self._release(conn)
                 await conn.aclose()
                 return
             winner.append(conn)
@@ -351,6 +419,8 @@ class Swarm:
                         break
         if not winner:
             kind = DialPeerMismatch if any(isinstance(e, PeerIdMismatch) for e in errors) else DialError
+            if errors and all(isinstance(e, ConnectionGated) for e in errors):
+                kind = ConnectionGated
             raise kind(f"all {len(candidates)} addresses of {peer} failed: {_summary(errors)}", errors)
         if not self._register(winner[0]):
             raise HostClosed("the host closed while dialing")
@@ -360,10 +430,35 @@ class Swarm:
         transport = self._transport_for(addr)
         if transport is None:
             raise DialError(f"no transport for {addr}")
+        if self.gater is not None and not allowed(self.gater, "intercept_addr_dial", peer, addr):
+            raise ConnectionGated(f"gater refused dialing {addr}")
+        try:
+            scope = self.resources.open_connection(Direction.OUTBOUND, addr, fd="/tcp/" in str(addr))
+        except MycelError as exc:
+            raise _dial_failure(addr, exc) from exc
+        try:
+            conn = await self._dial_scoped(transport, addr, peer, scope)
+        except BaseException:
+            scope.done()
+            raise
+        self._scopes[conn] = scope
+        if register and not self._register(conn):
+            raise HostClosed("the host closed while dialing")
+        return conn
+
+    async def _dial_scoped(
+        self, transport: Transport, addr: Multiaddr, peer: PeerId | None, scope: ConnectionScope
+    ) -> Connection:
         if isinstance(transport, ConnectionTransport):
             try:
                 with trio.fail_after(self.handshake_timeout):
                     conn = await transport.dial(addr, self.identity, peer)
+                try:
+                    self._admit_secured(conn, scope)
+                except BaseException:
+                    with trio.CancelScope(shield=True):
+                        await _close_quietly(conn)
+                    raise
             except trio.TooSlowError as exc:
                 raise DialError(f"handshake with {addr} timed out", [exc]) from exc
             except DialError:
@@ -381,7 +476,8 @@ class Swarm:
                 raise _dial_failure(addr, exc) from exc
             try:
                 with trio.fail_after(self.handshake_timeout):
-                    conn = await _corked(raw, self.upgrader.upgrade_outbound(raw, peer))
+                    conn = await _corked(raw, self.upgrader.upgrade_outbound(raw, peer, scope))
+                self._check_upgraded(conn)
             except trio.TooSlowError as exc:
                 await raw.aclose()
                 raise DialError(f"handshake with {addr} timed out", [exc]) from exc
@@ -394,8 +490,6 @@ class Swarm:
                 raise
         else:
             raise DialError(f"unsupported transport type {type(transport).__name__}")
-        if register and not self._register(conn):
-            raise HostClosed("the host closed while dialing")
         return conn
 
     # -- shutdown -----------------------------------------------------------------------------
@@ -424,6 +518,8 @@ async def _close_quietly(thing: Connection | Listener[RawConnection] | Listener[
 
 def _dial_failure(addr: Multiaddr, exc: BaseException) -> DialError:
     """The DialError for one address: DialPeerMismatch when the remote was another peer."""
+    if isinstance(exc, ConnectionGated):
+        return exc
     if isinstance(exc, PeerIdMismatch):
         return DialPeerMismatch(f"dial {addr}: {exc}", [exc])
     return DialError(f"dial {addr} failed: {exc}", [exc])

@@ -9,14 +9,18 @@ from typing import TYPE_CHECKING
 from multiaddr import Multiaddr
 
 from mycel.core.abc import Connection, Direction, RawConnection, SecurityProtocol, StreamMuxer
-from mycel.core.errors import ConfigError, NegotiationError
+from mycel.core.errors import ConfigError, ConnectionGated, NegotiationError
 from mycel.multistream import select_inbound, select_outbound
+from mycel.network.gater import allowed
 from mycel.multistream.core import DialerCore, MessageDecoder
 from mycel.multistream.negotiate import read_message
 
 if TYPE_CHECKING:
+    from mycel.core.abc import SecureConnection
     from mycel.core.identity import Identity
     from mycel.core.peer_id import PeerId
+    from mycel.network.gater import ConnectionGater
+    from mycel.network.resources import ConnectionScope
 
 log = logging.getLogger("mycel.network.upgrader")
 
@@ -25,6 +29,10 @@ class Upgrader:
     """Turns a raw connection into a :class:`Connection`: negotiate a security protocol, run its
     handshake, then negotiate a muxer (skipped when the handshake agreed on one), each offered in the
     order given. Raises ConfigError without at least one security protocol and one muxer.
+
+    Once the handshake names the peer, ``gater.intercept_secured`` is asked (a refusal raises
+    ConnectionGated) and the connection's resource ``scope``, when given, moves to that peer
+    (ResourceLimitExceeded when the peer is at its connection limit).
     """
 
     def __init__(
@@ -32,10 +40,13 @@ class Upgrader:
         identity: Identity,
         security: Sequence[SecurityProtocol],
         muxers: Sequence[StreamMuxer],
+        *,
+        gater: ConnectionGater | None = None,
     ) -> None:
         if not security or not muxers:
             raise ConfigError("an upgrader needs at least one security protocol and one muxer")
         self.identity = identity
+        self.gater = gater
         self._security = {s.protocol_id: s for s in security}
         self._security_order = [s.protocol_id for s in security]
         self._muxers = {m.protocol_id: m for m in muxers}
@@ -52,7 +63,18 @@ class Upgrader:
             raise NegotiationError(f"security handshake agreed on unknown muxer {protocol_id!r}")
         return muxer
 
-    async def upgrade_outbound(self, raw: RawConnection, expected_peer: PeerId | None) -> Connection:
+    def _secured(self, secure: SecureConnection, scope: ConnectionScope | None) -> None:
+        gater = self.gater
+        if gater is not None:
+            if not allowed(gater, "intercept_secured", secure.direction, secure.remote_peer,
+                           secure.local_addr, secure.remote_addr):  # fmt: skip
+                raise ConnectionGated(f"gater refused the secured connection with {secure.remote_peer}")
+        if scope is not None:
+            scope.set_peer(secure.remote_peer)
+
+    async def upgrade_outbound(
+        self, raw: RawConnection, expected_peer: PeerId | None, scope: ConnectionScope | None = None
+    ) -> Connection:
         """Upgrade a connection we dialed. With ``expected_peer``, the handshake fails with PeerIdMismatch
         if the remote is another peer. With one security protocol, its proposal costs no round trip.
         """
@@ -66,13 +88,15 @@ class Upgrader:
         secure = await self._security[sec_id].secure_outbound(
             raw, self.identity, expected_peer, self._muxer_order
         )
+        self._secured(secure, scope)
         muxer_id = secure.early_muxer or await select_outbound(secure, self._muxer_order)
         return self._muxer(muxer_id).new_connection(secure)
 
-    async def upgrade_inbound(self, raw: RawConnection) -> Connection:
+    async def upgrade_inbound(self, raw: RawConnection, scope: ConnectionScope | None = None) -> Connection:
         """Upgrade a connection a listener accepted (the remote peer is whoever authenticates)."""
         sec_id = await select_inbound(raw, self._security.__contains__, lambda: self._security_order)
         secure = await self._security[sec_id].secure_inbound(raw, self.identity, self._muxer_order)
+        self._secured(secure, scope)
         muxer_id = secure.early_muxer or await select_inbound(
             secure, self._muxers.__contains__, lambda: self._muxer_order
         )
