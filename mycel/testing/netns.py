@@ -254,7 +254,7 @@ class Veth:
 
 @dataclass
 class Lan:
-    """Hosts on one bridge (see :meth:`NetLab.lan`)."""
+    """Hosts on one bridge (see :meth:`NetLab.lan`): the host namespaces are ``hosts``."""
 
     switch: Namespace
     """The namespace holding the bridge (no address of its own)."""
