@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 from mycel.core.abc import (  # noqa: E402
     Connection,
+    ConnectionLimit,
     ConnectionTransport,
     Direction,
     Listener,
@@ -31,6 +32,7 @@ from mycel.core.errors import (  # noqa: E402
     DialPeerMismatch,
     HandshakeError,
     HostClosed,
+    LimitedConnection,
     MessageTooLarge,
     MycelError,
     NegotiationError,
@@ -74,6 +76,7 @@ from mycel.discovery.mdns import MDNS  # noqa: E402
 from mycel.muxers import Mplex, Yamux  # noqa: E402
 from mycel.network import AddrSource, PeerInfo, PeerStore  # noqa: E402
 from mycel.protocols import Echo, Floodsub, Gossipsub, GossipsubConfig, Identify, IdentifyResult, KadDHT, Perf, Ping  # noqa: E402
+from mycel.protocols.relay import CircuitRelay, RelayResources, RelayTransport  # noqa: E402
 from mycel.routing import ContentRouting, PeerNotFound, PeerRouting, ProviderRecord  # noqa: E402
 from mycel.security import TLS, Noise, Plaintext  # noqa: E402
 from mycel.service import Service, ServiceHost, StreamHandler  # noqa: E402
@@ -91,7 +94,9 @@ __all__ = [
     "TLS",
     "AddrSource",
     "ConfigError",
+    "CircuitRelay",
     "Connection",
+    "ConnectionLimit",
     "ConnectionClosed",
     "ConnectionClosedEvent",
     "ConnectionOpened",
@@ -114,6 +119,7 @@ __all__ = [
     "IdentifyResult",
     "Identity",
     "KeyType",
+    "LimitedConnection",
     "Listener",
     "LocalProtocolsChanged",
     "MemoryNetwork",
@@ -141,6 +147,8 @@ __all__ = [
     "ProtocolNotSupported",
     "ProtocolViolation",
     "RawConnection",
+    "RelayResources",
+    "RelayTransport",
     "ResourceLimitExceeded",
     "SecureConnection",
     "SecurityProtocol",

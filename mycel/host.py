@@ -26,6 +26,7 @@ from mycel import __version__
 from mycel.core.abc import (
     Connection,
     Direction,
+    HostBound,
     MuxedStream,
     SecurityProtocol,
     StreamMuxer,
@@ -38,6 +39,7 @@ from mycel.core.errors import (
     ConnectionClosed as ConnectionClosedError,
     DialError,
     HostClosed,
+    LimitedConnection,
     MycelError,
     NegotiationError,
     ProtocolViolation,
@@ -88,6 +90,9 @@ EVENT_QUEUE_SIZE = 256  # per subscriber; when full, further events are dropped 
 PARSED_ADDRS = 256  # multiaddr strings whose parse connect() remembers; at the bound the memo is cleared
 DEFAULT_HANDLER_CONCURRENCY = 1024  # inbound streams per protocol being handled at once; beyond: reset
 MAX_NEGOTIATING_STREAMS = 128  # inbound streams per connection in negotiation (rust's default); beyond: reset
+# protocols new_stream opens on a limited (relayed) connection without allow_limited=True: the ones go
+# opens with WithAllowLimitedConn (identify, identify push, ping, DCUtR)
+LIMITED_CONN_PROTOCOLS = frozenset({"/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0", "/ipfs/ping/1.0.0", "/libp2p/dcutr"})
 
 # Errors a stream handler raises because of its peer or its connection (logged at INFO, no traceback);
 # anything else a handler raises is a bug in the handler (logged at ERROR with the traceback).
@@ -481,6 +486,9 @@ class Host:
 
     def _check_open(self) -> None:
         if self._closed:
+        for transport in transports:  # (the circuit relay transport works through this host)
+            if isinstance(transport, HostBound):
+                transport.attach_host(self)
             raise HostClosed("the host is closed (used after its `async with open_host(...)` block)")
 
     # -- events ---------------------------------------------------------------------------------
@@ -515,6 +523,12 @@ class Host:
         log.debug("connected to %s via %s (%s)", peer, conn.remote_addr, conn.direction.value)
         now = trio.current_time()
         store = self.peerstore
+    def addrs_changed(self) -> None:
+        """Tell services our addresses changed (identify pushes them): a transport whose listener's
+        addresses change by themselves (relay reservations taken or lost) calls this."""
+        if not self._closed:
+            self._notify("local_addrs_changed")
+
         count = self._conn_counts.get(peer, 0) + 1
         self._conn_counts[peer] = count
         if count == 1:
@@ -723,10 +737,15 @@ class Host:
             conn = await self.connect(peer)
         elif isinstance(peer, PeerId) and conn.remote_peer != peer:
             raise ValueError(f"connection {conn!r} is to {conn.remote_peer}, not to {peer}")
-        return await self.open_stream_on(conn, protocols, lazy=lazy)
+        return await self.open_stream_on(conn, protocols, lazy=lazy, allow_limited=allow_limited)
 
     async def open_stream_on(
-        self, conn: Connection, protocols: Sequence[str] | str, *, lazy: bool | None = None
+        self,
+        conn: Connection,
+        protocols: Sequence[str] | str,
+        *,
+        lazy: bool | None = None,
+        allow_limited: bool = False,
     ) -> MuxedStream:
         """Open a stream on the connection ``conn`` and negotiate the first of ``protocols`` it accepts
         (on a limited connection only as :meth:`new_stream` says)."""
@@ -774,6 +793,7 @@ class Host:
 
         Raises DialError (DialPeerMismatch when an address led to another peer), HostClosed once
         the host is closed."""
+        allow_limited: bool = False,
         self._check_open()
         now = trio.current_time()
         if isinstance(target, PeerId):
@@ -781,6 +801,10 @@ class Host:
         else:
             text = str(target)
             if text.startswith("/"):
+
+        A limited (relayed) connection is used only with ``allow_limited=True`` or for the
+        protocols in ``LIMITED_CONN_PROTOCOLS`` (identify, ping, DCUtR); otherwise
+        :class:`~mycel.core.errors.LimitedConnection` is raised, as go's ``ErrLimitedConn``.
                 base, maybe_peer = self._parse_addr(text)
                 if maybe_peer is None:
                     if addrs:
@@ -800,9 +824,13 @@ class Host:
         if addrs:
             self.peerstore.add_addrs(peer, self._own_addrs(peer, addrs), AddrSource.USER, PERMANENT_TTL, now)
         existing = self.swarm.connections(peer)
-        if existing:
-            return existing[0]
+        if existing:  # a direct connection before a limited (relayed) one
+            return min(existing, key=lambda c: c.limited)
         known = self.peerstore.addrs(peer, now)
+        if conn.limited and not allow_limited and not LIMITED_CONN_PROTOCOLS.issuperset(protocols):
+            raise LimitedConnection(
+                f"the connection to {conn.remote_peer} is limited (relayed); {list(protocols)} did not opt in"
+            )
         if not known:
             if not self.peer_routers():
                 raise PeerNotFound(f"no addresses known for {peer} (and no peer router, e.g. a DHT, to ask)")
@@ -1128,7 +1156,7 @@ class _ServiceView:
         lazy: bool | None = None,
         conn: Connection | None = None,
     ) -> MuxedStream:
-        return await self._host.new_stream(peer, protocols, lazy=lazy, conn=conn)
+        return await self._host.new_stream(peer, protocols, lazy=lazy, conn=conn, allow_limited=allow_limited)
 
     def set_stream_handler(self, protocol_id: str, handler: StreamHandler, *, max_concurrent: int | None = None) -> None:
         self._host.set_stream_handler(protocol_id, handler, max_concurrent=max_concurrent, _owner=self._slot)
@@ -1195,6 +1223,7 @@ def _for_this_host(template: C, copier: Callable[[C], C]) -> C:
 
 
 def _fresh_copy(template: C, copier: Callable[[C], C]) -> C:
+        allow_limited: bool = False,
     pristine = getattr(template, "__dict__", {}).get(_PRISTINE)
     if pristine is None:
         return copier(template)

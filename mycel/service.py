@@ -110,9 +110,10 @@ class ServiceHost(Protocol):
         *,
         lazy: bool | None = None,
         conn: Connection | None = None,
+        allow_limited: bool = False,
     ) -> MuxedStream:
         """Open a stream to ``peer`` speaking the first of ``protocols`` it accepts (see
-        :meth:`~mycel.host.Host.new_stream`).
+        :meth:`~mycel.host.Host.new_stream`; ``allow_limited`` lets it use a relayed connection).
         """
 
     def set_stream_handler(self, protocol_id: str, handler: StreamHandler, *, max_concurrent: int | None = None) -> None:

@@ -10,7 +10,7 @@ Layering (see ARCHITECTURE.md)::
     Connection.open/accept_stream-> MuxedStream          (a trio HalfCloseableStream + reset())
 
 Optional capabilities (the ``typing.Protocol`` classes at the end: :class:`FrameReceiver`,
-:class:`ChunkSender`, :class:`RecordSized`, :class:`Corkable`, :class:`InboundStreamPush`, and for
+:class:`ChunkSender`, :class:`RecordSized`, :class:`Corkable`, :class:`InboundStreamPush`, :class:`HostBound`, and for
 muxer cores :class:`FrameQueue`, :class:`FrameSizeAdjustable`, :class:`RttReporter`) are fast paths a
 layer may offer by having the methods; nothing needs to inherit them. Without them everything works,
 by the plain path.
@@ -22,7 +22,7 @@ import enum
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Generic, NoReturn, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, Protocol, TypeVar, runtime_checkable
 
 import trio
 from multiaddr import Multiaddr
@@ -183,12 +183,33 @@ class ConnectionStats:
     """Figures of one kind of connection (e.g. ``streams``, ``rtt``)."""
 
 
+@dataclass(frozen=True)
+class ConnectionLimit:
+    """What a relay allows on a relayed connection (circuit relay v2's ``Limit``): ``duration``
+    seconds and ``data`` bytes per direction before the relay cuts it; None: no limit of that kind."""
+
+    duration: float | None = None
+    data: int | None = None
+
+
 class Connection(ABC):
     """A secured, multiplexed connection to one peer: what the swarm keeps.
 
     TCP+security+muxer and QUIC both produce this type. The owner must run :meth:`run` in a
     nursery for the connection to make progress; it returns when the connection is closed.
     """
+
+    limit: ConnectionLimit | None = None
+    """Set (by the relay transport) on a connection relayed under limits: the relay cuts it after
+    ``limit.duration`` seconds or ``limit.data`` bytes. ``None`` for a direct connection (or a relay
+    that announced no limit, as go treats it). Such a connection is *limited*: ``host.new_stream``
+    refuses to open streams on it except for the protocols that opt in (identify, ping, DCUtR, or a
+    call with ``allow_limited=True``), as go's ``WithAllowLimitedConn``."""
+
+    @property
+    def limited(self) -> bool:
+        """True when the connection is relayed under limits (:attr:`limit` is set)."""
+        return self.limit is not None
 
     @property
     @abstractmethod
@@ -526,6 +547,20 @@ class InboundStreamPush(Protocol, metaclass=_CapabilityMeta):
         ``handler`` runs inside the connection's own task and must not block; if it raises, the
         stream is reset. Streams queued before the call are handed over at once.
         """
+        ...
+
+
+@runtime_checkable
+class HostBound(Protocol, metaclass=_CapabilityMeta):
+    """A transport that works through the host it belongs to (the circuit relay transport dials the
+    relay with the host and serves the relay's stop streams).
+
+    The host calls :meth:`attach_host` once, on its own copy of the transport, before anything is
+    dialed or listened on.
+    """
+
+    def attach_host(self, host: Any) -> None:
+        """Remember ``host`` (a :class:`mycel.host.Host`) and install what the transport serves."""
         ...
 
 

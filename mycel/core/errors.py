@@ -97,6 +97,11 @@ class ConnectionGated(DialError):
     of its stages (an inbound one is closed; this error is only logged)."""
 
 
+class LimitedConnection(MycelError):
+    """A stream was refused on a limited (relayed) connection: the protocol did not opt in
+    (``allow_limited=True``) and there is no unlimited connection to the peer."""
+
+
 class ConfigError(MycelError, ValueError):
     """A HostConfig or component was configured inconsistently."""
 

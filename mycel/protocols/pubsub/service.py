@@ -460,6 +460,8 @@ class Gossipsub(Service):
                 await trio.sleep_until(deadline)
             router.handle_timeout(trio.current_time())
             self._changed_now()
+            if self._host is not None:  # mesh peers are kept by the connection manager (go tags them too)
+                self._host.connmgr.set_tag_peers("pubsub-mesh", {p for m in router.mesh.values() for p in m}, 20)
 
     async def _connector(self, host: ServiceHost) -> None:
         limiter = trio.CapacityLimiter(MAX_CONNECTORS)
