@@ -55,6 +55,8 @@ REFRESH_AT = 7 / 8  # a registration is refreshed when this much of its granted 
 RETRY_MIN = 60.0  # a failed refresh is retried after this, doubling up to RETRY_MAX
 RETRY_MAX = 1800.0
 PY_AGENT = "py-libp2p/"
+IDENTIFY_WAIT = 2.0  # compat: how long a DISCOVER waits for identify to name the asker's implementation
+MAX_IDENTIFY_WAITS = 1024  # peers waited for at once; beyond, a DISCOVER is answered in the spec's form
 
 Message = rendezvous_pb2.Message
 SOURCE = "rendezvous"
@@ -115,6 +117,7 @@ class Rendezvous(Service):
         self._host: ServiceHost | None = None
         self._store: RegistrationStore | None = None
         self._held: dict[tuple[PeerId, str], _Held] = {}
+        self._identified: dict[PeerId, trio.Event] = {}  # compat: DISCOVERs waiting for identify
         self._legacy_servers: set[PeerId] = set()  # points that took only the unsigned form (compat)
         self._wake = trio.Event()
         self._record: tuple[tuple[Multiaddr, ...], bytes] | None = None
@@ -339,7 +342,9 @@ class Rendezvous(Service):
                 data = await receive_message(stream, MAX_REQUEST_SIZE)
                 if data is None:
                     return
-                response = self._answer(host, sender, _parse(data))
+                request = _parse(data)
+                legacy = request.type == Message.DISCOVER and await self._speaks_legacy(host, sender)
+                response = self._answer(host, sender, request, legacy=legacy)
             except ProtocolViolation as exc:
                 self.stats["bad_requests"] += 1
                 log.info("rendezvous stream from %s closed: %s", sender, exc)
@@ -349,7 +354,31 @@ class Rendezvous(Service):
                 await send_message(stream, response.SerializeToString())
         log.info("rendezvous stream from %s closed after %d requests", sender, MAX_REQUESTS_PER_STREAM)
 
-    def _answer(self, host: ServiceHost, sender: PeerId, request: rendezvous_pb2.Message) -> rendezvous_pb2.Message | None:
+    async def _speaks_legacy(self, host: ServiceHost, sender: PeerId) -> bool:
+        """Compat: whether ``sender`` is py-libp2p (its identify agent), waiting up to ``IDENTIFY_WAIT`` for
+        identify when it has not told us yet (a py client asks right after connecting)."""
+        if not self.py_libp2p_compat:
+            return False
+        if host.peerstore.agent_version(sender) is None and host.connections(sender):
+            if sender in self._identified or len(self._identified) < MAX_IDENTIFY_WAITS:
+                done = self._identified.setdefault(sender, trio.Event())
+                with trio.move_on_after(IDENTIFY_WAIT):
+                    await done.wait()
+        return (host.peerstore.agent_version(sender) or "").startswith(PY_AGENT)
+
+    def peer_protocols_changed(self, host: ServiceHost, peer: PeerId, added: frozenset[str], removed: frozenset[str]) -> None:
+        """Identify told us about ``peer``: a DISCOVER waiting for its agent version may go on."""
+        done = self._identified.pop(peer, None)
+        if done is not None:
+            done.set()
+
+    def peer_disconnected(self, host: ServiceHost, peer: PeerId) -> None:
+        """Nothing more will be learnt of ``peer``."""
+        self.peer_protocols_changed(host, peer, frozenset(), frozenset())
+
+    def _answer(
+        self, host: ServiceHost, sender: PeerId, request: rendezvous_pb2.Message, *, legacy: bool = False
+    ) -> rendezvous_pb2.Message | None:
         store = self.store
         now = trio.current_time()
         t = request.type
@@ -387,7 +416,6 @@ class Rendezvous(Service):
                 log.info("DISCOVER of %s in %r refused: %s", sender, body.ns[:64], exc)
                 return Message(type=Message.DISCOVER_RESPONSE, discoverResponse=Message.DiscoverResponse(
                     status=_status(exc.status), statusText=exc.text))  # fmt: skip
-            legacy = self.py_libp2p_compat and (host.peerstore.agent_version(sender) or "").startswith(PY_AGENT)
             return Message(type=Message.DISCOVER_RESPONSE, discoverResponse=Message.DiscoverResponse(
                 registrations=[r.to_pb(now, legacy=legacy) for r in regs], cookie=cookie, status=_status(Status.OK)))  # fmt: skip
         raise DecodeError(f"a client sent message type {t}")
