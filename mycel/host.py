@@ -418,6 +418,9 @@ class Host:
             resources=self.resources,
             gater=config.gater,
         )
+        for transport in transports:  # (the circuit relay transport works through this host)
+            if isinstance(transport, HostBound):
+                transport.attach_host(self)
 
     # -- identity and addresses -----------------------------------------------------------------
     @property
@@ -451,6 +454,12 @@ class Host:
     def advertised_addrs(self) -> list[Multiaddr]:
         """Listen addresses without ``/p2p``, unspecified ones expanded, as identify announces them."""
         return [split_peer_id(a)[0] for a in self.addrs]
+
+    def addrs_changed(self) -> None:
+        """Tell services our addresses changed (identify pushes them): a transport whose listener's
+        addresses change by themselves (relay reservations taken or lost) calls this."""
+        if not self._closed:
+            self._notify("local_addrs_changed")
 
     # -- services -------------------------------------------------------------------------------
     def service(self, kind: type[S]) -> S:
@@ -486,9 +495,6 @@ class Host:
 
     def _check_open(self) -> None:
         if self._closed:
-        for transport in transports:  # (the circuit relay transport works through this host)
-            if isinstance(transport, HostBound):
-                transport.attach_host(self)
             raise HostClosed("the host is closed (used after its `async with open_host(...)` block)")
 
     # -- events ---------------------------------------------------------------------------------
@@ -523,12 +529,6 @@ class Host:
         log.debug("connected to %s via %s (%s)", peer, conn.remote_addr, conn.direction.value)
         now = trio.current_time()
         store = self.peerstore
-    def addrs_changed(self) -> None:
-        """Tell services our addresses changed (identify pushes them): a transport whose listener's
-        addresses change by themselves (relay reservations taken or lost) calls this."""
-        if not self._closed:
-            self._notify("local_addrs_changed")
-
         count = self._conn_counts.get(peer, 0) + 1
         self._conn_counts[peer] = count
         if count == 1:
@@ -720,6 +720,7 @@ class Host:
         *,
         lazy: bool | None = None,
         conn: Connection | None = None,
+        allow_limited: bool = False,
     ) -> MuxedStream:
         """Open a stream to ``peer`` speaking the first of ``protocols`` it accepts.
 
@@ -727,6 +728,10 @@ class Host:
         given (it must be a connection to that peer). With a single protocol the peer is known to
         support (from identify), or ``lazy=True``, negotiation is optimistic and costs no round
         trip: a refusal then surfaces as ProtocolNotSupported from the first read.
+
+        A limited (relayed) connection is used only with ``allow_limited=True`` or for the
+        protocols in ``LIMITED_CONN_PROTOCOLS`` (identify, ping, DCUtR); otherwise
+        :class:`~mycel.core.errors.LimitedConnection` is raised, as go's ``ErrLimitedConn``.
         """
         if isinstance(protocols, str):
             protocols = [protocols]
@@ -754,6 +759,10 @@ class Host:
         if not protocols:
             raise ValueError("no protocols given")
         self._check_open()
+        if conn.limited and not allow_limited and not LIMITED_CONN_PROTOCOLS.issuperset(protocols):
+            raise LimitedConnection(
+                f"the connection to {conn.remote_peer} is limited (relayed); {list(protocols)} did not opt in"
+            )
         cscope = self.swarm.scope_of(conn)
         scope = cscope.open_stream(Direction.OUTBOUND) if cscope is not None else None
         try:
@@ -793,7 +802,6 @@ class Host:
 
         Raises DialError (DialPeerMismatch when an address led to another peer), HostClosed once
         the host is closed."""
-        allow_limited: bool = False,
         self._check_open()
         now = trio.current_time()
         if isinstance(target, PeerId):
@@ -801,10 +809,6 @@ class Host:
         else:
             text = str(target)
             if text.startswith("/"):
-
-        A limited (relayed) connection is used only with ``allow_limited=True`` or for the
-        protocols in ``LIMITED_CONN_PROTOCOLS`` (identify, ping, DCUtR); otherwise
-        :class:`~mycel.core.errors.LimitedConnection` is raised, as go's ``ErrLimitedConn``.
                 base, maybe_peer = self._parse_addr(text)
                 if maybe_peer is None:
                     if addrs:
@@ -827,10 +831,6 @@ class Host:
         if existing:  # a direct connection before a limited (relayed) one
             return min(existing, key=lambda c: c.limited)
         known = self.peerstore.addrs(peer, now)
-        if conn.limited and not allow_limited and not LIMITED_CONN_PROTOCOLS.issuperset(protocols):
-            raise LimitedConnection(
-                f"the connection to {conn.remote_peer} is limited (relayed); {list(protocols)} did not opt in"
-            )
         if not known:
             if not self.peer_routers():
                 raise PeerNotFound(f"no addresses known for {peer} (and no peer router, e.g. a DHT, to ask)")
@@ -1155,6 +1155,7 @@ class _ServiceView:
         *,
         lazy: bool | None = None,
         conn: Connection | None = None,
+        allow_limited: bool = False,
     ) -> MuxedStream:
         return await self._host.new_stream(peer, protocols, lazy=lazy, conn=conn, allow_limited=allow_limited)
 
@@ -1223,7 +1224,6 @@ def _for_this_host(template: C, copier: Callable[[C], C]) -> C:
 
 
 def _fresh_copy(template: C, copier: Callable[[C], C]) -> C:
-        allow_limited: bool = False,
     pristine = getattr(template, "__dict__", {}).get(_PRISTINE)
     if pristine is None:
         return copier(template)

@@ -202,6 +202,7 @@ class KadDHT(Service):
             return
         if PROTOCOL in removed:
             self._table.remove(peer, trio.current_time())
+            host.connmgr.untag_peer(peer, "kad")
         self._consider(host, peer, added)
 
     def _consider(self, host: ServiceHost, peer: PeerId, protocols: Iterable[str]) -> None:
@@ -212,6 +213,7 @@ class KadDHT(Service):
 
     def _act(self, host: ServiceHost, result: object) -> None:
         if isinstance(result, Added) and self._table is not None:
+            host.connmgr.tag_peer(result.peer, "kad", 5)  # table peers are kept longer (go's "kbucket" tag)
             host.emit(RoutingTablePeerAdded(result.peer, len(self._table)))
             self._grew.set()
             self._grew = trio.Event()
@@ -235,6 +237,7 @@ class KadDHT(Service):
         else:
             promoted = table.check_result(peer, answered, now).promoted
             if promoted is not None:
+                host.connmgr.tag_peer(promoted, "kad", 5)
                 host.emit(RoutingTablePeerAdded(promoted, len(table)))
                 self._grew.set()
                 self._grew = trio.Event()
