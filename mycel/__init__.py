@@ -75,7 +75,7 @@ from mycel.host import EventSubscription, Host, HostConfig, open_host  # noqa: E
 from mycel.discovery.mdns import MDNS  # noqa: E402
 from mycel.muxers import Mplex, Yamux  # noqa: E402
 from mycel.network import AddrSource, PeerInfo, PeerStore  # noqa: E402
-from mycel.protocols import Echo, Floodsub, Gossipsub, GossipsubConfig, Identify, IdentifyResult, KadDHT, Perf, Ping  # noqa: E402
+from mycel.protocols import Echo, Floodsub, Gossipsub, GossipsubConfig, Identify, IdentifyResult, KadDHT, Perf, Ping, Rendezvous  # noqa: E402
 from mycel.protocols.relay import CircuitRelay, RelayResources, RelayTransport  # noqa: E402
 from mycel.routing import ContentRouting, PeerNotFound, PeerRouting, ProviderRecord  # noqa: E402
 from mycel.security import TLS, Noise, Plaintext  # noqa: E402
@@ -85,6 +85,7 @@ from mycel.transports import QUIC, TCP, MemoryNetwork, MemoryTransport  # noqa: 
 __all__ = [
     "MDNS",
     "KadDHT",
+    "Rendezvous",
     "ProviderRecord",
     "PeerRouting",
     "PeerNotFound",

@@ -92,15 +92,25 @@ class Limits:
     """A rendezvous point's bounds (see the module's docstring for what happens at each)."""
 
     min_ttl: float = MIN_TTL
+    """Shortest TTL accepted, seconds (the spec recommends 2 h); shorter: ``E_INVALID_TTL``."""
     max_ttl: float = MAX_TTL
+    """Longest TTL accepted, seconds (the spec's bound, 72 h); longer: ``E_INVALID_TTL``."""
     default_ttl: float = DEFAULT_TTL
+    """The TTL of a REGISTER that names none (the spec's 2 h)."""
     max_namespace_length: int = MAX_NAMESPACE_LENGTH
+    """Longest namespace, in UTF-8 bytes (the spec's 255)."""
     max_per_peer: int = 1000
+    """Registrations one peer may hold (the spec's 1000); a new one beyond: ``E_NOT_AUTHORIZED``."""
     max_per_namespace: int = 10_000
+    """Registrations one namespace may hold; a new one beyond: ``E_UNAVAILABLE``."""
     max_registrations: int = 100_000
+    """Registrations the point holds in all; a new one beyond: ``E_UNAVAILABLE``."""
     max_discover: int = 1000
+    """Registrations in one DISCOVER response at most (the spec's 1000)."""
     max_record_size: int = 8 * 1024
+    """Largest signed peer record taken, bytes; larger: ``E_INVALID_SIGNED_PEER_RECORD``."""
     max_response_bytes: int = 1 << 20
+    """Bytes of registrations in one DISCOVER response at most; the cookie gives the rest."""
 
     def __post_init__(self) -> None:
         if not 0 < self.min_ttl <= self.default_ttl <= self.max_ttl:
@@ -121,8 +131,11 @@ class Registration:
     """Register field 2 as the peer sent it: a signed peer record envelope, or (``signed`` False) the
     unsigned PeerInfo py-libp2p 0.8.1 sends."""
     addrs: tuple[Multiaddr, ...]
+    """The addresses in the record."""
     signed: bool
+    """True for a verified signed peer record, False for py-libp2p's unsigned PeerInfo."""
     expires: float
+    """When it runs out, on the ``now`` clock the store was given."""
     seq: int
     """The store's counter when it was registered (refreshing gives a new one)."""
 

@@ -67,8 +67,11 @@ class DiscoveredPeer:
     """A registration a rendezvous point gave us."""
 
     peer: PeerId
+    """The registered peer."""
     addrs: tuple[Multiaddr, ...]
+    """Its addresses (without ``/p2p``)."""
     namespace: str
+    """The namespace it registered in."""
     ttl: int
     """Seconds the registration has left (the point's word, capped at 72 h)."""
     signed: bool
