@@ -77,6 +77,7 @@ from mycel.network.resources import (
     ResourceManager,
     StreamScope,
 )
+from mycel.network.limits import SourceLimits
 from mycel.network.swarm import Swarm
 from mycel.network.upgrader import Upgrader
 from mycel.routing import PeerNotFound, PeerRouting
@@ -191,7 +192,14 @@ class HostConfig:
     negotiate_timeout: float = 10.0
     """Seconds a stream has to agree on a protocol (multistream-select)."""
     max_pending_inbound_handshakes: int = 64
-    """Inbound connections in their handshake at once; beyond, new ones are closed at accept."""
+    """Inbound connections in their handshake at once; beyond, the one stalled longest (no stage finished
+    for ``source_limits.stall_after`` seconds) is dropped for the newcomer, or the newcomer is closed."""
+    source_limits: SourceLimits = field(default_factory=SourceLimits)
+    """Per-source limits on inbound handshakes (pending and rate per IPv4 /32, IPv6 /56 and /48, go's
+    defaults); loopback is exempt unless ``SourceLimits(limit_loopback=True)``."""
+    handshake_stage_timeout: float = 5.0
+    """Seconds each stage of an inbound handshake (security selection, security handshake, muxer
+    selection) may take, within ``handshake_timeout`` for the whole."""
     handler_concurrency: int = DEFAULT_HANDLER_CONCURRENCY
     """Default bound of inbound streams per protocol handled at once; beyond, new ones are reset."""
     max_negotiating_streams: int = MAX_NEGOTIATING_STREAMS
@@ -243,7 +251,9 @@ class HostConfig:
                 as_multiaddr(addr)
             except Exception as exc:
                 raise ConfigError(f"HostConfig.listen[{i}]: {addr!r} is not a multiaddr ({exc})") from None
-        for name in ("handshake_timeout", "negotiate_timeout", "shutdown_timeout"):
+        if not isinstance(self.source_limits, SourceLimits):
+            raise ConfigError(f"HostConfig.source_limits: expected SourceLimits, got {type(self.source_limits).__name__}")
+        for name in ("handshake_timeout", "handshake_stage_timeout", "negotiate_timeout", "shutdown_timeout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"HostConfig.{name}: must be a positive number of seconds, got {value!r}")
@@ -415,6 +425,8 @@ class Host:
             on_disconnect=self._connection_closed,
             on_stream=self._handle_inbound_stream,
             tier_delay=config.dial_tier_delay,
+            source_limits=config.source_limits,
+            stage_timeout=config.handshake_stage_timeout,
             resources=self.resources,
             gater=config.gater,
         )

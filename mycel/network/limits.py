@@ -166,10 +166,12 @@ class SourceLimiter:
         return len(self._pending)
 
     def stats(self) -> dict[str, int]:
-        """Counters: ``admitted``, ``pending``, and one per refusal/eviction reason seen."""
+        """Counters: ``admitted``, ``pending``, one per refusal/eviction reason (0 if none) and one per
+        reason given to :meth:`count`."""
         out = {"admitted": self._counts.admitted, "pending": len(self._pending)}
         for reason in (REFUSE_IP_PENDING, REFUSE_IP_RATE, REFUSE_TABLE_FULL, EVICTED_STALLED):
-            out[reason] = self._counts.refused.get(reason, 0)
+            out[reason] = 0
+        out.update(self._counts.refused)
         return out
 
     def count(self, reason: str) -> None:

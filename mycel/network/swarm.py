@@ -39,7 +39,8 @@ from mycel.core.errors import (
 )
 from mycel.network.gater import ConnectionGater, allowed
 from mycel.network.resources import ConnectionScope, ResourceLimits, ResourceManager
-from mycel.network.upgrader import Upgrader
+from mycel.network.limits import Refusal, SourceLimiter, SourceLimits, Ticket, WarningThrottle
+from mycel.network.upgrader import STAGES, Upgrader
 
 if TYPE_CHECKING:
     from mycel.core.identity import Identity
@@ -95,7 +96,9 @@ class Swarm:
     """Listeners, dials and the registry of live connections of one host (the host builds it).
 
     Everything runs in ``nursery``. Inbound raw connections are upgraded by ``upgrader`` within
-    ``handshake_timeout`` seconds, at most ``max_pending_inbound`` at a time (more are dropped);
+    ``handshake_timeout`` seconds, each stage within ``stage_timeout``, at most ``max_pending_inbound``
+    at a time and within ``source_limits`` per source (see :mod:`mycel.network.limits`: refused at
+    accept, or the longest-stalled handshake is evicted; :meth:`stats` counts it all);
     ``on_connection`` / ``on_disconnect`` are called once per registered connection, and ``on_stream``
     runs for each inbound stream. ``tier_delay`` (seconds) overrides the head start of QUIC dials over
     the next tier; None picks it by address (30 ms private, 250 ms public).
@@ -118,6 +121,8 @@ class Swarm:
         on_disconnect: Callable[[Connection, int], None],
         on_stream: Callable[[MuxedStream], Awaitable[None]],
         tier_delay: float | None = None,
+        source_limits: SourceLimits | None = None,
+        stage_timeout: float | None = None,
         resources: ResourceManager | None = None,
         gater: ConnectionGater | None = None,
     ) -> None:
@@ -130,7 +135,9 @@ class Swarm:
         self.transports = list(transports)
         self.upgrader = upgrader
         self.handshake_timeout = handshake_timeout
-        self._pending_inbound = trio.Semaphore(max_pending_inbound)
+        self._limiter = SourceLimiter(source_limits or SourceLimits(), max_pending_inbound)
+        self._stage_timeout = stage_timeout
+        self._refusals = WarningThrottle(log)
         self._on_connection = on_connection
         self._on_disconnect = on_disconnect
         self._on_stream = on_stream
@@ -266,21 +273,42 @@ class Swarm:
                 raw = await listener.accept()
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return
-            try:
-                self._pending_inbound.acquire_nowait()
-            except trio.WouldBlock:
-                log.warning("too many pending inbound handshakes; dropping %s", raw.remote_addr)
+            now = trio.current_time()
+            ticket, evicted = self._limiter.admit(_ip_of(raw.remote_addr), now)
+            for old in evicted:
+                assert isinstance(old.data, _Watch)
+                old.data.scope.cancel()
+                self._refusals.warn("evicted", now, "evicting a stalled inbound handshake from %s", old.source)
+            if isinstance(ticket, Refusal):
+                self._refusals.warn(ticket.reason, now, "refusing %s: %s", raw.remote_addr, ticket.detail)
                 await raw.aclose()
                 continue
-            self._nursery.start_soon(self._handshake_inbound, raw)
+            ticket.data = _Watch(self, ticket)
+            self._nursery.start_soon(self._admitted_handshake, raw, ticket.data)
 
-    async def _handshake_inbound(self, raw: RawConnection) -> None:
+    def stats(self) -> dict[str, int]:
+        """Inbound handshake counters: admitted, pending, refusals by reason (``ip_pending``, ``ip_rate``,
+        ``table_full``), ``evicted_stalled``, and ``timeout_<stage>`` per stage deadline missed."""
+        return {**{f"timeout_{stage}": 0 for stage in STAGES}, **self._limiter.stats()}
+
+    async def _admitted_handshake(self, raw: RawConnection, watch: _Watch) -> None:
+        try:
+            with watch.scope:
+                await self._handshake_inbound(raw, watch)
+        finally:
+            self._limiter.release(watch.ticket)
+            if watch.scope.cancelled_caught:  # evicted for a newer handshake
+                with trio.CancelScope(shield=True):
+                    await raw.aclose()
+
+    async def _handshake_inbound(self, raw: RawConnection, watch: _Watch) -> None:
         assert self.upgrader is not None
         scope: ConnectionScope | None = None
         try:
             scope = self._open_scope(Direction.INBOUND, raw.local_addr, raw.remote_addr)
             with trio.fail_after(self.handshake_timeout):
-                conn = await _corked(raw, self.upgrader.upgrade_inbound(raw, scope))
+                upgrade = self.upgrader.upgrade_inbound(raw, scope, stage_timeout=watch.timeout, observer=watch)
+                conn = await _corked(raw, upgrade)
             self._check_upgraded(conn)
             self._scopes[conn], scope = scope, None
         except trio.TooSlowError:
@@ -292,7 +320,6 @@ class Swarm:
             await raw.aclose()
             return
         finally:
-            self._pending_inbound.release()
             if scope is not None:
                 scope.done()
         self._register(conn)
@@ -514,6 +541,36 @@ async def _close_quietly(thing: Connection | Listener[RawConnection] | Listener[
         await thing.aclose()
     except (trio.ClosedResourceError, trio.BrokenResourceError, MycelError, OSError) as exc:
         log.debug("closing %r: %r", thing, exc)
+
+
+class _Watch:
+    """One admitted inbound handshake: its ticket, the scope that evicts it, and its stage reports."""
+
+    __slots__ = ("swarm", "ticket", "scope", "timeout")
+
+    def __init__(self, swarm: Swarm, ticket: Ticket) -> None:
+        self.swarm = swarm
+        self.ticket = ticket
+        self.scope = trio.CancelScope()
+        self.timeout = swarm._stage_timeout
+
+    def stage_done(self, stage: str) -> None:
+        self.swarm._limiter.progress(self.ticket, trio.current_time())
+
+    def stage_timed_out(self, stage: str) -> None:
+        swarm = self.swarm
+        swarm._limiter.count(f"timeout_{stage}")
+        now = trio.current_time()
+        source = self.ticket.source
+        swarm._refusals.warn(f"timeout_{stage}", now, "inbound handshake from %s: its %s stage timed out", source, stage)
+
+
+def _ip_of(addr: Multiaddr) -> str | None:
+    """The IP address in a multiaddr (None if it has none)."""
+    for proto in addr.protocols():
+        if proto.name in ("ip4", "ip6"):
+            return str(addr.value_for_protocol(proto.code))
+    return None
 
 
 def _dial_failure(addr: Multiaddr, exc: BaseException) -> DialError:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Final, Protocol
 
+import trio
 from multiaddr import Multiaddr
 
 from mycel.core.abc import Connection, Direction, RawConnection, SecurityProtocol, StreamMuxer
-from mycel.core.errors import ConfigError, ConnectionGated, NegotiationError
+from mycel.core.errors import ConfigError, ConnectionGated, HandshakeError, NegotiationError
 from mycel.multistream import select_inbound, select_outbound
 from mycel.network.gater import allowed
 from mycel.multistream.core import DialerCore, MessageDecoder
@@ -23,6 +25,45 @@ if TYPE_CHECKING:
     from mycel.network.resources import ConnectionScope
 
 log = logging.getLogger("mycel.network.upgrader")
+
+STAGE_SELECT: Final = "select"  # multistream-select of the security protocol
+STAGE_SECURITY: Final = "security"  # the security handshake
+STAGE_MUXER: Final = "muxer"  # muxer selection (skipped when the handshake agreed on one)
+STAGES: Final = (STAGE_SELECT, STAGE_SECURITY, STAGE_MUXER)
+
+
+class HandshakeTimeout(HandshakeError):
+    """An inbound handshake stage did not finish within its own deadline (``stage`` names it)."""
+
+    def __init__(self, stage: str, timeout: float) -> None:
+        super().__init__(f"the {stage} stage of the handshake took longer than {timeout:g} s")
+        self.stage = stage
+
+
+class StageObserver(Protocol):
+    """Told when each stage of an inbound handshake finishes or runs out of time."""
+
+    def stage_done(self, stage: str) -> None:
+        """``stage`` finished in time."""
+
+    def stage_timed_out(self, stage: str) -> None:
+        """``stage`` ran out of time (HandshakeTimeout follows)."""
+
+
+@contextmanager
+def _stage(name: str, timeout: float | None, observer: StageObserver | None) -> Iterator[None]:
+    if timeout is None:
+        yield
+    else:
+        try:
+            with trio.fail_after(timeout):
+                yield
+        except trio.TooSlowError:
+            if observer is not None:
+                observer.stage_timed_out(name)
+            raise HandshakeTimeout(name, timeout) from None
+    if observer is not None:
+        observer.stage_done(name)
 
 
 class Upgrader:
@@ -92,14 +133,28 @@ class Upgrader:
         muxer_id = secure.early_muxer or await select_outbound(secure, self._muxer_order)
         return self._muxer(muxer_id).new_connection(secure)
 
-    async def upgrade_inbound(self, raw: RawConnection, scope: ConnectionScope | None = None) -> Connection:
-        """Upgrade a connection a listener accepted (the remote peer is whoever authenticates)."""
-        sec_id = await select_inbound(raw, self._security.__contains__, lambda: self._security_order)
-        secure = await self._security[sec_id].secure_inbound(raw, self.identity, self._muxer_order)
+    async def upgrade_inbound(
+        self,
+        raw: RawConnection,
+        scope: ConnectionScope | None = None,
+        *,
+        stage_timeout: float | None = None,
+        observer: StageObserver | None = None,
+    ) -> Connection:
+        """Upgrade a connection a listener accepted (the remote peer is whoever authenticates).
+
+        With ``stage_timeout``, each stage (security protocol selection, security handshake, muxer
+        selection) must finish within that many seconds, or HandshakeTimeout; ``observer`` hears of each.
+        """
+        with _stage(STAGE_SELECT, stage_timeout, observer):
+            sec_id = await select_inbound(raw, self._security.__contains__, lambda: self._security_order)
+        with _stage(STAGE_SECURITY, stage_timeout, observer):
+            secure = await self._security[sec_id].secure_inbound(raw, self.identity, self._muxer_order)
         self._secured(secure, scope)
-        muxer_id = secure.early_muxer or await select_inbound(
-            secure, self._muxers.__contains__, lambda: self._muxer_order
-        )
+        with _stage(STAGE_MUXER, stage_timeout, observer):
+            muxer_id = secure.early_muxer or await select_inbound(
+                secure, self._muxers.__contains__, lambda: self._muxer_order
+            )
         return self._muxer(muxer_id).new_connection(secure)
 
 

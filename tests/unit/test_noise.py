@@ -362,8 +362,34 @@ def test_core_oversized_message_rejected_before_buffering() -> None:
         ephemeral_private=os.urandom(32),
         max_message_size=1024,
     )
-    with pytest.raises(HandshakeError, match="2000 bytes exceeds 1024"):
+    with pytest.raises(HandshakeError, match="message 1 of 2000 bytes"):
         resp.receive_data(b"\x07\xd0")
+
+
+def test_core_msg1_with_a_payload_rejected_at_its_length() -> None:
+    """Message 1 is the initiator's 32-byte ephemeral key, no payload: anything longer is refused as soon as
+    its length arrives (issue #12: a 65,535-byte message 1 was accepted and waited for)."""
+    def responder() -> NoiseHandshake:
+        return NoiseHandshake(
+            Identity.generate(), initiator=False, static_private=os.urandom(32), ephemeral_private=os.urandom(32)
+        )
+
+    with pytest.raises(HandshakeError, match="message 1 of 33 bytes"):
+        responder().receive_data(b"\x00\x21")
+    with pytest.raises(HandshakeError, match="message 1 of 65535 bytes"):
+        responder().receive_data(b"\xff\xff")
+    resp = responder()
+    resp.receive_data(b"\x00\x20" + os.urandom(32))  # exactly the key: answered with message 2
+    assert resp.data_to_send()
+    # message 3 (the initiator's identity payload) is bounded by max_message_size, not by 32 bytes
+    with pytest.raises(HandshakeError, match="65535 bytes exceeds 1024"):
+        NoiseHandshake(
+            Identity.generate(),
+            initiator=False,
+            static_private=os.urandom(32),
+            ephemeral_private=os.urandom(32),
+            max_message_size=1024,
+        ).receive_data(b"\x00\x20" + os.urandom(32) + b"\xff\xff")
 
 
 @pytest.mark.parametrize(
@@ -684,7 +710,7 @@ async def test_handshake_eof_and_garbage() -> None:
         lambda: a_raw.send_all(b"\xff\xff"),
         lambda: Noise(handshake_max_message=4096).secure_inbound(b_raw, Identity.generate()),
     )
-    with pytest.raises(HandshakeError, match="65535 bytes exceeds 4096"):
+    with pytest.raises(HandshakeError, match="message 1 of 65535 bytes"):
         inn.unwrap()
 
 

@@ -193,6 +193,9 @@ class _State(enum.Enum):
     FAILED = 5
 
 
+MSG1_MAX: Final = 32  # message 1 (-> e): the ephemeral public key, no payload
+
+
 class NoiseHandshake:
     """The libp2p Noise handshake as a sans-IO state machine.
 
@@ -283,6 +286,10 @@ class NoiseHandshake:
         try:
             while not self.complete and len(self._in) >= 2:
                 length = self._in[0] << 8 | self._in[1]
+                if self._state is _State.AWAIT_MSG1 and length > MSG1_MAX:
+                    # -> e: the initiator's ephemeral key and no payload (go sends none; the spec puts
+                    # payloads in messages 2 and 3): refused at its length, before its body is read
+                    raise HandshakeError(f"Noise message 1 of {length} bytes; it is a {MSG1_MAX}-byte key")
                 if length > self._max:
                     raise HandshakeError(f"Noise handshake message of {length} bytes exceeds {self._max}")
                 if len(self._in) < 2 + length:
