@@ -271,3 +271,15 @@ async def test_cancel_mid_request_exits_promptly() -> None:
                 scope.cancel()
     assert scope.cancelled_caught
     assert trio.current_time() - start < 5.0
+
+
+async def test_new_listen_address_is_registered_again() -> None:
+    async with rendezvous_hosts(1) as (point, (a,)):
+        await rv(a).register("app", server=point.peer_id)
+        before = set(rv(point).store.registrations("app")[0].addrs)
+        new = await a.listen("/memory/0")
+        with trio.fail_after(10):
+            while rv(a).stats["refreshes"] < 1:  # the hook woke the refresher: it re-registers now
+                await trio.testing.wait_all_tasks_blocked()
+        after = set(rv(point).store.registrations("app")[0].addrs)
+        assert set(new) <= after and before < after
