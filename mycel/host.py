@@ -1285,6 +1285,8 @@ async def open_host(config: HostConfig | None = None) -> AsyncIterator[Host]:
                     await nursery.start(slot.supervise)
                 for addr in config.listen:
                     await host.swarm.listen(as_multiaddr(addr))
+                if config.listen:  # services started before the listeners: tell them (mDNS announces them)
+                    host._notify("local_addrs_changed")
                 log.info("host %s listening on %s", host.peer_id, [str(a) for a in host.listen_addrs])
                 yield host
             finally:
