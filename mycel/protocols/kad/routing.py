@@ -591,6 +591,13 @@ class RoutingTable:
         """Record that bucket ``cpl`` was refreshed at ``now``."""
         self._refreshed[cpl] = now
 
+    def overdue_refreshes(self, now: float) -> int:
+        """How many tracked buckets went a whole ``refresh_interval`` without a refresh (counted from the
+        table's creation for a bucket never refreshed): 0 in a table its timer keeps fresh."""
+        return sum(
+            1 for cpl in self.tracked_cpls() if self._refreshed.get(cpl, self._created) + self.refresh_interval <= now
+        )
+
     def note_lookup(self, key: int, now: float) -> None:
         """Any lookup of ``key`` refreshes the bucket it falls in (go's ``ResetCplRefreshedAtForID``)."""
         cpl = common_prefix_length(key, self.local_key)
