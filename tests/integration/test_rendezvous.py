@@ -127,6 +127,8 @@ async def test_unregister_and_refusals() -> None:
         with pytest.raises(Refused) as info:
             await rv(a).register("x" * 256, server=point.peer_id)
         assert info.value.status == Status.E_INVALID_NAMESPACE
+        with pytest.raises(ValueError):
+            await rv(a).register("app", server=point.peer_id, ttl=0)
         assert rv(a).registered() == []  # nothing refused is refreshed
 
 

@@ -123,6 +123,8 @@ async def test_mycel_clients_at_a_py_point() -> None:
         # compat: registered in py's form, with the TTL asked for
         assert await rv(a).register("app", server=server, ttl=TWO_HOURS) == TWO_HOURS
         await py_client.request("register", server=point.peer_id, ns="app", ttl=TWO_HOURS)
+        # no TTL given: compat sends the spec's default (py refuses a REGISTER without one)
+        assert await rv(b).register("other", server=server) == TWO_HOURS
         held = await point.registrations("app")
         assert plain(held[str(a.peer_id)]) == {str(x) for x in a.advertised_addrs}
 

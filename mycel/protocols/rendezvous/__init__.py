@@ -32,8 +32,8 @@ py_libp2p_compat=True)`` bridges what can be bridged:
 3. Its server ignores an ``UNREGISTER`` without the (deprecated, specs#335) ``id`` field; our client sends
    its own id there, which spec servers ignore.
 4. Its server refuses a REGISTER without ``ttl`` (proto3, no presence: the spec's default 2 h is never
-   applied) and accepts any TTL from 1 s to 72 h; its client refuses TTLs under 120 s. Ours always sends
-   the TTL when one is given.
+   applied) and accepts any TTL from 1 s to 72 h; its client refuses TTLs under 120 s. With compat, our
+   client always sends a TTL (the default 2 h when none is given).
 5. Its server refuses a DISCOVER without a namespace (the spec: all namespaces) and takes namespaces of
    256 bytes (the spec: 255).
 6. Its cookie is a 4-byte offset into the namespace's current registrations, and the last page returns

@@ -179,6 +179,8 @@ class Rendezvous(Service):
         after ``request_timeout``, a :class:`~mycel.core.errors.MycelError` when the point is unreachable
         or answers garbage."""
         host = self._running()
+        if ttl is not None and not 0 < ttl < 2**63:
+            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
         key = (server, namespace)
         if key not in self._held and len(self._held) >= MAX_HELD:
             raise Refused(Status.E_NOT_AUTHORIZED, f"this client already keeps {MAX_HELD} registrations")
@@ -199,7 +201,8 @@ class Rendezvous(Service):
         # py-libp2p 0.8.1 reads our signed record as its PeerInfo, sees another id and says E_NOT_AUTHORIZED
         granted = await self._send_register(host, namespace, server, ttl, legacy=True)
         log.info("%s takes only unsigned (py-libp2p) registrations", server)
-        self._legacy_servers.add(server)
+        if len(self._legacy_servers) < MAX_HELD:
+            self._legacy_servers.add(server)
         return granted
 
     async def _send_register(
@@ -210,6 +213,8 @@ class Rendezvous(Service):
             raise Refused(Status.E_INVALID_SIGNED_PEER_RECORD, "this host has no address to register")
         record = legacy_peer_info(host.peer_id, addrs) if legacy else self._signed_record(host, addrs)
         body = Message.Register(ns=namespace, signedPeerRecord=record)
+        if ttl is None and self.py_libp2p_compat:
+            ttl = self.limits.default_ttl  # py's server reads a missing ttl as 0 and refuses it
         if ttl is not None:
             body.ttl = math.ceil(ttl)
         response = await self._ask(server, Message(type=Message.REGISTER, register=body))
@@ -230,7 +235,7 @@ class Rendezvous(Service):
         server, namespace = key
         try:
             granted = await self._register_once(host, namespace, server, held.ttl)
-        except (MycelError, trio.TooSlowError, OSError) as exc:
+        except (MycelError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.stats["refresh_failures"] += 1
             held.failures += 1
             delay = min(RETRY_MIN * 2 ** (held.failures - 1), RETRY_MAX)
@@ -367,6 +372,8 @@ class Rendezvous(Service):
                 done = self._identified.setdefault(sender, trio.Event())
                 with trio.move_on_after(IDENTIFY_WAIT):
                     await done.wait()
+                if self._identified.get(sender) is done:  # identify did not come: forget the wait
+                    del self._identified[sender]
         return (host.peerstore.agent_version(sender) or "").startswith(PY_AGENT)
 
     def peer_protocols_changed(self, host: ServiceHost, peer: PeerId, added: frozenset[str], removed: frozenset[str]) -> None:
