@@ -285,3 +285,28 @@ async def test_new_listen_address_is_registered_again() -> None:
                 await trio.testing.wait_all_tasks_blocked()
         after = set(rv(point).store.registrations("app")[0].addrs)
         assert set(new) <= after and before < after
+
+
+async def test_unregister_during_a_refresh_wins(autojump_clock: trio.testing.MockClock) -> None:
+    async with rendezvous_hosts(1) as (point, (a,)):
+        await rv(a).register("app", server=point.peer_id)
+        gate = trio.Event()
+        arrived = trio.Event()
+
+        async def gated(stream: MuxedStream) -> None:
+            arrived.set()
+            await gate.wait()
+            await rv(point)._serve(stream)
+
+        point.set_stream_handler(PROTOCOL, gated)
+        await arrived.wait()  # the refresh (at 7/8 of 2 h) is held at the point
+        assert rv(a).stats["refreshes"] == 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: rv(a).unregister("app", server=point.peer_id))
+            await trio.testing.wait_all_tasks_blocked()
+            gate.set()
+        with trio.fail_after(60):
+            while rv(a).stats["refreshes"] < 1:
+                await trio.testing.wait_all_tasks_blocked()
+        await trio.testing.wait_all_tasks_blocked()  # the point has acted on every message sent
+        assert rv(a).registered() == [] and len(rv(point).store) == 0

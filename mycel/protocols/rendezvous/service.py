@@ -233,6 +233,9 @@ class Rendezvous(Service):
     async def _refresh(self, key: tuple[PeerId, str], held: _Held) -> None:
         host = self._running()
         server, namespace = key
+        if self._held.get(key) is not held:  # unregistered (or registered anew) since it was due
+            held.busy = False
+            return
         try:
             granted = await self._register_once(host, namespace, server, held.ttl)
         except (MycelError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -247,6 +250,11 @@ class Rendezvous(Service):
             held.granted = granted
             held.refresh_at = trio.current_time() + granted * REFRESH_AT
             log.debug("refreshed %r at %s for %g s", namespace, server, granted)
+            if key not in self._held:  # unregister() ran while this REGISTER was on its way: undo it
+                try:
+                    await self._send_unregister(host, namespace, server)
+                except (MycelError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    log.info("could not take back the refresh of %r at %s (it expires)", namespace, server)
         finally:
             held.busy = False
             self._wake.set()
@@ -257,6 +265,9 @@ class Rendezvous(Service):
         host = self._running()
         self._held.pop((server, namespace), None)
         self._wake.set()
+        await self._send_unregister(host, namespace, server)
+
+    async def _send_unregister(self, host: ServiceHost, namespace: str, server: PeerId) -> None:
         body = Message.Unregister(ns=namespace, id=host.peer_id.to_bytes())
         await self._ask(server, Message(type=Message.UNREGISTER, unregister=body), answer=False)
 
