@@ -28,6 +28,7 @@ from mycel.protocols.identify import Identify
 from mycel.protocols.ping import Ping
 from mycel.protocols.rendezvous import PROTOCOL, Limits, Refused, Rendezvous, Status
 from mycel.protocols.rendezvous import rendezvous_pb2 as pb
+from mycel.protocols.rendezvous.core import legacy_peer_info
 from mycel.testing.hosts import memory_config
 from mycel.transports.memory import MemoryNetwork
 
@@ -310,3 +311,26 @@ async def test_unregister_during_a_refresh_wins(autojump_clock: trio.testing.Moc
                 await trio.testing.wait_all_tasks_blocked()
         await trio.testing.wait_all_tasks_blocked()  # the point has acted on every message sent
         assert rv(a).registered() == [] and len(rv(point).store) == 0
+
+
+async def test_compat_point_answers_a_py_agent_in_its_form() -> None:
+    """With py_libp2p_compat, a DISCOVER from a peer whose identify agent is py-libp2p gets every
+    registration as py's unsigned PeerInfo (py cannot read a signed record); others get the spec's form."""
+    network = MemoryNetwork()
+    point_services = [Identify(), Rendezvous(server=True, py_libp2p_compat=True)]
+    async with open_host(memory_config(network, services=point_services)) as point, open_host(
+        memory_config(network, services=[Identify(), Rendezvous()])
+    ) as a, open_host(memory_config(network, agent_version="py-libp2p/0.8.1")) as py_like:
+        await a.connect(point.addrs[0])
+        await rv(a).register("app", server=point.peer_id)
+        signed = rv(point).store.registrations("app")[0].record
+        await py_like.connect(point.addrs[0])  # and ask at once: the point waits for identify
+        for asker, expected in ((py_like, legacy_peer_info(a.peer_id, a.advertised_addrs)), (a, signed)):
+            stream = await asker.new_stream(point.peer_id, PROTOCOL)
+            request = Message(type=Message.DISCOVER, discover=Message.Discover(ns="app"))
+            await send_message(stream, request.SerializeToString())
+            data = await receive_message(stream, 1 << 20)
+            await stream.aclose()
+            assert data is not None
+            answer = Message.FromString(data).discoverResponse
+            assert [r.signedPeerRecord for r in answer.registrations] == [expected]
