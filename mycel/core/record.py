@@ -23,6 +23,7 @@ from mycel.core.varint import encode_uvarint
 __all__ = [
     "PEER_RECORD_DOMAIN",
     "PEER_RECORD_PAYLOAD_TYPE",
+    "MAX_RECORD_ADDRS",
     "Envelope",
     "PeerRecord",
     "seal_peer_record",
@@ -31,6 +32,10 @@ __all__ = [
 
 PEER_RECORD_DOMAIN: Final = "libp2p-peer-record"
 PEER_RECORD_PAYLOAD_TYPE: Final = b"\x03\x01"
+MAX_RECORD_ADDRS: Final = 64
+"""Addresses of a peer record that are parsed (the peerstore keeps no more per peer); the rest are
+ignored. Each costs ~50 µs to parse and check, so a record of thousands, signed once and replayed
+(gossipsub PX, identify), would otherwise buy a peer that much of our CPU per copy."""
 _MAX_UINT64: Final = (1 << 64) - 1
 
 
@@ -136,7 +141,8 @@ class PeerRecord:
         except _PbDecodeError as exc:
             raise DecodeError(f"malformed peer record: {exc}") from None
         peer_id = PeerId.from_bytes(msg.peer_id)
-        return cls(peer_id, msg.seq, tuple(_parse_multiaddr(a.multiaddr) for a in msg.addresses))
+        addrs = msg.addresses[:MAX_RECORD_ADDRS]
+        return cls(peer_id, msg.seq, tuple(_parse_multiaddr(a.multiaddr) for a in addrs))
 
 
 def _parse_multiaddr(raw: bytes) -> Multiaddr:

@@ -44,6 +44,7 @@ PUSH_PROTOCOL = "/ipfs/id/push/1.0.0"
 MAX_MESSAGE_SIZE = 8192  # per delimited message (go's signedIDSize)
 MAX_MESSAGES = 10  # delimited messages merged per identify exchange
 MAX_OBSERVED = 16  # observed addresses of ourselves remembered (newest kept)
+MAX_LISTEN_ADDRS = 64  # listen addresses parsed per identify (the peerstore's per-peer bound); the rest ignored
 READ_CHUNK = 8192
 PUSH_DELAY = 0.05  # seconds a local change waits for more changes before one push goes out
 PUSH_BURST = 5  # pushes a peer may send at once; beyond, one per 1 / PUSH_RATE seconds; excess reset
@@ -112,10 +113,21 @@ def _why(exc: BaseException) -> str:
 
 
 def _addr_from_bytes(raw: bytes) -> Multiaddr | None:
+    """A multiaddr that parses in full and encodes back to exactly ``raw``, else None.
+
+    ``Multiaddr(bytes)`` is lazy and lenient: garbage got into the peerstore and failed later, when a
+    dial rendered it (found by fuzzing the apply step)."""
     try:
-        return Multiaddr(raw)
+        addr = Multiaddr(raw)
+        canonical = Multiaddr(str(addr)).to_bytes()
     except Exception:  # the multiaddr package raises a variety of errors for bad bytes
         return None
+    return addr if canonical == raw else None
+
+
+def _text(value: str | bytes) -> str:
+    """A proto2 ``string`` field as str: upb hands back bytes when they are not UTF-8."""
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 class _Waiter:
@@ -319,7 +331,11 @@ class Identify(Service):
                 raise IdentifyError(f"bad public key from {peer}: {exc}") from exc
             if key != conn.remote_public_key:
                 raise IdentifyError(f"{peer} sent an identify public key that is not its own")
-        listen = [a for a in (_addr_from_bytes(b) for b in msg.listenAddrs) if a is not None]
+        # at most MAX_LISTEN_ADDRS are parsed (the peerstore keeps no more per peer): thousands of them,
+        # chunked over several messages (CVE-2026-57497), cost no more than that
+        listen = [a for a in (_addr_from_bytes(b) for b in msg.listenAddrs[:MAX_LISTEN_ADDRS]) if a is not None]
+        # a protocol id that is not UTF-8 comes back as bytes and can never match one of ours: dropped
+        protocols = [p for p in msg.protocols if isinstance(p, str)]
         verified = False
         if msg.HasField("signedPeerRecord"):
             try:
@@ -331,12 +347,12 @@ class Identify(Service):
             store.set_addrs(peer, listen, AddrSource.IDENTIFY, CONNECTED_TTL, now)
         if conn.direction is Direction.OUTBOUND:
             store.add_addrs(peer, [conn.remote_addr], AddrSource.CONNECTION, CONNECTED_TTL, now)
-        if msg.protocols or not push:
-            host.update_peer_protocols(peer, list(msg.protocols))
+        if protocols or not push:
+            host.update_peer_protocols(peer, protocols)
         if msg.HasField("agentVersion"):
-            store.set_agent_version(peer, msg.agentVersion)
+            store.set_agent_version(peer, _text(msg.agentVersion))
         if msg.HasField("protocolVersion"):
-            store.set_protocol_version(peer, msg.protocolVersion)
+            store.set_protocol_version(peer, _text(msg.protocolVersion))
         observed = _addr_from_bytes(msg.observedAddr) if msg.HasField("observedAddr") else None
         if observed is not None:
             if observed in self.observed_addrs:
@@ -349,7 +365,7 @@ class Identify(Service):
             protocol_version=info.protocol_version,
             agent_version=info.agent_version,
             listen_addrs=listen,
-            protocols=list(msg.protocols),
+            protocols=protocols,
             observed_addr=observed,
             signed_record_verified=verified,
             signed_record_seq=info.record_seq,

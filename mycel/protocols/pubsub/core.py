@@ -463,6 +463,9 @@ class GossipsubRouter:
                 self.counters["subscriptions_refused"] += 1
                 break
             topic = sub.topicid
+            if not isinstance(topic, str):  # not UTF-8 (upb hands back bytes): no topic of anybody's
+                self.counters["subscriptions_refused"] += 1
+                continue
             if sub.subscribe:
                 if topic in state.topics:
                     continue
