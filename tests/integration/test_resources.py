@@ -1,0 +1,225 @@
+"""The resource manager in running hosts (memory network and TCP on 127.0.0.1): over-limit streams and
+connections are refused and counted while other peers are served; everything is released."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from mycel import HostConfig, Identity, open_host
+from mycel.core.abc import MuxedStream
+from mycel.core.errors import DialError, MycelError, ResourceLimitExceeded
+from mycel.host import Host
+from mycel.muxers.mplex import Mplex
+from mycel.muxers.yamux import Yamux
+from mycel.network.resources import ResourceLimitReached, ResourceLimits
+from mycel.protocols.echo import ECHO_PROTOCOL, Echo
+from mycel.protocols.identify import Identify
+from mycel.protocols.ping import Ping
+from mycel.security.noise import Noise
+from mycel.testing.hosts import memory_config
+from mycel.transports.memory import MemoryNetwork
+from mycel.transports.tcp import TCP
+
+
+def services() -> list[Any]:
+    return [Identify(), Ping(), Echo()]
+
+
+def config(kind: str, network: MemoryNetwork, **kw: Any) -> HostConfig:
+    if kind == "memory":
+        return memory_config(network, services=services(), **kw)
+    return HostConfig(
+        identity=Identity.generate(),
+        transports=[TCP()],
+        security=[Noise()],
+        muxers=[Yamux(), Mplex()],
+        services=services(),
+        listen=["/ip4/127.0.0.1/tcp/0"],
+        **kw,
+    )
+
+
+@contextlib.asynccontextmanager
+async def hosts(kind: str, n: int, server_limits: ResourceLimits) -> AsyncIterator[list[Host]]:
+    """A server with ``server_limits`` and ``n - 1`` clients with the defaults."""
+    network = MemoryNetwork()
+    async with contextlib.AsyncExitStack() as stack:
+        out = [await stack.enter_async_context(open_host(config(kind, network, resources=server_limits)))]
+        for _ in range(n - 1):
+            out.append(await stack.enter_async_context(open_host(config(kind, network))))
+        yield out
+
+
+async def echo_once(stream: MuxedStream, data: bytes) -> bytes:
+    await stream.send_all(data)
+    await stream.send_eof()
+    got = bytearray()
+    async for chunk in stream:
+        got += chunk
+    return bytes(got)
+
+
+async def is_reset(stream: MuxedStream) -> bool:
+    """True when the server reset the stream (reading fails rather than echoing)."""
+    try:
+        with trio.fail_after(5):
+            await stream.send_all(b"x")
+            data = await stream.receive_some()
+    except (MycelError, trio.BrokenResourceError, trio.ClosedResourceError):
+        return True
+    return data == b""
+
+
+async def until(condition: Callable[[], bool], rounds: int = 200) -> None:
+    """Let every task run until it blocks, until ``condition`` holds (no sleeping; bounded)."""
+    with trio.fail_after(10):
+        for _ in range(rounds):
+            if condition():
+                return
+            await trio.testing.wait_all_tasks_blocked(cushion=0.001)
+    assert condition()
+
+
+def all_released(host: Host) -> bool:
+    stats = host.resources.stats()
+    usage = {k: v for k, v in stats["system"].items() if k != "limit"}
+    return not any(usage.values()) and not stats["peers"]
+
+
+@pytest.mark.parametrize("kind", ["memory", "tcp"])
+async def test_over_limit_streams_reset_and_counted_while_others_are_served(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    limits = ResourceLimits.unlimited().override(protocol_peer={"streams_inbound": 2})
+    async with hosts(kind, 3, limits) as (server, greedy, polite):
+        with server.subscribe() as events:
+            await greedy.connect(server.addrs[0])
+            await polite.connect(server.addrs[0])
+            held = [await greedy.new_stream(server.peer_id, ECHO_PROTOCOL) for _ in range(2)]
+            for s in held:  # both served (and still open)
+                await s.send_all(b"hi")
+                assert await s.receive_some() == b"hi"
+            with caplog.at_level(logging.WARNING, logger="mycel.host"):
+                extra = [await greedy.new_stream(server.peer_id, ECHO_PROTOCOL) for _ in range(3)]
+                assert [await is_reset(s) for s in extra] == [True, True, True]
+            refused = server.resources.stats()["refused"]
+            assert refused == {f"protocol-peer:{ECHO_PROTOCOL}": {"streams_inbound": 3}}
+            # one rate-limited WARNING and one event for the three refusals
+            warnings = [r for r in caplog.records if "resource limit reached" in r.getMessage()]
+            assert len(warnings) == 1
+            reached = []
+            while True:
+                try:
+                    ev = events.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                if isinstance(ev, ResourceLimitReached):
+                    reached.append(ev)
+            assert [(e.scope, e.resource, e.peer) for e in reached] == [
+                (f"protocol-peer:{ECHO_PROTOCOL}", "streams_inbound", greedy.peer_id)
+            ]
+            # the polite peer is served meanwhile, and so is the greedy one on another protocol
+            stream = await polite.new_stream(server.peer_id, ECHO_PROTOCOL)
+            assert await echo_once(stream, b"x" * 100_000) == b"x" * 100_000
+            await greedy.service(Ping).ping(server.peer_id)
+            # a held stream closes: room for one more from the greedy peer
+            assert await echo_once(held[0], b"") == b"hi"[:0]
+            await held[0].aclose()
+            # (the server's handler releases its scope once it has sent its EOF and returned)
+            await until(lambda: server.resources.stats()["protocols"][ECHO_PROTOCOL]["streams_inbound"] == 1)
+            again = await greedy.new_stream(server.peer_id, ECHO_PROTOCOL)
+            assert await echo_once(again, b"ok") == b"ok"
+            await held[1].aclose()
+        await greedy.disconnect(server.peer_id)
+        await polite.disconnect(server.peer_id)
+        await until(lambda: not server.connections() and all_released(server))
+
+
+@pytest.mark.parametrize("kind", ["memory", "tcp"])
+async def test_established_connections_bounded_in_total(kind: str) -> None:
+    limits = ResourceLimits.unlimited().override(system={"conns_inbound": 2})
+    async with hosts(kind, 4, limits) as (server, a, b, c):
+        await a.connect(server.addrs[0])
+        await b.connect(server.addrs[0])
+        with pytest.raises(DialError):
+            with trio.fail_after(10):
+                conn = await c.connect(server.addrs[0])
+                # the server refused it at accept: the dial fails, or the connection dies at once
+                await conn.open_stream()
+                await c.service(Ping).ping(server.peer_id)
+        assert server.resources.stats()["refused"] == {"system": {"conns_inbound": 1}}
+        assert sorted(map(str, server.connected_peers())) == sorted([str(a.peer_id), str(b.peer_id)])
+        await a.service(Ping).ping(server.peer_id)  # the first two are served
+
+
+async def test_per_peer_connection_limit() -> None:
+    limits = ResourceLimits.unlimited().override(peer={"conns": 1})
+    async with hosts("memory", 2, limits) as (server, client):
+        await client.connect(server.addrs[0])
+        base = server.listen_addrs[0]
+        # a second connection from the same peer (a bare address is dialed anew, not reused)
+        with server.subscribe() as events, trio.fail_after(10):
+            with contextlib.suppress(DialError):
+                second = await client.swarm.dial_addr(base)
+                with contextlib.suppress(MycelError):
+                    await second.open_stream()
+            while not isinstance(await events.receive(), ResourceLimitReached):
+                pass
+        assert server.resources.stats()["refused"] == {"peer": {"conns": 1}}
+        await until(lambda: len(server.connections(client.peer_id)) == 1)
+        await client.service(Ping).ping(server.peer_id)
+
+
+async def test_outbound_stream_limit_is_a_typed_error() -> None:
+    network = MemoryNetwork()
+    limits = ResourceLimits.unlimited().override(peer={"streams_outbound": 2})
+    async with open_host(memory_config(network, services=services())) as server, open_host(
+        memory_config(network, services=services(), resources=limits)
+    ) as client:
+        await client.connect(server.addrs[0])
+        # identify's own outbound stream finishes first
+        await until(lambda: not client.resources.stats()["peers"][str(server.peer_id)]["streams_outbound"])
+        s1 = await client.new_stream(server.peer_id, ECHO_PROTOCOL)
+        s2 = await client.new_stream(server.peer_id, ECHO_PROTOCOL)
+        with pytest.raises(ResourceLimitExceeded) as info:
+            await client.new_stream(server.peer_id, ECHO_PROTOCOL)
+        assert (info.value.scope, info.value.resource) == ("peer", "streams_outbound")
+        await s1.aclose()  # finished streams are released when the next one needs room
+        s3 = await client.new_stream(server.peer_id, ECHO_PROTOCOL)
+        assert await echo_once(s3, b"abc") == b"abc"
+        await s2.aclose()
+
+
+async def test_allowlisted_address_reachable_when_the_node_is_full() -> None:
+    """Strangers (over ::1) fill the server's inbound connections; a peer from the allowlisted
+    127.0.0.1 still gets in, charged to the allowlisted scopes."""
+    limits = ResourceLimits.unlimited().override(
+        system={"conns_inbound": 1}, allowlisted_system={"conns_inbound": 4}
+    )
+    limits = ResourceLimits(**{**limits.__dict__, "allowlist": ("/ip4/127.0.0.1/ipcidr/32",)})
+    network = MemoryNetwork()
+    server_cfg = config("tcp", network, resources=limits).replace(listen=["/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0"])
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(open_host(server_cfg))
+        v4 = next(a for a in server.addrs if "/ip4/" in str(a))
+        v6 = next(a for a in server.addrs if "/ip6/" in str(a))
+        strangers = [await stack.enter_async_context(open_host(config("tcp", network))) for _ in range(2)]
+        await strangers[0].connect(v6)
+        with pytest.raises(DialError):
+            with trio.fail_after(10):
+                conn = await strangers[1].connect(v6)
+                await conn.open_stream()
+                await strangers[1].service(Ping).ping(server.peer_id)
+        trusted = await stack.enter_async_context(open_host(config("tcp", network)))
+        await trusted.connect(v4)
+        await trusted.service(Ping).ping(server.peer_id)
+        stats = server.resources.stats()
+        assert stats["refused"] == {"system": {"conns_inbound": 1}}
+        assert stats["allowlisted_system"]["conns_inbound"] == 1
