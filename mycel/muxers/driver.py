@@ -51,6 +51,7 @@ from mycel.core.errors import (
 from mycel.core.errors import StreamConnectionLost as StreamConnectionLost
 from mycel.core.errors import StreamResetError as StreamResetError
 from mycel.core.errors import StreamWriteClosed as StreamWriteClosed
+from mycel.muxers.budget import MemoryBudget, PeerBudgets
 from mycel.muxers.events import (
     GoAwayReceived,
     KeepaliveTimeout,
@@ -70,9 +71,17 @@ if TYPE_CHECKING:
     from mycel.core.keys import PublicKey
     from mycel.core.peer_id import PeerId
 
+from mycel.muxers.trim import MemoryTrimmer
+
 logger = logging.getLogger("mycel.muxers")
 
 RECEIVE_CHUNK = 1024 * 1024  # bytes asked of the secure connection per read
+# A core parses at most its frames_per_call (1024) frames per receive_data call (then it is
+# ``backlogged``), and the reader yields to the scheduler once FRAMES_PER_CHECKPOINT frames went by
+# since it last did: whatever the frames are (pings, data for streams that are gone), one connection
+# runs at most ~2 x 1024 frames before others run. Bulk data (64 KiB frames) never comes near that.
+FRAMES_PER_CHECKPOINT = 1024
+REFUSAL_LOG_INTERVAL = 10.0  # seconds between two warnings about refused inbound streams (per connection)
 DEFAULT_READ = 256 * 1024  # what receive_some(None) returns at most
 OUTPUT_HIGH_WATER = 1024 * 1024  # stream writers wait while more than this is queued for the wire
 CONTROL_HIGH_WATER = 4 * 1024 * 1024  # the reader stops reading while more than this is queued
@@ -346,10 +355,21 @@ class MuxedStreamImpl(MuxedStreamBase["MuxedConnection"]):
 class MuxedConnection(Connection):
     """A secured connection multiplexed by a sans-IO core; what Yamux/Mplex.new_connection return."""
 
-    def __init__(self, secure: SecureConnection, core: MuxerCore, *, close_timeout: float = CLOSE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        secure: SecureConnection,
+        core: MuxerCore,
+        *,
+        close_timeout: float = CLOSE_TIMEOUT,
+        on_closed: Callable[[], None] | None = None,
+    ) -> None:
         self._secure = secure
         self._core = core
         self._close_timeout = close_timeout
+        # called once when the connection is gone (after the core's memory reservation is released)
+        self._on_closed = on_closed
+        self._refusals_logged = 0  # inbound-stream refusals already reported
+        self._refusal_log_at = -float("inf")
         self._streams: dict[int, MuxedStreamImpl] = {}
         # Inbound streams not yet accepted; bounded by the core's accept backlog (it resets the excess).
         self._accept_queue: OrderedDict[int, MuxedStreamImpl] = OrderedDict()
@@ -552,6 +572,7 @@ class MuxedConnection(Connection):
                 # whatever happens here, or every aclose() waiting on it hangs
                 await self._close_transport()
             finally:
+                self._release()
                 self._run_done.set()
 
     async def aclose(self) -> None:
@@ -560,7 +581,21 @@ class MuxedConnection(Connection):
         if self._running:
             await self._run_done.wait()
         else:
-            await self._close_transport()
+            try:
+                await self._close_transport()
+            finally:
+                if not self._started or self._run_done.is_set():
+                    self._release()
+
+    def _release(self) -> None:
+        """Give back the core's memory reservation and tell the muxer (once)."""
+        self._core.release_memory()
+        callback, self._on_closed = self._on_closed, None
+        if callback is not None:
+            try:
+                callback()
+            except Exception:  # a muxer's bookkeeping must not break closing
+                logger.exception("connection-closed callback failed")
 
     async def _close_transport(self) -> None:
         try:
@@ -597,6 +632,7 @@ class MuxedConnection(Connection):
         # whole decrypted frames when the secure channel offers them (Noise): nothing is joined
         receive_frames = secure.receive_frames if isinstance(secure, FrameReceiver) else None
         pieces: Sequence[bytes | bytearray]
+        checkpoint_at = core.frames_received + FRAMES_PER_CHECKPOINT
         while True:
             try:
                 if receive_frames is not None:
@@ -615,16 +651,41 @@ class MuxedConnection(Connection):
                 if len(pieces) == 1:
                     stats.bytes_received += len(pieces[0])
                     events = core.receive_data(pieces[0], now)
+                    fed = 1
                 else:
                     events = []
+                    fed = 0
                     for piece in pieces:
                         stats.bytes_received += len(piece)
                         events += core.receive_data(piece, now)
+                        fed += 1
+                        if core.backlogged:
+                            break
+                while core.backlogged or core.frames_received >= checkpoint_at:
+                    # many frames in this read (a flood of small ones): let the others run every
+                    # FRAMES_PER_CALL frames, then go on where the core stopped
+                    checkpoint_at = core.frames_received + FRAMES_PER_CHECKPOINT
+                    if events:
+                        self._dispatch(events)
+                        events = []
+                        if self._closed:
+                            return self._close_reason
+                    self._wake_writer()
+                    await cancel_shielded_checkpoint()
+                    now = trio.current_time()
+                    if core.backlogged:
+                        events = core.receive_data(b"", now)
+                    while fed < len(pieces) and not core.backlogged:
+                        stats.bytes_received += len(pieces[fed])
+                        events += core.receive_data(pieces[fed], now)
+                        fed += 1
             except ProtocolViolation as exc:
                 logger.warning(
                     "%s violation from %s, closing the connection: %s", core.protocol_id, secure.remote_peer, exc
                 )
                 return f"protocol violation: {exc}"
+            if core.refused and now - self._refusal_log_at >= REFUSAL_LOG_INTERVAL:
+                self._log_refusals(now)
             if events:
                 self._dispatch(events)
                 if self._closed:
@@ -636,6 +697,20 @@ class MuxedConnection(Connection):
                 self._wake_writer()
                 while core.pending_output > CONTROL_HIGH_WATER and not self._writer_dead:
                     await self._flush_lot.park()  # backpressure: stop reading until the writer catches up
+
+    def _log_refusals(self, now: float) -> None:
+        core = self._core
+        total = sum(core.refused.values())
+        if total > self._refusals_logged:
+            logger.warning(
+                "%s: refused %d inbound streams from %s so far (%s)",
+                core.protocol_id,
+                total,
+                self._secure.remote_peer,
+                ", ".join(f"{reason}: {n}" for reason, n in sorted(core.refused.items())),
+            )
+            self._refusals_logged = total
+            self._refusal_log_at = now
 
     def _dispatch(self, events: list[MuxerEvent]) -> None:
         streams = self._streams
@@ -753,3 +828,24 @@ class MuxedConnection(Connection):
             if events:
                 self._dispatch(events)
             self._wake_writer()
+
+
+def budgeted_connection(
+    secure: SecureConnection,
+    make_core: Callable[[MemoryBudget], MuxerCore],
+    peer_budgets: PeerBudgets,
+    connection_memory: int,
+    trimmer: MemoryTrimmer | None,
+    close_timeout: float,
+) -> MuxedConnection:
+    """A :class:`MuxedConnection` whose core reserves from a ``connection_memory`` budget inside the
+    remote peer's budget; when the connection is gone the peer entry is dropped and memory trimmed."""
+    peer = secure.remote_peer
+    core = make_core(MemoryBudget(connection_memory, peer_budgets.acquire(peer)))
+
+    def closed() -> None:
+        peer_budgets.drop(peer)
+        if trimmer is not None:
+            trimmer.connection_closed()
+
+    return MuxedConnection(secure, core, close_timeout=close_timeout, on_closed=closed)

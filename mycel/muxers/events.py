@@ -99,6 +99,19 @@ class MuxerCore(Protocol):
 
     protocol_id: str
     supports_ping: bool
+    frames_received: int
+    """Frames parsed so far (the driver yields to the scheduler every so many, whatever they are)."""
+    refused: dict[str, int]
+    """Inbound streams refused so far, by reason (the driver logs them, rate-limited)."""
+
+    @property
+    def backlogged(self) -> bool:
+        """True when ``receive_data`` stopped after its frame budget: call ``receive_data(b"", now)``."""
+        ...
+
+    def release_memory(self) -> None:
+        """Give back the whole memory reservation (the driver calls it once the connection is gone)."""
+        ...
 
     @property
     def pending_output(self) -> int:

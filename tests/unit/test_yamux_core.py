@@ -20,7 +20,9 @@ from mycel.muxers.events import (
     StreamEnded,
     StreamOpened,
 )
+from mycel.muxers.budget import MemoryBudget
 from mycel.muxers.yamux.core import (
+    CONNECTION_MEMORY,
     FLAG_ACK,
     FLAG_FIN,
     FLAG_RST,
@@ -326,11 +328,17 @@ def test_default_limits() -> None:
         client.open_stream(0.0)
     with pytest.raises(ResourceLimitExceeded):
         client.open_stream(0.0)
-    server = YamuxCore(False)
+    # the accept backlog (256) with a memory budget that allows more streams
+    server = YamuxCore(False, memory=MemoryBudget(1 << 30))
     frames = b"".join(syn(i) for i in range(1, 2 * 257, 2))
     events = server.receive_data(frames, 0.0)
     assert len(events) == 256
     assert server.data_to_send().endswith(encode_frame(TYPE_WINDOW_UPDATE, FLAG_RST, 513, 0))
+    # the default memory budget: 32 MiB of 256 KiB windows, 128 streams (go's connection scope)
+    server = YamuxCore(False)
+    events = server.receive_data(frames, 0.0)
+    assert len(events) == CONNECTION_MEMORY // INITIAL_WINDOW == 128
+    assert server.refused == {"memory budget": 129}
 
 
 def test_pongs_are_bounded() -> None:
@@ -420,6 +428,7 @@ def frame_sequences(draw: st.DrawFn) -> bytes:
     out = bytearray()
     open_ids: set[int] = set()
     finished: set[int] = set()
+    reset: set[int] = set()
     next_id = 1
     for _ in range(draw(st.integers(1, 25))):
         action = draw(st.sampled_from(["open", "data", "update", "fin", "rst", "ping", "pong", "unknown"]))
@@ -443,12 +452,13 @@ def frame_sequences(draw: st.DrawFn) -> bytes:
         elif action == "rst":
             out += encode_frame(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0)
             finished.add(sid)
+            reset.add(sid)
         elif action == "ping":
             out += encode_frame(TYPE_PING, FLAG_SYN, 0, draw(st.integers(0, 0xFFFFFFFF)))
         elif action == "pong":
             out += encode_frame(TYPE_PING, FLAG_ACK, 0, draw(st.integers(0, 0xFFFFFFFF)))
-        else:
-            out += data(1001, draw(st.binary(max_size=50)))  # never opened: skipped
+        elif reset:
+            out += data(min(reset), draw(st.binary(max_size=50)))  # in flight for a freed stream: skipped
     return bytes(out)
 
 

@@ -4,14 +4,35 @@
 from __future__ import annotations
 
 from mycel.core.abc import SecureConnection, StreamMuxer
-from mycel.muxers.driver import CLOSE_TIMEOUT, MuxedConnection
-from mycel.muxers.mplex.core import ACCEPT_BACKLOG, MAX_BUFFER, MAX_FRAME, PROTOCOL_ID, MplexCore
+from mycel.muxers.budget import MemoryBudget, PeerBudgets
+from mycel.muxers.driver import CLOSE_TIMEOUT, MuxedConnection, budgeted_connection
+from mycel.muxers.mplex.core import (
+    ACCEPT_BACKLOG,
+    CONNECTION_MEMORY,
+    INBOUND_STREAM_BURST,
+    INBOUND_STREAM_RATE,
+    JUNK_BURST,
+    JUNK_RATE,
+    MAX_BUFFER,
+    MAX_FRAME,
+    MAX_INBOUND_STREAMS,
+    PEER_MEMORY,
+    PROTOCOL_ID,
+    MplexCore,
+)
+from mycel.muxers.trim import MemoryTrimmer
 
 __all__ = ["Mplex", "MplexCore", "PROTOCOL_ID"]
 
 
 class Mplex(StreamMuxer):
-    """The mplex stream muxer. A stream whose unread data exceeds ``max_buffer`` is reset."""
+    """The mplex stream muxer. Mplex has no flow control: a stream whose unread data exceeds
+    ``max_buffer`` is reset, and so is one whose data would take a connection's unread bytes over
+    ``connection_memory`` or a peer's (all its connections) over ``peer_memory``. At most
+    ``max_inbound_streams`` inbound streams per connection, opened at ``inbound_stream_rate`` per
+    second after a burst of ``inbound_stream_burst``; frames for streams that do not exist beyond
+    ``junk_rate``/``junk_burst`` fail the connection. ``trim_memory``: see :class:`~mycel.muxers.yamux.Yamux`.
+    """
 
     protocol_id = PROTOCOL_ID
 
@@ -22,15 +43,47 @@ class Mplex(StreamMuxer):
         accept_backlog: int = ACCEPT_BACKLOG,
         max_frame: int = MAX_FRAME,
         close_timeout: float = CLOSE_TIMEOUT,
+        connection_memory: int = CONNECTION_MEMORY,
+        peer_memory: int = PEER_MEMORY,
+        max_inbound_streams: int = MAX_INBOUND_STREAMS,
+        inbound_stream_rate: float = INBOUND_STREAM_RATE,
+        inbound_stream_burst: int = INBOUND_STREAM_BURST,
+        junk_rate: float = JUNK_RATE,
+        junk_burst: int = JUNK_BURST,
+        trim_memory: bool = True,
     ) -> None:
         self.max_buffer = max_buffer
         self.accept_backlog = accept_backlog
         self.max_frame = max_frame
         self.close_timeout = close_timeout
+        self.connection_memory = connection_memory
+        self.peer_memory = peer_memory
+        self.max_inbound_streams = max_inbound_streams
+        self.inbound_stream_rate = inbound_stream_rate
+        self.inbound_stream_burst = inbound_stream_burst
+        self.junk_rate = junk_rate
+        self.junk_burst = junk_burst
+        self.peer_budgets = PeerBudgets(peer_memory)
+        """The per-peer budgets of this muxer's connections (one entry per connected peer)."""
+        self.trimmer = MemoryTrimmer() if trim_memory else None
 
-    def new_core(self) -> MplexCore:
-        """A fresh sans-IO core with this muxer's limits (one per connection)."""
-        return MplexCore(max_buffer=self.max_buffer, accept_backlog=self.accept_backlog, max_frame=self.max_frame)
+    def new_core(self, memory: MemoryBudget | None = None) -> MplexCore:
+        """A fresh sans-IO core with this muxer's limits (one per connection); ``memory``: the
+        connection's budget (default: ``connection_memory`` bytes on its own)."""
+        return MplexCore(
+            max_buffer=self.max_buffer,
+            accept_backlog=self.accept_backlog,
+            max_frame=self.max_frame,
+            memory=memory if memory is not None else MemoryBudget(self.connection_memory),
+            max_inbound_streams=self.max_inbound_streams,
+            inbound_stream_rate=self.inbound_stream_rate,
+            inbound_stream_burst=self.inbound_stream_burst,
+            junk_rate=self.junk_rate,
+            junk_burst=self.junk_burst,
+        )
 
     def new_connection(self, secure: SecureConnection) -> MuxedConnection:
-        return MuxedConnection(secure, self.new_core(), close_timeout=self.close_timeout)
+        self.peer_budgets.limit = self.peer_memory
+        return budgeted_connection(
+            secure, self.new_core, self.peer_budgets, self.connection_memory, self.trimmer, self.close_timeout
+        )

@@ -2,7 +2,10 @@
 
 Frame: ``uvarint(stream_id << 3 | flag) || uvarint(length) || data``. Both sides number their own
 streams from 0, so a stream is keyed by ``stream_id << 1 | initiated_locally``. No flow control:
-a stream whose unread data would exceed ``max_buffer`` is reset instead of growing memory.
+a stream whose unread data would exceed ``max_buffer`` is reset instead of growing memory, and so is
+one whose data does not fit in the connection's memory budget (the unread data of all its streams).
+Inbound streams are capped per connection and rate-limited; frames that do nothing (data, close or
+reset for streams that do not exist) are tolerated up to a rate, beyond which the connection fails.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import sys
 
 from mycel.core.errors import ConnectionClosed, DecodeError, MuxerError, StreamClosed
 from mycel.core.varint import decode_uvarint, encode_uvarint
+from mycel.muxers.budget import MemoryBudget, MemoryReserver, RateLimit
 from mycel.muxers.events import (
     MuxerEvent,
     StreamAborted,
@@ -34,6 +38,22 @@ MAX_FRAME = 64 * 1024
 MAX_BUFFER = 4 * 1024 * 1024
 ACCEPT_BACKLOG = 256
 MAX_STREAM_ID = (1 << 60) - 1
+CONNECTION_MEMORY = 32 * 1024 * 1024
+"""Unread bytes all streams of one connection may hold together; data beyond resets its stream."""
+PEER_MEMORY = 48 * 1024 * 1024
+"""Unread bytes all connections to one peer may hold together."""
+MAX_INBOUND_STREAMS = 1000
+"""Inbound streams open at once on one connection; beyond, new ones are reset."""
+INBOUND_STREAM_RATE = 256.0
+"""New inbound streams per second, sustained (after INBOUND_STREAM_BURST); beyond, reset."""
+INBOUND_STREAM_BURST = 512
+JUNK_RATE = 2000.0
+"""Frames per second for streams that do not exist, after a burst of JUNK_BURST; beyond, the
+connection fails with a protocol error."""
+JUNK_BURST = 20000
+FRAMES_PER_CALL = 1024
+"""Frames one ``receive_data`` call parses at most; the rest waits for the next call (``backlogged``),
+so a read full of tiny frames cannot keep the event loop to itself."""
 _MAX_HEADER = 18  # two 9-byte varints
 
 
@@ -58,7 +78,7 @@ def decode_frame(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple
 
 
 class _Stream:
-    __slots__ = ("key", "id", "local", "buffered", "accepted", "local_fin", "remote_fin", "discard")
+    __slots__ = ("key", "id", "local", "buffered", "accepted", "local_fin", "remote_fin", "discard", "reserved")
 
     def __init__(self, stream_id: int, local: bool) -> None:
         self.id = stream_id
@@ -69,6 +89,7 @@ class _Stream:
         self.local_fin = False
         self.remote_fin = False
         self.discard = False
+        self.reserved = 0  # bytes of the connection's memory budget held for the unread data
 
 
 class MplexCore:
@@ -84,6 +105,12 @@ class MplexCore:
         accept_backlog: int = ACCEPT_BACKLOG,
         max_frame: int = MAX_FRAME,
         max_message: int = MAX_MESSAGE,
+        memory: MemoryReserver | None = None,
+        max_inbound_streams: int = MAX_INBOUND_STREAMS,
+        inbound_stream_rate: float = INBOUND_STREAM_RATE,
+        inbound_stream_burst: int = INBOUND_STREAM_BURST,
+        junk_rate: float = JUNK_RATE,
+        junk_burst: int = JUNK_BURST,
     ) -> None:
         if not 1 <= max_frame <= max_message:
             raise ValueError("max_frame must be between 1 and max_message")
@@ -97,6 +124,17 @@ class MplexCore:
         self._out = bytearray()
         self._closed = False
         self._error: str | None = None
+        self.memory: MemoryReserver = memory if memory is not None else MemoryBudget(CONNECTION_MEMORY)
+        self._reserved = 0
+        self.max_inbound_streams = max_inbound_streams
+        self._inbound = 0
+        self._stream_rate = RateLimit(inbound_stream_rate, inbound_stream_burst)
+        self._junk_rate = RateLimit(junk_rate, junk_burst)
+        self._now = 0.0
+        self.frames_received = 0  # headers parsed (the driver yields every so many)
+        self.frames_per_call = FRAMES_PER_CALL  # receive_data parses at most this many headers per call
+        self._backlog: memoryview | None = None  # the rest of a call that reached frames_per_call
+        self.refused: dict[str, int] = {}  # inbound streams refused, by reason
 
         self._hdr = bytearray()  # partial header (two varints); < 18 bytes
         self._remaining = 0  # payload bytes of the current message still to come
@@ -118,6 +156,12 @@ class MplexCore:
     def _frame(self, stream_id: int, flag: int, length: int = 0) -> None:
         self._out += encode_uvarint(stream_id << 3 | flag)
         self._out += encode_uvarint(length)
+
+    @property
+    def backlogged(self) -> bool:
+        """True when the last ``receive_data`` stopped after ``frames_per_call`` frames: call
+        ``receive_data(b"", now)`` to go on (before feeding more)."""
+        return self._backlog is not None
 
     @property
     def is_failed(self) -> bool:
@@ -233,10 +277,12 @@ class MplexCore:
         self._free(st)
 
     def consume(self, key: int, n: int, now: float) -> None:
-        """The reader took ``n`` buffered bytes of the stream (they no longer count towards ``max_buffer``)."""
+        """The reader took ``n`` buffered bytes of the stream (they no longer count towards ``max_buffer``
+        nor the memory budget)."""
         st = self._streams.get(key)
         if st is not None:
             st.buffered -= n
+            self._unreserve(st, st.reserved - max(st.buffered, 0))
 
     def stop_receiving(self, key: int, now: float) -> None:
         """Discard the stream's unread and later payload."""
@@ -244,6 +290,44 @@ class MplexCore:
         if st is not None:
             st.discard = True
             st.buffered = 0
+            self._unreserve(st, st.reserved)
+
+    # ---- memory budget ------------------------------------------------------------------
+
+    @property
+    def reserved_memory(self) -> int:
+        """Unread bytes this session holds of its memory budget."""
+        return self._reserved
+
+    @property
+    def inbound_streams(self) -> int:
+        """Inbound streams open now (at ``max_inbound_streams`` new ones are reset)."""
+        return self._inbound
+
+    def release_memory(self) -> None:
+        """Give the whole reservation back (the connection is gone; called by the driver at its end)."""
+        if self._reserved:
+            self.memory.release(self._reserved)
+            self._reserved = 0
+        for st in self._streams.values():
+            st.reserved = 0
+
+    def _unreserve(self, st: _Stream, n: int) -> None:
+        if n > 0:
+            st.reserved -= n
+            self._reserved -= n
+            self.memory.release(n)
+
+    def _refuse(self, sid: int, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        self._frame(sid, RESET_RECEIVER)
+
+    def _junk(self) -> None:
+        if not self._junk_rate.allow(self._now):
+            raise MuxerError(
+                f"flood of frames for streams that do not exist (more than {self._junk_rate.burst:.0f} "
+                f"at {self._junk_rate.rate:.0f}/s)"
+            )
 
     def stream_accepted(self, key: int) -> None:
         """The application took the inbound stream out of the accept backlog."""
@@ -258,23 +342,31 @@ class MplexCore:
         """Feed bytes from the wire. Raises MuxerError on a violation."""
         if self._error is not None:
             raise MuxerError(self._error)
+        if self._backlog is not None:  # resume where the last call stopped
+            rest, self._backlog = self._backlog, None
+            data = rest if not data else bytes(rest) + bytes(data)
+        self._now = now
         events: list[MuxerEvent] = []
         mv = memoryview(data)
         end = len(mv)
         pos = 0
+        frames_left = self.frames_per_call
         try:
             while pos < end:
                 if self._remaining:
                     n = min(self._remaining, end - pos)
                     st = self._target
-                    if st is not None:
-                        st.buffered += n
+                    if st is not None and not st.discard:  # (counted in ``buffered`` at its header)
                         events.append(StreamData(st.key, mv[pos : pos + n]))
                     pos += n
                     self._remaining -= n
                     if not self._remaining:
                         self._target = None
                     continue
+                if frames_left <= 0:  # enough for one call: the driver lets others run, then resumes
+                    self._backlog = mv[pos:end]
+                    break
+                frames_left -= 1
                 if self._hdr:
                     # Complete the header from a bounded prefix; give back what it did not use.
                     had = len(self._hdr)
@@ -293,6 +385,7 @@ class MplexCore:
                         self._hdr += mv[pos:end]
                         break
                     header, length, pos = parsed
+                self.frames_received += 1
                 self._handle_frame(header >> 3, header & 7, length, events)
         except MuxerError as exc:
             self._error = str(exc)
@@ -320,12 +413,19 @@ class MplexCore:
             key = sid << 1
             if key in self._streams:
                 raise MuxerError(f"NewStream for existing stream {sid}")
-            if self._closed or self._pending_accept >= self.accept_backlog:
-                self._frame(sid, RESET_RECEIVER)  # refuse: backlog full or closing
+            if self._closed:
+                self._refuse(sid, "closing")
+            elif self._pending_accept >= self.accept_backlog:
+                self._refuse(sid, "accept backlog full")
+            elif self._inbound >= self.max_inbound_streams:
+                self._refuse(sid, "too many inbound streams")
+            elif not self._stream_rate.allow(self._now):
+                self._refuse(sid, "inbound stream rate")
             else:
                 new = _Stream(sid, False)
                 self._streams[key] = new
                 self._pending_accept += 1
+                self._inbound += 1
                 events.append(StreamOpened(key))
             self._skip(length)  # the stream name is informational only
             return
@@ -335,7 +435,10 @@ class MplexCore:
         key = sid << 1 | (flag & 1)
         st = self._streams.get(key)
         if flag <= MESSAGE_INITIATOR:
-            if st is None or st.discard:
+            if st is None:
+                self._junk()
+                self._skip(length)
+            elif st.discard:
                 self._skip(length)
             elif st.remote_fin:
                 self._skip(length)
@@ -344,11 +447,21 @@ class MplexCore:
                 self._skip(length)
                 self._local_reset(st, f"unread data would exceed {self.max_buffer} bytes", events)
             elif length:
+                need = st.buffered + length - st.reserved
+                if need > 0:
+                    if not self.memory.reserve(need):
+                        self._skip(length)
+                        self._local_reset(st, "unread data of the connection exceed its memory budget", events)
+                        return
+                    st.reserved += need
+                    self._reserved += need
+                st.buffered += length
                 self._target = st
                 self._remaining = length
             return
         self._skip(length)  # close/reset carry no data; tolerate and drop any
         if st is None:
+            self._junk()
             return
         if flag <= CLOSE_INITIATOR:
             if not st.remote_fin:
@@ -376,3 +489,6 @@ class MplexCore:
             self._target = None
         if not st.accepted:
             self._pending_accept -= 1
+        if not st.local:
+            self._inbound -= 1
+        self._unreserve(st, st.reserved)

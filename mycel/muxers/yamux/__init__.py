@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from mycel.core.abc import Direction, SecureConnection, StreamMuxer
-from mycel.muxers.driver import CLOSE_TIMEOUT, MuxedConnection
+from mycel.muxers.budget import MemoryBudget, PeerBudgets
+from mycel.muxers.driver import CLOSE_TIMEOUT, MuxedConnection, budgeted_connection
+from mycel.muxers.trim import MemoryTrimmer
 from mycel.muxers.yamux.core import (
     ACCEPT_BACKLOG,
+    CONNECTION_MEMORY,
+    INBOUND_STREAM_BURST,
+    INBOUND_STREAM_RATE,
+    JUNK_BURST,
+    JUNK_RATE,
     KEEPALIVE_INTERVAL,
     MAX_FRAME,
+    MAX_INBOUND_STREAMS,
     MAX_UNACKED_STREAMS,
     MAX_WINDOW,
+    PEER_MEMORY,
+    PING_BURST,
+    PING_RATE,
     PROTOCOL_ID,
     YamuxCore,
 )
@@ -18,7 +29,16 @@ __all__ = ["Yamux", "YamuxCore", "PROTOCOL_ID"]
 
 
 class Yamux(StreamMuxer):
-    """The yamux stream muxer. Each connection gets its own :class:`YamuxCore`."""
+    """The yamux stream muxer. Each connection gets its own :class:`YamuxCore`.
+
+    Budgets (plain attributes, so a resource system can set them): ``connection_memory`` bytes of
+    receive windows per connection and ``peer_memory`` for all connections to one peer (new inbound
+    streams are refused and windows stop growing when either is used up), ``max_inbound_streams``
+    open at once per connection, ``inbound_stream_rate``/``inbound_stream_burst`` new inbound streams
+    per second, ``ping_rate``/``ping_burst`` pings answered per second, and ``junk_rate``/``junk_burst``
+    frames that do nothing before the connection fails. ``trim_memory``: hand freed heap back to the
+    OS after connections close (glibc only; at most every few seconds).
+    """
 
     protocol_id = PROTOCOL_ID
 
@@ -32,6 +52,16 @@ class Yamux(StreamMuxer):
         keepalive_interval: float | None = KEEPALIVE_INTERVAL,
         keepalive_timeout: float | None = None,
         close_timeout: float = CLOSE_TIMEOUT,
+        connection_memory: int = CONNECTION_MEMORY,
+        peer_memory: int = PEER_MEMORY,
+        max_inbound_streams: int = MAX_INBOUND_STREAMS,
+        inbound_stream_rate: float = INBOUND_STREAM_RATE,
+        inbound_stream_burst: int = INBOUND_STREAM_BURST,
+        ping_rate: float = PING_RATE,
+        ping_burst: int = PING_BURST,
+        junk_rate: float = JUNK_RATE,
+        junk_burst: int = JUNK_BURST,
+        trim_memory: bool = True,
     ) -> None:
         self.max_window = max_window
         self.max_frame = max_frame
@@ -40,9 +70,22 @@ class Yamux(StreamMuxer):
         self.keepalive_interval = keepalive_interval
         self.keepalive_timeout = keepalive_timeout
         self.close_timeout = close_timeout
+        self.connection_memory = connection_memory
+        self.peer_memory = peer_memory
+        self.max_inbound_streams = max_inbound_streams
+        self.inbound_stream_rate = inbound_stream_rate
+        self.inbound_stream_burst = inbound_stream_burst
+        self.ping_rate = ping_rate
+        self.ping_burst = ping_burst
+        self.junk_rate = junk_rate
+        self.junk_burst = junk_burst
+        self.peer_budgets = PeerBudgets(peer_memory)
+        """The per-peer budgets of this muxer's connections (one entry per connected peer)."""
+        self.trimmer = MemoryTrimmer() if trim_memory else None
 
-    def new_core(self, is_client: bool) -> YamuxCore:
-        """A fresh sans-IO core with this muxer's settings; ``is_client``: we dialed (odd stream ids)."""
+    def new_core(self, is_client: bool, memory: MemoryBudget | None = None) -> YamuxCore:
+        """A fresh sans-IO core with this muxer's settings; ``is_client``: we dialed (odd stream ids);
+        ``memory``: the connection's budget (default: ``connection_memory`` bytes on its own)."""
         return YamuxCore(
             is_client,
             max_window=self.max_window,
@@ -51,8 +94,18 @@ class Yamux(StreamMuxer):
             max_unacked=self.max_unacked,
             keepalive_interval=self.keepalive_interval,
             keepalive_timeout=self.keepalive_timeout,
+            memory=memory if memory is not None else MemoryBudget(self.connection_memory),
+            max_inbound_streams=self.max_inbound_streams,
+            inbound_stream_rate=self.inbound_stream_rate,
+            inbound_stream_burst=self.inbound_stream_burst,
+            ping_rate=self.ping_rate,
+            ping_burst=self.ping_burst,
+            junk_rate=self.junk_rate,
+            junk_burst=self.junk_burst,
         )
 
     def new_connection(self, secure: SecureConnection) -> MuxedConnection:
-        core = self.new_core(secure.direction is Direction.OUTBOUND)
-        return MuxedConnection(secure, core, close_timeout=self.close_timeout)
+        self.peer_budgets.limit = self.peer_memory
+        return budgeted_connection(
+            secure, lambda memory: self.new_core(secure.direction is Direction.OUTBOUND, memory), self.peer_budgets, self.connection_memory, self.trimmer, self.close_timeout
+        )

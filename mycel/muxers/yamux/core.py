@@ -11,6 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from mycel.core.errors import ConnectionClosed, MuxerError, ResourceLimitExceeded, StreamClosed
+from mycel.muxers.budget import MemoryBudget, MemoryReserver, RateLimit
 from mycel.muxers.events import (
     GoAwayReceived,
     KeepaliveTimeout,
@@ -54,6 +55,36 @@ _MAX_U32 = 0xFFFFFFFF
 _MAX_PENDING_PONGS = 64
 _MAX_OUTSTANDING_PINGS = 64
 
+# ---- per-connection budgets (settings of Yamux / YamuxCore; the resource system may feed them) ----
+CONNECTION_MEMORY = 32 * 1024 * 1024
+"""Receive-window bytes one connection may make us hold (go's connection scope: 32 MiB). Every stream
+reserves its window from it (256 KiB at open, more when auto-tuning grows it); when it is used up new
+inbound streams are refused (RST) and windows stop growing."""
+PEER_MEMORY = 48 * 1024 * 1024
+"""Receive-window bytes all connections to one peer may make us hold together (less than two
+connections' worth: a peer gains little by opening more connections)."""
+MAX_INBOUND_STREAMS = 1000
+"""Inbound streams open at once on one connection (go-yamux's MaxIncomingStreams); beyond, RST."""
+INBOUND_STREAM_RATE = 256.0
+"""New inbound streams per second, sustained, on one connection; beyond (after the burst), RST."""
+INBOUND_STREAM_BURST = 512
+"""Inbound streams that may open at once before INBOUND_STREAM_RATE applies."""
+PING_RATE = 100.0
+"""Pings per second we answer on one connection (burst PING_BURST); more are not answered (and count
+as frames that do nothing). go-yamux answers all, with at most 32 pongs queued."""
+PING_BURST = 256
+JUNK_RATE = 2000.0
+"""Frames per second that do nothing (unanswered pings, empty window updates, empty data frames, data
+for streams that are gone) one connection may send after a burst of JUNK_BURST; beyond, the
+connection fails with a protocol error."""
+JUNK_BURST = 20000
+MAX_TUNING_RTT = 0.5
+FRAMES_PER_CALL = 1024
+"""Frames one ``receive_data`` call parses at most; the rest waits for the next call (``backlogged``),
+so a read full of tiny frames cannot keep the event loop to itself."""
+"""The largest RTT (seconds) receive-window auto-tuning believes: a peer answering our RTT probe late
+cannot make every reader look fast."""
+
 
 @dataclass(frozen=True, slots=True)
 class Frame:
@@ -96,6 +127,7 @@ class _Stream:
         "local_fin",
         "remote_fin",
         "discard",
+        "reserved",
     )
 
     def __init__(self, stream_id: int, outbound: bool, now: float) -> None:
@@ -112,6 +144,7 @@ class _Stream:
         self.local_fin = False
         self.remote_fin = False
         self.discard = False
+        self.reserved = INITIAL_WINDOW  # bytes of the connection's memory budget this stream holds
 
 
 class YamuxCore:
@@ -131,6 +164,14 @@ class YamuxCore:
         keepalive_interval: float | None = KEEPALIVE_INTERVAL,
         keepalive_timeout: float | None = None,
         window_growth_rtts: float = 2.0,
+        memory: MemoryReserver | None = None,
+        max_inbound_streams: int = MAX_INBOUND_STREAMS,
+        inbound_stream_rate: float = INBOUND_STREAM_RATE,
+        inbound_stream_burst: int = INBOUND_STREAM_BURST,
+        ping_rate: float = PING_RATE,
+        ping_burst: int = PING_BURST,
+        junk_rate: float = JUNK_RATE,
+        junk_burst: int = JUNK_BURST,
     ) -> None:
         if max_window < INITIAL_WINDOW or max_window > _MAX_U32:
             raise ValueError("max_window must be between 256 KiB and 2**32-1")
@@ -145,6 +186,20 @@ class YamuxCore:
         self.keepalive_timeout = keepalive_timeout if keepalive_timeout is not None else keepalive_interval
         self.window_growth_rtts = window_growth_rtts
         self.rtt: float | None = None  # last measured round-trip time
+        self._tuning_rtt: float | None = None  # the smallest RTT measured (capped): drives auto-tuning
+        self.memory: MemoryReserver = memory if memory is not None else MemoryBudget(CONNECTION_MEMORY)
+        self._reserved = 0  # bytes this session holds of ``memory``
+        self.max_inbound_streams = max_inbound_streams
+        self._inbound = 0  # inbound streams open
+        self._stream_rate = RateLimit(inbound_stream_rate, inbound_stream_burst)
+        self._ping_rate = RateLimit(ping_rate, ping_burst)
+        self._junk_rate = RateLimit(junk_rate, junk_burst)
+        self._max_remote_id = 0  # the highest stream id the remote opened (or tried to)
+        self._max_granted = INITIAL_WINDOW  # the largest receive window we ever granted
+        self.frames_received = 0  # headers parsed (the driver yields every so many)
+        self.frames_per_call = FRAMES_PER_CALL  # receive_data parses at most this many headers per call
+        self._backlog: memoryview | None = None  # the rest of a call that reached frames_per_call
+        self.refused: dict[str, int] = {}  # inbound streams refused, by reason
 
         self._streams: dict[int, _Stream] = {}
         self._next_id = 1 if is_client else 2
@@ -201,6 +256,12 @@ class YamuxCore:
         self._out_len += HEADER_SIZE
 
     # ---- state queries ------------------------------------------------------------------
+
+    @property
+    def backlogged(self) -> bool:
+        """True when the last ``receive_data`` stopped after ``frames_per_call`` frames: call
+        ``receive_data(b"", now)`` to go on (before feeding more)."""
+        return self._backlog is not None
 
     @property
     def is_failed(self) -> bool:
@@ -271,6 +332,58 @@ class YamuxCore:
             self._frame(TYPE_GO_AWAY, 0, 0, GO_AWAY_PROTOCOL_ERROR)
         return MuxerError(reason)
 
+    # ---- memory budget --------------------------------------------------------------------
+
+    @property
+    def reserved_memory(self) -> int:
+        """Receive-window bytes this session holds of its memory budget (the sum of its streams' windows)."""
+        return self._reserved
+
+    @property
+    def inbound_streams(self) -> int:
+        """Inbound streams open now (at ``max_inbound_streams`` new ones are refused)."""
+        return self._inbound
+
+    def release_memory(self) -> None:
+        """Give the whole reservation back (the connection is gone; called by the driver at its end)."""
+        if self._reserved:
+            self.memory.release(self._reserved)
+            self._reserved = 0
+        for st in self._streams.values():
+            st.reserved = 0
+
+    def _reserve(self, n: int) -> bool:
+        if self.memory.reserve(n):
+            self._reserved += n
+            return True
+        return False
+
+    def _force(self, n: int) -> int:
+        mem = self.memory
+        if isinstance(mem, MemoryBudget):
+            mem.force(n)
+        elif not mem.reserve(n):
+            return 0  # a foreign scope said no: nothing held, nothing to give back
+        self._reserved += n
+        return n
+
+    def _refuse(self, sid: int, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0)
+
+    def _junk(self) -> None:
+        """A frame that does nothing: a few are normal, a flood is an attack (CPU, not memory)."""
+        if not self._junk_rate.allow(self._now):
+            raise MuxerError(
+                f"flood of frames that do nothing (more than {self._junk_rate.burst:.0f} at "
+                f"{self._junk_rate.rate:.0f}/s)"
+            )
+
+    def _never_opened(self, sid: int) -> bool:
+        if (sid & 1) == (0 if self.is_client else 1):  # the remote's numbering
+            return sid > self._max_remote_id
+        return sid >= self._next_id
+
     # ---- local commands -----------------------------------------------------------------
 
     def open_stream(self, now: float) -> int:
@@ -290,7 +403,9 @@ class YamuxCore:
         if sid > _MAX_U32:
             raise ConnectionClosed("yamux stream ids exhausted")
         self._next_id = sid + 2
-        self._streams[sid] = _Stream(sid, True, now)
+        st = _Stream(sid, True, now)
+        st.reserved = self._force(INITIAL_WINDOW)  # our own choice: counted even beyond the budget
+        self._streams[sid] = st
         self._unacked += 1
         self._frame(TYPE_WINDOW_UPDATE, FLAG_SYN, sid, 0)
         return sid
@@ -427,6 +542,9 @@ class YamuxCore:
         """Feed bytes from the wire. Raises MuxerError on a violation (a GoAway is then queued)."""
         if self._error is not None:
             raise MuxerError(self._error)
+        if self._backlog is not None:  # resume where the last call stopped
+            rest, self._backlog = self._backlog, None
+            data = rest if not data else bytes(rest) + bytes(data)
         self._now = now
         self._last_recv = now
         self._heard = True
@@ -434,6 +552,7 @@ class YamuxCore:
         mv = memoryview(data)
         end = len(mv)
         pos = 0
+        frames_left = self.frames_per_call
         unpack_from = HEADER.unpack_from
         try:
             while pos < end:
@@ -451,6 +570,10 @@ class YamuxCore:
                     if not self._remaining:
                         self._end_payload(events)
                     continue
+                if frames_left <= 0:  # enough for one call: the driver lets others run, then resumes
+                    self._backlog = mv[pos:end]
+                    break
+                frames_left -= 1
                 if self._hdr:
                     take = HEADER_SIZE - len(self._hdr)
                     self._hdr += mv[pos : pos + take]
@@ -465,6 +588,7 @@ class YamuxCore:
                 else:
                     version, type_, flags, sid, length = unpack_from(mv, pos)
                     pos += HEADER_SIZE
+                self.frames_received += 1
                 self._handle_frame(version, type_, flags, sid, length, events)
         except MuxerError as exc:
             raise self._fail(str(exc)) from None
@@ -497,15 +621,25 @@ class YamuxCore:
             if sid != 0:
                 raise MuxerError(f"ping on stream id {sid}")
             if flags == FLAG_SYN:
-                if self._pending_pongs < _MAX_PENDING_PONGS:
+                # answered at PING_RATE, and no more than _MAX_PENDING_PONGS queued while the remote
+                # does not read them; the rest count as frames that do nothing
+                if self._pending_pongs < _MAX_PENDING_PONGS and self._ping_rate.allow(self._now):
                     self._pending_pongs += 1
                     self._frame(TYPE_PING, FLAG_ACK, 0, length)
+                else:
+                    self._junk()
             elif flags == FLAG_ACK:
                 sent = self._pings.pop(length, None)
                 if sent is not None:
                     rtt = self._now - sent
                     self.rtt = rtt
+                    # auto-tuning believes the smallest sample: a late answer cannot inflate windows
+                    tuning = min(rtt, MAX_TUNING_RTT)
+                    if self._tuning_rtt is None or tuning < self._tuning_rtt:
+                        self._tuning_rtt = tuning
                     events.append(PongReceived(length, rtt))
+                else:
+                    self._junk()
             else:
                 raise MuxerError(f"bad ping flags {flags:#x}")
         elif type_ == TYPE_GO_AWAY:
@@ -526,24 +660,40 @@ class YamuxCore:
                 raise MuxerError(f"SYN for existing stream {sid}")
             if (sid & 1) == (1 if self.is_client else 0):
                 raise MuxerError(f"remote opened stream {sid} with our id parity")
+            if sid > self._max_remote_id:
+                self._max_remote_id = sid
             if flags & FLAG_RST:
                 st = None  # opened and reset at once: nothing to do
-            elif self._local_goaway or self._pending_accept >= self.accept_backlog:
-                self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0)  # refuse: backlog full or closing
-                st = None
+            elif self._local_goaway:
+                self._refuse(sid, "closing")
+            elif self._pending_accept >= self.accept_backlog:
+                self._refuse(sid, "accept backlog full")
+            elif self._inbound >= self.max_inbound_streams:
+                self._refuse(sid, "too many inbound streams")
+            elif not self._stream_rate.allow(self._now):
+                self._refuse(sid, "inbound stream rate")
+            elif not self._reserve(INITIAL_WINDOW):
+                self._refuse(sid, "memory budget")
             else:
                 st = _Stream(sid, False, self._now)
                 self._streams[sid] = st
                 self._pending_accept += 1
+                self._inbound += 1
                 events.append(StreamOpened(sid))
         if st is None:
             if is_data and length:
-                # stream unknown (already freed, or refused): drop the payload, but no sender may have
-                # more in flight than the largest window we ever grant (a 2 GiB "payload" on a stream
-                # that never existed would otherwise be read and thrown away while pings wait)
-                if length > self.max_window:
+                # stream unknown: a stream that never existed has no window at all; one already freed
+                # (or refused) may have data in flight, but no more than the largest window we ever
+                # granted (a 2 GiB "payload" would otherwise be read and thrown away while pings wait)
+                if self._never_opened(sid):
+                    raise MuxerError(
+                        f"{length} bytes of data for stream {sid}, never opened: exceed any window we grant"
+                    )
+                if length > self._max_granted:
                     raise MuxerError(f"{length} bytes of data for unknown stream {sid} exceed any window we grant")
                 self._skip(length)
+            if not flags & FLAG_SYN:
+                self._junk()
             return
         if flags & FLAG_ACK and not st.acked:
             st.acked = True
@@ -557,6 +707,8 @@ class YamuxCore:
             events.append(StreamAborted(sid, True, "reset by remote"))
             return
         if not is_data:
+            if not length and not flags:
+                self._junk()  # an empty window update
             if length:
                 window = st.send_window + length
                 if window > _MAX_U32:
@@ -579,6 +731,8 @@ class YamuxCore:
             self._remaining = length
         elif flags & FLAG_FIN:
             self._remote_fin(st, events)
+        elif not flags:
+            self._junk()  # an empty data frame
 
     def _remote_fin(self, st: _Stream, events: list[MuxerEvent]) -> None:
         if st.remote_fin:
@@ -603,6 +757,12 @@ class YamuxCore:
             self._unacked -= 1
         if not st.accepted:
             self._pending_accept -= 1
+        if not st.outbound:
+            self._inbound -= 1
+        if st.reserved:
+            self.memory.release(st.reserved)
+            self._reserved -= st.reserved
+            st.reserved = 0
 
     def _maybe_update_window(self, st: _Stream, now: float) -> None:
         if st.remote_fin or st.id not in self._streams:
@@ -611,15 +771,19 @@ class YamuxCore:
         delta = window - st.recv_credit - st.buffered
         if delta < window >> 1:
             return
-        rtt = self.rtt
+        rtt = self._tuning_rtt
         if (
             rtt is not None
             and window < self.max_window
             and now - st.epoch < self.window_growth_rtts * rtt
         ):
             grown = min(window * 2, self.max_window)
-            delta += grown - window
-            st.recv_window = grown
+            if self._reserve(grown - window):  # a full budget keeps windows where they are
+                st.reserved += grown - window
+                delta += grown - window
+                st.recv_window = grown
+                if grown > self._max_granted:
+                    self._max_granted = grown
         st.epoch = now
         st.recv_credit += delta
         flags = 0

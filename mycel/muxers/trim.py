@@ -1,0 +1,94 @@
+"""Give freed heap memory back to the operating system after connections close.
+
+CPython frees a closed connection's objects, but glibc's allocator keeps the freed pages of its
+arenas (above all after large, short-lived buffers such as megabyte-sized socket reads): measured
+here, RSS climbed from 48 to 187 MB over ~950 hostile connections although no connection object
+was alive, and ``malloc_trim(0)`` brought it back to ~55 MB. :class:`MemoryTrimmer` calls
+``malloc_trim(0)`` (through ctypes; a no-op where libc has no such function, e.g. musl or macOS)
+after connections close, at most once per ``interval`` seconds: a close inside the interval
+schedules one trim at its end (a trio system task), so the last of a burst of closes is covered too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import time
+from collections.abc import Callable
+
+import trio
+
+__all__ = ["MemoryTrimmer", "TRIM_INTERVAL", "malloc_trim"]
+
+logger = logging.getLogger("mycel.muxers.trim")
+
+TRIM_INTERVAL = 2.0
+"""Seconds between two trims at least (a trim walks the heap: a few milliseconds)."""
+
+
+def _load_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fn = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_TRIM = _load_trim()  # loaded once; not state: the same function for every caller
+
+
+def malloc_trim() -> bool:
+    """Ask glibc to return free heap pages to the OS now; False where that is not available."""
+    if _TRIM is None:
+        return False
+    _TRIM(0)
+    return True
+
+
+class MemoryTrimmer:
+    """Rate-limited :func:`malloc_trim` for one muxer (one host): call :meth:`connection_closed`
+    whenever a connection ends. ``trims`` counts the trims done."""
+
+    __slots__ = ("interval", "trims", "_last", "_scheduled")
+
+    def __init__(self, interval: float = TRIM_INTERVAL) -> None:
+        self.interval = interval
+        self.trims = 0
+        self._last = -float("inf")
+        self._scheduled = False
+
+    def __deepcopy__(self, memo: dict[int, object]) -> MemoryTrimmer:
+        return MemoryTrimmer(self.interval)
+
+    def connection_closed(self) -> None:
+        """Trim now, or once at the end of the interval if a trim ran less than ``interval`` ago."""
+        if _TRIM is None or self._scheduled:
+            return
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._trim(now)
+            return
+        try:
+            trio.lowlevel.spawn_system_task(self._later, self._last + self.interval, name="mycel malloc_trim")
+        except RuntimeError:  # not inside trio.run (e.g. closing at shutdown): trim now
+            self._trim(now)
+            return
+        self._scheduled = True
+
+    async def _later(self, at: float) -> None:
+        try:
+            await trio.sleep(max(0.0, at - time.monotonic()))
+            self._trim(time.monotonic())
+        finally:
+            self._scheduled = False
+
+    def _trim(self, now: float) -> None:
+        self._last = now
+        t0 = time.perf_counter()
+        malloc_trim()
+        self.trims += 1
+        logger.debug("malloc_trim(0) took %.1f ms", (time.perf_counter() - t0) * 1000)
