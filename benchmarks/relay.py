@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from interop.peers import _stop_process  # noqa: E402
 from mycel.core.abc import MuxedStream  # noqa: E402
 from mycel.core.framing import read_exactly  # noqa: E402
 from mycel.host import Host, HostConfig, open_host  # noqa: E402
@@ -159,15 +160,7 @@ async def relay_process(name: str) -> AsyncIterator[RelayProcess]:
         relay._buf = first._buf
         yield relay
     finally:
-        with trio.CancelScope(shield=True):
-            if proc.stdin is not None:
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                    await proc.stdin.aclose()
-            with trio.move_on_after(5):
-                await proc.wait()
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        await _stop_process(proc)  # stdin EOF, SIGTERM, SIGKILL to its group
 
 
 # -- the measurements -----------------------------------------------------------------------------

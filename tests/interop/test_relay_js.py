@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from interop.peers import INTEROP_DIR
+from interop.peers import INTEROP_DIR, _stop_process
 from mycel.core.abc import MuxedStream
 from mycel.core.events import ConnectionOpened, Event
 from mycel.core.framing import read_exactly
@@ -62,21 +62,18 @@ async def _first_line(stream: trio.abc.ReceiveStream) -> dict[str, Any]:
 async def js_peer(*args: str) -> AsyncIterator[dict[str, Any]]:
     """Run ``relay.mjs args``; yield its ready line; close its stdin and stop it (by PID) on exit."""
     proc = await trio.lowlevel.open_process(
-        [str(NODE), str(SCRIPT), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(INTEROP_DIR / "js")
+        [str(NODE), str(SCRIPT), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=str(INTEROP_DIR / "js"),
+        start_new_session=True,  # its own process group, stopped as a whole
     )
-    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout is not None
     try:
         with trio.fail_after(TIMEOUT):
             yield await _first_line(proc.stdout)
     finally:
-        with trio.CancelScope(shield=True):
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                await proc.stdin.aclose()
-            with trio.move_on_after(5):
-                await proc.wait()
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        await _stop_process(proc)  # stdin EOF, SIGTERM, SIGKILL to its group
 
 
 async def js_dial(target: str, size: int) -> dict[str, Any]:
