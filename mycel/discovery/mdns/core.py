@@ -101,6 +101,8 @@ class MdnsConfig:
     """Received TTLs are clamped to this (seconds; go announces 3200)."""
     max_ips: int = 8
     """Most A/AAAA records we send."""
+    port: int = MDNS_PORT
+    """The mDNS port (5353); a query from another source port is a one-shot resolver's (answered unicast)."""
 
     def __post_init__(self) -> None:
         if not self.service or len(self.service) > 200:
@@ -467,10 +469,10 @@ class MdnsCore:
             return
         ours, meta = self._asks_for_us(msg)
         if meta:
-            self._out.append(Outgoing(self._meta_response(), None if src[1] == MDNS_PORT else src))
+            self._out.append(Outgoing(self._meta_response(), None if src[1] == self.config.port else src))
         if not ours or self._known_answer(msg):
             return
-        if src[1] != MDNS_PORT:  # a one-shot resolver (RFC 6762 §6.7): unicast, echo id and questions
+        if src[1] != self.config.port:  # a one-shot resolver (RFC 6762 §6.7): unicast, echo id and questions
             self._out.append(Outgoing(self.response(query=msg), src))
             return
         if any(q.unicast_response for q in msg.questions):

@@ -11,6 +11,7 @@ is joined. IPv4 only (see the package docstring).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -104,7 +105,7 @@ class MDNS(Service):
         self.interfaces = None if interfaces is None else list(interfaces)
         self.port = port
         self.group = group
-        self.config = config or MdnsConfig()
+        self.config = dataclasses.replace(config or MdnsConfig(), port=port)
         self._core: MdnsCore | None = None
         self._sock: trio.socket.SocketType | None = None
         self._joined: set[str] = set()
