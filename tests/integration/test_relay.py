@@ -244,3 +244,25 @@ async def test_cancel_mid_circuit_exits_promptly_and_leaks_nothing(kind: str) ->
     assert relay_svc.core.reservation_count == 0
     await trio.testing.wait_all_tasks_blocked()
     assert _task_names() == before
+
+
+async def test_relay_address_pushed_to_peers_and_reservation_taken_again_after_a_drop() -> None:
+    """C, connected to A before A reserves, learns A's /p2p-circuit address by identify push; when A's
+    connection to the relay drops, A reserves again and keeps advertising it."""
+    async with relay_trio("memory", a_listen_relay=False) as t:
+        network_addr = t.a.addrs[0]
+        await t.b.connect(network_addr)  # B plays C here: a direct peer of A
+        with t.b.subscribe() as events:
+            listener = await t.a.listen(f"{t.relay.addrs[0]}/p2p-circuit")
+            assert listener == []  # no reservation yet: no address yet
+            with trio.fail_after(10):
+                await t.a_transport.wait_reserved(t.relay.peer_id)
+                circuit_base = Multiaddr(f"{t.relay.addrs[0]}/p2p-circuit")
+                while circuit_base not in t.b.peerstore.addrs(t.a.peer_id, trio.current_time()):
+                    await events.receive()  # identify push arrives (PeerIdentified)
+        with trio.fail_after(10):
+            await t.a.disconnect(t.relay.peer_id)
+            again = await t.a_transport.wait_reserved(t.relay.peer_id, refreshed=1)
+        assert again.refreshed == 1
+        assert t.relay.service(CircuitRelay).core.reservation(t.a.peer_id, trio.current_time()) is not None
+        assert t.circuit_addr in t.a.addrs

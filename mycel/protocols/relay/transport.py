@@ -125,7 +125,8 @@ class RelayReservation:
     voucher_verified: bool = False
     """True when the relay sent a voucher and it verified (signed by the relay's key, naming us)."""
     refreshed: int = 0
-    """How many times it was renewed."""
+    """How many times a reservation on this relay was taken before this one (renewals, and new ones
+    after the relay connection dropped)."""
 
 
 @dataclass
@@ -134,6 +135,7 @@ class _RelaySlot:
     addr: Multiaddr | None
     reservation: RelayReservation | None = None
     failures: int = 0
+    taken: int = 0
     lost: trio.Event = field(default_factory=trio.Event)
 
 
@@ -209,8 +211,8 @@ class RelayListener(Listener[Connection]):
                     self._changed()
                 await trio.sleep(delay)  # a backoff timer, not a wait for something to happen
                 continue
-            if slot.reservation is not None:
-                rsvp.refreshed = slot.reservation.refreshed + 1
+            rsvp.refreshed = slot.taken
+            slot.taken += 1
             slot.failures = 0
             slot.reservation = rsvp
             slot.lost = trio.Event()
@@ -255,6 +257,7 @@ class RelayTransport(ConnectionTransport):
         self._upgrader: Upgrader | None = None
         self._listeners: list[RelayListener] = []
         self._watch: dict[PeerId, list[_RelaySlot]] = {}
+        self._changed: trio.Event | None = None  # set when any listener's reservations change
         self.refused_stops = 0
         """Stop streams refused (malformed, unexpected, no listener, wrong peer, queue full)."""
 
@@ -299,9 +302,14 @@ class RelayTransport(ConnectionTransport):
                     return rsvp
             if not self._listeners:
                 raise TransportError("not listening on /p2p-circuit")
-            await self._listeners[0].changed.wait()
+            if self._changed is None:
+                self._changed = trio.Event()
+            await self._changed.wait()
 
     def _addrs_changed(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
         if self._host is not None:
             self._host.addrs_changed()
 
