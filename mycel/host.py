@@ -420,7 +420,9 @@ class Host:
             transports,
             upgrader,
             handshake_timeout=config.handshake_timeout,
-            max_pending_inbound=config.max_pending_inbound_handshakes,
+            # one bound for pending handshakes: the swarm's table evicts stalled ones before the
+            # transient scope would refuse a fresh one
+            max_pending_inbound=max(1, min(config.max_pending_inbound_handshakes, config.resources.transient.conns_inbound)),
             on_connection=self._connection_opened,
             on_disconnect=self._connection_closed,
             on_stream=self._handle_inbound_stream,

@@ -600,6 +600,26 @@ class MemoryScope:
             self._scopes = ()
 
 
+class ScopeReserver:
+    """A :class:`MemoryScope` behind the ``reserve(n) -> bool`` / ``release(n)`` interface of the
+    muxers' budgets (:class:`mycel.muxers.budget.MemoryReserver`): a refusal answers False (and is
+    counted) instead of raising, so a muxer's per-peer budget can sit inside the host's scopes."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: MemoryScope) -> None:
+        self.scope = scope
+
+    def reserve(self, n: int) -> bool:
+        """Take ``n`` bytes if every scope has room; False otherwise (nothing taken)."""
+        return n <= 0 or self.scope.try_reserve(n)
+
+    def release(self, n: int) -> None:
+        """Give back ``n`` bytes."""
+        if n > 0:
+            self.scope.release(n)
+
+
 class MemoryBudget:
     """Memory use tracked byte by byte but reserved from a :class:`MemoryScope` in ``chunk``-sized
     steps, so a hot path touches the scopes once per chunk, not once per buffer."""
@@ -852,6 +872,7 @@ __all__ = [
     "ResourceManager",
     "Scope",
     "ScopeLimit",
+    "ScopeReserver",
     "StreamScope",
     "fd_limit",
     "machine_memory",

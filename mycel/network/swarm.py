@@ -304,6 +304,8 @@ class Swarm:
     async def _handshake_inbound(self, raw: RawConnection, watch: _Watch) -> None:
         assert self.upgrader is not None
         scope: ConnectionScope | None = None
+        # handshakes evicted to admit this one release their transient scope when they next run: let them
+        await trio.lowlevel.checkpoint()
         try:
             scope = self._open_scope(Direction.INBOUND, raw.local_addr, raw.remote_addr)
             with trio.fail_after(self.handshake_timeout):

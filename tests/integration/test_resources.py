@@ -24,7 +24,7 @@ from mycel.protocols.identify import Identify
 from mycel.protocols.ping import Ping
 from mycel.security.noise import Noise
 from mycel.testing.hosts import memory_config
-from mycel.transports.memory import MemoryNetwork
+from mycel.transports.memory import MemoryNetwork, MemoryTransport
 from mycel.transports.tcp import TCP
 
 
@@ -223,3 +223,28 @@ async def test_allowlisted_address_reachable_when_the_node_is_full() -> None:
         stats = server.resources.stats()
         assert stats["refused"] == {"system": {"conns_inbound": 1}}
         assert stats["allowlisted_system"]["conns_inbound"] == 1
+
+
+async def test_stalled_handshakes_are_evicted_before_the_transient_scope_refuses(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The pending-handshake table and the transient scope are one bound: with room for two pending
+    connections, two stalled ones are evicted for a legit peer instead of the scope refusing it."""
+    network = MemoryNetwork()
+    limits = ResourceLimits.unlimited().override(transient={"conns_inbound": 2})
+    async with open_host(memory_config(network, services=services(), resources=limits)) as server, open_host(
+        memory_config(network, services=services())
+    ) as client:
+        stalled = []
+        for _ in range(2):
+            raw = await MemoryTransport(network).dial(server.listen_addrs[0])
+            await raw.send_all(b"\x13")  # the start of a multistream header, and nothing more
+            stalled.append(raw)
+        await trio.sleep(2)  # stalled for longer than the table's stall_after
+        assert server.resources.stats()["transient"]["conns_inbound"] == 2
+        await client.connect(server.addrs[0])
+        await client.service(Ping).ping(server.peer_id)
+        assert server.resources.stats()["refused"] == {}
+        assert server.swarm.stats()["evicted_stalled"] >= 1
+        for raw in stalled:
+            await raw.aclose()

@@ -15,6 +15,7 @@ from mycel.network.resources import (
     ResourceLimits,
     ResourceManager,
     ScopeLimit,
+    ScopeReserver,
 )
 
 IN, OUT = Direction.INBOUND, Direction.OUTBOUND
@@ -299,3 +300,17 @@ def test_refusal_reports_are_rate_limited() -> None:
     assert not rep.due("peer", "streams_inbound", 5.0)
     assert rep.due("system", "conns", 5.0)  # another kind: reported
     assert rep.due("peer", "streams_inbound", 10.0)
+
+
+def test_scope_reserver_answers_like_a_muxer_budget() -> None:
+    mgr = limited(peer={"memory": 1000})
+    cs = mgr.open_connection(IN, ADDR)
+    cs.set_peer(peer())  # type: ignore[arg-type]
+    reserver = ScopeReserver(cs.memory)
+    assert reserver.reserve(600) and reserver.reserve(0)
+    assert not reserver.reserve(600)  # over the peer's limit: False, counted, nothing taken
+    assert mgr.stats()["refused"] == {"peer": {"memory": 1}}
+    reserver.release(600)
+    assert reserver.reserve(1000)
+    cs.done()
+    assert all_zero(mgr) and mgr.system.memory == 0
