@@ -36,6 +36,8 @@ import procstat  # noqa: E402
 from control import wait_stdin_closed, wait_stdin_line  # noqa: E402
 
 from mycel import HostConfig, Identity, open_host  # noqa: E402
+from mycel.network.connmgr import ConnManagerConfig  # noqa: E402
+from mycel.network.resources import ResourceLimits  # noqa: E402
 from mycel.core.abc import Connection  # noqa: E402
 from mycel.core.addrs import split_peer_id  # noqa: E402
 from mycel.core.errors import MycelError  # noqa: E402
@@ -65,6 +67,11 @@ DATAGRAM_SIZE = 1452  # default QUIC max datagram size (--datagram-size): a 1500
 _quic = {"max_datagram_size": DATAGRAM_SIZE}  # set from the command line
 
 
+# The memory test holds 1,000 connections and 10,000 streams from one peer: far over the default
+# per-peer limits and the connection manager's watermarks, so the benchmark hosts have none.
+UNBOUNDED = {"resources": ResourceLimits.unlimited(), "connmgr": ConnManagerConfig(low=1 << 30, high=1 << 30)}
+
+
 def host_config(listen: bool, services: list[Any], stack: str = "noise") -> HostConfig:
     if stack == "quic":
         return HostConfig(
@@ -73,6 +80,7 @@ def host_config(listen: bool, services: list[Any], stack: str = "noise") -> Host
             services=services,
             listen=["/ip4/127.0.0.1/udp/0/quic-v1"] if listen else [],
             handler_concurrency=MAX_STREAMS,
+            **UNBOUNDED,  # type: ignore[arg-type]
         )
     return HostConfig(
         identity=Identity.generate(),
@@ -82,6 +90,7 @@ def host_config(listen: bool, services: list[Any], stack: str = "noise") -> Host
         services=services,
         listen=["/ip4/127.0.0.1/tcp/0"] if listen else [],
         handler_concurrency=MAX_STREAMS,
+        **UNBOUNDED,  # type: ignore[arg-type]
     )
 
 
