@@ -15,7 +15,7 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -82,19 +82,25 @@ class Node:
             await self._changed.wait()
 
 
+MYCEL_NODE = ["-m", "tests.integration.mdns_node"]
+
+
 @asynccontextmanager
-async def mdns_lan(n: int, subnet: str) -> AsyncIterator[tuple[Lan, list[Node], tuple[float, float]]]:
+async def mdns_lan(
+    n: int, subnet: str, commands: Sequence[Sequence[str] | None] = ()
+) -> AsyncIterator[tuple[Lan, list[Node], tuple[float, float]]]:
     """``n`` hosts on one bridge; yields them once all are ready, with the times the processes were
-    started and the last one was ready."""
+    started and the last one was ready. ``commands[i]``: what host ``i`` runs (an argv; default, or
+    None: a mycel host, ``mdns_node.py``)."""
     with NetLab() as lab:
         lan = lab.lan(subnet, n)
         async with trio.open_nursery() as nursery:
             nodes = []
             started = time.monotonic()
-            for ns in lan.hosts:
-                proc = await trio.lowlevel.open_process(
-                    ns.python_command(["-m", "tests.integration.mdns_node"]), stdout=subprocess.PIPE, cwd=ROOT
-                )
+            for i, ns in enumerate(lan.hosts):
+                command = commands[i] if i < len(commands) else None
+                argv = ns.python_command(MYCEL_NODE) if command is None else ns.command(command)
+                proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, cwd=ROOT)
                 node = Node(ns, proc)
                 nodes.append(node)
                 nursery.start_soon(node.read)

@@ -136,6 +136,7 @@ class MDNS(Service):
     def local_addrs_changed(self, host: ServiceHost) -> None:
         if self._core is not None:
             self._core.set_addrs(host.addrs, trio.current_time())
+            log.debug("mdns: announcing %s", [str(a) for a in self._core.addrs])
             self._wake.set()
 
     async def run(self, host: ServiceHost, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -156,8 +157,7 @@ class MDNS(Service):
             core.set_addrs(host.addrs, trio.current_time())
             core.start(trio.current_time())
             log.info(
-                "mdns: %s announces as %s on %s (%d addresses)",
-                host.peer_id, core.peer_name, ",".join(sorted(self._joined)) or "no interface", len(core.addrs),
+                "mdns: %s is %s on %s", host.peer_id, core.peer_name, ",".join(sorted(self._joined)) or "no interface"
             )
             task_status.started()
             async with trio.open_nursery() as nursery:
