@@ -266,3 +266,31 @@ async def test_refused_reservation_is_a_typed_error() -> None:
                 with pytest.raises(RelayRefused) as info:
                     await t2.reserve(relay.peer_id, relay.addrs[0])
             assert info.value.status is Status.RESERVATION_REFUSED
+
+
+async def test_stop_naming_another_peer_than_the_one_that_authenticates_is_dropped() -> None:
+    """A 'relay' names X in its stop CONNECT, then handshakes as itself: the client closes the connection
+    and never hands it to the swarm."""
+    from multiaddr import Multiaddr
+
+    from mycel.core.abc import Direction
+    from mycel.network.upgrader import Upgrader
+    from mycel.protocols.relay.transport import RelayedStream
+
+    network = MemoryNetwork()
+    async with open_host(_cfg(network, relay_listen="/p2p-circuit")) as client, open_host(_cfg(network)) as evil:
+        await evil.connect(client.addrs[0])
+        transport = next(t for t in client.transports if isinstance(t, RelayTransport))
+        with trio.fail_after(10):
+            stream = await evil.new_stream(client.peer_id, STOP_PROTOCOL)
+            request = STOP(type=STOP.CONNECT)
+            request.peer.id = Identity.generate().peer_id.to_bytes()  # X, not evil
+            await write_message(stream, request)
+            body = await receive_message(stream, 4096)
+            assert body is not None and decode_stop(body).status == Status.OK
+            raw = RelayedStream(stream, Multiaddr("/p2p-circuit"), Multiaddr("/p2p-circuit"), Direction.OUTBOUND)
+            conn = await Upgrader(evil.identity, [Noise()], [Yamux()]).upgrade_outbound(raw, client.peer_id)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.run)  # ends once the client closes it
+        assert transport.refused_stops == 1
+        assert not [c for c in client.connections() if c.limited]

@@ -4,6 +4,7 @@ go-libp2p ``p2p/protocol/circuitv2/relay/resources.go`` (``DefaultResources`` / 
 reservation TTL 1 h, 128 reservations, 16 circuits per peer, 2048-byte buffers, 8 reservations per IP,
 32 per ASN, and each relayed connection limited to 2 minutes and 128 KiB per direction. Settings go
 has no counterpart for (a total bound on circuits, circuits per IP, hop streams per peer) are marked.
+The per-ASN bound is left out: it needs an IP-to-ASN table, which mycel does not ship.
 """
 
 from __future__ import annotations

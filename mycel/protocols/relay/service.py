@@ -281,9 +281,9 @@ class CircuitRelay(Service):
             nursery.cancel_scope.deadline = trio.current_time() + (res.limit_duration or math.inf)
             nursery.start_soon(self._copy, a, b, cut, nursery.cancel_scope)
             nursery.start_soon(self._copy, b, a, cut, nursery.cancel_scope)
-        timed_out = nursery.cancel_scope.cancelled_caught and not cut
-        if cut == [""] or (cut and not cut[0]):
+        if cut and not cut[0]:  # a side reset or vanished: both streams were reset already
             return
+        timed_out = nursery.cancel_scope.cancelled_caught and not cut
         if cut or timed_out:
             self.circuits_cut += 1
             log.info(

@@ -41,7 +41,6 @@ from mycel.core.errors import (
     ConfigError,
     DialError,
     MycelError,
-    PeerIdMismatch,
     ProtocolViolation,
     TransportError,
 )
@@ -461,10 +460,10 @@ class RelayTransport(ConnectionTransport):
             self._refuse(relay, f"handshake with {src} failed: {exc!r}")
             await stream.reset()
             return
-        if conn.remote_peer != src:
+        if conn.remote_peer != src:  # the relay lied about who is calling (or the caller is someone else)
             self._refuse(relay, f"relay named {src} but {conn.remote_peer} authenticated")
             await conn.aclose()
-            raise PeerIdMismatch(f"relayed connection: expected {src}, got {conn.remote_peer}")
+            return
         conn.limit = limit_from_pb(msg.limit) if msg.HasField("limit") else None
         if not listener.offer(conn):
             self._refuse(relay, f"relayed connection from {src}: listener closed or its queue is full")
