@@ -288,8 +288,16 @@ class Swarm:
 
     def stats(self) -> dict[str, int]:
         """Inbound handshake counters: admitted, pending, refusals by reason (``ip_pending``, ``ip_rate``,
-        ``table_full``), ``evicted_stalled``, and ``timeout_<stage>`` per stage deadline missed."""
-        return {**{f"timeout_{stage}": 0 for stage in STAGES}, **self._limiter.stats()}
+        ``table_full``), ``evicted_stalled``, and ``timeout_<stage>`` per stage deadline missed; then the
+        counters of listeners that keep their own (QUIC: ``quic_<counter>``, summed over its listeners)."""
+        out = {**{f"timeout_{stage}": 0 for stage in STAGES}, **self._limiter.stats()}
+        for listener in self._listeners:
+            counters = getattr(listener, "stats", None)
+            if counters is not None:
+                name = getattr(listener, "stats_name", type(listener).__name__)
+                for key, value in counters().items():
+                    out[f"{name}_{key}"] = out.get(f"{name}_{key}", 0) + value
+        return out
 
     async def _admitted_handshake(self, raw: RawConnection, watch: _Watch) -> None:
         try:
@@ -304,8 +312,6 @@ class Swarm:
     async def _handshake_inbound(self, raw: RawConnection, watch: _Watch) -> None:
         assert self.upgrader is not None
         scope: ConnectionScope | None = None
-        # handshakes evicted to admit this one release their transient scope when they next run: let them
-        await trio.lowlevel.checkpoint()
         try:
             scope = self._open_scope(Direction.INBOUND, raw.local_addr, raw.remote_addr)
             with trio.fail_after(self.handshake_timeout):

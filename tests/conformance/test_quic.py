@@ -14,6 +14,8 @@ import pytest
 import trio
 import trio.testing
 from hypothesis import given, settings
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 from hypothesis import strategies as st
 from multiaddr import Multiaddr
 
@@ -21,6 +23,7 @@ from mycel.core.abc import Connection, Direction
 from mycel.core.errors import ConnectionClosed, HandshakeError, InvalidCertificate, PeerIdMismatch, StreamReset
 from mycel.core.identity import Identity
 from mycel.core.keys import KeyType
+from mycel.network.limits import SourceLimits
 from mycel.testing import conformance
 from mycel.testing.conformance import ConnectionPair, PairFactory, receive_exactly
 from mycel.transports.quic import QUIC, QUICConnection, QUICListener, QUICOptions, quic_host_port
@@ -284,28 +287,40 @@ async def test_unsupported_version_gets_version_negotiation() -> None:
         sock.close()
 
 
-async def test_pending_handshakes_are_bounded(autojump_clock: trio.testing.MockClock) -> None:
-    server_t = QUIC(max_pending_handshakes=1, handshake_timeout=5.0)
-    client_t = QUIC(handshake_timeout=2.0)
+@contextlib.asynccontextmanager
+async def _one_half_open(
+    server_t: QUIC, client_t: QUIC
+) -> AsyncIterator[tuple[QUICListener, Identity, Identity, trio.Nursery]]:
+    """A listener (accepting, its connections run) whose only pending slot holds a handshake that one
+    Initial started and nobody finishes."""
     server_id, client_id = Identity.generate(), Identity.generate()
     listener = await server_t.open_listener(LOCAL, server_id)
     assert isinstance(listener, QUICListener)
     port = listener.endpoint.local_sockaddr[1]
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     await sock.bind(("127.0.0.1", 0))
-    accepted: list[Connection] = []
     async with trio.open_nursery() as nursery:
 
         async def accept_loop() -> None:
             while True:
                 conn = await listener.accept()
-                accepted.append(conn)
                 nursery.start_soon(conn.run)
 
         nursery.start_soon(accept_loop)
         await sock.sendto(_initial_from(("127.0.0.1", port), client_t, client_id), ("127.0.0.1", port))
         await trio.testing.wait_all_tasks_blocked()
         assert len(listener.endpoint._pending_inbound) == 1  # a half-open handshake holds the only slot
+        yield listener, server_id, client_id, nursery
+        nursery.cancel_scope.cancel()
+    sock.close()
+    await listener.aclose()
+
+
+async def test_pending_handshakes_are_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    # (a handshake counts as stalled only after 10 s here: nothing is evicted)
+    server_t = QUIC(max_pending_handshakes=1, handshake_timeout=5.0, source_limits=SourceLimits(stall_after=10.0))
+    client_t = QUIC(handshake_timeout=2.0)
+    async with _one_half_open(server_t, client_t) as (listener, server_id, client_id, _):
         with pytest.raises(HandshakeError, match="timed out"):
             await client_t.dial(listener.addrs[0], client_id, server_id.peer_id)  # its Initials are dropped
         assert listener.endpoint.dropped >= 1
@@ -314,8 +329,52 @@ async def test_pending_handshakes_are_bounded(autojump_clock: trio.testing.MockC
         conn = await client_t.dial(listener.addrs[0], client_id, server_id.peer_id)
         assert conn.remote_peer == server_id.peer_id
         await conn.aclose()
+
+
+async def test_a_stalled_handshake_is_evicted_for_a_new_client(autojump_clock: trio.testing.MockClock) -> None:
+    """With the table full, a handshake that has been stalled for ``stall_after`` (1 s) makes room for a new
+    client instead of the newcomer's Initials being dropped (issue #12)."""
+    client_t = QUIC(handshake_timeout=2.0)
+    async with _one_half_open(QUIC(max_pending_handshakes=1, handshake_timeout=5.0), client_t) as (
+        listener, server_id, client_id, _,
+    ):  # fmt: skip
+        await trio.sleep(1.0)  # the half-open handshake has now been stalled for stall_after
+        conn = await client_t.dial(listener.addrs[0], client_id, server_id.peer_id)
+        assert conn.remote_peer == server_id.peer_id
+        assert listener.stats()["evicted_stalled"] == 1
+        await conn.aclose()
+
+
+async def test_retry_past_the_threshold(autojump_clock: trio.testing.MockClock) -> None:
+    """Past ``retry_threshold`` handshakes in progress, a new client gets a stateless Retry and must come
+    back with its token: mycel's dialer does, and connects; an Initial with a forged token is dropped."""
+    server_t = QUIC(retry_threshold=0)
+    client_t = QUIC()
+    server_id, client_id = Identity.generate(), Identity.generate()
+    listener = await server_t.open_listener(LOCAL, server_id)
+    assert isinstance(listener, QUICListener)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listener.accept)
+        conn = await client_t.dial(listener.addrs[0], client_id, server_id.peer_id)
+        assert conn.remote_peer == server_id.peer_id
+        stats = listener.stats()
+        assert stats["retry_sent"] == 1 and stats["admitted"] == 2, stats  # (the Retry round costs a token)
+        await conn.aclose()
+        nursery.start_soon(listener.accept)  # (the first accept returned: this one drives the socket)
+        forger = QuicConnection(
+            configuration=QuicConfiguration(is_client=True, alpn_protocols=["libp2p"], token=os.urandom(48))
+        )
+        port = listener.endpoint.local_sockaddr[1]
+        forger.connect(("127.0.0.1", port), now=0.0)
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await sock.bind(("127.0.0.1", 0))
+        for datagram, _ in forger.datagrams_to_send(now=0.0):
+            await sock.sendto(datagram, ("127.0.0.1", port))
+        await trio.testing.wait_all_tasks_blocked()
+        assert listener.stats()["bad_token"] == 1
+        assert not listener.endpoint._pending_inbound
+        sock.close()
         nursery.cancel_scope.cancel()
-    sock.close()
     await listener.aclose()
 
 

@@ -58,7 +58,14 @@ async def _serve(args: argparse.Namespace) -> None:
     transports: list[Any] = [TCP()]
     listen = ["/ip4/127.0.0.1/tcp/0"]
     if args.quic:
-        transports.append(QUIC())
+        from mycel.transports.quic.transport import QUICOptions
+
+        if "source_limits" in {f.name for f in dataclasses.fields(QUICOptions)}:
+            from mycel.network.limits import SourceLimits
+
+            transports.append(QUIC(source_limits=SourceLimits(limit_loopback=args.limit_loopback)))
+        else:
+            transports.append(QUIC())
         listen.append("/ip4/127.0.0.1/udp/0/quic-v1")
     config = HostConfig(transports=transports, listen=listen, services=[Identify(), Ping()], **extra)
     async with open_host(config) as host:
@@ -248,6 +255,73 @@ def open_attack(sources: list[str], port: int, per_source: int, first: bytes = b
 def close_all(socks: list[socket.socket]) -> None:
     for sock in socks:
         sock.close()
+
+
+# -- QUIC ------------------------------------------------------------------------------------------------------
+
+
+def quic_initials(count: int, port: int) -> list[bytes]:
+    """``count`` valid client Initial datagrams (aioquic clients, each a fresh connection id) for a
+    listener at 127.0.0.1:``port``: each starts a real handshake the attacker will never finish."""
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    out = []
+    for _ in range(count):
+        client = QuicConnection(configuration=QuicConfiguration(is_client=True, alpn_protocols=["libp2p"]))
+        client.connect(("127.0.0.1", port), now=0.0)
+        out.append(client.datagrams_to_send(now=0.0)[0][0])
+    return out
+
+
+def send_datagrams(sources: list[str], port: int, datagrams: list[bytes]) -> list[socket.socket]:
+    """Send ``datagrams`` round-robin from UDP sockets bound to ``sources``; the sockets (to close later)."""
+    socks = []
+    for source in sources:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((source, 0))
+        socks.append(sock)
+    for i, data in enumerate(datagrams):
+        socks[i % len(socks)].sendto(data, ("127.0.0.1", port))
+    return socks
+
+
+JUNK_SENDER = """
+import os, socket, sys, time
+sources, port, rate, seconds = sys.argv[1].split(","), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+socks = []
+for src in sources:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((src, 0)); socks.append(s)
+def junk():
+    # an Initial-shaped datagram: long header, QUIC v1, 8-byte DCID and SCID, no token, a length that fits,
+    # padded to 1200 bytes, the rest random (it decrypts to nothing)
+    head = bytes([0xC3]) + b"\\x00\\x00\\x00\\x01" + b"\\x08" + os.urandom(8) + b"\\x08" + os.urandom(8) + b"\\x00"
+    rest = 1200 - len(head) - 2
+    return head + bytes([0x40 | rest >> 8, rest & 0xFF]) + os.urandom(rest)
+pool = [junk() for _ in range(2000)]
+sent, t0 = 0, time.monotonic()
+while True:
+    elapsed = time.monotonic() - t0
+    if elapsed >= seconds:
+        break
+    if sent > elapsed * rate:
+        time.sleep(0.001)
+        continue
+    for _ in range(100):
+        try:
+            socks[sent % len(socks)].sendto(pool[sent % len(pool)], ("127.0.0.1", port))
+        except OSError:
+            pass
+        sent += 1
+print(sent, flush=True)
+"""
+
+
+async def junk_burst(sources: list[str], port: int, rate: float, seconds: float) -> trio.Process:
+    """Start a subprocess sending Initial-shaped junk at ``rate`` datagrams/s for ``seconds``; it prints
+    how many it sent and exits."""
+    argv = [sys.executable, "-c", JUNK_SENDER, ",".join(sources), str(port), str(rate), str(seconds)]
+    return await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE)
 
 
 if __name__ == "__main__":

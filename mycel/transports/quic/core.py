@@ -100,6 +100,7 @@ class QuicCore(QuicConnection):
         *,
         configuration: QuicConfiguration,
         original_destination_connection_id: bytes | None = None,
+        retry_source_connection_id: bytes | None = None,
         stream_window: int = DEFAULT_STREAM_WINDOW,
         connection_window: int = DEFAULT_CONNECTION_WINDOW,
         max_inbound_streams: int = DEFAULT_MAX_INBOUND_STREAMS,
@@ -112,6 +113,7 @@ class QuicCore(QuicConnection):
         super().__init__(
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
+            retry_source_connection_id=retry_source_connection_id,
         )
         self._loss._pacer = _Pacer(max_datagram_size=configuration.max_datagram_size)
         self._stream_window = stream_window

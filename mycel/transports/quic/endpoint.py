@@ -20,6 +20,7 @@ import heapq
 import itertools
 import logging
 import math
+import os
 import socket
 import struct
 import sys
@@ -33,14 +34,17 @@ from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
 from aioquic.quic.packet import (
     QuicPacketType,
     QuicProtocolVersion,
+    encode_quic_retry,
     encode_quic_version_negotiation,
     pull_quic_header,
 )
+from aioquic.quic.retry import QuicRetryTokenHandler
 from multiaddr import Multiaddr
 from trio.lowlevel import ParkingLot
 
 from mycel.core.addrs import ip_multiaddr
 from mycel.core.varint import encode_uvarint
+from mycel.network.limits import Refusal, SourceLimiter, SourceLimits, Ticket, WarningThrottle
 
 if TYPE_CHECKING:
     from mycel.transports.quic.connection import QUICConnection
@@ -71,6 +75,17 @@ _UDP_SEGMENT: Final = 103
 _UDP_GRO: Final = 104
 _GRO_ANCILLARY: Final = socket.CMSG_SPACE(4)  # one int: the segment size
 _QUIC_V1_CODE: Final = encode_uvarint(0x01CD)
+_V1: Final = int(QuicProtocolVersion.VERSION_1).to_bytes(4, "big")
+MIN_INITIAL_DCID: Final = 8  # a client's first Initial has a destination id of at least 8 bytes (RFC 9000 7.2)
+
+
+class _Pending:
+    """What a pending inbound handshake's ticket holds: its connection (closed if it is evicted)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: QUICConnection) -> None:
+        self.conn = conn
 
 
 def _gro_segment(ancillary: list[tuple[int, int, bytes]]) -> int:
@@ -97,6 +112,8 @@ class UDPEndpoint:
         on_close: Callable[[UDPEndpoint], None],
         gso: bool = True,
         gro: bool = True,
+        source_limits: SourceLimits | None = None,
+        retry_threshold: int | None = None,
     ) -> None:
         sock.setblocking(False)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -110,6 +127,14 @@ class UDPEndpoint:
         self.local_sockaddr: NetworkAddress = name
         self.local_multiaddr = quic_multiaddr(name[0], name[1])
         self._max_pending = max_pending_handshakes
+        # New clients' Initials are admitted per source and into a table of max_pending_handshakes
+        # (see mycel.network.limits) before any connection state exists; past retry_threshold
+        # handshakes in progress, only after a stateless Retry proved the client's address.
+        self._limiter = SourceLimiter(source_limits or SourceLimits(), max_pending_handshakes)
+        self._tickets: dict[QUICConnection, Ticket] = {}
+        self._retry_threshold = retry_threshold
+        self._retry: QuicRetryTokenHandler | None = None  # made at the first Retry
+        self._refusals = WarningThrottle(log)
         self._on_close = on_close
         self._gso = gso and sys.platform == "linux"
         # UDP GRO is switched on at the first busy wakeup (see _enable_gro), not here: the first GRO
@@ -183,6 +208,7 @@ class UDPEndpoint:
     def handshake_done(self, conn: QUICConnection) -> None:
         """``conn`` finished its handshake: an inbound one goes to the listener (or is closed if none is left)."""
         self._pending_inbound.discard(conn)
+        self._release(conn)
         original = self._original_cids.pop(conn, None)
         if original is not None:
             self.remove_cid(original, conn)
@@ -199,6 +225,7 @@ class UDPEndpoint:
             return
         self._conns.discard(conn)
         self._pending_inbound.discard(conn)
+        self._release(conn)
         self._dirty.pop(conn, None)
         self._deferred.pop(conn, None)
         original = self._original_cids.pop(conn, None)
@@ -407,6 +434,14 @@ class UDPEndpoint:
                 self._failed(conn, exc)
             self._dirty[conn] = None
             return
+        if (
+            len(data) > 6
+            and data[1:5] == _V1
+            and data[6 : 6 + data[5]] not in self._by_cid
+            and self.listener is not None
+            and not self._may_start(data, addr, now)
+        ):
+            return
         try:
             header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
         except (ValueError, BufferReadError):
@@ -418,6 +453,22 @@ class UDPEndpoint:
             self._dirty[conn] = None
             return
         self._maybe_accept(data, header, addr, now)
+
+    def _may_start(self, data: bytes, addr: NetworkAddress, now: float) -> bool:
+        """A QUIC v1 long-header datagram for none of our connections: may it start one? Only a client's
+        first Initial (type bits, size, destination id length), and only if its source may start a
+        handshake now — checked on the raw bytes, before any parsing, so junk at line rate costs little."""
+        if data[0] & 0x30 or len(data) < SMALLEST_MAX_DATAGRAM_SIZE or data[5] < MIN_INITIAL_DCID:
+            # 0-RTT, Handshake or Retry for a connection we do not know, or not an Initial we accept
+            self.dropped += 1
+            self._limiter.count("junk")
+            return False
+        refusal = self._limiter.check(addr[0], now)
+        if refusal is None:
+            return True
+        self.dropped += 1
+        self._refusals.warn(refusal.reason, now, "QUIC: dropping an Initial from %s: %s", addr[0], refusal.detail)
+        return False
 
     def _maybe_accept(self, data: bytes, header: Any, addr: NetworkAddress, now: float) -> None:
         listener = self.listener
@@ -434,20 +485,85 @@ class UDPEndpoint:
                 addr,
             )
             return
-        if header.packet_type != QuicPacketType.INITIAL or len(data) < SMALLEST_MAX_DATAGRAM_SIZE:
+        if (
+            header.packet_type != QuicPacketType.INITIAL
+            or len(data) < SMALLEST_MAX_DATAGRAM_SIZE
+            or len(header.destination_cid) < MIN_INITIAL_DCID
+        ):
             self.dropped += 1
+            self._limiter.count("junk")
             return
-        if len(self._pending_inbound) >= self._max_pending:
+        # per source and in the table before any connection state: a flood of Initials (valid or junk)
+        # from one address costs a dictionary lookup each, beyond that source's small burst
+        ticket, evicted = self._limiter.admit(addr[0], now)
+        for old in evicted:
+            assert isinstance(old.data, _Pending)
+            self._refusals.warn("evicted", now, "QUIC: evicting a stalled handshake from %s", old.source)
+            self._safely(old.data.conn, old.data.conn.close_now, "evicted: handshake stalled", 0x2)
+        if isinstance(ticket, Refusal):
             self.dropped += 1
-            log.debug("%d QUIC handshakes pending on %s; dropping an Initial from %s", self._max_pending, self, addr)
+            self._refusals.warn(ticket.reason, now, "QUIC: dropping an Initial from %s: %s", addr[0], ticket.detail)
             return
-        conn = listener.make_inbound(self, header.destination_cid, addr)
+        retry: tuple[bytes, bytes] | None = None
+        threshold = self._retry_threshold
+        if threshold is not None and len(self._pending_inbound) >= threshold:
+            retry = self._check_retry(header, addr, now)
+            if retry is None:  # answered with a Retry (or refused): no state kept
+                self._limiter.release(ticket)
+                return
+        conn = listener.make_inbound(self, header.destination_cid, addr, retry)
+        self._tickets[conn] = ticket
+        ticket.data = _Pending(conn)
         self._safely(conn, conn.receive_datagram, data, addr, now)
         if not conn._core.heard_from_peer:  # not a valid Initial: forget it without a word
             self.dropped += 1
+            self._limiter.count("undecryptable")
             conn.discard()
             return
         self._dirty[conn] = None
+
+    def _check_retry(self, header: Any, addr: NetworkAddress, now: float) -> tuple[bytes, bytes] | None:
+        """Address validation: an Initial without a token gets a stateless Retry; one with a valid token
+        gives (original destination id, our Retry's id); None when nothing more is to be done."""
+        if self._retry is None:
+            self._retry = QuicRetryTokenHandler()
+        if not header.token:
+            cid = os.urandom(CID_LENGTH)
+            token = self._retry.create_token(
+                address=addr, original_destination_connection_id=header.destination_cid,
+                retry_source_connection_id=cid, now=now,
+            )  # fmt: skip
+            retry = encode_quic_retry(
+                version=header.version, source_cid=cid, destination_cid=header.source_cid,
+                original_destination_cid=header.destination_cid, retry_token=token,
+            )  # fmt: skip
+            self._send_now(retry, addr)
+            self._limiter.count("retry_sent")
+            return None
+        try:
+            original = self._retry.validate_token(
+                address=addr, destination_cid=header.destination_cid, token=header.token, now=now
+            )
+        except ValueError as exc:  # forged, expired, or from another address: dropped
+            self.dropped += 1
+            self._limiter.count("bad_token")
+            self._refusals.warn("bad_token", now, "QUIC: dropping an Initial from %s: %s", addr[0], exc)
+            return None
+        return original, header.destination_cid
+
+    def _release(self, conn: QUICConnection) -> None:
+        ticket = self._tickets.pop(conn, None)
+        if ticket is not None:
+            self._limiter.release(ticket)
+
+    def stats(self) -> dict[str, int]:
+        """Counters of new clients' Initials: admitted, pending, refused per source (``ip_pending``,
+        ``ip_rate``), ``table_full``, ``evicted_stalled``, ``retry_sent``, ``bad_token``, ``junk`` (wrong
+        shape) and ``undecryptable`` (right shape, no valid packet)."""
+        stats = self._limiter.stats()
+        for key in ("retry_sent", "bad_token", "junk", "undecryptable"):
+            stats.setdefault(key, 0)
+        return stats
 
     # ---- timers ---------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from mycel.core.addrs import DNS_PROTOCOLS
 from mycel.core.errors import DialError, TransportError
 from mycel.core.identity import Identity
 from mycel.core.peer_id import PeerId
+from mycel.network.limits import SourceLimits
 from mycel.security.tls.certificate import CertificateCache, LocalCertificate, VerificationCache
 from mycel.security.tls.session import ALPN_LIBP2P
 from mycel.transports.quic.connection import QUICConnection
@@ -119,7 +120,14 @@ class QUICOptions:
     accept_backlog: int = DEFAULT_MAX_INBOUND_STREAMS  # inbound streams not yet accepted; beyond: reset
     """Inbound streams not yet accepted; beyond it new ones are reset (default 256)."""
     max_pending_handshakes: int = 64  # inbound handshakes in progress per socket; beyond: Initials dropped
-    """Inbound handshakes in progress per UDP socket; beyond it new Initial packets are dropped."""
+    """Inbound handshakes in progress per UDP socket; beyond it the oldest one stalled for
+    ``source_limits.stall_after`` seconds is dropped for the newcomer, or new Initial packets are dropped."""
+    source_limits: SourceLimits = dataclasses.field(default_factory=SourceLimits)
+    """Per-source limits on inbound handshakes (pending and new ones per second, per IPv4 /32 and IPv6
+    /56, /48; go's figures), applied to a new client's Initial before any connection state is made."""
+    retry_threshold: int | None = 16
+    """With this many inbound handshakes in progress, a new client must first prove its address with a
+    stateless Retry (RFC 9000 section 8.1.2); None: never."""
     immediate_ack: bool = False  # ACK every batch of datagrams at its end (else a lone packet waits <= 1 ms)
     """ACK at the end of every batch of datagrams with an ack-eliciting packet; otherwise a lone
     packet's ACK may wait up to 1 ms.
@@ -138,6 +146,8 @@ class QUICOptions:
             raise ValueError("timeouts must be positive")
         if self.accept_backlog < 1 or self.max_pending_handshakes < 1 or self.max_inbound_streams < 1:
             raise ValueError("bounds must be at least 1")
+        if self.retry_threshold is not None and self.retry_threshold < 0:
+            raise ValueError("retry_threshold must be >= 0 or None")
 
 
 class QUICListener(Listener[Connection]):
@@ -161,10 +171,20 @@ class QUICListener(Listener[Connection]):
         """The UDP endpoint (socket) this listener accepts on."""
         return self._endpoint
 
-    def make_inbound(self, endpoint: UDPEndpoint, original_cid: bytes, addr: NetworkAddress) -> QUICConnection:
-        """Called by the endpoint for a new client's Initial packet: a connection to handshake with it."""
+    stats_name = "quic"  # the swarm reports stats() under quic_<counter>
+
+    def stats(self) -> dict[str, int]:
+        """The endpoint's counters of new clients' Initials (see UDPEndpoint.stats)."""
+        return self._endpoint.stats()
+
+    def make_inbound(
+        self, endpoint: UDPEndpoint, original_cid: bytes, addr: NetworkAddress, retry: tuple[bytes, bytes] | None = None
+    ) -> QUICConnection:
+        """Called by the endpoint for a new client's Initial packet (destination id ``original_cid``): a
+        connection to handshake with it. After a Retry, ``retry`` is (the client's first destination id,
+        the id our Retry chose), for the transport parameters."""
         return self._transport._new_connection(
-            endpoint, self._identity, Direction.INBOUND, addr, None, original_cid=original_cid
+            endpoint, self._identity, Direction.INBOUND, addr, None, original_cid=original_cid, retry=retry
         )
 
     def deliver(self, conn: QUICConnection) -> None:
@@ -289,11 +309,13 @@ class QUIC(ConnectionTransport):
         expected_peer: PeerId | None,
         *,
         original_cid: bytes | None = None,
+        retry: tuple[bytes, bytes] | None = None,
     ) -> QUICConnection:
         opts = self.options
         core = QuicCore(
             configuration=self._configuration(identity, direction is Direction.OUTBOUND),
-            original_destination_connection_id=original_cid,
+            original_destination_connection_id=retry[0] if retry is not None else original_cid,
+            retry_source_connection_id=retry[1] if retry is not None else None,
             stream_window=opts.stream_window,
             connection_window=opts.connection_window,
             max_inbound_streams=opts.max_inbound_streams,
@@ -372,6 +394,8 @@ class QUIC(ConnectionTransport):
         return UDPEndpoint(
             sock,
             max_pending_handshakes=self.options.max_pending_handshakes,
+            source_limits=self.options.source_limits,
+            retry_threshold=self.options.retry_threshold,
             on_close=self._endpoint_closed,
             gso=self.options.gso,
             gro=self.options.gro,
