@@ -221,6 +221,18 @@ async def test_connect_to_unreserved_peer_is_no_reservation() -> None:
         assert "NO_RESERVATION" in str(info.value)
 
 
+@contextlib.asynccontextmanager
+async def client_and_stop_sender() -> AsyncIterator[tuple[Host, Host, RelayTransport, MuxedStream]]:
+    """A relay client listening on /p2p-circuit, and a peer that opened a stop stream to it."""
+    network = MemoryNetwork()
+    async with open_host(_cfg(network, relay_listen="/p2p-circuit")) as client, open_host(_cfg(network)) as evil:
+        await evil.connect(client.addrs[0])
+        transport = next(t for t in client.transports if isinstance(t, RelayTransport))
+        with trio.fail_after(10):
+            stream = await evil.new_stream(client.peer_id, STOP_PROTOCOL)
+        yield client, evil, transport, stream
+
+
 @pytest.mark.parametrize(
     "raw, status",
     [
@@ -230,12 +242,8 @@ async def test_connect_to_unreserved_peer_is_no_reservation() -> None:
 )
 async def test_hostile_stop_messages_to_a_client(raw: bytes, status: Status) -> None:
     """A 'relay' sending garbage on the stop protocol gets the status back and the client keeps going."""
-    network = MemoryNetwork()
-    async with open_host(_cfg(network, relay_listen="/p2p-circuit")) as client, open_host(_cfg(network)) as evil:
-        await evil.connect(client.addrs[0])
-        transport = next(t for t in client.transports if isinstance(t, RelayTransport))
+    async with client_and_stop_sender() as (client, evil, transport, stream):
         with trio.fail_after(10):
-            stream = await evil.new_stream(client.peer_id, STOP_PROTOCOL)
             await stream.send_all(raw)
             body = await receive_message(stream, 4096)
         assert body is not None and decode_stop(body).status == status
@@ -244,11 +252,8 @@ async def test_hostile_stop_messages_to_a_client(raw: bytes, status: Status) -> 
 
 
 async def test_oversized_stop_message_is_refused() -> None:
-    network = MemoryNetwork()
-    async with open_host(_cfg(network, relay_listen="/p2p-circuit")) as client, open_host(_cfg(network)) as evil:
-        await evil.connect(client.addrs[0])
+    async with client_and_stop_sender() as (client, evil, transport, stream):
         with trio.fail_after(10):
-            stream = await evil.new_stream(client.peer_id, STOP_PROTOCOL)
             await send_message(stream, b"\x00" * 5000)
             body = await receive_message(stream, 4096)
         assert body is not None and decode_stop(body).status == Status.MALFORMED_MESSAGE
@@ -277,12 +282,8 @@ async def test_stop_naming_another_peer_than_the_one_that_authenticates_is_dropp
     from mycel.network.upgrader import Upgrader
     from mycel.protocols.relay.transport import RelayedStream
 
-    network = MemoryNetwork()
-    async with open_host(_cfg(network, relay_listen="/p2p-circuit")) as client, open_host(_cfg(network)) as evil:
-        await evil.connect(client.addrs[0])
-        transport = next(t for t in client.transports if isinstance(t, RelayTransport))
+    async with client_and_stop_sender() as (client, evil, transport, stream):
         with trio.fail_after(10):
-            stream = await evil.new_stream(client.peer_id, STOP_PROTOCOL)
             request = STOP(type=STOP.CONNECT)
             request.peer.id = Identity.generate().peer_id.to_bytes()  # X, not evil
             await write_message(stream, request)
