@@ -25,6 +25,7 @@ malformed is ``E_INVALID_COOKIE``.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -305,17 +306,20 @@ class RegistrationStore:
         _check_namespace(namespace, limits, allow_empty=True)
         after = self._open_cookie(cookie, namespace) if cookie else 0
         count = limits.max_discover if not limit else min(limit, limits.max_discover)
+        held: dict[PeerId, Registration] | dict[tuple[str, PeerId], Registration]
+        held = self._namespaces.get(namespace, {}) if namespace else self._all
         source: Iterator[Registration]
-        if namespace:
-            source = iter(self._namespaces.get(namespace, {}).values())
+        if after:
+            # held is in seq order: walk back from the newest to the cookie (a poller near the end costs
+            # only what is new), then hand those out oldest first
+            newer = list(itertools.takewhile(lambda r: r.seq > after, reversed(held.values())))
+            source = reversed(newer)
         else:
-            source = iter(self._all.values())
+            source = iter(held.values())
         out: list[Registration] = []
         budget = limits.max_response_bytes
         last = after
         for reg in source:
-            if reg.seq <= after:
-                continue
             if len(out) >= count:
                 break
             size = len(reg.record) + len(reg.namespace) + 24  # the Register entry and its framing
