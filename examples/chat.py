@@ -3,6 +3,9 @@
     python examples/chat.py --nick alice                          # prints the address to join it at
     python examples/chat.py --nick bob --connect <that address>   # in a second terminal, and a third...
 
+With no --connect the chat finds its peers on the local network by mDNS (and listens on every
+interface, so that they can reach it): two chats on one LAN meet with no address typed.
+
 Each typed line is published as plain UTF-8 text, "nick: text": what the js-libp2p and go-libp2p chat
 peers (libp2p/universal-connectivity) publish and print, so they can share the room. Each received
 message is printed with the end of its author's peer id, which the message's signature proves (a
@@ -17,7 +20,7 @@ import sys
 
 import trio
 
-from mycel import Host, HostConfig, Identify, Ping, open_host
+from mycel import MDNS, Host, HostConfig, Identify, Ping, open_host
 from mycel.protocols.pubsub import Gossipsub, PeerJoinedTopic, PeerLeftTopic, PublishError, Subscription
 
 
@@ -40,8 +43,11 @@ async def show_members(host: Host, topic: str) -> None:
                 print(f"* {str(event.peer)[-8:]} {verb} {topic}", flush=True)
 
 
-async def main(nick: str, topic: str, listen: str, connect: list[str]) -> None:
-    config = HostConfig(services=[Identify(), Ping(), Gossipsub()], listen=[listen])
+async def main(nick: str, topic: str, listen: str | None, connect: list[str]) -> None:
+    # no address given: look for peers on the LAN by mDNS, listening where they can reach us
+    discovery = [] if connect else [MDNS()]
+    listen = listen or ("/ip4/127.0.0.1/tcp/0" if connect else "/ip4/0.0.0.0/tcp/0")
+    config = HostConfig(services=[Identify(), Ping(), Gossipsub(), *discovery], listen=[listen])
     async with open_host(config) as host, trio.open_nursery() as nursery:
         pubsub = host.service(Gossipsub)
         nursery.start_soon(show_members, host, topic)
@@ -68,7 +74,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="a gossipsub chat room")
     parser.add_argument("--nick", default="anon", help="your nickname")
     parser.add_argument("--topic", default="chat", help="the room")
-    parser.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0", help="where to listen")
+    parser.add_argument("--listen", help="where to listen (default: 127.0.0.1 with --connect, else 0.0.0.0)")
     parser.add_argument("--connect", action="append", default=[], help="a peer's /ip4/.../p2p/... address")
     args = parser.parse_args()
     try:

@@ -7,6 +7,9 @@ libp2p/universal-connectivity publish and print, so in a room shared with them o
 users as raw JSON. A nickname is only a claim (anyone can write ``alice: ...``), so every message is
 shown with the tail of its author's peer id too, which the message's signature proves.
 
+**Finding peers.** ``--connect`` names them; without it the chat looks for peers on the local network
+by mDNS (and listens on every interface so that they can reach it) unless ``--no-mdns`` is given.
+
 **Who is there.** Gossipsub keeps no member list: a peer is in the room for us while it is connected
 to us and subscribed to the topic (the service's ``PeerJoinedTopic`` / ``PeerLeftTopic`` events).
 Peers of a peer are not seen, though their messages arrive through it.
@@ -23,10 +26,12 @@ import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
 import trio
+from multiaddr import Multiaddr
 
 from mycel.cli.main import CliError, listen_addrs
 from mycel.cli.pubsub import connect_all, pubsub_config, safe_text, short_id
 from mycel.core.peer_id import PeerId
+from mycel.discovery.mdns import MDNS
 from mycel.host import EventSubscription, Host, open_host
 from mycel.protocols.pubsub import Gossipsub, PeerJoinedTopic, PeerLeftTopic, PublishError, PubsubMessage
 
@@ -196,6 +201,8 @@ class ChatRoom:
 
     async def _join(self, connect: Sequence[str], timeout: float) -> None:
         if not connect:
+            if any(isinstance(s, MDNS) for s in self.host.config.services):
+                self.out("* looking for peers on the local network (mDNS)")
             return
         peers = await connect_all(self.host, connect, timeout, report=lambda text: self.out(f"* {text}"))
         try:
@@ -220,7 +227,14 @@ async def cmd_chat(args: argparse.Namespace) -> int:
         raise CliError(f"nickname {args.nick!r}: use 1 to 32 characters without spaces or ':'", 2)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")  # a non-UTF-8 terminal still shows every line
-    async with open_host(pubsub_config(args, listen_addrs(args))) as host:
+    listen = listen_addrs(args)
+    mdns = not args.connect and not args.no_mdns
+    if mdns and not args.listen:  # peers on the LAN must reach us: every interface, not loopback
+        listen = [Multiaddr(str(a).replace("/ip4/127.0.0.1/", "/ip4/0.0.0.0/", 1)) for a in listen]
+    config = pubsub_config(args, listen)
+    if mdns:
+        config = config.replace(services=[*config.services, MDNS()])
+    async with open_host(config) as host:
         room = ChatRoom(host, args.topic, args.nick, _print)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_stop_on_sigint, room)

@@ -417,6 +417,9 @@ def _pubsub_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--nick", help="your nickname: lines are published as plain UTF-8 'nick: text' "
                                   "(default: none, the bare text)")
     p.add_argument("--topic", default="chat", help="the topic (room) to join (default: chat)")
+    p.add_argument("--no-mdns", action="store_true",
+                   help="do not look for peers on the local network: without --connect (and without this) the "
+                        "chat finds them by mDNS and listens on every interface instead of loopback")
     _pubsub_options(p, listens=True)
 
     p = sub.add_parser("pubsub", help="subscribe to a gossipsub topic, or publish one message on it")

@@ -122,7 +122,7 @@ async def terminal(*args: str) -> AsyncIterator[Terminal]:
 @asynccontextmanager
 async def chat(nick: str, *connect: str, command: Sequence[str] = (*MYCEL, "chat")) -> AsyncIterator[tuple[Terminal, str, str]]:
     """A chat as a person starts it in a terminal: (terminal, its address, its peer id)."""
-    args = [*command, "--nick", nick, "--topic", "room"]
+    args = [*command, "--nick", nick, "--topic", "room", "--no-mdns"]  # on loopback: no multicast out of eth0
     for addr in connect:
         args += ["--connect", addr]
     async with terminal(*args) as term:
