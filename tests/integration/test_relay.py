@@ -136,9 +136,7 @@ async def test_data_limit_cuts_the_circuit() -> None:
         relay_svc = t.relay.service(CircuitRelay)
         assert relay_svc.circuits_cut == 1
         with trio.fail_after(5):
-            while relay_svc.core.circuit_count:
-                await trio.testing.wait_all_tasks_blocked()
-                await trio.sleep(0)
+            await relay_svc.wait_circuits_at_most(0)
 
 
 async def test_duration_limit_cuts_the_circuit(autojump_clock: trio.testing.MockClock) -> None:
@@ -266,3 +264,29 @@ async def test_relay_address_pushed_to_peers_and_reservation_taken_again_after_a
         assert again.refreshed == 1
         assert t.relay.service(CircuitRelay).core.reservation(t.a.peer_id, trio.current_time()) is not None
         assert t.circuit_addr in t.a.addrs
+
+
+@pytest.mark.parametrize("closer", ["dialer", "listener"])
+async def test_closing_a_relayed_connection_releases_the_stop_handler(closer: str) -> None:
+    """The stop handler lives as long as its relayed connection, no longer (either side closing it)."""
+    from mycel.core.events import ConnectionClosed, ConnectionOpened
+    from mycel.protocols.relay import STOP_PROTOCOL
+
+    async with relay_trio("memory") as t:
+        handler = t.a._handlers[STOP_PROTOCOL]
+        relay_svc = t.relay.service(CircuitRelay)
+        with t.a.subscribe() as events, trio.fail_after(10):
+            conn = await t.b.connect(t.circuit_addr)
+            async for event in events:  # A registered its end of the relayed connection
+                if isinstance(event, ConnectionOpened) and event.connection.remote_peer == t.b.peer_id:
+                    a_end = event.connection
+                    break
+            assert handler.active == 1 and a_end.limited
+            await (conn if closer == "dialer" else a_end).aclose()
+            async for event in events:
+                if isinstance(event, ConnectionClosed) and event.connection is a_end:
+                    break
+            await trio.testing.wait_all_tasks_blocked()
+        assert handler.active == 0
+        with trio.fail_after(10):  # the relay notices too: its side of the circuit ends
+            await relay_svc.wait_circuits_at_most(0)

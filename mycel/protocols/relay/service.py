@@ -88,6 +88,7 @@ class CircuitRelay(Service):
         self._host: ServiceHost | None = None
         self._hop_active: dict[PeerId, int] = {}
         self._wake = trio.Event()
+        self._circuit_closed: trio.Event | None = None
         self.bytes_relayed = 0
         """Bytes copied through this relay, both directions, all circuits."""
         self.circuits_cut = 0
@@ -99,6 +100,13 @@ class CircuitRelay(Service):
         if self._core is None:
             raise not_running(self)
         return self._core
+
+    async def wait_circuits_at_most(self, count: int) -> None:
+        """Return once at most ``count`` circuits are open (tests and benchmarks wait with it)."""
+        while self.core.circuit_count > count:
+            if self._circuit_closed is None:
+                self._circuit_closed = trio.Event()
+            await self._circuit_closed.wait()
 
     def limit(self) -> ConnectionLimit:
         """The limit every relayed connection gets."""
@@ -239,6 +247,9 @@ class CircuitRelay(Service):
                     await target.aclose()
         finally:
             core.close_circuit(circuit)
+            if self._circuit_closed is not None:
+                self._circuit_closed.set()
+                self._circuit_closed = None
 
     async def _open_stop(self, src: PeerId, dst: PeerId) -> MuxedStream | None:
         """Open the stop stream to ``dst`` and have it accept ``src``; None (logged) if it does not."""
