@@ -227,3 +227,54 @@ async def test_cancelled_mid_work_closes_promptly_and_says_goodbye() -> None:
         msg = dns.decode(last)
         assert msg.is_response and msg.answers and all(r.ttl == 0 for r in msg.records())
         assert msg.answers[0].data == f"{name}._p2p._udp.local"
+
+
+async def test_a_flood_of_fake_peers_is_bounded_in_a_running_host() -> None:
+    """1,000 fake peers and garbage sent to a running MDNS (loopback, a test port): it keeps at most
+    ``max_peers``, the host stays up and answers queries, and nothing is dialed beyond the bound."""
+    from tests.unit.discovery.test_mdns_core import _fake_response
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    probe.bind(("", 0))
+    port = probe.getsockname()[1]
+    probe.setsockopt(
+        socket.IPPROTO_IP,
+        socket.IP_ADD_MEMBERSHIP,
+        struct.pack("4s4s", socket.inet_aton("224.0.0.251"), socket.inet_aton("127.0.0.1")),
+    )
+    probe.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+    tp = trio.socket.from_stdlib_socket(probe)
+    config = _loopback_config(port)
+    mdns_cfg = MdnsConfig(max_peers=50)
+    config = config.replace(
+        services=[MDNS(interfaces=["127.0.0.1"], port=port, config=mdns_cfg)], discovery_connect=0
+    )
+    with probe, trio.fail_after(WAIT):
+        async with open_host(config) as host:
+            mdns = host.service(MDNS)
+            for i in range(1000, 2000):
+                await tp.sendto(_fake_response(i), ("224.0.0.251", port))
+                if i % 100 == 0:
+                    await tp.sendto(b"\xff" * 100, ("224.0.0.251", port))
+                if i % 50 == 0:  # let it take them in (the socket's receive buffer is finite)
+                    await trio.testing.wait_all_tasks_blocked()
+            await tp.sendto(b"\0" * 9001, ("224.0.0.251", port))
+            # a query after the flood: it still answers (with itself, not the fakes)
+            query = dns.Message(questions=[dns.Question("_p2p._udp.local", dns.TYPE_PTR)])
+            await tp.sendto(dns.encode(query), ("224.0.0.251", port))
+            answered = False
+            while not answered:
+                data, _ = await tp.recvfrom(9000)
+                try:
+                    msg = dns.decode(data)
+                except dns.MalformedPacket:
+                    continue  # our own garbage, looped back
+                answered = msg.is_response and bool(msg.answers) and msg.answers[0].data == mdns.core.instance_name
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(mdns.peers()) == 50
+            assert mdns.core.stats.refused_peers == 950
+            assert mdns.core.stats.malformed == 11
+            assert not host.connected_peers()
+            assert sum(1 for p in host.peerstore.peers() if host.peerstore.addrs(p)) <= 50
