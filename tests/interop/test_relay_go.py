@@ -88,3 +88,37 @@ async def test_go_relay_relays_mycel_to_mycel() -> None:
                         if isinstance(event, ConnectionClosed) and event.connection is conn:
                             break
                 assert conn.is_closed
+
+
+async def test_go_dials_mycel_through_a_mycel_relay() -> None:
+    """go as a relay client: p2pd connects to a mycel listener through mycel's relay (hop CONNECT, then go's
+    Noise + yamux over the relayed stream) and echoes on a stream of that limited connection."""
+    from multiaddr import Multiaddr
+
+    from mycel.protocols.relay import CircuitRelay
+
+    relay_cfg = HostConfig(
+        transports=[TCP()], security=[Noise()], muxers=[Yamux()],
+        services=[Identify(), Ping(), CircuitRelay()], listen=["/ip4/127.0.0.1/tcp/0"],
+    )  # fmt: skip
+    async with open_host(relay_cfg) as relay:
+        relay_addr = str(relay.addrs[0])
+        async with open_host(_config(f"{relay_addr}/p2p-circuit")) as a:
+            a.set_stream_handler(ECHO, _echo)
+            transport = next(t for t in a.transports if isinstance(t, RelayTransport))
+            with trio.fail_after(TIMEOUT):
+                await transport.wait_reserved()
+            async with run_p2pd("tcp", "noise", "yamux", "127.0.0.1") as daemon:
+                go_peer = b58encode(daemon.peer_id)
+                with trio.fail_after(TIMEOUT):
+                    circuit = Multiaddr(f"{relay_addr}/p2p-circuit")
+                    await daemon.control.connect(a.peer_id.to_bytes(), [circuit.to_bytes()])
+                    relayed = [c for c in a.connections() if str(c.remote_peer) == go_peer]
+                    assert relayed and all(c.limited for c in relayed)
+                    stream = await daemon.control.stream_open(a.peer_id.to_bytes(), [ECHO])
+                    await stream.send_all(b"hello from go")  # (no EOF: p2pd would close its socket both ways)
+                    got = bytearray()
+                    while len(got) < 13 and (data := await stream.receive_some(100)):
+                        got += data
+                    assert bytes(got) == b"hello from go"
+                assert relay.service(CircuitRelay).core.circuit_count == 1
