@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from multiaddr import Multiaddr
 
-from mycel.core.errors import DecodeError, InvalidCertificate, InvalidSignature
+from mycel.core.errors import DecodeError, HandshakeError, InvalidCertificate, InvalidSignature
 from mycel.core.identity import Identity
 from mycel.core.keys import (
     EcdsaPrivateKey,
@@ -27,6 +27,7 @@ from mycel.core.peer_id import PeerId
 from mycel.core.record import PEER_RECORD_DOMAIN, PEER_RECORD_PAYLOAD_TYPE, _signing_input, open_peer_record
 from mycel.core.varint import encode_uvarint
 from mycel.network.peerstore import MAX_ADDRS_PER_PEER, PeerStore
+from mycel.security.plaintext import decode_exchange
 from mycel.security.tls.certificate import (
     EXTENSION_OID,
     SIGNATURE_PREFIX,
@@ -272,4 +273,25 @@ class TlsCertificate(Harness):
         assert verified.peer_id == PeerId.from_public_key(verified.public_key)
 
 
-HARNESSES = [Keys, PeerRecords, TlsCertificate]
+class PlaintextExchange(Harness):
+    """``decode_exchange`` of /plaintext/2.0.0: an id and a key that mostly belong together, else another
+    peer's id, a garbage id, hostile key protobufs, unknown fields."""
+
+    name = "plaintext"
+    expected = (DecodeError, HandshakeError)
+    min_past_ratio = 0.5
+
+    def one(self, src: Source) -> None:
+        who = pick(src, identities())
+        pid = who.peer_id.to_bytes() if chance(src, 80) else (pick(src, identities()).peer_id.to_bytes()
+                                                               if chance(src, 50) else blob(src, 40))
+        body = (_field(1, pid) if chance(src, 95) else b"") + (_field(2, gen_key_pb(src, who.private_key))
+                                                               if chance(src, 95) else b"")
+        if chance(src, 5):
+            body += _field(src.int(3, 20), blob(src, 10))
+        key, peer = decode_exchange(mutate(src, body) if chance(src, 8) else body)
+        self.past = True
+        assert peer == PeerId.from_public_key(key)
+
+
+HARNESSES = [Keys, PeerRecords, TlsCertificate, PlaintextExchange]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from fuzz.circuits import HARNESSES as _CIRCUITS
 from fuzz.core import Harness
 from fuzz.handshakes import HARNESSES as _NOISE
 from fuzz.records import HARNESSES as _RECORDS
 from fuzz.services import HARNESSES as _SERVICES
 from fuzz.wire import HARNESSES as _WIRE
 
-HARNESSES: list[type[Harness]] = [*_WIRE, *_RECORDS, *_NOISE, *_SERVICES]
+HARNESSES: list[type[Harness]] = [*_WIRE, *_RECORDS, *_NOISE, *_SERVICES, *_CIRCUITS]
 
 
 def by_name(name: str) -> type[Harness]:

@@ -26,10 +26,13 @@ INPUTS = {
     "identify": 300,
     "kad": 600,
     "gossipsub": 300,
+    "relay": 1000,
+    "rendezvous": 300,
+    "plaintext": 1500,
 }
 # decoders whose inputs must also get past the first stage into the next (decrypted, applied, ...)
 DEEP = {"multistream", "yamux", "mplex", "peer_record", "tls_certificate", "noise_handshake", "noise_transport",
-        "identify", "kad", "gossipsub"}
+        "identify", "kad", "gossipsub", "relay", "rendezvous"}
 
 
 def _report(stats: Stats) -> str:
