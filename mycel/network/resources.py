@@ -49,6 +49,7 @@ log = logging.getLogger("mycel.network.resources")
 UNLIMITED = sys.maxsize
 """A limit that is never reached."""
 MiB = 1 << 20
+MAX_CACHED_SCOPES = 256  # protocol/service scopes a connection keeps at hand (our protocols are few)
 GiB = 1 << 30
 
 # The resources a scope counts; the names are those of ScopeLimit's fields and of refusal reasons.
@@ -69,11 +70,15 @@ class ScopeLimit:
     """The limits of one scope (:data:`UNLIMITED` for none)."""
 
     conns_inbound: int = UNLIMITED
+    """Connections the remote opened."""
     conns_outbound: int = UNLIMITED
+    """Connections we opened."""
     conns: int = UNLIMITED
     """Connections in both directions."""
     streams_inbound: int = UNLIMITED
+    """Streams the remote opened."""
     streams_outbound: int = UNLIMITED
+    """Streams we opened."""
     streams: int = UNLIMITED
     """Streams in both directions."""
     memory: int = UNLIMITED
@@ -170,21 +175,35 @@ class ResourceLimits:
     """
 
     system: ScopeLimit = field(default_factory=ScopeLimit)
+    """The whole host: every connection, stream and reservation."""
     transient: ScopeLimit = field(default_factory=ScopeLimit)
+    """Connections in their handshake (no peer yet) and streams still negotiating their protocol."""
     allowlisted_system: ScopeLimit = field(default_factory=ScopeLimit)
+    """The system scope of allowlisted addresses, used once the ordinary one is full."""
     allowlisted_transient: ScopeLimit = field(default_factory=ScopeLimit)
+    """The transient scope of allowlisted addresses, used once the ordinary one is full."""
     peer: ScopeLimit = field(default_factory=ScopeLimit)
     """Each peer (all its connections and streams)."""
     conn: ScopeLimit = field(default_factory=ScopeLimit)
+    """Each connection (its memory: buffers of its muxer and security)."""
     stream: ScopeLimit = field(default_factory=ScopeLimit)
+    """Each stream."""
     service: ScopeLimit = field(default_factory=ScopeLimit)
+    """Each service (streams of its handlers, memory it reserves), unless named in ``services``."""
     service_peer: ScopeLimit = field(default_factory=ScopeLimit)
+    """Each service's share of one peer."""
     protocol: ScopeLimit = field(default_factory=ScopeLimit)
+    """Each protocol (streams that negotiated it), unless named in ``protocols``."""
     protocol_peer: ScopeLimit = field(default_factory=ScopeLimit)
+    """Each protocol's share of one peer."""
     peers: Mapping[PeerId, ScopeLimit] = field(default_factory=dict)
+    """Limits of single peers instead of ``peer``."""
     protocols: Mapping[str, ScopeLimit] = field(default_factory=dict)
+    """Limits of single protocols instead of ``protocol``."""
     services: Mapping[str, ScopeLimit] = field(default_factory=dict)
+    """Limits of single services (by class name) instead of ``service``."""
     allowlist: tuple[PeerId | str, ...] = ()
+    """Trusted peer ids and multiaddrs/CIDRs (see the class description)."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -295,9 +314,13 @@ class ResourceLimitReached(ServiceEvent):
     ``count`` says how many refusals of that kind there were in total)."""
 
     scope: str
+    """The scope at its limit (``"system"``, ``"peer"``, ``"protocol:<id>"``, ...)."""
     resource: str
+    """What ran out (``"conns_inbound"``, ``"streams_inbound"``, ``"memory"``, ...)."""
     count: int
+    """Refusals of this scope and resource so far."""
     peer: PeerId | None = None
+    """The peer refused, when there was one."""
 
 
 class Scope:
@@ -675,6 +698,7 @@ class ConnectionScope:
         self.peer: PeerId | None = None
         self._peer_scope: Scope | None = None
         self._outbound: list[tuple[Any, StreamScope]] = []  # (stream, its scope): released lazily
+        self._cached: dict[str, tuple[Scope, ...]] = {}  # protocol/service scopes of this peer (_scopes_for)
         self.memory = MemoryScope(mgr, (Scope("conn", "conn", mgr.limits.conn), *scopes), None)
         self._done = False
 
@@ -720,9 +744,31 @@ class ConnectionScope:
         if refusal is not None:
             raise mgr._refuse(*refusal, f"{direction.value} stream with {self.peer}", self.peer)
         _add_stream(scopes, inbound, 1)
-        if ps is not None:
-            ps.refs += 1
         return StreamScope(self, inbound, scopes)
+
+    def _scopes_for(self, kind: str, name: str) -> tuple[Scope, ...]:
+        """The protocol (``kind`` "p") or service ("s") scopes a stream of this connection is charged
+        to: the per-peer one and the overall one, looked up once per connection and kept with it."""
+        key = kind + name
+        scopes = self._cached.get(key)
+        if scopes is None:
+            mgr, peer = self._mgr, self.peer
+            if kind == "p":
+                overall = mgr.protocol_scope(name)
+                per_peer = mgr._protocol_peer_scope(name, peer) if peer is not None else None
+            else:
+                overall = mgr._service_scope(name)
+                per_peer = mgr._service_peer_scope(name, peer) if peer is not None else None
+            if per_peer is not None:
+                per_peer.refs += 1  # held until the connection ends
+                scopes = (per_peer, overall)
+            else:
+                scopes = (overall,)
+            if len(self._cached) < MAX_CACHED_SCOPES:
+                self._cached[key] = scopes
+            elif per_peer is not None:
+                per_peer.refs -= 1  # not kept: (a bound on names; ours are few)
+        return scopes
 
     def track_outbound(self, stream: object, scope: StreamScope) -> None:
         """Keep an outbound stream's scope until the stream is seen finished (released lazily: at
@@ -754,6 +800,11 @@ class ConnectionScope:
         self._outbound = []
         self.memory.close()
         _add_conn(self._scopes, self.inbound, self._fd, -1)
+        for scopes in self._cached.values():
+            if len(scopes) == 2:
+                scopes[0].refs -= 1
+                mgr._drop_if_idle(scopes[0], self.peer)
+        self._cached.clear()
         if self._peer_scope is not None:
             self._peer_scope.refs -= 1
             mgr._drop_if_idle(self._peer_scope, self.peer)
@@ -788,55 +839,38 @@ class StreamScope:
         Raises ResourceLimitExceeded (reset the stream) when the protocol is at its limit."""
         if self.protocol is not None or self.done_:
             return
-        conn, mgr = self._conn, self._conn._mgr
-        peer = conn.peer
-        new: tuple[Scope, ...] = (mgr.protocol_scope(protocol),)
-        if peer is not None:
-            new = (mgr._protocol_peer_scope(protocol, peer), *new)
+        conn = self._conn
+        new = conn._scopes_for("p", protocol)
         refusal = _stream_refusal(new, self._inbound)
+        if refusal is not None and not self._inbound and conn._mgr.prune_streams():
+            refusal = _stream_refusal(new, self._inbound)
         if refusal is not None:
-            for s in new:
-                mgr._drop_if_idle(s, peer)
-            raise mgr._refuse(*refusal, f"{protocol} stream with {peer}", peer)
+            raise conn._mgr._refuse(*refusal, f"{protocol} stream with {conn.peer}", conn.peer)
+        transient = conn._mgr.transient
         _add_stream(new, self._inbound, 1)
-        _add_stream((mgr.transient,), self._inbound, -1)
-        for s in new:
-            s.refs += 1
-        self._scopes = tuple(s for s in self._scopes if s is not mgr.transient) + new
+        _add_stream((transient,), self._inbound, -1)
+        self._scopes = tuple(s for s in self._scopes if s is not transient) + new
         self.protocol = protocol
 
     def set_service(self, service: str) -> None:
         """The stream belongs to ``service``: charge the service scopes too (ResourceLimitExceeded)."""
         if self.service is not None or self.done_:
             return
-        conn, mgr = self._conn, self._conn._mgr
-        peer = conn.peer
-        new: tuple[Scope, ...] = (mgr._service_scope(service),)
-        if peer is not None:
-            new = (mgr._service_peer_scope(service, peer), *new)
+        conn = self._conn
+        new = conn._scopes_for("s", service)
         refusal = _stream_refusal(new, self._inbound)
         if refusal is not None:
-            for s in new:
-                mgr._drop_if_idle(s, peer)
-            raise mgr._refuse(*refusal, f"{service} stream with {peer}", peer)
+            raise conn._mgr._refuse(*refusal, f"{service} stream with {conn.peer}", conn.peer)
         _add_stream(new, self._inbound, 1)
-        for s in new:
-            s.refs += 1
         self._scopes = (*self._scopes, *new)
         self.service = service
 
     def done(self) -> None:
-        """The stream ended: release it. Idempotent."""
-        if self.done_:
-            return
-        self.done_ = True
-        mgr = self._conn._mgr
-        peer = self._conn.peer
-        _add_stream(self._scopes, self._inbound, -1)
-        for s in self._scopes:
-            if s.kind in ("peer", "protocol-peer", "service-peer", "protocol", "service"):
-                s.refs -= 1
-                mgr._drop_if_idle(s, peer)
+        """The stream ended: release it. Idempotent. (The scopes it used are held by its connection,
+        which outlives it.)"""
+        if not self.done_:
+            self.done_ = True
+            _add_stream(self._scopes, self._inbound, -1)
 
 
 class RefusalReporter:

@@ -179,18 +179,16 @@ async def test_per_peer_connection_limit() -> None:
 
 async def test_outbound_stream_limit_is_a_typed_error() -> None:
     network = MemoryNetwork()
-    limits = ResourceLimits.unlimited().override(peer={"streams_outbound": 2})
+    limits = ResourceLimits.unlimited().override(protocol_peer={"streams_outbound": 2})
     async with open_host(memory_config(network, services=services())) as server, open_host(
         memory_config(network, services=services(), resources=limits)
     ) as client:
         await client.connect(server.addrs[0])
-        # identify's own outbound stream finishes first
-        await until(lambda: not client.resources.stats()["peers"][str(server.peer_id)]["streams_outbound"])
         s1 = await client.new_stream(server.peer_id, ECHO_PROTOCOL)
         s2 = await client.new_stream(server.peer_id, ECHO_PROTOCOL)
         with pytest.raises(ResourceLimitExceeded) as info:
             await client.new_stream(server.peer_id, ECHO_PROTOCOL)
-        assert (info.value.scope, info.value.resource) == ("peer", "streams_outbound")
+        assert (info.value.scope, info.value.resource) == (f"protocol-peer:{ECHO_PROTOCOL}", "streams_outbound")
         await s1.aclose()  # finished streams are released when the next one needs room
         s3 = await client.new_stream(server.peer_id, ECHO_PROTOCOL)
         assert await echo_once(s3, b"abc") == b"abc"
