@@ -15,9 +15,13 @@ from multiaddr import Multiaddr
 from mycel.core.abc import Connection, Direction
 from mycel.core.errors import ConnectionGated, DialError, MycelError
 from mycel.core.peer_id import PeerId
-from mycel.host import Host, open_host
+from mycel.core.identity import Identity
+from mycel.host import Host, HostConfig, open_host
 from mycel.network.gater import AllowAll, ConnectionGater
+from mycel.network.resources import ResourceLimits
+from mycel.protocols.identify import Identify
 from mycel.protocols.ping import Ping
+from mycel.transports.quic import QUIC
 from mycel.testing.hosts import memory_config
 from mycel.transports.memory import MemoryNetwork
 
@@ -117,3 +121,55 @@ def test_config_rejects_a_non_gater() -> None:
 
     with pytest.raises(ConfigError):
         memory_config(MemoryNetwork(), gater=object())
+
+
+# -- QUIC: connections arrive secured and muxed from the transport -----------------------------------
+def quic_config(gater: ConnectionGater | None = None, **kw: Any) -> HostConfig:
+    return HostConfig(
+        identity=Identity.generate(),
+        transports=[QUIC()],
+        services=[Identify(), Ping()],
+        listen=["/ip4/127.0.0.1/udp/0/quic-v1"],
+        gater=gater,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("stage", ["intercept_addr_dial", "intercept_secured:outbound", "intercept_upgraded"])
+async def test_quic_dial_stage_refusal(stage: str) -> None:
+    gater = Refuse(stage)
+    async with open_host(quic_config()) as server, open_host(quic_config(gater)) as client:
+        with pytest.raises(ConnectionGated):
+            await client.connect(server.addrs[0])
+        assert client.connections() == [] and nothing_held(client)
+        assert gater.asked[-1] == stage
+
+
+@pytest.mark.parametrize("stage", ["intercept_accept", "intercept_secured:inbound", "intercept_upgraded"])
+async def test_quic_inbound_stage_refusal(stage: str) -> None:
+    gater = Refuse(stage)
+    async with open_host(quic_config(gater)) as server, open_host(quic_config()) as client:
+        with pytest.raises((DialError, MycelError, trio.BrokenResourceError)):
+            with trio.fail_after(10):
+                await client.connect(server.addrs[0])
+                await client.service(Ping).ping(server.peer_id)
+        await trio.testing.wait_all_tasks_blocked()
+        assert gater.asked[-1] == stage
+        assert server.connections() == [] and nothing_held(server)
+
+
+async def test_quic_connections_are_accounted_and_bounded() -> None:
+    limits = ResourceLimits.unlimited().override(system={"conns_inbound": 1})
+    async with open_host(quic_config(resources=limits)) as server, open_host(quic_config()) as a, open_host(
+        quic_config()
+    ) as b:
+        await a.connect(server.addrs[0])
+        await a.service(Ping).ping(server.peer_id)
+        stats = server.resources.stats()
+        assert stats["system"]["conns_inbound"] == 1 and stats["system"]["fds"] == 0  # QUIC shares one socket
+        with pytest.raises((DialError, MycelError, trio.BrokenResourceError)):
+            with trio.fail_after(10):
+                await b.connect(server.addrs[0])
+                await b.service(Ping).ping(server.peer_id)
+        assert server.resources.stats()["refused"] == {"system": {"conns_inbound": 1}}
+        await a.service(Ping).ping(server.peer_id)
