@@ -24,6 +24,7 @@ from mycel.protocols.pubsub import rpc_pb2
 from mycel.protocols.pubsub.config import FLOODSUB, GOSSIPSUB_V10, GOSSIPSUB_V11, GOSSIPSUB_V12
 from mycel.protocols.pubsub.core import GossipsubRouter, ValidationResult
 from mycel.protocols.pubsub.messages import SIGN_PREFIX
+from mycel.protocols.pubsub.wire import fragment_rpc
 from mycel.testing.hosts import memory_hosts
 from tests.unit.pubsub.mock_peer import TOPIC
 from tests.unit.pubsub.test_fuzz_rpc import CFG
@@ -351,8 +352,9 @@ def gen_rpc(src: Source, authors: list[Identity]) -> bytes:
 
 class GossipsubHarness(Harness):
     """The gossipsub router's ``handle_rpc`` (what the service does with every decoded RPC), for peers of
-    every protocol version, with validation verdicts and time passing. Invariants: the router's tables
-    stay within their bounds after every RPC."""
+    every protocol version, with validation verdicts and time passing; now and then the decoded RPC is
+    cut up again by ``wire.fragment_rpc`` (each piece within the limit and decodable). Invariants: the
+    router's tables stay within their bounds after every RPC."""
 
     name = "gossipsub"
     expected = (PbDecodeError,)
@@ -381,6 +383,11 @@ class GossipsubHarness(Harness):
         r = self._router
         rpc = rpc_pb2.RPC.FromString(gen_rpc(src, self._authors))
         self.past = True
+        if chance(src, 15):  # what we would send on: wire.fragment_rpc keeps every piece within the limit
+            limit = pick(src, (64, 1024, 65536))
+            for piece in fragment_rpc(rpc, limit):
+                assert len(piece) <= limit
+                rpc_pb2.RPC.FromString(piece)
         msgs = r.handle_rpc(pick(src, self._peers), rpc, self._now)
         for msg in msgs:
             r.validation_complete(msg, pick(src, list(ValidationResult)), self._now)
