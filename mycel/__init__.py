@@ -27,6 +27,7 @@ from mycel.core.abc import (  # noqa: E402
 from mycel.core.errors import (  # noqa: E402
     ConfigError,
     ConnectionClosed,
+    ConnectionGated,
     DecodeError,
     DialError,
     DialPeerMismatch,
@@ -75,6 +76,9 @@ from mycel.host import EventSubscription, Host, HostConfig, open_host  # noqa: E
 from mycel.discovery.mdns import MDNS  # noqa: E402
 from mycel.muxers import Mplex, Yamux  # noqa: E402
 from mycel.network import AddrSource, PeerInfo, PeerStore  # noqa: E402
+from mycel.network.connmgr import ConnManagerConfig  # noqa: E402
+from mycel.network.gater import AllowAll, ConnectionGater  # noqa: E402
+from mycel.network.resources import ResourceLimitReached, ResourceLimits, ScopeLimit  # noqa: E402
 from mycel.protocols import Echo, Floodsub, Gossipsub, GossipsubConfig, Identify, IdentifyResult, KadDHT, Perf, Ping, Rendezvous  # noqa: E402
 from mycel.protocols.relay import CircuitRelay, RelayResources, RelayTransport  # noqa: E402
 from mycel.routing import ContentRouting, PeerNotFound, PeerRouting, ProviderRecord  # noqa: E402
@@ -94,7 +98,11 @@ __all__ = [
     "TCP",
     "TLS",
     "AddrSource",
+    "AllowAll",
     "ConfigError",
+    "ConnManagerConfig",
+    "ConnectionGated",
+    "ConnectionGater",
     "CircuitRelay",
     "Connection",
     "ConnectionLimit",
@@ -151,6 +159,9 @@ __all__ = [
     "RelayResources",
     "RelayTransport",
     "ResourceLimitExceeded",
+    "ResourceLimitReached",
+    "ResourceLimits",
+    "ScopeLimit",
     "SecureConnection",
     "SecurityProtocol",
     "Service",
