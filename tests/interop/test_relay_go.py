@@ -16,6 +16,7 @@ from mycel.core.events import ConnectionClosed
 from mycel.core.errors import LimitedConnection, MycelError
 from mycel.core.framing import read_exactly
 from mycel.core.multibase import b58encode
+from mycel.core.peer_id import PeerId
 from mycel.host import Host, HostConfig, open_host
 from mycel.muxers.yamux import Yamux
 from mycel.protocols.identify import Identify
@@ -46,8 +47,8 @@ def _config(*listen: str) -> HostConfig:
     )
 
 
-async def _roundtrip(host: Host, peer: object, payload: bytes) -> bytes:
-    stream = await host.new_stream(peer, ECHO, allow_limited=True)  # type: ignore[arg-type]
+async def _roundtrip(host: Host, peer: PeerId, payload: bytes) -> bytes:
+    stream = await host.new_stream(peer, ECHO, allow_limited=True)
     await stream.send_all(payload)
     await stream.send_eof()
     return await read_exactly(stream, len(payload))
