@@ -158,6 +158,57 @@ def _check_items(name: str, items: object, kind: type, example: str) -> None:
             raise ConfigError(f"HostConfig.{name}[{i}]: expected a {kind.__name__}, got {type(item).__name__}")
 
 
+def _check_bootstrap(config: HostConfig) -> None:
+    """The bootstrap fields: addresses naming their peer, a positive minimum, sane backoff, parseable DNS servers."""
+    entries = config.bootstrap
+    if isinstance(entries, (str, bytes, Multiaddr)) or not isinstance(entries, Sequence):
+        raise ConfigError(f"HostConfig.bootstrap: expected a list of multiaddrs, got {entries!r}")
+    for i, addr in enumerate(entries):
+        try:
+            _, peer = split_peer_id(as_multiaddr(addr))
+        except Exception as exc:
+            raise ConfigError(f"HostConfig.bootstrap[{i}]: {addr!r} is not a multiaddr ({exc})") from None
+        if peer is None:
+            raise ConfigError(
+                f"HostConfig.bootstrap[{i}]: {addr!r} does not name its peer; end it in /p2p/<peer id> "
+                "(e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3KooW... or /dnsaddr/example.com/p2p/12D3KooW...)"
+            )
+    if not isinstance(config.bootstrap_min_peers, int) or config.bootstrap_min_peers < 1:
+        raise ConfigError(f"HostConfig.bootstrap_min_peers: must be a positive integer, got {config.bootstrap_min_peers!r}")
+    base, cap = config.bootstrap_backoff, config.bootstrap_backoff_max
+    for name, value in (("bootstrap_backoff", base), ("bootstrap_backoff_max", cap)):
+        if not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ConfigError(f"HostConfig.{name}: must be a positive number of seconds, got {value!r}")
+    if cap < base:
+        raise ConfigError(f"HostConfig.bootstrap_backoff_max ({cap}) is below bootstrap_backoff ({base})")
+    servers = config.dns_nameservers
+    if isinstance(servers, (str, bytes)) or not isinstance(servers, Sequence):
+        raise ConfigError(f"HostConfig.dns_nameservers: expected a list of addresses, got {servers!r}")
+    if servers:
+        from mycel.discovery.dnsaddr import parse_nameserver
+
+        for i, server in enumerate(servers):
+            try:
+                parse_nameserver(server)
+            except (ValueError, TypeError, AttributeError):
+                raise ConfigError(
+                    f"HostConfig.dns_nameservers[{i}]: {server!r} is not an IP address with an optional port "
+                    "(e.g. 127.0.0.1:5353 or [::1]:53)"
+                ) from None
+
+
+def _with_bootstrap(config: HostConfig) -> list[Service]:
+    """The services a host runs: the config's, plus a Bootstrap service when ``config.bootstrap`` is set
+    and the config lists none."""
+    services = list(config.services)
+    if config.bootstrap:
+        from mycel.discovery.bootstrap import Bootstrap
+
+        if not any(isinstance(s, Bootstrap) for s in services):
+            services.append(Bootstrap())
+    return services
+
+
 @dataclass(frozen=True)
 class HostConfig:
     """Everything a host is made of; share it, copy it with :meth:`replace`.
@@ -215,6 +266,20 @@ class HostConfig:
     discovery_connect: int = 8
     """Connect to peers that discovery reports (:meth:`Host.peer_found`) while fewer than this many peers
     are connected, with at most this many such dials at once; 0 only records them in the peerstore."""
+    bootstrap: Sequence[str | Multiaddr] = ()
+    """Peers to connect to on start and whenever fewer than ``bootstrap_min_peers`` are connected:
+    multiaddrs ending in ``/p2p/<id>``, ``/dnsaddr/<domain>/p2p/<id>`` ones resolved through DNS TXT
+    records. Non-empty, it adds a :class:`~mycel.discovery.Bootstrap` service (unless ``services`` lists
+    one); a DHT with no list of its own uses these. go's public list: ``mycel.discovery.IPFS_BOOTSTRAP_PEERS``."""
+    bootstrap_min_peers: int = 4
+    """Below this many connected peers, bootstrap peers are dialed again (go's ``MinPeerThreshold``)."""
+    bootstrap_backoff: float = 1.0
+    """Seconds before a failed bootstrap dial is tried again; doubled per failure, jittered."""
+    bootstrap_backoff_max: float = 300.0
+    """The longest pause between bootstrap tries or rounds, in seconds."""
+    dns_nameservers: Sequence[str] = ()
+    """DNS servers (``"ip"`` or ``"ip:port"``, ``"[ip6]:port"``) for ``/dnsaddr`` resolution; empty: the
+    system's (``/etc/resolv.conf``)."""
     resources: ResourceLimits = field(default_factory=ResourceLimits.autoscale)
     """Limits of the resource manager (``host.resources``): connections, streams, memory and file
     descriptors per scope (system, transient, peer, protocol, service, ...), and the allowlist. Default:
@@ -268,6 +333,7 @@ class HostConfig:
                 raise ConfigError(f"HostConfig.{name}: must be a positive integer, got {value!r}")
         if not isinstance(self.discovery_connect, int) or self.discovery_connect < 0:
             raise ConfigError(f"HostConfig.discovery_connect: must be an integer >= 0, got {self.discovery_connect!r}")
+        _check_bootstrap(self)
         if not isinstance(self.resources, ResourceLimits):
             raise ConfigError(f"HostConfig.resources: expected ResourceLimits, got {type(self.resources).__name__}")
         if not isinstance(self.connmgr, ConnManagerConfig):
@@ -284,6 +350,8 @@ class HostConfig:
         object.__setattr__(self, "muxers", tuple(self.muxers))
         object.__setattr__(self, "services", tuple(self.services))
         object.__setattr__(self, "listen", tuple(self.listen))
+        object.__setattr__(self, "bootstrap", tuple(self.bootstrap))
+        object.__setattr__(self, "dns_nameservers", tuple(self.dns_nameservers))
 
     def replace(self, **changes: Any) -> HostConfig:
         """A copy with ``changes`` applied (``dataclasses.replace``), validated again."""
@@ -406,7 +474,7 @@ class Host:
         """This host's own copies of the configured security protocols (preference order)."""
         self.muxers: tuple[StreamMuxer, ...] = tuple(muxers)
         """This host's own copies of the configured stream muxers (preference order)."""
-        self._slots = [_ServiceSlot(self, svc) for svc in config.services]
+        self._slots = [_ServiceSlot(self, svc) for svc in _with_bootstrap(config)]
         stream_transports = any(isinstance(t, StreamTransport) for t in transports)
         self.resources = ResourceManager(config.resources, on_refused=self._resource_refused)
         """The resource manager: usage, limits and refusals in ``host.resources.stats()``."""

@@ -111,7 +111,8 @@ class KadDHT(Service):
         self.validator = validator or default_validator()
         self.seed = seed
         self.bootstrap_peers: tuple[str, ...] = tuple(bootstrap)
-        """Multiaddrs (with ``/p2p/``) connected to on start, then a self-lookup fills the table."""
+        """Multiaddrs (with ``/p2p/``) connected to on start, then a self-lookup fills the table; when empty,
+        the peers of ``HostConfig.bootstrap`` (dialed by the host's Bootstrap service) are used."""
         self._host: ServiceHost | None = None
         self._table: RoutingTable | None = None
         self._rng = random.Random(seed)
@@ -153,6 +154,8 @@ class KadDHT(Service):
         task_status.started()
         if self.bootstrap_peers:
             host.spawn(self.bootstrap)
+        elif host.config.bootstrap:  # the host's Bootstrap service dials HostConfig.bootstrap
+            host.spawn(self._self_lookup_when_joined)
         while True:
             await trio.sleep_until(min(self._table.next_refresh(), self._next_republish()))
             if trio.current_time() >= self._table.next_refresh():
@@ -195,6 +198,13 @@ class KadDHT(Service):
                     await self._grew.wait()
             await self.closest_peers(host.peer_id.to_bytes())
         return connected
+
+    async def _self_lookup_when_joined(self) -> None:
+        """With no list of its own the DHT uses the host's bootstrap connections: once they put a first peer
+        in the table (identify, then the check), look ourselves up to fill it (go refreshes then too)."""
+        while not len(self._running()[1]):
+            await self._grew.wait()
+        await self.closest_peers(self._running()[0].peer_id.to_bytes())
 
     def peer_protocols_changed(self, host: ServiceHost, peer: PeerId, added: frozenset[str], removed: frozenset[str]) -> None:
         """DHT servers are offered to the routing table; a peer that stops serving kad leaves it."""
