@@ -11,40 +11,19 @@ import trio
 
 from interop.go_peer import own_addr, run_p2pd
 from interop.p2pd.identify_check import addr_to_str
-from mycel.core.abc import MuxedStream
 from mycel.core.events import ConnectionClosed
 from mycel.core.errors import LimitedConnection, MycelError
 from mycel.core.framing import read_exactly
 from mycel.core.multibase import b58encode
 from mycel.core.peer_id import PeerId
-from mycel.host import Host, HostConfig, open_host
-from mycel.muxers.yamux import Yamux
-from mycel.protocols.identify import Identify
-from mycel.protocols.ping import Ping
+from mycel.host import Host, open_host
 from mycel.protocols.relay import RelayTransport
-from mycel.security.noise import Noise
-from mycel.transports.tcp import TCP
+from tests.interop.relay_support import echo, mycel_config
 
 pytestmark = [pytest.mark.interop]
 
 ECHO = "/test/echo/1.0.0"
 TIMEOUT = 30.0
-
-
-async def _echo(stream: MuxedStream) -> None:
-    while data := await stream.receive_some(65536):
-        await stream.send_all(data)
-    await stream.send_eof()
-
-
-def _config(*listen: str) -> HostConfig:
-    return HostConfig(
-        transports=[TCP(), RelayTransport()],
-        security=[Noise()],
-        muxers=[Yamux()],
-        services=[Identify(), Ping()],
-        listen=["/ip4/127.0.0.1/tcp/0", *listen],
-    )
 
 
 async def _roundtrip(host: Host, peer: PeerId, payload: bytes) -> bytes:
@@ -59,9 +38,9 @@ async def test_go_relay_relays_mycel_to_mycel() -> None:
         me = await daemon.control.identify()
         tcp_addrs = [a for a in (addr_to_str(x) for x in me.addrs) if own_addr("tcp", "127.0.0.1", a)]
         relay_addr = f"{tcp_addrs[0]}/p2p/{b58encode(daemon.peer_id)}"
-        async with open_host(_config(f"{relay_addr}/p2p-circuit")) as a, open_host(_config()) as b:
-            a.set_stream_handler(ECHO, _echo)
-            b.set_stream_handler(ECHO, _echo)
+        async with open_host(mycel_config(f"{relay_addr}/p2p-circuit")) as a, open_host(mycel_config()) as b:
+            a.set_stream_handler(ECHO, echo)
+            b.set_stream_handler(ECHO, echo)
             transport = next(t for t in a.transports if isinstance(t, RelayTransport))
             with trio.fail_after(TIMEOUT):
                 rsvp = await transport.wait_reserved()
@@ -97,15 +76,10 @@ async def test_go_dials_mycel_through_a_mycel_relay() -> None:
     from multiaddr import Multiaddr
 
     from mycel.protocols.relay import CircuitRelay
-
-    relay_cfg = HostConfig(
-        transports=[TCP()], security=[Noise()], muxers=[Yamux()],
-        services=[Identify(), Ping(), CircuitRelay()], listen=["/ip4/127.0.0.1/tcp/0"],
-    )  # fmt: skip
-    async with open_host(relay_cfg) as relay:
+    async with open_host(mycel_config(relay=True)) as relay:
         relay_addr = str(relay.addrs[0])
-        async with open_host(_config(f"{relay_addr}/p2p-circuit")) as a:
-            a.set_stream_handler(ECHO, _echo)
+        async with open_host(mycel_config(f"{relay_addr}/p2p-circuit")) as a:
+            a.set_stream_handler(ECHO, echo)
             transport = next(t for t in a.transports if isinstance(t, RelayTransport))
             with trio.fail_after(TIMEOUT):
                 await transport.wait_reserved()

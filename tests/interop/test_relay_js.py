@@ -10,25 +10,18 @@ Noise + yamux on 127.0.0.1:
 from __future__ import annotations
 
 import contextlib
-import json
-import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import trio
 
-from interop.peers import INTEROP_DIR, _stop_process
-from mycel.core.abc import MuxedStream
+from interop.peers import INTEROP_DIR
 from mycel.core.events import ConnectionOpened, Event
 from mycel.core.framing import read_exactly
-from mycel.host import EventSubscription, Host, HostConfig, open_host
-from mycel.muxers.yamux import Yamux
-from mycel.protocols.identify import Identify
-from mycel.protocols.ping import Ping
+from mycel.host import EventSubscription, Host, open_host
 from mycel.protocols.relay import CircuitRelay, RelayTransport
-from mycel.security.noise import Noise
-from mycel.transports.tcp import TCP
+from tests.interop.relay_support import echo, mycel_config, peer_program
 
 pytestmark = [pytest.mark.interop]
 
@@ -36,57 +29,19 @@ NODE = INTEROP_DIR / "js" / "node_modules" / "node" / "bin" / "node"
 SCRIPT = INTEROP_DIR / "js" / "relay.mjs"
 ECHO = "/echo/1.0.0"
 TIMEOUT = 30.0
-LINE_LIMIT = 64 * 1024
-
-
-async def _echo(stream: MuxedStream) -> None:
-    while data := await stream.receive_some(65536):
-        await stream.send_all(data)
-    await stream.send_eof()
-
-
-async def _first_line(stream: trio.abc.ReceiveStream) -> dict[str, Any]:
-    buf = bytearray()
-    while b"\n" not in buf:
-        data = await stream.receive_some(4096)
-        if not data:
-            raise RuntimeError(f"js relay peer exited before its line: {buf.decode(errors='replace')}")
-        buf += data
-        if len(buf) > LINE_LIMIT:
-            raise RuntimeError("js relay peer line too long")
-    obj: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
-    return obj
 
 
 @contextlib.asynccontextmanager
 async def js_peer(*args: str) -> AsyncIterator[dict[str, Any]]:
-    """Run ``relay.mjs args``; yield its ready line; close its stdin and stop it (by PID) on exit."""
-    proc = await trio.lowlevel.open_process(
-        [str(NODE), str(SCRIPT), *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=str(INTEROP_DIR / "js"),
-        start_new_session=True,  # its own process group, stopped as a whole
-    )
-    assert proc.stdout is not None
-    try:
-        with trio.fail_after(TIMEOUT):
-            yield await _first_line(proc.stdout)
-    finally:
-        await _stop_process(proc)  # stdin EOF, SIGTERM, SIGKILL to its group
+    """Run ``relay.mjs args``; yield its ready line; stop it (by PID) on exit."""
+    async with peer_program([str(NODE), str(SCRIPT), *args], cwd=str(INTEROP_DIR / "js")) as line:
+        yield line
 
 
 async def js_dial(target: str, size: int) -> dict[str, Any]:
     """``relay.mjs dial target size``: its result line."""
     async with js_peer("dial", target, str(size)) as result:
         return result
-
-
-def _config(*, relay: bool = False, listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)) -> HostConfig:
-    services = [Identify(), Ping(), CircuitRelay()] if relay else [Identify(), Ping()]
-    return HostConfig(
-        transports=[TCP(), RelayTransport()], security=[Noise()], muxers=[Yamux()], services=services, listen=listen
-    )
 
 
 def _relay_transport(host: Host) -> RelayTransport:
@@ -103,14 +58,14 @@ async def _echo_roundtrip(host: Host, peer: Any, payload: bytes) -> bytes:
 async def test_js_relay_relays_mycel_to_mycel() -> None:
     async with js_peer("relay") as relay:
         relay_addr = relay["addrs"][0]
-        async with open_host(_config(listen=("/ip4/127.0.0.1/tcp/0", f"{relay_addr}/p2p-circuit"))) as a:
-            a.set_stream_handler(ECHO, _echo)
+        async with open_host(mycel_config(f"{relay_addr}/p2p-circuit")) as a:
+            a.set_stream_handler(ECHO, echo)
             with trio.fail_after(TIMEOUT):
                 rsvp = await _relay_transport(a).wait_reserved()
             assert rsvp.voucher_verified  # js signs vouchers with its key; we checked it
             assert str(rsvp.relay) == relay["peer_id"]
-            async with open_host(_config()) as b:
-                b.set_stream_handler(ECHO, _echo)
+            async with open_host(mycel_config()) as b:
+                b.set_stream_handler(ECHO, echo)
                 with trio.fail_after(TIMEOUT):
                     conn = await b.connect(f"{relay_addr}/p2p-circuit/p2p/{a.peer_id}")
                     assert conn.limited and conn.limit is not None and conn.limit.data == 1 << 17
@@ -119,12 +74,12 @@ async def test_js_relay_relays_mycel_to_mycel() -> None:
 
 
 async def test_mycel_relay_serves_js_listener() -> None:
-    async with open_host(_config(relay=True)) as relay:
+    async with open_host(mycel_config(relay=True)) as relay:
         relay_addr = str(relay.addrs[0])
         async with js_peer("listen", relay_addr) as js:
             assert any(a.startswith(f"{relay_addr}/p2p-circuit") for a in js["addrs"])
             assert relay.service(CircuitRelay).core.reservation_count == 1
-            async with open_host(_config()) as b:
+            async with open_host(mycel_config()) as b:
                 with trio.fail_after(TIMEOUT):
                     conn = await b.connect(f"{relay_addr}/p2p-circuit/p2p/{js['peer_id']}")
                     assert conn.limited
@@ -134,10 +89,10 @@ async def test_mycel_relay_serves_js_listener() -> None:
 
 
 async def test_js_dialer_through_mycel_relay() -> None:
-    async with open_host(_config(relay=True)) as relay:
+    async with open_host(mycel_config(relay=True)) as relay:
         relay_addr = str(relay.addrs[0])
-        async with open_host(_config(listen=("/ip4/127.0.0.1/tcp/0", f"{relay_addr}/p2p-circuit"))) as a:
-            a.set_stream_handler(ECHO, _echo)
+        async with open_host(mycel_config(f"{relay_addr}/p2p-circuit")) as a:
+            a.set_stream_handler(ECHO, echo)
             with trio.fail_after(TIMEOUT):
                 await _relay_transport(a).wait_reserved()
                 with a.subscribe() as events:

@@ -4,25 +4,14 @@ it through the relay, echo both ways; TCP + Noise + yamux on 127.0.0.1."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import subprocess
-from collections.abc import AsyncIterator
-from typing import Any
-
 import pytest
 import trio
 
-from interop.peers import INTEROP_DIR, REPO_DIR, _stop_process
-from mycel.core.abc import MuxedStream
+from interop.peers import INTEROP_DIR
 from mycel.core.framing import read_exactly
-from mycel.host import HostConfig, open_host
-from mycel.muxers.yamux import Yamux
-from mycel.protocols.identify import Identify
-from mycel.protocols.ping import Ping
+from mycel.host import open_host
 from mycel.protocols.relay import RelayTransport
-from mycel.security.noise import Noise
-from mycel.transports.tcp import TCP
+from tests.interop.relay_support import echo, mycel_config, peer_program
 
 pytestmark = [pytest.mark.interop]
 
@@ -30,56 +19,14 @@ PYTHON = INTEROP_DIR / ".peers" / "py-venv" / "bin" / "python"
 PROGRAM = INTEROP_DIR / "py" / "relay_peer.py"
 ECHO = "/test/echo/1.0.0"
 TIMEOUT = 30.0
-LINE_LIMIT = 64 * 1024
-
-
-async def _echo(stream: MuxedStream) -> None:
-    while data := await stream.receive_some(65536):
-        await stream.send_all(data)
-    await stream.send_eof()
-
-
-@contextlib.asynccontextmanager
-async def py_relay() -> AsyncIterator[dict[str, Any]]:
-    proc = await trio.lowlevel.open_process(
-        [str(PYTHON), str(PROGRAM), "relay"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=str(REPO_DIR),
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    try:
-        buf = bytearray()
-        with trio.fail_after(TIMEOUT):
-            while b"\n" not in buf:
-                data = await proc.stdout.receive_some(4096)
-                if not data:
-                    raise RuntimeError("the py relay exited before it was ready")
-                buf += data
-                if len(buf) > LINE_LIMIT:
-                    raise RuntimeError("py relay line too long")
-        yield json.loads(buf.split(b"\n", 1)[0])
-    finally:
-        await _stop_process(proc)
-
-
-def _config(*listen: str) -> HostConfig:
-    return HostConfig(
-        transports=[TCP(), RelayTransport()],
-        security=[Noise()],
-        muxers=[Yamux()],
-        services=[Identify(), Ping()],
-        listen=["/ip4/127.0.0.1/tcp/0", *listen],
-    )
 
 
 async def test_py_relay_relays_mycel_to_mycel() -> None:
-    async with py_relay() as relay:
+    async with peer_program([str(PYTHON), str(PROGRAM), "relay"]) as relay:
         relay_addr = relay["addrs"][0]
-        async with open_host(_config(f"{relay_addr}/p2p-circuit")) as a, open_host(_config()) as b:
-            a.set_stream_handler(ECHO, _echo)
-            b.set_stream_handler(ECHO, _echo)
+        async with open_host(mycel_config(f"{relay_addr}/p2p-circuit")) as a, open_host(mycel_config()) as b:
+            a.set_stream_handler(ECHO, echo)
+            b.set_stream_handler(ECHO, echo)
             transport = next(t for t in a.transports if isinstance(t, RelayTransport))
             with trio.fail_after(TIMEOUT):
                 rsvp = await transport.wait_reserved()
