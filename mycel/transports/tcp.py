@@ -59,12 +59,16 @@ class SocketConnection(RawConnection):
         self._sending = False
         self._yields = YieldBudget(YIELD_EVERY)
         sock = stream.socket
+        self.remote_ip: str | None = None
+        """The remote's IP address as text (None for a unix socketpair): per-source limits key on it
+        without parsing the multiaddr."""
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             local = sock.getsockname()
             remote = sock.getpeername()
             self._local = ip_multiaddr(local[0], local[1], transport)
             self._remote = ip_multiaddr(remote[0], remote[1], transport)
+            self.remote_ip = remote[0]
         else:  # unix socketpair (memory transport) sets its own addresses
             self._local = Multiaddr("/memory/0")
             self._remote = Multiaddr("/memory/0")
