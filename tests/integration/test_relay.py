@@ -23,6 +23,7 @@ from mycel.core.framing import read_exactly
 from mycel.core.identity import Identity
 from mycel.host import Host, HostConfig, open_host
 from mycel.muxers.yamux import Yamux
+from mycel.network.peerstore import AddrSource
 from mycel.protocols.identify import Identify
 from mycel.protocols.ping import Ping
 from mycel.protocols.relay import CircuitRelay, RelayRefused, RelayResources, RelayTransport, Status
@@ -290,3 +291,24 @@ async def test_closing_a_relayed_connection_releases_the_stop_handler(closer: st
         assert handler.active == 0
         with trio.fail_after(10):  # the relay notices too: its side of the circuit ends
             await relay_svc.wait_circuits_at_most(0)
+
+
+async def test_direct_address_wins_over_the_relayed_one() -> None:
+    """B knows A's direct and relayed addresses: the relayed dial waits (go's 500 ms ranker delay), the
+    direct one wins, and B's connection to A is not limited."""
+    async with relay_trio("tcp") as t:
+        direct = t.a.addrs[0]
+        assert "p2p-circuit" not in str(direct)
+        with trio.fail_after(10):
+            conn = await t.b.connect(t.a.peer_id, [t.circuit_addr, direct])
+        assert not conn.limited and "p2p-circuit" not in str(conn.remote_addr)
+        assert t.relay.service(CircuitRelay).core.circuit_count == 0
+
+
+async def test_relayed_dial_waits_when_a_direct_address_is_known(autojump_clock: trio.testing.MockClock) -> None:
+    async with relay_trio("memory") as t:
+        t.b.peerstore.add_addrs(t.a.peer_id, [Multiaddr("/memory/999999")], AddrSource.USER, 3600, trio.current_time())
+        start = trio.current_time()
+        conn = await t.b.connect(t.circuit_addr)  # only the relayed address is dialed; it still waits
+        assert conn.limited
+        assert trio.current_time() - start >= 0.5

@@ -80,6 +80,7 @@ INBOUND_QUEUE = 16  # upgraded relayed connections waiting for the swarm to take
 MAX_INBOUND = 64  # stop streams (relayed connections arriving or open) at once; beyond: reset
 REFRESH_MARGIN = 120.0  # refresh a reservation this long before it expires (at most half its life)
 RETRY_MIN, RETRY_MAX = 1.0, 60.0  # backoff between failed reservation attempts on one relay
+RELAY_DIAL_DELAY = 0.5  # go's dial ranker: relay addresses wait this long when the peer has direct ones
 _STREAM_ERRORS = (MycelError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError)
 
 
@@ -231,6 +232,8 @@ class RelayTransport(ConnectionTransport):
 
     ``relays``: ``<addr>/p2p/<relay>`` of relays to reserve on when listening on plain ``/p2p-circuit``.
     ``max_inbound`` bounds relayed connections arriving or open at once (stop streams; beyond, reset).
+    ``relay_dial_delay``: when the peerstore holds a direct address of the target, a relayed dial waits
+    this long first, so that a direct dial racing it wins (go's ranker delays relay addresses 500 ms).
     """
 
     name = "p2p-circuit"
@@ -240,6 +243,7 @@ class RelayTransport(ConnectionTransport):
         relays: Sequence[str | Multiaddr] = (),
         *,
         max_inbound: int = MAX_INBOUND,
+        relay_dial_delay: float = RELAY_DIAL_DELAY,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.relays: list[tuple[Multiaddr | None, PeerId]] = []
@@ -251,6 +255,9 @@ class RelayTransport(ConnectionTransport):
         if max_inbound < 1:
             raise ConfigError("RelayTransport.max_inbound: must be at least 1")
         self.max_inbound = max_inbound
+        if relay_dial_delay < 0:
+            raise ConfigError("RelayTransport.relay_dial_delay: must not be negative")
+        self.relay_dial_delay = relay_dial_delay
         self.wall_clock = wall_clock
         self._host: Host | None = None
         self._upgrader: Upgrader | None = None
@@ -404,6 +411,9 @@ class RelayTransport(ConnectionTransport):
         relay_addr, relay = split_circuit(addr)
         if relay in (remote_peer, host.peer_id):
             raise DialError(f"{addr}: the relay cannot be the target or ourselves")
+        known = host.peerstore.addrs(remote_peer, trio.current_time())
+        if self.relay_dial_delay and any(not _is_circuit(a) for a in known):
+            await trio.sleep(self.relay_dial_delay)  # a head start for the direct dials racing this one
         relay_conn = await host.connect(relay, [relay_addr] if relay_addr is not None else [])
         if is_relayed(relay_conn):
             raise DialError(f"will not dial through {relay} over a relayed connection to it")
@@ -476,9 +486,15 @@ class RelayTransport(ConnectionTransport):
         log.info("stop stream from relay %s refused: %s", relay, reason)
 
     def __deepcopy__(self, memo: dict[int, object]) -> RelayTransport:
-        fresh = RelayTransport(max_inbound=self.max_inbound, wall_clock=self.wall_clock)
+        fresh = RelayTransport(
+            max_inbound=self.max_inbound, relay_dial_delay=self.relay_dial_delay, wall_clock=self.wall_clock
+        )
         fresh.relays = list(self.relays)
         return fresh
+
+
+def _is_circuit(addr: Multiaddr) -> bool:
+    return any(p.name == "p2p-circuit" for p in addr.protocols())
 
 
 async def _answer_stop(stream: MuxedStream, status: Status) -> None:
