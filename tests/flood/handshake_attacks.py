@@ -136,6 +136,11 @@ class Victim:
     def fds(self) -> int:
         return _fds(self.pid)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the victim has used."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     async def stats(self) -> dict[str, Any]:
         assert self.process.stdin is not None
         await self.process.stdin.send_all(b"stats\n")
