@@ -18,6 +18,7 @@ pytestmark = [pytest.mark.interop]
 PYTHON = INTEROP_DIR / ".peers" / "py-venv" / "bin" / "python"
 PROGRAM = INTEROP_DIR / "py" / "relay_peer.py"
 ECHO = "/test/echo/1.0.0"
+PY_ECHO = "/echo/1.0.0"  # what relay_peer.py dial speaks
 TIMEOUT = 30.0
 
 
@@ -40,3 +41,20 @@ async def test_py_relay_relays_mycel_to_mycel() -> None:
                 await stream.send_all(b"mycel to mycel via py")
                 await stream.send_eof()
                 assert await read_exactly(stream, 21) == b"mycel to mycel via py"
+
+
+async def test_py_dialer_through_a_mycel_relay() -> None:
+    """py-libp2p's CircuitV2Transport reaches a mycel listener through mycel's relay and echoes on it."""
+    async with open_host(mycel_config(relay=True)) as relay:
+        relay_addr = str(relay.addrs[0])
+        async with open_host(mycel_config(f"{relay_addr}/p2p-circuit")) as a:
+            a.set_stream_handler(PY_ECHO, echo)
+            transport = next(t for t in a.transports if isinstance(t, RelayTransport))
+            with trio.fail_after(TIMEOUT):
+                await transport.wait_reserved()
+                argv = [str(PYTHON), str(PROGRAM), "dial", f"{relay_addr}/p2p-circuit/p2p/{a.peer_id}", "20000"]
+                async with peer_program(argv) as result:
+                    assert result.get("ok"), result
+                    assert result["bytes"] == 20000
+                    relayed = [c for c in a.connections() if str(c.remote_peer) == result["peer_id"]]
+                    assert relayed and all(c.limited for c in relayed)
