@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test unit demo interop interop-peers system-deps bench proto typecheck fuzz clean
+.PHONY: venv test unit demo interop interop-peers system-deps bench proto typecheck fuzz soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -58,6 +58,12 @@ bench: $(STAMP) interop-peers
 fuzz: $(STAMP)
 	$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/pip install -q -e '.[fuzz]'
 	$(BIN)/python fuzz/run.py $(FUZZ_ARGS)
+
+# a churn soak against one node (clients connect over TCP and QUIC, echo, ping, gossip and leave, without
+# pause): RSS slope, fds and tasks reported; make test runs 3 minutes of it. Options: make soak SOAK_MINUTES=60
+SOAK_MINUTES ?= 30
+soak: $(STAMP)
+	$(BIN)/python -m tests.soak --minutes $(SOAK_MINUTES)
 
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
