@@ -58,14 +58,7 @@ async def _serve(args: argparse.Namespace) -> None:
     transports: list[Any] = [TCP()]
     listen = ["/ip4/127.0.0.1/tcp/0"]
     if args.quic:
-        from mycel.transports.quic.transport import QUICOptions
-
-        if "source_limits" in {f.name for f in dataclasses.fields(QUICOptions)}:
-            from mycel.network.limits import SourceLimits
-
-            transports.append(QUIC(source_limits=SourceLimits(limit_loopback=args.limit_loopback)))
-        else:
-            transports.append(QUIC())
+        transports.append(QUIC())  # (it takes the host's source_limits)
         listen.append("/ip4/127.0.0.1/udp/0/quic-v1")
     config = HostConfig(transports=transports, listen=listen, services=[Identify(), Ping()], **extra)
     async with open_host(config) as host:

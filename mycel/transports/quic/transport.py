@@ -122,9 +122,10 @@ class QUICOptions:
     max_pending_handshakes: int = 64  # inbound handshakes in progress per socket; beyond: Initials dropped
     """Inbound handshakes in progress per UDP socket; beyond it the oldest one stalled for
     ``source_limits.stall_after`` seconds is dropped for the newcomer, or new Initial packets are dropped."""
-    source_limits: SourceLimits = dataclasses.field(default_factory=SourceLimits)
+    source_limits: SourceLimits | None = None
     """Per-source limits on inbound handshakes (pending and new ones per second, per IPv4 /32 and IPv6
-    /56, /48; go's figures), applied to a new client's Initial before any connection state is made."""
+    /56, /48), applied to a new client's Initial before any connection state is made. None: the host's
+    ``HostConfig.source_limits`` (go's figures outside a host)."""
     retry_threshold: int | None = 16
     """With this many inbound handshakes in progress, a new client must first prove its address with a
     stateless Retry (RFC 9000 section 8.1.2); None: never."""
@@ -251,6 +252,12 @@ class QUIC(ConnectionTransport):
         self._verified = VerificationCache()  # peers' certificates that verified (see VerificationCache)
         self._listeners: list[QUICListener] = []
         self._dial_endpoints: dict[int, UDPEndpoint] = {}
+
+    def attach_host(self, host: Any) -> None:
+        """Called by the host on its copy of the transport: unless these options set their own, inbound
+        handshakes are limited per source as the host's ``HostConfig.source_limits`` says."""
+        if self.options.source_limits is None:
+            self.options = dataclasses.replace(self.options, source_limits=host.config.source_limits)
 
     # ---- addresses ------------------------------------------------------------------------
 
