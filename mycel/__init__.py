@@ -73,6 +73,7 @@ from mycel.core.identity import Identity  # noqa: E402
 from mycel.core.keys import KeyType  # noqa: E402
 from mycel.core.peer_id import PeerId  # noqa: E402
 from mycel.host import EventSubscription, Host, HostConfig, open_host  # noqa: E402
+from mycel.discovery.bootstrap import Bootstrap  # noqa: E402
 from mycel.discovery.mdns import MDNS  # noqa: E402
 from mycel.muxers import Mplex, Yamux  # noqa: E402
 from mycel.network import AddrSource, PeerInfo, PeerStore  # noqa: E402
@@ -87,6 +88,7 @@ from mycel.service import Service, ServiceHost, StreamHandler  # noqa: E402
 from mycel.transports import QUIC, TCP, MemoryNetwork, MemoryTransport  # noqa: E402
 
 __all__ = [
+    "Bootstrap",
     "MDNS",
     "KadDHT",
     "Rendezvous",

@@ -170,8 +170,11 @@ class BootstrapRoundDone(ServiceEvent):
     when a peer disconnects, or at once if one left during this round)."""
 
     connected: int
+    """Peers connected when the round ended."""
     unreachable: int
+    """Bootstrap peers this round tried and could not reach."""
     retry_in: float | None
+    """Seconds until the next round (backing off), or None."""
 
 
 class Bootstrap(Service):

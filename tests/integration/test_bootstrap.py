@@ -20,6 +20,7 @@ from mycel.protocols.kad import KadDHT, RoutingTablePeerAdded
 from mycel.testing.hosts import memory_config
 from mycel.network.peerstore import AddrSource
 from mycel.transports.memory import MemoryNetwork
+from mycel.transports.tcp import TCP
 from tests.integration.test_discovery_interface import _Recorder
 from tests.unit.discovery.test_dnsaddr import local_dns
 
@@ -97,6 +98,21 @@ async def test_dnsaddr_bootstrap_through_a_local_dns_server() -> None:
             await _until(host, lambda: len(host.connected_peers()) == 2)
             assert host.service(Bootstrap).stats["failures"] == 0
         assert dns.queries == {"_dnsaddr.peers.test": 2, "_dnsaddr.b.peers.test": 1}
+
+
+async def test_dnsaddr_to_tcp_on_loopback() -> None:
+    """The usual shape: a /dnsaddr naming /ip4/127.0.0.1/tcp/<port>/p2p/<id>, dialed over TCP."""
+
+    def tcp(**kwargs: Any) -> HostConfig:
+        return HostConfig(transports=[TCP()], listen=["/ip4/127.0.0.1/tcp/0"], **kwargs)
+
+    async with open_host(tcp()) as server, local_dns() as dns:
+        dns.zone["_dnsaddr.tcp.test"] = [f"dnsaddr={a}" for a in server.addrs]
+        config = tcp(bootstrap=[f"/dnsaddr/tcp.test/p2p/{server.peer_id}"], dns_nameservers=[dns.nameserver])
+        async with open_host(config) as host:
+            await _until(host, lambda: host.service(Bootstrap).stats["connected"] == 1)
+            (conn,) = host.connections(server.peer_id)
+            assert str(conn.remote_addr) == str(server.listen_addrs[0])
 
 
 async def test_reconnects_when_below_the_minimum(autojump_clock: trio.testing.MockClock) -> None:
