@@ -313,7 +313,7 @@ class Bootstrap(Service):
                 return False
             except (MycelError, OSError, trio.TooSlowError) as exc:
                 self.stats["failures"] += 1
-                log.debug("bootstrap peer %s, try %d: %s", peer, attempt, exc or type(exc).__name__)
+                log.debug("bootstrap peer %s, try %d: %s", peer, attempt, str(exc) or type(exc).__name__)
                 if attempt < self.attempts:
                     await trio.sleep(backoff_delay(attempt, schedule.backoff, schedule.backoff_max, self._rng))
                 continue

@@ -281,7 +281,7 @@ class DnsaddrResolver:
             answer = await resolver.resolve(name, "TXT", search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer) as exc:
             raise DnsaddrError(f"{name}: no TXT records ({type(exc).__name__})") from None
-        except dns.exception.DNSException as exc:
+        except (dns.exception.DNSException, OSError) as exc:  # (OSError: a nameserver we cannot send to)
             raise DnsaddrError(f"{name}: {type(exc).__name__}: {exc}") from None
         return [tuple(rdata.strings) for rdata in answer]  # TXT rdata: its character-strings
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -40,6 +41,8 @@ class LocalDns:
         self.zone: dict[str, list[str]] = zone if zone is not None else {}
         self.queries: dict[str, int] = {}
         self.silent = False
+        self.mode = "answer"
+        """``"answer"``, ``"garbage"`` (bytes that are no DNS message) or ``"truncated"`` (TC set: go to TCP)."""
         self.port = 0
 
     @property
@@ -59,7 +62,14 @@ class LocalDns:
                 self.queries[name] = self.queries.get(name, 0) + 1
                 if self.silent:
                     continue
+                if self.mode == "garbage":
+                    await sock.sendto(data[:2] + b"\xff" * 40, peer)
+                    continue
                 response = dns.message.make_response(query)
+                if self.mode == "truncated":
+                    response.flags |= dns.flags.TC
+                    await sock.sendto(response.to_wire(), peer)
+                    continue
                 records = self.zone.get(name)
                 if records is None or question.rdtype != dns.rdatatype.TXT:
                     response.set_rcode(dns.rcode.NXDOMAIN)
@@ -243,6 +253,19 @@ async def test_missing_name_and_silent_server_are_typed_errors() -> None:
         with trio.fail_after(10), pytest.raises(DnsaddrError, match="1 failed"):
             await resolver.resolve("/dnsaddr/slow.test")
         assert trio.current_time() - start < 3
+
+
+async def test_hostile_answers_are_typed_errors() -> None:
+    """A server answering junk, or truncated answers sending the resolver to a TCP port nobody serves."""
+    async with local_dns({"_dnsaddr.x.test": ["dnsaddr=/ip4/10.0.0.1/tcp/1"]}) as server:
+        resolver = DnsaddrResolver([server.nameserver], timeout=0.5)
+        for mode in ("garbage", "truncated"):
+            server.mode = mode
+            with trio.fail_after(10), pytest.raises(DnsaddrError, match="1 failed"):
+                await resolver.resolve("/dnsaddr/x.test")
+        server.mode = "answer"  # and the resolver still works
+        with trio.fail_after(10):
+            assert [str(a) for a in await resolver.resolve("/dnsaddr/x.test")] == ["/ip4/10.0.0.1/tcp/1"]
 
 
 async def test_cancelled_mid_lookup_returns_at_once() -> None:
