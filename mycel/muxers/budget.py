@@ -13,9 +13,11 @@ scope object instead of a :class:`MemoryBudget`.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["MemoryBudget", "MemoryReserver", "PeerBudgets", "RateLimit"]
+from mycel.core.errors import MuxerError
+
+__all__ = ["GuardedSession", "MemoryBudget", "MemoryReserver", "MuxerBudgets", "PeerBudgets", "RateLimit", "SessionGuard"]
 
 
 @runtime_checkable
@@ -158,3 +160,145 @@ class RateLimit:
             return True
         self.refused += 1
         return False
+
+
+class SessionGuard:
+    """The bookkeeping both muxer cores share for one session: its memory reservation (inside
+    ``memory``), its inbound streams (at most ``max_inbound``, opened at ``stream_rate`` per second
+    after ``stream_burst``), refusals by reason, and the rate of frames that do nothing (``junk``)."""
+
+    __slots__ = ("memory", "reserved", "inbound", "max_inbound", "stream_rate", "junk_rate", "refused")
+
+    def __init__(
+        self,
+        memory: MemoryReserver,
+        max_inbound: int,
+        stream_rate: float,
+        stream_burst: int,
+        junk_rate: float,
+        junk_burst: int,
+    ) -> None:
+        self.memory = memory
+        self.reserved = 0  # bytes this session holds of ``memory``
+        self.inbound = 0  # inbound streams open
+        self.max_inbound = max_inbound
+        self.stream_rate = RateLimit(stream_rate, stream_burst)
+        self.junk_rate = RateLimit(junk_rate, junk_burst)
+        self.refused: dict[str, int] = {}
+
+    def admit(self, now: float, reserve: int) -> str | None:
+        """A new inbound stream that needs ``reserve`` bytes at once: None if it may open (counted),
+        else why not (counted in ``refused``)."""
+        if self.inbound >= self.max_inbound:
+            reason = "too many inbound streams"
+        elif not self.stream_rate.allow(now):
+            reason = "inbound stream rate"
+        elif not self.reserve(reserve):
+            reason = "memory budget"
+        else:
+            self.inbound += 1
+            return None
+        self.refuse(reason)
+        return reason
+
+    def refuse(self, reason: str) -> None:
+        """Count one refused inbound stream."""
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def reserve(self, n: int) -> bool:
+        """Take ``n`` bytes of the budget if they fit."""
+        if self.memory.reserve(n):
+            self.reserved += n
+            return True
+        return False
+
+    def force(self, n: int) -> int:
+        """Take ``n`` bytes even beyond the limit (our own choice); returns what is held (0 when a
+        foreign scope refuses outright)."""
+        mem = self.memory
+        if isinstance(mem, MemoryBudget):
+            mem.force(n)
+        elif not mem.reserve(n):
+            return 0
+        self.reserved += n
+        return n
+
+    def release(self, n: int) -> None:
+        """Give back ``n`` bytes."""
+        if n > 0:
+            self.reserved -= n
+            self.memory.release(n)
+
+    def release_all(self) -> None:
+        """Give back the whole reservation (the connection is gone)."""
+        self.release(self.reserved)
+
+    def junk(self, now: float, what: str) -> None:
+        """One frame that does nothing (``what`` names the kind for the error): a few are normal, more
+        than the rate allows raise MuxerError."""
+        if not self.junk_rate.allow(now):
+            raise MuxerError(
+                f"flood of {what} (more than {self.junk_rate.burst:.0f} at {self.junk_rate.rate:.0f}/s)"
+            )
+
+
+class GuardedSession:
+    """What the muxer cores share on top of their :class:`SessionGuard`: the budget queries and the
+    release at the end (each core sets ``_guard`` and keeps streams with a ``reserved`` field)."""
+
+    _guard: SessionGuard
+    _streams: dict[int, Any]
+
+    @property
+    def reserved_memory(self) -> int:
+        """Bytes this session holds of its memory budget (yamux: its streams' receive windows;
+        mplex: its streams' unread data)."""
+        return self._guard.reserved
+
+    @property
+    def inbound_streams(self) -> int:
+        """Inbound streams open now (at ``max_inbound_streams`` new ones are refused)."""
+        return self._guard.inbound
+
+    def release_memory(self) -> None:
+        """Give the whole reservation back (the connection is gone; called by the driver at its end)."""
+        self._guard.release_all()
+        for st in self._streams.values():
+            st.reserved = 0
+
+
+class MuxerBudgets:
+    """The budget settings the Yamux and Mplex muxer objects share (plain attributes, so a resource
+    system can set them), and the per-peer budgets of their connections."""
+
+    def __init__(
+        self,
+        connection_memory: int,
+        peer_memory: int,
+        max_inbound_streams: int,
+        inbound_stream_rate: float,
+        inbound_stream_burst: int,
+        junk_rate: float,
+        junk_burst: int,
+    ) -> None:
+        self.connection_memory = connection_memory
+        self.peer_memory = peer_memory
+        self.max_inbound_streams = max_inbound_streams
+        self.inbound_stream_rate = inbound_stream_rate
+        self.inbound_stream_burst = inbound_stream_burst
+        self.junk_rate = junk_rate
+        self.junk_burst = junk_burst
+        self.peer_budgets = PeerBudgets(peer_memory)
+        """The per-peer budgets of this muxer's connections (one entry per connected peer)."""
+
+    def core_budget_options(self, memory: MemoryReserver | None) -> dict[str, Any]:
+        """The keyword arguments of a core's budgets: ``memory`` (default: ``connection_memory``
+        bytes on its own), the inbound stream cap and rate, the rate of frames that do nothing."""
+        return {
+            "memory": memory if memory is not None else MemoryBudget(self.connection_memory),
+            "max_inbound_streams": self.max_inbound_streams,
+            "inbound_stream_rate": self.inbound_stream_rate,
+            "inbound_stream_burst": self.inbound_stream_burst,
+            "junk_rate": self.junk_rate,
+            "junk_burst": self.junk_burst,
+        }

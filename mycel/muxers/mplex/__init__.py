@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from mycel.core.abc import SecureConnection, StreamMuxer
-from mycel.muxers.budget import MemoryBudget, PeerBudgets
+from mycel.muxers.budget import MemoryBudget, MuxerBudgets
 from mycel.muxers.driver import CLOSE_TIMEOUT, MuxedConnection, budgeted_connection
 from mycel.muxers.mplex.core import (
     ACCEPT_BACKLOG,
@@ -25,7 +25,7 @@ from mycel.muxers.trim import MemoryTrimmer
 __all__ = ["Mplex", "MplexCore", "PROTOCOL_ID"]
 
 
-class Mplex(StreamMuxer):
+class Mplex(MuxerBudgets, StreamMuxer):
     """The mplex stream muxer. Mplex has no flow control: a stream whose unread data exceeds
     ``max_buffer`` is reset, and so is one whose data would take a connection's unread bytes over
     ``connection_memory`` or a peer's (all its connections) over ``peer_memory``. At most
@@ -56,15 +56,16 @@ class Mplex(StreamMuxer):
         self.accept_backlog = accept_backlog
         self.max_frame = max_frame
         self.close_timeout = close_timeout
-        self.connection_memory = connection_memory
-        self.peer_memory = peer_memory
-        self.max_inbound_streams = max_inbound_streams
-        self.inbound_stream_rate = inbound_stream_rate
-        self.inbound_stream_burst = inbound_stream_burst
-        self.junk_rate = junk_rate
-        self.junk_burst = junk_burst
-        self.peer_budgets = PeerBudgets(peer_memory)
-        """The per-peer budgets of this muxer's connections (one entry per connected peer)."""
+        MuxerBudgets.__init__(
+            self,
+            connection_memory,
+            peer_memory,
+            max_inbound_streams,
+            inbound_stream_rate,
+            inbound_stream_burst,
+            junk_rate,
+            junk_burst,
+        )
         self.trimmer = MemoryTrimmer() if trim_memory else None
 
     def new_core(self, memory: MemoryBudget | None = None) -> MplexCore:
@@ -74,12 +75,7 @@ class Mplex(StreamMuxer):
             max_buffer=self.max_buffer,
             accept_backlog=self.accept_backlog,
             max_frame=self.max_frame,
-            memory=memory if memory is not None else MemoryBudget(self.connection_memory),
-            max_inbound_streams=self.max_inbound_streams,
-            inbound_stream_rate=self.inbound_stream_rate,
-            inbound_stream_burst=self.inbound_stream_burst,
-            junk_rate=self.junk_rate,
-            junk_burst=self.junk_burst,
+            **self.core_budget_options(memory),
         )
 
     def new_connection(self, secure: SecureConnection) -> MuxedConnection:

@@ -14,7 +14,7 @@ import sys
 
 from mycel.core.errors import ConnectionClosed, DecodeError, MuxerError, StreamClosed
 from mycel.core.varint import decode_uvarint, encode_uvarint
-from mycel.muxers.budget import MemoryBudget, MemoryReserver, RateLimit
+from mycel.muxers.budget import GuardedSession, MemoryBudget, MemoryReserver, SessionGuard
 from mycel.muxers.events import (
     MuxerEvent,
     StreamAborted,
@@ -92,7 +92,7 @@ class _Stream:
         self.reserved = 0  # bytes of the connection's memory budget held for the unread data
 
 
-class MplexCore:
+class MplexCore(GuardedSession):
     """One mplex session."""
 
     protocol_id = PROTOCOL_ID
@@ -125,16 +125,14 @@ class MplexCore:
         self._closed = False
         self._error: str | None = None
         self.memory: MemoryReserver = memory if memory is not None else MemoryBudget(CONNECTION_MEMORY)
-        self._reserved = 0
-        self.max_inbound_streams = max_inbound_streams
-        self._inbound = 0
-        self._stream_rate = RateLimit(inbound_stream_rate, inbound_stream_burst)
-        self._junk_rate = RateLimit(junk_rate, junk_burst)
+        self._guard = SessionGuard(
+            self.memory, max_inbound_streams, inbound_stream_rate, inbound_stream_burst, junk_rate, junk_burst
+        )
         self._now = 0.0
         self.frames_received = 0  # headers parsed (the driver yields every so many)
         self.frames_per_call = FRAMES_PER_CALL  # receive_data parses at most this many headers per call
         self._backlog: memoryview | None = None  # the rest of a call that reached frames_per_call
-        self.refused: dict[str, int] = {}  # inbound streams refused, by reason
+        self.refused = self._guard.refused  # inbound streams refused, by reason
 
         self._hdr = bytearray()  # partial header (two varints); < 18 bytes
         self._remaining = 0  # payload bytes of the current message still to come
@@ -292,42 +290,12 @@ class MplexCore:
             st.buffered = 0
             self._unreserve(st, st.reserved)
 
-    # ---- memory budget ------------------------------------------------------------------
-
-    @property
-    def reserved_memory(self) -> int:
-        """Unread bytes this session holds of its memory budget."""
-        return self._reserved
-
-    @property
-    def inbound_streams(self) -> int:
-        """Inbound streams open now (at ``max_inbound_streams`` new ones are reset)."""
-        return self._inbound
-
-    def release_memory(self) -> None:
-        """Give the whole reservation back (the connection is gone; called by the driver at its end)."""
-        if self._reserved:
-            self.memory.release(self._reserved)
-            self._reserved = 0
-        for st in self._streams.values():
-            st.reserved = 0
+    # ---- memory budget (queries and release_memory: GuardedSession) ---------------------
 
     def _unreserve(self, st: _Stream, n: int) -> None:
         if n > 0:
             st.reserved -= n
-            self._reserved -= n
-            self.memory.release(n)
-
-    def _refuse(self, sid: int, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
-        self._frame(sid, RESET_RECEIVER)
-
-    def _junk(self) -> None:
-        if not self._junk_rate.allow(self._now):
-            raise MuxerError(
-                f"flood of frames for streams that do not exist (more than {self._junk_rate.burst:.0f} "
-                f"at {self._junk_rate.rate:.0f}/s)"
-            )
+            self._guard.release(n)
 
     def stream_accepted(self, key: int) -> None:
         """The application took the inbound stream out of the accept backlog."""
@@ -414,18 +382,17 @@ class MplexCore:
             if key in self._streams:
                 raise MuxerError(f"NewStream for existing stream {sid}")
             if self._closed:
-                self._refuse(sid, "closing")
+                self._guard.refuse("closing")
+                self._frame(sid, RESET_RECEIVER)
             elif self._pending_accept >= self.accept_backlog:
-                self._refuse(sid, "accept backlog full")
-            elif self._inbound >= self.max_inbound_streams:
-                self._refuse(sid, "too many inbound streams")
-            elif not self._stream_rate.allow(self._now):
-                self._refuse(sid, "inbound stream rate")
+                self._guard.refuse("accept backlog full")
+                self._frame(sid, RESET_RECEIVER)
+            elif self._guard.admit(self._now, 0) is not None:
+                self._frame(sid, RESET_RECEIVER)
             else:
                 new = _Stream(sid, False)
                 self._streams[key] = new
                 self._pending_accept += 1
-                self._inbound += 1
                 events.append(StreamOpened(key))
             self._skip(length)  # the stream name is informational only
             return
@@ -436,7 +403,7 @@ class MplexCore:
         st = self._streams.get(key)
         if flag <= MESSAGE_INITIATOR:
             if st is None:
-                self._junk()
+                self._guard.junk(self._now, "frames for streams that do not exist")
                 self._skip(length)
             elif st.discard:
                 self._skip(length)
@@ -449,19 +416,18 @@ class MplexCore:
             elif length:
                 need = st.buffered + length - st.reserved
                 if need > 0:
-                    if not self.memory.reserve(need):
+                    if not self._guard.reserve(need):
                         self._skip(length)
                         self._local_reset(st, "unread data of the connection exceed its memory budget", events)
                         return
                     st.reserved += need
-                    self._reserved += need
                 st.buffered += length
                 self._target = st
                 self._remaining = length
             return
         self._skip(length)  # close/reset carry no data; tolerate and drop any
         if st is None:
-            self._junk()
+            self._guard.junk(self._now, "frames for streams that do not exist")
             return
         if flag <= CLOSE_INITIATOR:
             if not st.remote_fin:
@@ -490,5 +456,5 @@ class MplexCore:
         if not st.accepted:
             self._pending_accept -= 1
         if not st.local:
-            self._inbound -= 1
+            self._guard.inbound -= 1
         self._unreserve(st, st.reserved)

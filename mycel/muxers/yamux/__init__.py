@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mycel.core.abc import Direction, SecureConnection, StreamMuxer
-from mycel.muxers.budget import MemoryBudget, PeerBudgets
+from mycel.muxers.budget import MemoryBudget, MuxerBudgets
 from mycel.muxers.driver import CLOSE_TIMEOUT, MuxedConnection, budgeted_connection
 from mycel.muxers.trim import MemoryTrimmer
 from mycel.muxers.yamux.core import (
@@ -28,7 +28,7 @@ from mycel.muxers.yamux.core import (
 __all__ = ["Yamux", "YamuxCore", "PROTOCOL_ID"]
 
 
-class Yamux(StreamMuxer):
+class Yamux(MuxerBudgets, StreamMuxer):
     """The yamux stream muxer. Each connection gets its own :class:`YamuxCore`.
 
     Budgets (plain attributes, so a resource system can set them): ``connection_memory`` bytes of
@@ -70,17 +70,18 @@ class Yamux(StreamMuxer):
         self.keepalive_interval = keepalive_interval
         self.keepalive_timeout = keepalive_timeout
         self.close_timeout = close_timeout
-        self.connection_memory = connection_memory
-        self.peer_memory = peer_memory
-        self.max_inbound_streams = max_inbound_streams
-        self.inbound_stream_rate = inbound_stream_rate
-        self.inbound_stream_burst = inbound_stream_burst
+        MuxerBudgets.__init__(
+            self,
+            connection_memory,
+            peer_memory,
+            max_inbound_streams,
+            inbound_stream_rate,
+            inbound_stream_burst,
+            junk_rate,
+            junk_burst,
+        )
         self.ping_rate = ping_rate
         self.ping_burst = ping_burst
-        self.junk_rate = junk_rate
-        self.junk_burst = junk_burst
-        self.peer_budgets = PeerBudgets(peer_memory)
-        """The per-peer budgets of this muxer's connections (one entry per connected peer)."""
         self.trimmer = MemoryTrimmer() if trim_memory else None
 
     def new_core(self, is_client: bool, memory: MemoryBudget | None = None) -> YamuxCore:
@@ -94,14 +95,9 @@ class Yamux(StreamMuxer):
             max_unacked=self.max_unacked,
             keepalive_interval=self.keepalive_interval,
             keepalive_timeout=self.keepalive_timeout,
-            memory=memory if memory is not None else MemoryBudget(self.connection_memory),
-            max_inbound_streams=self.max_inbound_streams,
-            inbound_stream_rate=self.inbound_stream_rate,
-            inbound_stream_burst=self.inbound_stream_burst,
             ping_rate=self.ping_rate,
             ping_burst=self.ping_burst,
-            junk_rate=self.junk_rate,
-            junk_burst=self.junk_burst,
+            **self.core_budget_options(memory),
         )
 
     def new_connection(self, secure: SecureConnection) -> MuxedConnection:

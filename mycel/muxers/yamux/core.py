@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from mycel.core.errors import ConnectionClosed, MuxerError, ResourceLimitExceeded, StreamClosed
-from mycel.muxers.budget import MemoryBudget, MemoryReserver, RateLimit
+from mycel.muxers.budget import GuardedSession, MemoryBudget, MemoryReserver, RateLimit, SessionGuard
 from mycel.muxers.events import (
     GoAwayReceived,
     KeepaliveTimeout,
@@ -147,7 +147,7 @@ class _Stream:
         self.reserved = INITIAL_WINDOW  # bytes of the connection's memory budget this stream holds
 
 
-class YamuxCore:
+class YamuxCore(GuardedSession):
     """One yamux session. ``is_client`` = we initiated the connection (odd stream ids)."""
 
     protocol_id = PROTOCOL_ID
@@ -188,18 +188,16 @@ class YamuxCore:
         self.rtt: float | None = None  # last measured round-trip time
         self._tuning_rtt: float | None = None  # the smallest RTT measured (capped): drives auto-tuning
         self.memory: MemoryReserver = memory if memory is not None else MemoryBudget(CONNECTION_MEMORY)
-        self._reserved = 0  # bytes this session holds of ``memory``
-        self.max_inbound_streams = max_inbound_streams
-        self._inbound = 0  # inbound streams open
-        self._stream_rate = RateLimit(inbound_stream_rate, inbound_stream_burst)
+        self._guard = SessionGuard(
+            self.memory, max_inbound_streams, inbound_stream_rate, inbound_stream_burst, junk_rate, junk_burst
+        )
         self._ping_rate = RateLimit(ping_rate, ping_burst)
-        self._junk_rate = RateLimit(junk_rate, junk_burst)
         self._max_remote_id = 0  # the highest stream id the remote opened (or tried to)
         self._max_granted = INITIAL_WINDOW  # the largest receive window we ever granted
         self.frames_received = 0  # headers parsed (the driver yields every so many)
         self.frames_per_call = FRAMES_PER_CALL  # receive_data parses at most this many headers per call
         self._backlog: memoryview | None = None  # the rest of a call that reached frames_per_call
-        self.refused: dict[str, int] = {}  # inbound streams refused, by reason
+        self.refused = self._guard.refused  # inbound streams refused, by reason
 
         self._streams: dict[int, _Stream] = {}
         self._next_id = 1 if is_client else 2
@@ -332,52 +330,16 @@ class YamuxCore:
             self._frame(TYPE_GO_AWAY, 0, 0, GO_AWAY_PROTOCOL_ERROR)
         return MuxerError(reason)
 
-    # ---- memory budget --------------------------------------------------------------------
+    # ---- memory budget (queries and release_memory: GuardedSession) ---------------------
 
-    @property
-    def reserved_memory(self) -> int:
-        """Receive-window bytes this session holds of its memory budget (the sum of its streams' windows)."""
-        return self._reserved
-
-    @property
-    def inbound_streams(self) -> int:
-        """Inbound streams open now (at ``max_inbound_streams`` new ones are refused)."""
-        return self._inbound
-
-    def release_memory(self) -> None:
-        """Give the whole reservation back (the connection is gone; called by the driver at its end)."""
-        if self._reserved:
-            self.memory.release(self._reserved)
-            self._reserved = 0
-        for st in self._streams.values():
-            st.reserved = 0
-
-    def _reserve(self, n: int) -> bool:
-        if self.memory.reserve(n):
-            self._reserved += n
-            return True
-        return False
-
-    def _force(self, n: int) -> int:
-        mem = self.memory
-        if isinstance(mem, MemoryBudget):
-            mem.force(n)
-        elif not mem.reserve(n):
-            return 0  # a foreign scope said no: nothing held, nothing to give back
-        self._reserved += n
-        return n
-
-    def _refuse(self, sid: int, reason: str) -> None:
-        self.refused[reason] = self.refused.get(reason, 0) + 1
+    def _refuse(self, sid: int, reason: str | None) -> None:
+        if reason is not None:
+            self._guard.refuse(reason)
         self._frame(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0)
 
     def _junk(self) -> None:
         """A frame that does nothing: a few are normal, a flood is an attack (CPU, not memory)."""
-        if not self._junk_rate.allow(self._now):
-            raise MuxerError(
-                f"flood of frames that do nothing (more than {self._junk_rate.burst:.0f} at "
-                f"{self._junk_rate.rate:.0f}/s)"
-            )
+        self._guard.junk(self._now, "frames that do nothing")
 
     def _never_opened(self, sid: int) -> bool:
         if (sid & 1) == (0 if self.is_client else 1):  # the remote's numbering
@@ -404,7 +366,7 @@ class YamuxCore:
             raise ConnectionClosed("yamux stream ids exhausted")
         self._next_id = sid + 2
         st = _Stream(sid, True, now)
-        st.reserved = self._force(INITIAL_WINDOW)  # our own choice: counted even beyond the budget
+        st.reserved = self._guard.force(INITIAL_WINDOW)  # our own choice: counted even beyond the budget
         self._streams[sid] = st
         self._unacked += 1
         self._frame(TYPE_WINDOW_UPDATE, FLAG_SYN, sid, 0)
@@ -668,17 +630,12 @@ class YamuxCore:
                 self._refuse(sid, "closing")
             elif self._pending_accept >= self.accept_backlog:
                 self._refuse(sid, "accept backlog full")
-            elif self._inbound >= self.max_inbound_streams:
-                self._refuse(sid, "too many inbound streams")
-            elif not self._stream_rate.allow(self._now):
-                self._refuse(sid, "inbound stream rate")
-            elif not self._reserve(INITIAL_WINDOW):
-                self._refuse(sid, "memory budget")
+            elif self._guard.admit(self._now, INITIAL_WINDOW) is not None:
+                self._refuse(sid, None)  # (counted by admit)
             else:
                 st = _Stream(sid, False, self._now)
                 self._streams[sid] = st
                 self._pending_accept += 1
-                self._inbound += 1
                 events.append(StreamOpened(sid))
         if st is None:
             if is_data and length:
@@ -758,11 +715,9 @@ class YamuxCore:
         if not st.accepted:
             self._pending_accept -= 1
         if not st.outbound:
-            self._inbound -= 1
-        if st.reserved:
-            self.memory.release(st.reserved)
-            self._reserved -= st.reserved
-            st.reserved = 0
+            self._guard.inbound -= 1
+        self._guard.release(st.reserved)
+        st.reserved = 0
 
     def _maybe_update_window(self, st: _Stream, now: float) -> None:
         if st.remote_fin or st.id not in self._streams:
@@ -778,7 +733,7 @@ class YamuxCore:
             and now - st.epoch < self.window_growth_rtts * rtt
         ):
             grown = min(window * 2, self.max_window)
-            if self._reserve(grown - window):  # a full budget keeps windows where they are
+            if self._guard.reserve(grown - window):  # a full budget keeps windows where they are
                 st.reserved += grown - window
                 delta += grown - window
                 st.recv_window = grown
