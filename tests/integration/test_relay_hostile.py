@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -67,10 +68,13 @@ async def relay_and_client(resources: RelayResources | None = None) -> AsyncIter
 
 async def _hop_exchange(client: Host, relay: Host, raw: bytes) -> circuit_pb2.HopMessage | None:
     stream = await client.new_stream(relay.peer_id, HOP_PROTOCOL)
-    await stream.send_all(raw)
-    await stream.send_eof()
-    body = await receive_message(stream, 4096)
-    return None if body is None else decode_hop(body)
+    try:
+        await stream.send_all(raw)
+        await stream.send_eof()
+        body = await receive_message(stream, 4096)
+        return None if body is None else decode_hop(body)
+    finally:
+        await stream.aclose()
 
 
 @pytest.mark.parametrize(
@@ -144,7 +148,7 @@ async def test_hop_stream_flood_from_one_peer_is_bounded() -> None:
             for _ in range(6):
                 try:
                     stream = await client.new_stream(relay.peer_id, HOP_PROTOCOL, lazy=False)
-                    with trio.move_on_after(1):  # a held stream gets no answer: it waits for a message
+                    with trio.move_on_after(0.3):  # a held stream gets no answer: it waits for a message
                         await stream.receive_some(10)
                     held += 1
                 except StreamReset:
@@ -295,3 +299,59 @@ async def test_stop_naming_another_peer_than_the_one_that_authenticates_is_dropp
                 nursery.start_soon(conn.run)  # ends once the client closes it
         assert transport.refused_stops == 1
         assert not [c for c in client.connections() if c.limited]
+
+
+def _mutations(rng: random.Random, count: int) -> list[bytes]:
+    """Framed hop messages: valid ones with random bytes flipped, cut or appended, and pure noise."""
+    connect = HOP(type=HOP.CONNECT)
+    connect.peer.id = Identity.generate().peer_id.to_bytes()
+    connect.peer.addrs.append(b"\x04\x7f\x00\x00\x01\x06\x10\x00")
+    seeds = [HOP(type=t).SerializeToString() for t in (HOP.RESERVE, HOP.STATUS)] + [connect.SerializeToString()]
+    out = []
+    for _ in range(count):
+        body = bytearray(rng.choice(seeds))
+        kind = rng.randrange(4)
+        if kind == 0 and body:
+            for _ in range(rng.randrange(1, 4)):
+                body[rng.randrange(len(body))] = rng.randrange(256)
+        elif kind == 1:
+            body = body[: rng.randrange(len(body) + 1)]
+        elif kind == 2:
+            body += rng.randbytes(rng.randrange(1, 32))
+        else:
+            body = bytearray(rng.randbytes(rng.randrange(0, 64)))
+        out.append(encode_uvarint(len(body)) + bytes(body))
+    return out
+
+
+async def test_mutated_hop_messages_get_a_status_and_the_relay_keeps_serving() -> None:
+    """300 mutated hop messages (seeded), each on its own stream: every one is answered with a status or
+    its stream closed; nothing else happens (no reservation for noise, no circuit), and a well-formed
+    RESERVE still works afterwards."""
+    rng = random.Random(13)
+    async with relay_and_client() as (relay, client):
+        core = relay.service(CircuitRelay).core
+        answered = closed = 0
+        with trio.fail_after(60):
+            for raw in _mutations(rng, 300):
+                try:
+                    reply = await _hop_exchange(client, relay, raw)
+                except (StreamReset, trio.BrokenResourceError, trio.ClosedResourceError):
+                    closed += 1
+                    continue
+                if reply is None:
+                    closed += 1
+                else:
+                    answered += 1
+                    assert Status(reply.status) in {
+                        Status.OK,  # a mutation that is still a valid RESERVE
+                        Status.MALFORMED_MESSAGE,
+                        Status.UNEXPECTED_MESSAGE,
+                        Status.NO_RESERVATION,
+                    }
+                    if reply.status != Status.OK:
+                        assert not reply.HasField("reservation")
+            assert answered + closed == 300 and answered > 250
+            assert core.circuit_count == 0 and core.reservation_count <= 1
+            ok = await _hop_exchange(client, relay, _framed(HOP(type=HOP.RESERVE)))
+        assert ok is not None and ok.status == Status.OK
