@@ -333,7 +333,8 @@ class NetLab:
 
     def lan(self, subnet: str, n_hosts: int, *, label: str = "lan", host_label: str = "h") -> Lan:
         """``n_hosts`` namespaces joined by one bridge (in a namespace of its own), addressed from ``subnet``
-        (``.1``, ``.2``, ... in host order), each with a multicast route on its LAN interface."""
+        (``.1``, ``.2``, ... in host order), each with a multicast route on its LAN interface (IPv4) or
+        without duplicate address detection (IPv6: its link-local address works at once)."""
         net = ipaddress.ip_network(subnet)
         check_address(f"{net.network_address}/{net.prefixlen}")
         if n_hosts < 1 or n_hosts > net.num_addresses - 2:
@@ -343,6 +344,9 @@ class NetLab:
         hosts, ips, ifnames = [], [], []
         for i in range(n_hosts):
             ns = self.namespace(f"{host_label}{i}")
+            if net.version == 6:  # no duplicate address detection: link-local addresses usable at once
+                ns.sysctl("net.ipv6.conf.default.accept_dad", "0")
+                ns.sysctl("net.ipv6.conf.all.accept_dad", "0")
             ip = net.network_address + 1 + i
             v = self.veth(ns, switch, f"{ip}/{net.prefixlen}", b_base="p", b_bridge=bridge)
             if net.version == 4:

@@ -14,6 +14,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -278,3 +279,15 @@ async def test_a_flood_of_fake_peers_is_bounded_in_a_running_host() -> None:
             assert mdns.core.stats.malformed == 11
             assert not host.connected_peers()
             assert sum(1 for p in host.peerstore.peers() if host.peerstore.addrs(p)) <= 50
+
+
+async def test_two_hosts_on_an_ipv6_only_lan() -> None:
+    """No IPv4 on the LAN (only loopback): the hosts meet over ff02::fb and connect over IPv6."""
+    listen6 = [sys.executable, "-u", *MYCEL_NODE, "--listen", "/ip6/::/tcp/0"]
+    async with mdns_lan(2, "fd00:77::/64", [listen6, listen6]) as (lan, (a, b), started):
+        with trio.fail_after(WAIT):
+            await _all_connected([a, b])
+            await _all_found([a, b])
+        for me, other, ip in ((a, b, lan.ips[1]), (b, a, lan.ips[0])):
+            found = me.found(other.peer)
+            assert found and all(addr.startswith(f"/ip6/{ip}/tcp/") for addr in found), found

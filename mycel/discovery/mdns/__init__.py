@@ -19,8 +19,8 @@ and test them directly. We do not implement probing/conflict resolution for the 
 random 32–63 characters, RFC 6762 §8 probing would only delay start-up) nor the cache of unrelated
 records a general responder keeps.
 
-**IPv4 only**: the socket joins 224.0.0.251; ff02::fb is not joined (IPv6 addresses are still announced
-and parsed in TXT strings, which is what libp2p peers read).
+**IPv4 and IPv6**: one socket joins 224.0.0.251, another ff02::fb (when the machine has IPv6); both carry
+the same packets, and IPv6 addresses are announced and parsed in TXT strings either way.
 """
 
 from mycel.discovery.mdns.core import MdnsConfig, MdnsCore, MdnsPeerDiscovered, MdnsPeerGone, eligible_addrs

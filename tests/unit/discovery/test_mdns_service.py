@@ -41,7 +41,30 @@ def test_interfaces_up_multicast_ipv4_loopback_only_as_a_last_resort(monkeypatch
 def test_clone_and_use_before_running() -> None:
     m = MDNS(interfaces=["127.0.0.1"], port=15353, config=MdnsConfig(ttl=60))
     c = m.clone()
-    assert c is not m and (c.interfaces, c.port, c.config) == (["127.0.0.1"], 15353, MdnsConfig(ttl=60, port=15353))
+    assert c is not m and (c.interfaces, c.interfaces6, c.port, c.config) == (["127.0.0.1"], [], 15353, MdnsConfig(ttl=60, port=15353))
     assert m.socket is None
     with pytest.raises(ServiceNotRunning):
         m.peers()
+
+
+def test_ipv6_interfaces_never_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    v4, v6 = socket.AF_INET, socket.AF_INET6
+    _fake_psutil(
+        monkeypatch,
+        {
+            "lo": (True, "up,loopback,running", [(v6, "::1")]),
+            "lo0": (True, "up,broadcast,running,multicast", [(v4, "10.0.0.1")]),  # no IPv6 address
+            "eth9": (True, "up,broadcast,running,multicast", [(v6, "fe80::1")]),
+        },
+    )
+    def index(name: str) -> int:
+        if name != "eth9":
+            raise OSError("no such device")
+        return 7
+
+    monkeypatch.setattr(socket, "if_nametoindex", index)
+    assert mdns_service.multicast_interfaces6() == {"eth9": 7}
+    assert mdns_service.multicast_interfaces6(["eth9", "nope"]) == {"eth9": 7}
+    # IPv4 interfaces given explicitly: no IPv6 unless named too
+    assert MDNS(interfaces=["127.0.0.1"]).interfaces6 == []
+    assert MDNS(interfaces=["127.0.0.1"], interfaces6=["eth9"]).interfaces6 == ["eth9"]
