@@ -312,3 +312,30 @@ async def test_relayed_dial_waits_when_a_direct_address_is_known(autojump_clock:
         conn = await t.b.connect(t.circuit_addr)  # only the relayed address is dialed; it still waits
         assert conn.limited
         assert trio.current_time() - start >= 0.5
+
+
+async def test_one_dialer_holds_more_circuits_than_hop_exchanges() -> None:
+    """Open circuits do not count as hop exchanges in progress: one peer keeps 3 circuits open (to 3
+    reserved peers) with max_hop_streams_per_peer=2; the 4th is refused by max_circuits=3."""
+    resources = RelayResources(max_hop_streams_per_peer=2, max_circuits=3)
+    network = MemoryNetwork()
+    common = dict(security=[Noise()], muxers=[Yamux()])
+    relay_cfg = HostConfig(transports=[MemoryTransport(network)], services=[Identify(), CircuitRelay(resources)], listen=["/memory/0"], **common)  # type: ignore[arg-type]
+    async with open_host(relay_cfg) as relay, contextlib.AsyncExitStack() as stack:
+        circuit = f"{relay.addrs[0]}/p2p-circuit"
+        targets = []
+        for _ in range(4):
+            cfg = HostConfig(transports=[MemoryTransport(network), RelayTransport()], listen=["/memory/0", circuit], **common)  # type: ignore[arg-type]
+            host = await stack.enter_async_context(open_host(cfg))
+            with trio.fail_after(10):
+                await next(t for t in host.transports if isinstance(t, RelayTransport)).wait_reserved()
+            targets.append(host)
+        b_cfg = HostConfig(transports=[MemoryTransport(network), RelayTransport()], listen=["/memory/0"], **common)  # type: ignore[arg-type]
+        b = await stack.enter_async_context(open_host(b_cfg))
+        with trio.fail_after(10):
+            for target in targets[:3]:
+                conn = await b.connect(f"{circuit}/p2p/{target.peer_id}")
+                assert conn.limited
+            assert relay.service(CircuitRelay).core.circuits_of(b.peer_id) == 3
+            with pytest.raises(DialError, match="RESOURCE_LIMIT_EXCEEDED"):
+                await b.connect(f"{circuit}/p2p/{targets[3].peer_id}")

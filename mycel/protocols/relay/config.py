@@ -37,7 +37,8 @@ class RelayResources:
     limit_data: int | None = 1 << 17
     """Bytes relayed per direction before the relay resets the connection (go: 128 KiB); None: unlimited."""
     max_hop_streams_per_peer: int = 4
-    """Hop streams one peer may have in progress at once (mycel's own bound); beyond, new ones are reset."""
+    """Hop exchanges (a RESERVE, or a CONNECT until its circuit opens) one peer may have in progress at once
+    (mycel's own bound; open circuits count against ``max_circuits``); beyond, new streams are reset."""
     stream_timeout: float = 60.0
     """Seconds a hop exchange (and the stop handshake with the target) may take (go: 1 min)."""
     connect_timeout: float = 30.0

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -93,6 +94,16 @@ class CircuitRelay(Service):
         """Bytes copied through this relay, both directions, all circuits."""
         self.circuits_cut = 0
         """Circuits reset because they reached their data or duration limit."""
+        self.refusals: Counter[str] = Counter()
+        """Requests refused or failed so far, by kind (``malformed``, ``reservation refused``, ...)."""
+
+    def _refused(self, kind: str, fmt: str, *args: object) -> None:
+        """Count a refusal; log it (peer and reason are in ``fmt``) the 1st, 2nd, 4th, 8th... time of its
+        kind, so a flood leaves a few lines, not one per message."""
+        self.refusals[kind] += 1
+        count = self.refusals[kind]
+        if count & (count - 1) == 0:
+            log.info("relay: " + fmt + " (%s #%d)", *args, kind, count)
 
     @property
     def core(self) -> RelayCore[PeerId]:
@@ -147,48 +158,59 @@ class CircuitRelay(Service):
         peer = conn.remote_peer
         active = self._hop_active.get(peer, 0)
         if active >= self.resources.max_hop_streams_per_peer:
-            log.info("relay: %s has %d hop streams in progress; resetting a new one", peer, active)
+            self._refused("hop flood", "%s has %d hop streams in progress; resetting a new one", peer, active)
             await stream.reset()
             return
         self._hop_active[peer] = active + 1
-        try:
-            await self._serve_hop(stream, conn, peer)
-        finally:
+        released = False
+
+        def release() -> None:  # the exchange is over (a spliced circuit counts as a circuit, not here)
+            nonlocal released
+            if released:
+                return
+            released = True
             left = self._hop_active[peer] - 1
             if left:
                 self._hop_active[peer] = left
             else:
                 del self._hop_active[peer]
 
-    async def _serve_hop(self, stream: MuxedStream, conn: Connection, peer: PeerId) -> None:
+        try:
+            await self._serve_hop(stream, conn, peer, release)
+        finally:
+            release()
+
+    async def _serve_hop(
+        self, stream: MuxedStream, conn: Connection, peer: PeerId, release: Callable[[], None]
+    ) -> None:
         try:
             with trio.fail_after(self.resources.stream_timeout):
                 msg = await read_hop(stream)
         except ProtocolViolation as exc:
-            log.info("relay: malformed hop message from %s: %s", peer, exc)
+            self._refused("malformed", "malformed hop message from %s: %s", peer, exc)
             await _answer_hop(stream, Status.MALFORMED_MESSAGE)
             return
         except trio.TooSlowError:
-            log.info("relay: %s sent no hop message within %.0f s", peer, self.resources.stream_timeout)
+            self._refused("silent", "%s sent no hop message within %.0f s", peer, self.resources.stream_timeout)
             return
         if msg.type == _HOP.RESERVE:
             await self._reserve(stream, conn, peer)
         elif msg.type == _HOP.CONNECT:
-            await self._connect(stream, conn, peer, msg)
+            await self._connect(stream, conn, peer, msg, release)
         else:
-            log.info("relay: unexpected hop message (type %d) from %s", msg.type, peer)
+            self._refused("unexpected", "unexpected hop message (type %d) from %s", msg.type, peer)
             await _answer_hop(stream, Status.UNEXPECTED_MESSAGE)
 
     async def _reserve(self, stream: MuxedStream, conn: Connection, peer: PeerId) -> None:
         host, core = self._host, self.core
         assert host is not None
         if is_relayed(conn):
-            log.info("relay: refused a reservation from %s over a relayed connection", peer)
+            self._refused("relayed", "refused a reservation from %s over a relayed connection", peer)
             await _answer_hop(stream, Status.PERMISSION_DENIED)
             return
         got = core.reserve(peer, remote_ip(conn), trio.current_time())
         if isinstance(got, Status):
-            log.info("relay: refused a reservation from %s (%s; %d held)", peer, got.name, core.reservation_count)
+            self._refused(got.name, "refused a reservation from %s (%d held)", peer, core.reservation_count)
             await _answer_hop(stream, got)
             return
         self._wake.set()
@@ -213,17 +235,24 @@ class CircuitRelay(Service):
             if not any(p.name == "p2p-circuit" for p in a.protocols())
         ]
 
-    async def _connect(self, stream: MuxedStream, conn: Connection, src: PeerId, msg: circuit_pb2.HopMessage) -> None:
+    async def _connect(
+        self,
+        stream: MuxedStream,
+        conn: Connection,
+        src: PeerId,
+        msg: circuit_pb2.HopMessage,
+        release: Callable[[], None],
+    ) -> None:
         host, core = self._host, self.core
         assert host is not None
         dst = parse_peer(msg.peer, "HopMessage CONNECT")  # (checked by decode_hop already)
         if is_relayed(conn):
-            log.info("relay: refused CONNECT from %s over a relayed connection", src)
+            self._refused("relayed", "refused CONNECT from %s over a relayed connection", src)
             await _answer_hop(stream, Status.PERMISSION_DENIED)
             return
         got = core.open_circuit(src, remote_ip(conn), dst, trio.current_time())
         if isinstance(got, Status):
-            log.info("relay: refused CONNECT %s -> %s (%s)", src, dst, got.name)
+            self._refused(got.name, "refused CONNECT %s -> %s", src, dst)
             await _answer_hop(stream, got)
             return
         circuit: Circuit[PeerId] = got
@@ -241,6 +270,7 @@ class CircuitRelay(Service):
                     log.info("relay: %s left before its circuit to %s opened: %s", src, dst, exc)
                     return
                 log.debug("relay: circuit %s -> %s open", src, dst)
+                release()
                 await self._splice(stream, target, src, dst)
             finally:
                 with trio.CancelScope(shield=True), contextlib.suppress(*_STREAM_ERRORS):
@@ -257,13 +287,13 @@ class CircuitRelay(Service):
         assert host is not None
         conns = [c for c in host.connections(dst) if not is_relayed(c)]
         if not conns:
-            log.info("relay: CONNECT %s -> %s: no direct connection to the target", src, dst)
+            self._refused("target unreachable", "CONNECT %s -> %s: no direct connection to the target", src, dst)
             return None
         try:
             with trio.fail_after(self.resources.connect_timeout):
                 target = await host.new_stream(dst, [STOP_PROTOCOL], conn=conns[0], allow_limited=True)
         except _STREAM_ERRORS as exc:
-            log.info("relay: CONNECT %s -> %s: stop stream failed: %s", src, dst, exc)
+            self._refused("target unreachable", "CONNECT %s -> %s: stop stream failed: %s", src, dst, exc)
             return None
         try:
             with trio.fail_after(self.resources.connect_timeout):
@@ -273,12 +303,12 @@ class CircuitRelay(Service):
                 await write_message(target, request)
                 answer = await read_stop(target)
         except _STREAM_ERRORS as exc:
-            log.info("relay: CONNECT %s -> %s: the target's stop answer failed: %s", src, dst, exc)
+            self._refused("target failed", "CONNECT %s -> %s: the target's stop answer failed: %s", src, dst, exc)
             await _reset_quietly(target)
             return None
         if answer.type != _STOP.STATUS or status_of(answer) is not Status.OK:
             status = status_of(answer)
-            log.info("relay: CONNECT %s -> %s: the target refused (%s)", src, dst, status.name)
+            self._refused("target refused", "CONNECT %s -> %s: the target refused (%s)", src, dst, status.name)
             await _reset_quietly(target)
             return None
         return target

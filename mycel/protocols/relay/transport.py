@@ -482,8 +482,11 @@ class RelayTransport(ConnectionTransport):
         await raw.closed.wait()  # the stop stream is the connection: keep the handler until it closes
 
     def _refuse(self, relay: PeerId, reason: str) -> None:
+        """Count a refused stop stream; log it the 1st, 2nd, 4th, 8th... time (a flood stays a few lines)."""
         self.refused_stops += 1
-        log.info("stop stream from relay %s refused: %s", relay, reason)
+        count = self.refused_stops
+        if count & (count - 1) == 0:
+            log.info("stop stream from relay %s refused: %s (refusal #%d)", relay, reason, count)
 
     def __deepcopy__(self, memo: dict[int, object]) -> RelayTransport:
         fresh = RelayTransport(
