@@ -38,7 +38,7 @@ from mycel.core.errors import (
     TransportError,
 )
 from mycel.network.gater import ConnectionGater, allowed
-from mycel.network.resources import ConnectionScope, ResourceLimits, ResourceManager
+from mycel.network.resources import ConnectionScope, ResourceLimits, ResourceManager, holds_fd
 from mycel.network.limits import Refusal, SourceLimiter, SourceLimits, Ticket, WarningThrottle
 from mycel.network.upgrader import STAGES, Upgrader
 
@@ -163,7 +163,7 @@ class Swarm:
             if direction is Direction.INBOUND:
                 if not allowed(gater, "intercept_accept", local, remote):
                     raise ConnectionGated(f"gater refused the connection from {remote}")
-        return self.resources.open_connection(direction, remote, fd="/tcp/" in str(remote))
+        return self.resources.open_connection(direction, remote, fd=holds_fd(remote))
 
     def _check_upgraded(self, conn: Connection) -> None:
         if self.gater is not None and not allowed(self.gater, "intercept_upgraded", conn):
@@ -471,7 +471,7 @@ class Swarm:
         if self.gater is not None and not allowed(self.gater, "intercept_addr_dial", peer, addr):
             raise ConnectionGated(f"gater refused dialing {addr}")
         try:
-            scope = self.resources.open_connection(Direction.OUTBOUND, addr, fd="/tcp/" in str(addr))
+            scope = self.resources.open_connection(Direction.OUTBOUND, addr, fd=holds_fd(addr))
         except MycelError as exc:
             raise _dial_failure(addr, exc) from exc
         try:

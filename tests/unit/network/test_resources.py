@@ -10,6 +10,7 @@ from mycel.core.errors import ConfigError, ResourceLimitExceeded
 from mycel.core.identity import Identity
 from mycel.network.resources import (
     UNLIMITED,
+    holds_fd,
     MemoryBudget,
     RefusalReporter,
     ResourceLimits,
@@ -314,3 +315,20 @@ def test_scope_reserver_answers_like_a_muxer_budget() -> None:
     assert reserver.reserve(1000)
     cs.done()
     assert all_zero(mgr) and mgr.system.memory == 0
+
+
+@pytest.mark.parametrize(
+    ("addr", "fd"),
+    [
+        ("/ip4/127.0.0.1/tcp/41474", True),  # (a port whose bytes look like the circuit code)
+        ("/ip6/::1/tcp/1", True),
+        ("/ip4/1.2.3.4/tcp/1/ws", True),
+        ("/dns4/example.com/tcp/1", True),
+        ("/ip4/1.2.3.4/udp/1/quic-v1", False),
+        ("/ip6/::1/udp/1/quic-v1", False),
+        ("/memory/3", False),
+        ("/ip4/1.2.3.4/tcp/1/p2p/12D3KooWHLW6xqb5Yweiv73mKQWdFZ1YDHGkfPmCs4CUpFkvnSqf/p2p-circuit", False),
+    ],
+)
+def test_which_connections_hold_a_file_descriptor(addr: str, fd: bool) -> None:
+    assert holds_fd(Multiaddr(addr)) is fd
