@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/relay.py [--bytes 32e6] [--rounds 3] [--circuits 20] [--quick] [--json FILE]
 
 Three roles, TCP + Noise + yamux on 127.0.0.1: a relay in its own process (mycel: this script with
-``--serve-relay``, unlimited circuits; js: ``interop/js/relay.mjs relay --unlimited``), and two mycel hosts in
+``--serve-relay``, unlimited circuits, ``--buffer`` bytes per copy: 64 KiB by default, go's 2 KiB with
+``--buffer 2048``; js: ``interop/js/relay.mjs relay --unlimited``), and two mycel hosts in
 this process: A holds a reservation on the relay and drains a stream, B dials A through the relay and
 writes ``--bytes`` on one stream, then waits for A's byte count. Throughput = bytes / (first write to the
 count's arrival). The two relays run in the same run, alternately (``--rounds`` each, median reported).
@@ -82,11 +83,11 @@ def rss_bytes(pid: int) -> int:
 # -- the mycel relay process ----------------------------------------------------------------------
 
 
-async def serve_relay() -> None:
+async def serve_relay(buffer_size: int) -> None:
     """Run an unlimited mycel relay; print its address; answer ``stats`` lines on stdin until EOF."""
     tracemalloc.start()
     resources = RelayResources(
-        limit_data=None, limit_duration=None, max_circuits=1024, max_circuits_per_ip=1024, buffer_size=64 * 1024
+        limit_data=None, limit_duration=None, max_circuits=1024, max_circuits_per_ip=1024, buffer_size=buffer_size
     )
     async with open_host(_config(services=[Identify(), CircuitRelay(resources)])) as relay:
         print(json.dumps({"peer_id": str(relay.peer_id), "addrs": [str(a) for a in relay.addrs]}), flush=True)
@@ -143,9 +144,9 @@ class RelayProcess:
 
 
 @contextlib.asynccontextmanager
-async def relay_process(name: str) -> AsyncIterator[RelayProcess]:
+async def relay_process(name: str, buffer_size: int = 65536) -> AsyncIterator[RelayProcess]:
     if name == "mycel":
-        argv = [sys.executable, str(Path(__file__).resolve()), "--serve-relay"]
+        argv = [sys.executable, str(Path(__file__).resolve()), "--serve-relay", "--buffer", str(buffer_size)]
     else:
         argv = [str(NODE), str(JS_RELAY), "relay", "--unlimited"]
     proc = await trio.lowlevel.open_process(
@@ -233,9 +234,11 @@ async def memory_per_circuit(relay: RelayProcess, circuits: int, settle: float) 
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    results: dict[str, Any] = {"bytes": args.bytes, "rounds": args.rounds, "circuits": args.circuits}
+    results: dict[str, Any] = {
+        "bytes": args.bytes, "rounds": args.rounds, "circuits": args.circuits, "mycel_buffer_size": args.buffer
+    }  # fmt: skip
     with trio.fail_after(args.timeout):
-        async with relay_process("mycel") as mycel_relay, relay_process("js") as js_relay:
+        async with relay_process("mycel", args.buffer) as mycel_relay, relay_process("js") as js_relay:
             relays = {"mycel": mycel_relay, "js": js_relay}
             speeds: dict[str, list[float]] = {"mycel": [], "js": []}
             for i in range(args.rounds):
@@ -262,11 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 MB, 1 round, 4 circuits, 0.1 s settle (for make test)")
     parser.add_argument("--timeout", type=float, default=600.0, help="bound on the whole run, seconds")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--buffer", type=int, default=65536, help="the mycel relay's buffer_size (default 64 KiB; go's is 2 KiB)"
+    )
     parser.add_argument("--serve-relay", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_relay:
         logging.basicConfig(level=logging.WARNING)
-        trio.run(serve_relay)
+        trio.run(serve_relay, args.buffer)
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
