@@ -33,7 +33,14 @@ from mycel.core.abc import (
     StreamTransport,
     Transport,
 )
-from mycel.core.addrs import as_multiaddr, expand_unspecified, split_peer_id, with_peer_id
+from mycel.core.addrs import (
+    AddressPolicy,
+    Reachability,
+    as_multiaddr,
+    expand_unspecified,
+    split_peer_id,
+    with_peer_id,
+)
 from mycel.core.errors import (
     ConfigError,
     ConnectionClosed as ConnectionClosedError,
@@ -59,6 +66,7 @@ from mycel.core.events import (
     PeerDisconnected,
     PeerFound,
     PeerProtocolsChanged,
+    ReachabilityChanged,
     ServiceFailed,
     StreamHandlerFailed,
     StreamOpened,
@@ -69,6 +77,7 @@ from mycel.core.peer_id import PeerId
 from mycel.multistream import select_inbound, select_lazy, select_outbound
 from mycel.network.peerstore import ADDRESS_TTL, AddrSource, PeerStore, CONNECTED_TTL, PERMANENT_TTL
 from mycel.network.connmgr import ConnManager, ConnManagerConfig
+from mycel.network.observed import ObservedAddrs
 from mycel.network.gater import ConnectionGater
 from mycel.network.resources import (
     RefusalReporter,
@@ -289,6 +298,9 @@ class HostConfig:
     valuable unprotected peers past their grace period are disconnected down to ``low``."""
     gater: ConnectionGater | None = None
     """A :class:`~mycel.network.gater.ConnectionGater` asked at each stage of every connection."""
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
+    """How addresses are classified (``public_ranges`` declares test ranges public, e.g. 127.0.0.0/8 or
+    198.18.0.0/15) and how many distinct observers confirm an observed address (go's 4)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.identity, Identity):
@@ -338,6 +350,8 @@ class HostConfig:
             raise ConfigError(f"HostConfig.resources: expected ResourceLimits, got {type(self.resources).__name__}")
         if not isinstance(self.connmgr, ConnManagerConfig):
             raise ConfigError(f"HostConfig.connmgr: expected ConnManagerConfig, got {type(self.connmgr).__name__}")
+        if not isinstance(self.address_policy, AddressPolicy):
+            raise ConfigError(f"HostConfig.address_policy: expected AddressPolicy, got {type(self.address_policy).__name__}")
         if self.gater is not None and not isinstance(self.gater, ConnectionGater):
             raise ConfigError(f"HostConfig.gater: {type(self.gater).__name__} is not a ConnectionGater")
         if self.dial_tier_delay is not None and self.dial_tier_delay < 0:
@@ -449,7 +463,10 @@ class Host:
         self._closed = False
         self._handlers: dict[str, _Handler] = {}
         self._subscriptions: list[EventSubscription] = []
-        self._addrs_cache: tuple[tuple[Multiaddr, ...], list[Multiaddr]] | None = None
+        self._addrs_cache: tuple[tuple[Multiaddr, ...], int, list[Multiaddr]] | None = None
+        self.observed = ObservedAddrs(config.address_policy)
+        """Addresses peers observed us on (identify), confirmed by enough distinct observers."""
+        self._reachability = Reachability.UNKNOWN
         # connect("/ip4/…/p2p/…") parses the same strings again and again; parsing and splitting off
         # /p2p costs ~0.3 ms with the multiaddr package, a sixth of a loopback dial
         self._parsed: dict[str, tuple[Multiaddr, PeerId | None]] = {}
@@ -524,13 +541,17 @@ class Host:
     def addrs(self) -> list[Multiaddr]:
         """Addresses others can dial us on, each ending in ``/p2p/<our id>``.
 
-        Unspecified listen addresses (0.0.0.0, ::) are expanded to every interface address.
+        Unspecified listen addresses (0.0.0.0, ::) are expanded to every interface address; observed
+        addresses that enough distinct peers confirmed (``host.observed``) follow them.
         """
         listen = tuple(self.listen_addrs)
-        if self._addrs_cache is None or self._addrs_cache[0] != listen:
-            out = [with_peer_id(a, self.peer_id) for addr in listen for a in expand_unspecified(addr)]
-            self._addrs_cache = (listen, out)
-        return list(self._addrs_cache[1])
+        version = self.observed.version
+        if self._addrs_cache is None or self._addrs_cache[0] != listen or self._addrs_cache[1] != version:
+            expanded = [a for addr in listen for a in expand_unspecified(addr)]
+            extra = [a for a in self.observed.addrs(expanded) if a not in expanded]
+            out = [with_peer_id(a, self.peer_id) for a in expanded + extra]
+            self._addrs_cache = (listen, version, out)
+        return list(self._addrs_cache[2])
 
     @property
     def advertised_addrs(self) -> list[Multiaddr]:
@@ -542,6 +563,35 @@ class Host:
         addresses change by themselves (relay reservations taken or lost) calls this."""
         if not self._closed:
             self._notify("local_addrs_changed")
+
+    def record_observed_addr(self, conn: Connection, observed: Multiaddr) -> None:
+        """The peer on ``conn`` sees us as ``observed`` (identify calls this): once enough distinct
+        observers agree, the address is advertised and services are told (identify pushes it)."""
+        listen = [a for addr in self.listen_addrs for a in expand_unspecified(addr)]
+        if self.observed.record(conn, conn.local_addr, conn.remote_addr, observed, listen):
+            log.info("confirmed observed addresses now %s", [str(a) for a in self.observed.addrs(listen)])
+            self.addrs_changed()
+
+    @property
+    def reachability(self) -> Reachability:
+        """Whether others can dial us, as AutoNAT last found (UNKNOWN until it has)."""
+        return self._reachability
+
+    def set_reachability(self, reachability: Reachability, addrs: Sequence[Multiaddr] = ()) -> None:
+        """Record a new reachability verdict (AutoNAT calls this): on a change, services hear of it
+        (``reachability_changed``) and a :class:`~mycel.core.events.ReachabilityChanged` is emitted."""
+        if reachability is self._reachability or self._closed:
+            return
+        self._reachability = reachability
+        log.info("reachability is now %s (%s)", reachability.value, [str(a) for a in addrs])
+        self._notify("reachability_changed", reachability, tuple(addrs))
+        self.emit(ReachabilityChanged(reachability, tuple(addrs)))
+
+    async def dial_direct(self, peer: PeerId, addr: Multiaddr) -> Connection:
+        """A new connection to ``peer`` at ``addr`` even when one is open already (AutoNAT's dial-back);
+        it is registered like any other: close it when done."""
+        self._check_open()
+        return await self.swarm.dial_new(peer, addr)
 
     # -- services -------------------------------------------------------------------------------
     def service(self, kind: type[S]) -> S:
@@ -647,6 +697,8 @@ class Host:
         else:
             self._conn_counts.pop(peer, None)
         self.connmgr.closed(conn)
+        if self.observed.remove(conn):
+            self.addrs_changed()
         self._notify("connection_closed", conn, max(count, 0))
         self.emit(ConnectionClosed(conn, max(count, 0)))
         if count <= 0:
@@ -1069,6 +1121,7 @@ _HOOKS = (
     "local_protocols_changed",
     "local_addrs_changed",
     "peer_found",
+    "reachability_changed",
 )
 
 
@@ -1220,6 +1273,19 @@ class _ServiceView:
     @property
     def advertised_addrs(self) -> list[Multiaddr]:
         return self._host.advertised_addrs
+
+    @property
+    def reachability(self) -> Reachability:
+        return self._host.reachability
+
+    def set_reachability(self, reachability: Reachability, addrs: Sequence[Multiaddr] = ()) -> None:
+        self._host.set_reachability(reachability, addrs)
+
+    def record_observed_addr(self, conn: Connection, observed: Multiaddr) -> None:
+        self._host.record_observed_addr(conn, observed)
+
+    async def dial_direct(self, peer: PeerId, addr: Multiaddr) -> Connection:
+        return await self._host.dial_direct(peer, addr)
 
     def connections(self, peer: PeerId | None = None) -> list[Connection]:
         return self._host.connections(peer)

@@ -23,7 +23,9 @@ The contract, in the order a host keeps it:
   - ``local_protocols_changed(host, added, removed)``: a stream handler of this host was added or
     removed;
   - ``local_addrs_changed(host)``: the addresses this host advertises changed;
-  - ``peer_found(host, event)``: discovery reported a peer (:meth:`~mycel.host.Host.peer_found`).
+  - ``peer_found(host, event)``: discovery reported a peer (:meth:`~mycel.host.Host.peer_found`);
+  - ``reachability_changed(host, reachability, addrs)``: AutoNAT's verdict on whether others can dial
+    us changed (public / private / unknown).
 
   Hooks must not block: start work with ``host.spawn`` (it runs in the service's own nursery).
 * **Isolation**: an exception raised by a hook, by ``run`` or by a task the service spawned is logged
@@ -47,6 +49,7 @@ from mycel.core.abc import Connection, MuxedStream
 from mycel.core.errors import ServiceNotRunning
 
 if TYPE_CHECKING:
+    from mycel.core.addrs import Reachability
     from mycel.core.events import Event, PeerFound
     from mycel.core.identity import Identity
     from mycel.core.peer_id import PeerId
@@ -93,6 +96,19 @@ class ServiceHost(Protocol):
     @property
     def advertised_addrs(self) -> list[Multiaddr]:
         """The host's addresses without ``/p2p``, as identify announces them."""
+
+    @property
+    def reachability(self) -> Reachability:
+        """Whether others can dial us (AutoNAT's last verdict)."""
+
+    def set_reachability(self, reachability: Reachability, addrs: Sequence[Multiaddr] = ()) -> None:
+        """Record AutoNAT's verdict; on a change every service hears ``reachability_changed``."""
+
+    def record_observed_addr(self, conn: Connection, observed: Multiaddr) -> None:
+        """The peer on ``conn`` sees us as ``observed`` (identify reports it)."""
+
+    async def dial_direct(self, peer: PeerId, addr: Multiaddr) -> Connection:
+        """A new connection to ``peer`` at ``addr`` even if one is open (AutoNAT's dial-back)."""
 
     def connections(self, peer: PeerId | None = None) -> list[Connection]:
         """Open connections (to ``peer``, or all)."""
@@ -200,6 +216,9 @@ class Service:
 
     def peer_found(self, host: ServiceHost, event: PeerFound) -> None:
         """Discovery reported a peer (its addresses are already in the peerstore)."""
+
+    def reachability_changed(self, host: ServiceHost, reachability: Reachability, addrs: tuple[Multiaddr, ...]) -> None:
+        """AutoNAT's verdict on whether others can dial us changed."""
 
 
 class ServiceState:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import ipaddress
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from multiaddr import Multiaddr
@@ -131,3 +133,137 @@ def remote_ips(connections: Iterable[Connection]) -> list[str]:
             except Exception:  # the multiaddr library raises its own errors for a missing protocol
                 continue
     return ips
+
+
+# -- classification --------------------------------------------------------------------------------
+class AddrClass(enum.Enum):
+    """What kind of network an address is on (:func:`classify`)."""
+
+    PUBLIC = "public"
+    """Routable on the internet (or declared public by an :class:`AddressPolicy`)."""
+    PRIVATE = "private"
+    """RFC 1918, unique-local IPv6, CGNAT (100.64/10), benchmarking (198.18/15) and other non-global ranges."""
+    LOOPBACK = "loopback"
+    """127.0.0.0/8, ::1."""
+    LINK_LOCAL = "link-local"
+    """169.254/16, fe80::/10."""
+    UNSPECIFIED = "unspecified"
+    """0.0.0.0, ::."""
+    RELAY = "relay"
+    """A ``/p2p-circuit`` address (reachable through a relay, whatever the relay's IP)."""
+    DNS = "dns"
+    """A name (``/dns*``, ``/dnsaddr``): public unless resolved otherwise; not dialable by IP checks."""
+    UNKNOWN = "unknown"
+    """No IP and no name (``/memory``, ``/unix``, ...)."""
+
+
+class Reachability(enum.Enum):
+    """Whether others can dial us (AutoNAT's verdict; go's ``network.Reachability``)."""
+
+    UNKNOWN = "unknown"
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """How a host classifies addresses, and when an observed address counts as confirmed.
+
+    ``public_ranges`` declares CIDRs public whatever :func:`classify` would say: tests on one machine
+    declare ``127.0.0.0/8`` or the NAT lab's ``198.18.0.0/15`` public so that AutoNAT and observed
+    addresses treat them as internet addresses. ``observed_threshold`` is how many distinct observers
+    (an IPv4 address, an IPv6 /56) must report an observed address before it is advertised (go's
+    ``ActivationThresh``, 4)."""
+
+    public_ranges: tuple[str, ...] = ()
+    observed_threshold: int = 4
+
+    def __post_init__(self) -> None:
+        from mycel.core.errors import ConfigError
+
+        if isinstance(self.public_ranges, str) or not isinstance(self.public_ranges, (tuple, list)):
+            raise ConfigError(f"AddressPolicy.public_ranges: expected a list of CIDRs, got {self.public_ranges!r}")
+        nets = []
+        for cidr in self.public_ranges:
+            try:
+                nets.append(ipaddress.ip_network(cidr, strict=False))
+            except (ValueError, TypeError):
+                raise ConfigError(f"AddressPolicy.public_ranges: {cidr!r} is not a CIDR (e.g. 198.18.0.0/15)") from None
+        if not isinstance(self.observed_threshold, int) or self.observed_threshold < 1:
+            raise ConfigError(f"AddressPolicy.observed_threshold: must be a positive integer, got {self.observed_threshold!r}")
+        object.__setattr__(self, "public_ranges", tuple(self.public_ranges))
+        object.__setattr__(self, "_nets", tuple(nets))
+
+    def declared_public(self, ip: IPAddress) -> bool:
+        """True if ``ip`` is inside one of ``public_ranges``."""
+        nets: tuple[IPNetwork, ...] = getattr(self, "_nets")
+        return any(ip.version == net.version and ip in net for net in nets)
+
+    def classify(self, addr: Multiaddr) -> AddrClass:
+        """:func:`classify` under this policy."""
+        return classify(addr, self)
+
+    def is_public(self, addr: Multiaddr) -> bool:
+        """True if ``addr`` classifies as PUBLIC under this policy (relay and DNS addresses are not)."""
+        return classify(addr, self) is AddrClass.PUBLIC
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_POLICY = AddressPolicy()
+
+
+def ip_of(addr: Multiaddr) -> IPAddress | None:
+    """The first ``ip4``/``ip6`` value of ``addr`` (None if it has none)."""
+    for proto, value in addr.items():
+        if proto.name in ("ip4", "ip6"):
+            return ipaddress.ip_address(str(value).split("%", 1)[0])
+    return None
+
+
+def is_relay_addr(addr: Multiaddr) -> bool:
+    """True if ``addr`` goes through a relay (has a ``/p2p-circuit`` part)."""
+    return any(p.name == "p2p-circuit" for p in addr.protocols())
+
+
+def classify_ip(ip: IPAddress, policy: AddressPolicy = DEFAULT_POLICY) -> AddrClass:
+    """The class of one IP address (see :func:`classify`)."""
+    if policy.declared_public(ip):
+        return AddrClass.PUBLIC
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return classify_ip(ip.ipv4_mapped, policy)
+    if ip.is_unspecified:
+        return AddrClass.UNSPECIFIED
+    if ip.is_loopback:
+        return AddrClass.LOOPBACK
+    if ip.is_link_local:
+        return AddrClass.LINK_LOCAL
+    if ip.is_global and not ip.is_multicast:
+        return AddrClass.PUBLIC
+    return AddrClass.PRIVATE
+
+
+def classify(addr: Multiaddr, policy: AddressPolicy = DEFAULT_POLICY) -> AddrClass:
+    """Whether ``addr`` is public, private, loopback, ... (``policy.public_ranges`` count as public).
+
+    A ``/p2p-circuit`` address is RELAY whatever its relay's IP; a name is DNS; an address with
+    neither IP nor name is UNKNOWN."""
+    if is_relay_addr(addr):
+        return AddrClass.RELAY
+    for proto, value in addr.items():
+        if proto.name in ("ip4", "ip6"):
+            return classify_ip(ipaddress.ip_address(str(value).split("%", 1)[0]), policy)
+        if proto.name in (*DNS_PROTOCOLS, "dnsaddr"):
+            return AddrClass.DNS
+    return AddrClass.UNKNOWN
+
+
+def thin_waist(addr: Multiaddr) -> tuple[Multiaddr, Multiaddr] | None:
+    """``/ip4/1.2.3.4/udp/5/quic-v1`` → (``/ip4/1.2.3.4/udp/5``, ``/quic-v1``): the IP and TCP/UDP port
+    part and the rest (None unless ``addr`` starts with ip4|ip6 then tcp|udp)."""
+    raw = addr.to_bytes()
+    parts = list(addr.items())
+    if len(parts) < 2 or parts[0][0].name not in ("ip4", "ip6") or parts[1][0].name not in ("tcp", "udp"):
+        return None
+    head_len = (1 + 4 if parts[0][0].name == "ip4" else 1 + 16) + (len(_PORT_CODES[parts[1][0].name]) + 2)
+    return Multiaddr(raw[:head_len]), Multiaddr(raw[head_len:]) if len(raw) > head_len else Multiaddr("")

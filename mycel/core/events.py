@@ -17,6 +17,7 @@ from mycel.core.abc import Connection, Direction
 if TYPE_CHECKING:
     from multiaddr import Multiaddr
 
+    from mycel.core.addrs import Reachability
     from mycel.core.peer_id import PeerId
     from mycel.network.peerstore import PeerInfo
 
@@ -137,6 +138,15 @@ class PeerFound:
 
 
 @dataclass(frozen=True)
+class ReachabilityChanged:
+    """AutoNAT's verdict on whether others can dial us changed (``host.reachability``)."""
+
+    reachability: Reachability
+    addrs: tuple[Multiaddr, ...]
+    """The addresses the verdict is about (for PUBLIC: the ones dialed back successfully)."""
+
+
+@dataclass(frozen=True)
 class ServiceEvent:
     """Base class of events that services report (gossipsub's drops and graylisting, ...)."""
 
@@ -155,6 +165,7 @@ Event = (
     | TaskFailed
     | PeerIdentified
     | PeerFound
+    | ReachabilityChanged
 )
 """Any event a host emits."""
 
@@ -168,6 +179,7 @@ __all__ = [
     "PeerFound",
     "PeerIdentified",
     "PeerProtocolsChanged",
+    "ReachabilityChanged",
     "ServiceEvent",
     "ServiceFailed",
     "StreamHandlerFailed",

@@ -355,6 +355,7 @@ class Identify(Service):
             store.set_protocol_version(peer, _text(msg.protocolVersion))
         observed = _addr_from_bytes(msg.observedAddr) if msg.HasField("observedAddr") else None
         if observed is not None:
+            host.record_observed_addr(conn, observed)
             if observed in self.observed_addrs:
                 self.observed_addrs.remove(observed)
             self.observed_addrs.insert(0, observed)

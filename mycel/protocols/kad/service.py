@@ -27,7 +27,7 @@ import trio
 from multiaddr import Multiaddr
 
 from mycel.core.abc import MuxedStream
-from mycel.core.addrs import remote_ips
+from mycel.core.addrs import Reachability, remote_ips
 from mycel.core.errors import DecodeError, MycelError
 from mycel.core.events import ServiceEvent
 from mycel.core.framing import receive_message, send_message
@@ -62,7 +62,7 @@ MAX_CHECKS = 32
 REPUBLISH_INTERVAL = 22 * 3600.0  # go's reprovide interval (provider records live 48 h)
 MAX_PROVIDED = 100_000  # keys we keep republishing; beyond, the oldest is no longer republished  # check-before-add FIND_NODEs in flight; beyond, offers wait for the next identify
 
-Mode = Literal["server", "client"]
+Mode = Literal["server", "client", "auto"]
 T = TypeVar("T")
 Message = dht_pb2.Message
 
@@ -100,9 +100,11 @@ class KadDHT(Service):
         datastore: str | os.PathLike[str] | None = None,
         disjoint_paths: int | None = None,
     ) -> None:
-        if mode not in ("server", "client"):
-            raise ValueError(f"mode is 'server' or 'client', not {mode!r}")
-        self.mode: Mode = mode
+        if mode not in ("server", "client", "auto"):
+            raise ValueError(f"mode is 'server', 'client' or 'auto', not {mode!r}")
+        self.auto = mode == "auto"
+        """In ``auto`` mode the DHT is a client until AutoNAT finds us public, then a server (go's ModeAuto)."""
+        self.mode: Mode = "client" if mode == "auto" else mode
         self.k = k
         self.alpha = alpha
         self.beta = beta
@@ -489,10 +491,13 @@ class KadDHT(Service):
         """Switch between ``"server"`` (serve and advertise the kad protocol) and ``"client"`` (only ask).
 
         Connected peers learn of it through identify push and add us to, or drop us from, their tables.
-        (AutoNAT's reachability will drive this in ``auto`` mode once it lands.)"""
+        ``"auto"``: follow AutoNAT (``host.reachability``): server when public, client otherwise."""
         host, _ = self._running()
-        if mode not in ("server", "client"):
-            raise ValueError(f"mode is 'server' or 'client', not {mode!r}")
+        if mode not in ("server", "client", "auto"):
+            raise ValueError(f"mode is 'server', 'client' or 'auto', not {mode!r}")
+        self.auto = mode == "auto"
+        if mode == "auto":
+            mode = "server" if host.reachability is Reachability.PUBLIC else "client"
         if mode == self.mode:
             return
         self.mode = mode
@@ -500,6 +505,11 @@ class KadDHT(Service):
             host.set_stream_handler(PROTOCOL, self._serve)
         else:
             host.remove_stream_handler(PROTOCOL)
+
+    def reachability_changed(self, host: ServiceHost, reachability: Reachability, addrs: tuple[Multiaddr, ...]) -> None:
+        """In ``auto`` mode, switch to server on a public verdict and back to client otherwise."""
+        if self.auto:
+            self.set_mode("auto")
 
     @property
     def routing_table(self) -> RoutingTable:
