@@ -17,7 +17,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from mycel.core.errors import MuxerError
 
-__all__ = ["GuardedSession", "MemoryBudget", "MemoryReserver", "MuxerBudgets", "PeerBudgets", "RateLimit", "SessionGuard"]
+__all__ = ["PEER_INBOUND_STREAMS", "GuardedSession", "MemoryBudget", "MemoryReserver", "MuxerBudgets", "PeerBudgets", "RateLimit", "SessionGuard"]
+
+PEER_INBOUND_STREAMS = 2000
+"""Inbound streams open at once from one peer over all its connections of one muxer; beyond, refused."""
 
 
 @runtime_checkable
@@ -95,42 +98,51 @@ class MemoryBudget:
 
 
 class PeerBudgets:
-    """One :class:`MemoryBudget` per remote peer, shared by that peer's connections of one muxer.
+    """Per remote peer, shared by that peer's connections of one muxer: a :class:`MemoryBudget` of
+    ``limit`` bytes and a count of inbound streams (at most ``stream_limit``, a budget of 1 per stream).
 
     Entries live while a connection holds them (:meth:`acquire` / :meth:`drop`), so the table is
     bounded by the number of open connections.
     """
 
-    __slots__ = ("limit", "_budgets")
+    __slots__ = ("limit", "stream_limit", "_budgets")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, stream_limit: int = PEER_INBOUND_STREAMS) -> None:
         self.limit = limit
-        self._budgets: dict[object, tuple[MemoryBudget, int]] = {}
+        self.stream_limit = stream_limit
+        self._budgets: dict[object, tuple[MemoryBudget, MemoryBudget, int]] = {}
 
-    def acquire(self, peer: object) -> MemoryBudget:
-        """The peer's budget (created at the first connection), with one more user."""
+    def acquire(self, peer: object) -> tuple[MemoryBudget, MemoryBudget]:
+        """The peer's memory budget and inbound-stream count (created at its first connection), with
+        one more user."""
         entry = self._budgets.get(peer)
-        budget = entry[0] if entry is not None else MemoryBudget(self.limit)
-        self._budgets[peer] = (budget, (entry[1] if entry is not None else 0) + 1)
-        return budget
+        if entry is None:
+            entry = (MemoryBudget(self.limit), MemoryBudget(self.stream_limit), 0)
+        self._budgets[peer] = (entry[0], entry[1], entry[2] + 1)
+        return entry[0], entry[1]
 
     def drop(self, peer: object) -> None:
         """One user of the peer's budget is gone; the entry is forgotten with its last user."""
         entry = self._budgets.get(peer)
         if entry is None:
             return
-        if entry[1] <= 1:
+        if entry[2] <= 1:
             del self._budgets[peer]
         else:
-            self._budgets[peer] = (entry[0], entry[1] - 1)
+            self._budgets[peer] = (entry[0], entry[1], entry[2] - 1)
 
     def __len__(self) -> int:
         return len(self._budgets)
 
     def get(self, peer: object) -> MemoryBudget | None:
-        """The peer's budget while it has connections, else None."""
+        """The peer's memory budget while it has connections, else None."""
         entry = self._budgets.get(peer)
         return entry[0] if entry is not None else None
+
+    def streams(self, peer: object) -> MemoryBudget | None:
+        """The peer's inbound-stream count (``used`` = streams open) while it has connections, else None."""
+        entry = self._budgets.get(peer)
+        return entry[1] if entry is not None else None
 
 
 class RateLimit:
@@ -167,7 +179,17 @@ class SessionGuard:
     ``memory``), its inbound streams (at most ``max_inbound``, opened at ``stream_rate`` per second
     after ``stream_burst``), refusals by reason, and the rate of frames that do nothing (``junk``)."""
 
-    __slots__ = ("memory", "reserved", "inbound", "max_inbound", "stream_rate", "junk_rate", "refused")
+    __slots__ = (
+        "memory",
+        "reserved",
+        "inbound",
+        "max_inbound",
+        "stream_rate",
+        "junk_rate",
+        "refused",
+        "peer_streams",
+        "_peer_held",
+    )
 
     def __init__(
         self,
@@ -177,8 +199,11 @@ class SessionGuard:
         stream_burst: int,
         junk_rate: float,
         junk_burst: int,
+        peer_streams: MemoryReserver | None = None,
     ) -> None:
         self.memory = memory
+        self.peer_streams = peer_streams  # the peer's inbound streams (all its connections), 1 per stream
+        self._peer_held = 0  # of which this session's
         self.reserved = 0  # bytes this session holds of ``memory``
         self.inbound = 0  # inbound streams open
         self.max_inbound = max_inbound
@@ -189,17 +214,32 @@ class SessionGuard:
     def admit(self, now: float, reserve: int) -> str | None:
         """A new inbound stream that needs ``reserve`` bytes at once: None if it may open (counted),
         else why not (counted in ``refused``)."""
+        peer = self.peer_streams
         if self.inbound >= self.max_inbound:
             reason = "too many inbound streams"
-        elif not self.stream_rate.allow(now):
-            reason = "inbound stream rate"
-        elif not self.reserve(reserve):
-            reason = "memory budget"
+        elif peer is not None and not peer.reserve(1):
+            reason = "too many inbound streams from the peer"
         else:
-            self.inbound += 1
-            return None
+            if not self.stream_rate.allow(now):
+                reason = "inbound stream rate"
+            elif not self.reserve(reserve):
+                reason = "memory budget"
+            else:
+                self.inbound += 1
+                if peer is not None:
+                    self._peer_held += 1
+                return None
+            if peer is not None:
+                peer.release(1)
         self.refuse(reason)
         return reason
+
+    def stream_closed(self) -> None:
+        """An inbound stream admitted earlier is gone."""
+        self.inbound -= 1
+        if self._peer_held > 0 and self.peer_streams is not None:
+            self._peer_held -= 1
+            self.peer_streams.release(1)
 
     def refuse(self, reason: str) -> None:
         """Count one refused inbound stream."""
@@ -230,8 +270,11 @@ class SessionGuard:
             self.memory.release(n)
 
     def release_all(self) -> None:
-        """Give back the whole reservation (the connection is gone)."""
+        """Give back the whole reservation and the peer's stream slots (the connection is gone)."""
         self.release(self.reserved)
+        if self._peer_held and self.peer_streams is not None:
+            self.peer_streams.release(self._peer_held)
+        self._peer_held = 0
 
     def junk(self, now: float, what: str) -> None:
         """One frame that does nothing (``what`` names the kind for the error): a few are normal, more
@@ -280,6 +323,7 @@ class MuxerBudgets:
         inbound_stream_burst: int,
         junk_rate: float,
         junk_burst: int,
+        peer_inbound_streams: int,
     ) -> None:
         self.connection_memory = connection_memory
         self.peer_memory = peer_memory
@@ -288,14 +332,19 @@ class MuxerBudgets:
         self.inbound_stream_burst = inbound_stream_burst
         self.junk_rate = junk_rate
         self.junk_burst = junk_burst
-        self.peer_budgets = PeerBudgets(peer_memory)
+        self.peer_inbound_streams = peer_inbound_streams
+        self.peer_budgets = PeerBudgets(peer_memory, peer_inbound_streams)
         """The per-peer budgets of this muxer's connections (one entry per connected peer)."""
 
-    def core_budget_options(self, memory: MemoryReserver | None) -> dict[str, Any]:
+    def core_budget_options(
+        self, memory: MemoryReserver | None, peer_streams: MemoryReserver | None = None
+    ) -> dict[str, Any]:
         """The keyword arguments of a core's budgets: ``memory`` (default: ``connection_memory``
-        bytes on its own), the inbound stream cap and rate, the rate of frames that do nothing."""
+        bytes on its own), the peer's inbound-stream count, the inbound stream cap and rate, the rate
+        of frames that do nothing."""
         return {
             "memory": memory if memory is not None else MemoryBudget(self.connection_memory),
+            "peer_streams": peer_streams,
             "max_inbound_streams": self.max_inbound_streams,
             "inbound_stream_rate": self.inbound_stream_rate,
             "inbound_stream_burst": self.inbound_stream_burst,

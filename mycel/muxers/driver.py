@@ -832,16 +832,17 @@ class MuxedConnection(Connection):
 
 def budgeted_connection(
     secure: SecureConnection,
-    make_core: Callable[[MemoryBudget], MuxerCore],
+    make_core: Callable[[MemoryBudget, MemoryBudget], MuxerCore],
     peer_budgets: PeerBudgets,
     connection_memory: int,
     trimmer: MemoryTrimmer | None,
     close_timeout: float,
 ) -> MuxedConnection:
     """A :class:`MuxedConnection` whose core reserves from a ``connection_memory`` budget inside the
-    remote peer's budget; when the connection is gone the peer entry is dropped and memory trimmed."""
+    remote peer's budget, and counts its inbound streams in the peer's; when the connection is gone the peer entry is dropped and memory trimmed."""
     peer = secure.remote_peer
-    core = make_core(MemoryBudget(connection_memory, peer_budgets.acquire(peer)))
+    peer_memory, peer_streams = peer_budgets.acquire(peer)
+    core = make_core(MemoryBudget(connection_memory, peer_memory), peer_streams)
 
     def closed() -> None:
         peer_budgets.drop(peer)

@@ -189,8 +189,8 @@ def test_yamux_window_growth_stops_at_the_budget() -> None:
 
 def test_yamux_connections_of_one_peer_share_the_peer_budget() -> None:
     peers = PeerBudgets(3 * INITIAL_WINDOW)
-    first = YamuxCore(False, memory=MemoryBudget(32 * MiB, peers.acquire("p")))
-    second = YamuxCore(False, memory=MemoryBudget(32 * MiB, peers.acquire("p")))
+    first = YamuxCore(False, memory=MemoryBudget(32 * MiB, peers.acquire("p")[0]))
+    second = YamuxCore(False, memory=MemoryBudget(32 * MiB, peers.acquire("p")[0]))
     assert len(opened(first.receive_data(syn(1) + syn(3), 0.0))) == 2
     assert opened(second.receive_data(syn(1) + syn(3), 0.0)) == [1]
     assert second.refused == {"memory budget": 1}
@@ -200,6 +200,24 @@ def test_yamux_connections_of_one_peer_share_the_peer_budget() -> None:
     second.release_memory()
     peers.drop("p")
     assert len(peers) == 0
+
+
+def test_inbound_streams_per_peer_are_capped_over_its_connections() -> None:
+    peers = PeerBudgets(1 << 40, stream_limit=5)
+    memory, streams = peers.acquire("p")
+    first = YamuxCore(False, memory=MemoryBudget(1 << 40, memory), peer_streams=streams)
+    memory, streams = peers.acquire("p")
+    second = MplexCore(memory=MemoryBudget(1 << 40, memory), peer_streams=streams)
+    assert len(opened(first.receive_data(b"".join(syn(i) for i in range(1, 9, 2)), 0.0))) == 4
+    assert len(opened(second.receive_data(mplex_frame(0, NEW_STREAM) + mplex_frame(1, NEW_STREAM), 0.0))) == 1
+    assert second.refused == {"too many inbound streams from the peer": 1}
+    assert streams.used == 5
+    first.reset_stream(1)  # one closes: room for one more
+    assert len(opened(second.receive_data(mplex_frame(2, NEW_STREAM), 0.0))) == 1
+    first.release_memory()  # the first connection is gone: its streams no longer count
+    assert streams.used == 2
+    second.release_memory()
+    assert streams.used == 0
 
 
 def test_yamux_late_pong_does_not_inflate_windows() -> None:
@@ -428,3 +446,39 @@ async def test_reader_yields_during_a_ping_flood() -> None:
     # now median ~3 ms, max ~35 ms on a busy 2-core machine
     assert statistics.median(rtts) < 0.012, rtts
     assert max(rtts) < 0.2, rtts
+
+
+async def test_cancelled_mid_flood_the_connection_exits_at_once_and_gives_its_budget_back() -> None:
+    muxer = Yamux(trim_memory=False, junk_burst=10**9, ping_burst=10**9, ping_rate=1e9)
+    a, b = socket_pair()
+    peer = FakePeer("attacker")
+    server = muxer.new_connection(FakeSecureConnection(b, direction=Direction.INBOUND, remote_peer=peer))
+    assert isinstance(server, MuxedConnection)
+    pings = encode_frame(TYPE_PING, FLAG_SYN, 0, 1) * 50_000
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.run)
+
+        async def attacker() -> None:
+            await a.send_all(b"".join(syn(i) for i in range(1, 21, 2)))
+            while True:
+                await a.send_all(pings)
+
+        nursery.start_soon(attacker)
+        with trio.fail_after(10):
+            while server._core.frames_received < 200_000:  # mid-flood
+                await trio.sleep(0.01)
+        budget = muxer.peer_budgets.get(peer)
+        assert budget is not None and budget.used == 10 * INITIAL_WINDOW
+        t0 = trio.current_time()
+        nursery.cancel_scope.cancel()
+    assert trio.current_time() - t0 < 0.5
+    assert budget.used == 0 and muxer.peer_budgets.get(peer) is None
+    assert server.is_closed
+
+
+async def test_a_scheduled_trim_is_cancelled_with_the_run() -> None:
+    trimmer = MemoryTrimmer(interval=3600.0)
+    trimmer.connection_closed()
+    trimmer.connection_closed()  # schedules a system task sleeping for an hour
+    assert trimmer._scheduled
+    # the run ends with the test: trio cancels the system task, which must exit quietly

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from mycel.core.abc import SecureConnection, StreamMuxer
-from mycel.muxers.budget import MemoryBudget, MuxerBudgets
+from mycel.muxers.budget import PEER_INBOUND_STREAMS, MemoryBudget, MuxerBudgets
 from mycel.muxers.driver import CLOSE_TIMEOUT, MuxedConnection, budgeted_connection
 from mycel.muxers.mplex.core import (
     ACCEPT_BACKLOG,
@@ -29,7 +29,7 @@ class Mplex(MuxerBudgets, StreamMuxer):
     """The mplex stream muxer. Mplex has no flow control: a stream whose unread data exceeds
     ``max_buffer`` is reset, and so is one whose data would take a connection's unread bytes over
     ``connection_memory`` or a peer's (all its connections) over ``peer_memory``. At most
-    ``max_inbound_streams`` inbound streams per connection, opened at ``inbound_stream_rate`` per
+    ``max_inbound_streams`` inbound streams per connection (``peer_inbound_streams`` per peer), opened at ``inbound_stream_rate`` per
     second after a burst of ``inbound_stream_burst``; frames for streams that do not exist beyond
     ``junk_rate``/``junk_burst`` fail the connection. ``trim_memory``: see :class:`~mycel.muxers.yamux.Yamux`.
     """
@@ -50,6 +50,7 @@ class Mplex(MuxerBudgets, StreamMuxer):
         inbound_stream_burst: int = INBOUND_STREAM_BURST,
         junk_rate: float = JUNK_RATE,
         junk_burst: int = JUNK_BURST,
+        peer_inbound_streams: int = PEER_INBOUND_STREAMS,
         trim_memory: bool = True,
     ) -> None:
         self.max_buffer = max_buffer
@@ -65,17 +66,19 @@ class Mplex(MuxerBudgets, StreamMuxer):
             inbound_stream_burst,
             junk_rate,
             junk_burst,
+            peer_inbound_streams,
         )
         self.trimmer = MemoryTrimmer() if trim_memory else None
 
-    def new_core(self, memory: MemoryBudget | None = None) -> MplexCore:
+    def new_core(self, memory: MemoryBudget | None = None, peer_streams: MemoryBudget | None = None) -> MplexCore:
         """A fresh sans-IO core with this muxer's limits (one per connection); ``memory``: the
-        connection's budget (default: ``connection_memory`` bytes on its own)."""
+        connection's budget (default: ``connection_memory`` bytes on its own); ``peer_streams``: the
+        peer's inbound-stream count (default: none)."""
         return MplexCore(
             max_buffer=self.max_buffer,
             accept_backlog=self.accept_backlog,
             max_frame=self.max_frame,
-            **self.core_budget_options(memory),
+            **self.core_budget_options(memory, peer_streams),
         )
 
     def new_connection(self, secure: SecureConnection) -> MuxedConnection:

@@ -111,6 +111,7 @@ class MplexCore(GuardedSession):
         inbound_stream_burst: int = INBOUND_STREAM_BURST,
         junk_rate: float = JUNK_RATE,
         junk_burst: int = JUNK_BURST,
+        peer_streams: MemoryReserver | None = None,
     ) -> None:
         if not 1 <= max_frame <= max_message:
             raise ValueError("max_frame must be between 1 and max_message")
@@ -126,7 +127,13 @@ class MplexCore(GuardedSession):
         self._error: str | None = None
         self.memory: MemoryReserver = memory if memory is not None else MemoryBudget(CONNECTION_MEMORY)
         self._guard = SessionGuard(
-            self.memory, max_inbound_streams, inbound_stream_rate, inbound_stream_burst, junk_rate, junk_burst
+            self.memory,
+            max_inbound_streams,
+            inbound_stream_rate,
+            inbound_stream_burst,
+            junk_rate,
+            junk_burst,
+            peer_streams,
         )
         self._now = 0.0
         self.frames_received = 0  # headers parsed (the driver yields every so many)
@@ -456,5 +463,5 @@ class MplexCore(GuardedSession):
         if not st.accepted:
             self._pending_accept -= 1
         if not st.local:
-            self._guard.inbound -= 1
+            self._guard.stream_closed()
         self._unreserve(st, st.reserved)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mycel.core.abc import Direction, SecureConnection, StreamMuxer
-from mycel.muxers.budget import MemoryBudget, MuxerBudgets
+from mycel.muxers.budget import PEER_INBOUND_STREAMS, MemoryBudget, MuxerBudgets
 from mycel.muxers.driver import CLOSE_TIMEOUT, MuxedConnection, budgeted_connection
 from mycel.muxers.trim import MemoryTrimmer
 from mycel.muxers.yamux.core import (
@@ -34,7 +34,7 @@ class Yamux(MuxerBudgets, StreamMuxer):
     Budgets (plain attributes, so a resource system can set them): ``connection_memory`` bytes of
     receive windows per connection and ``peer_memory`` for all connections to one peer (new inbound
     streams are refused and windows stop growing when either is used up), ``max_inbound_streams``
-    open at once per connection, ``inbound_stream_rate``/``inbound_stream_burst`` new inbound streams
+    open at once per connection and ``peer_inbound_streams`` per peer, ``inbound_stream_rate``/``inbound_stream_burst`` new inbound streams
     per second, ``ping_rate``/``ping_burst`` pings answered per second, and ``junk_rate``/``junk_burst``
     frames that do nothing before the connection fails. ``trim_memory``: hand freed heap back to the
     OS after connections close (glibc only; at most every few seconds).
@@ -61,6 +61,7 @@ class Yamux(MuxerBudgets, StreamMuxer):
         ping_burst: int = PING_BURST,
         junk_rate: float = JUNK_RATE,
         junk_burst: int = JUNK_BURST,
+        peer_inbound_streams: int = PEER_INBOUND_STREAMS,
         trim_memory: bool = True,
     ) -> None:
         self.max_window = max_window
@@ -79,14 +80,18 @@ class Yamux(MuxerBudgets, StreamMuxer):
             inbound_stream_burst,
             junk_rate,
             junk_burst,
+            peer_inbound_streams,
         )
         self.ping_rate = ping_rate
         self.ping_burst = ping_burst
         self.trimmer = MemoryTrimmer() if trim_memory else None
 
-    def new_core(self, is_client: bool, memory: MemoryBudget | None = None) -> YamuxCore:
+    def new_core(
+        self, is_client: bool, memory: MemoryBudget | None = None, peer_streams: MemoryBudget | None = None
+    ) -> YamuxCore:
         """A fresh sans-IO core with this muxer's settings; ``is_client``: we dialed (odd stream ids);
-        ``memory``: the connection's budget (default: ``connection_memory`` bytes on its own)."""
+        ``memory``: the connection's budget (default: ``connection_memory`` bytes on its own);
+        ``peer_streams``: the peer's inbound-stream count (default: none)."""
         return YamuxCore(
             is_client,
             max_window=self.max_window,
@@ -97,11 +102,11 @@ class Yamux(MuxerBudgets, StreamMuxer):
             keepalive_timeout=self.keepalive_timeout,
             ping_rate=self.ping_rate,
             ping_burst=self.ping_burst,
-            **self.core_budget_options(memory),
+            **self.core_budget_options(memory, peer_streams),
         )
 
     def new_connection(self, secure: SecureConnection) -> MuxedConnection:
         self.peer_budgets.limit = self.peer_memory
         return budgeted_connection(
-            secure, lambda memory: self.new_core(secure.direction is Direction.OUTBOUND, memory), self.peer_budgets, self.connection_memory, self.trimmer, self.close_timeout
+            secure, lambda memory, streams: self.new_core(secure.direction is Direction.OUTBOUND, memory, streams), self.peer_budgets, self.connection_memory, self.trimmer, self.close_timeout
         )

@@ -172,6 +172,7 @@ class YamuxCore(GuardedSession):
         ping_burst: int = PING_BURST,
         junk_rate: float = JUNK_RATE,
         junk_burst: int = JUNK_BURST,
+        peer_streams: MemoryReserver | None = None,
     ) -> None:
         if max_window < INITIAL_WINDOW or max_window > _MAX_U32:
             raise ValueError("max_window must be between 256 KiB and 2**32-1")
@@ -189,7 +190,13 @@ class YamuxCore(GuardedSession):
         self._tuning_rtt: float | None = None  # the smallest RTT measured (capped): drives auto-tuning
         self.memory: MemoryReserver = memory if memory is not None else MemoryBudget(CONNECTION_MEMORY)
         self._guard = SessionGuard(
-            self.memory, max_inbound_streams, inbound_stream_rate, inbound_stream_burst, junk_rate, junk_burst
+            self.memory,
+            max_inbound_streams,
+            inbound_stream_rate,
+            inbound_stream_burst,
+            junk_rate,
+            junk_burst,
+            peer_streams,
         )
         self._ping_rate = RateLimit(ping_rate, ping_burst)
         self._max_remote_id = 0  # the highest stream id the remote opened (or tried to)
@@ -715,7 +722,7 @@ class YamuxCore(GuardedSession):
         if not st.accepted:
             self._pending_accept -= 1
         if not st.outbound:
-            self._guard.inbound -= 1
+            self._guard.stream_closed()
         self._guard.release(st.reserved)
         st.reserved = 0
 
