@@ -38,7 +38,7 @@ from mycel.core.errors import (
     TransportError,
 )
 from mycel.network.gater import ConnectionGater, allowed
-from mycel.network.resources import ConnectionScope, ResourceLimits, ResourceManager, holds_fd
+from mycel.network.resources import ConnectionScope, ResourceLimits, ResourceManager
 from mycel.network.limits import Refusal, SourceLimiter, SourceLimits, Ticket, WarningThrottle
 from mycel.network.upgrader import STAGES, Upgrader
 
@@ -163,7 +163,7 @@ class Swarm:
             if direction is Direction.INBOUND:
                 if not allowed(gater, "intercept_accept", local, remote):
                     raise ConnectionGated(f"gater refused the connection from {remote}")
-        return self.resources.open_connection(direction, remote, fd=holds_fd(remote))
+        return self.resources.open_connection(direction, remote, fd="/tcp/" in str(remote))
 
     def _check_upgraded(self, conn: Connection) -> None:
         if self.gater is not None and not allowed(self.gater, "intercept_upgraded", conn):
@@ -278,7 +278,7 @@ class Swarm:
             ticket, evicted = self._limiter.admit(ip if ip is not None else _ip_of(raw.remote_addr), now)
             for old in evicted:
                 assert isinstance(old.data, _Watch)
-                old.data.scope.cancel()
+                old.data.evict()
                 self._refusals.warn("evicted", now, "evicting a stalled inbound handshake from %s", old.source)
             if isinstance(ticket, Refusal):
                 self._refusals.warn(ticket.reason, now, "refusing %s: %s", raw.remote_addr, ticket.detail)
@@ -303,14 +303,19 @@ class Swarm:
     async def _admitted_handshake(self, raw: RawConnection, watch: _Watch) -> None:
         ended = False  # (the handshake closes what it fails on itself)
         try:
-            with watch.scope:
+            with watch.scope:  # cancelled at the current stage's deadline, or to evict the handshake
                 await self._handshake_inbound(raw, watch)
                 ended = True
         finally:
             self._limiter.release(watch.ticket)
-            if not ended:  # evicted for a newer handshake, or the host is closing: the socket goes too
+            if not ended:  # stage deadline, eviction, or the host is closing: the socket goes too
                 with trio.CancelScope(shield=True):
                     await raw.aclose()
+        if watch.scope.cancelled_caught and not watch.evicted:
+            stage = watch.stage
+            self._limiter.count(f"timeout_{stage}")
+            now, source = trio.current_time(), watch.ticket.source
+            self._refusals.warn(f"timeout_{stage}", now, "inbound handshake from %s: %s stage timed out", source, stage)
 
     async def _handshake_inbound(self, raw: RawConnection, watch: _Watch) -> None:
         assert self.upgrader is not None
@@ -318,7 +323,7 @@ class Swarm:
         try:
             scope = self._open_scope(Direction.INBOUND, raw.local_addr, raw.remote_addr)
             with trio.fail_after(self.handshake_timeout):
-                upgrade = self.upgrader.upgrade_inbound(raw, scope, stage_timeout=watch.timeout, observer=watch)
+                upgrade = self.upgrader.upgrade_inbound(raw, scope, observer=watch)
                 conn = await _corked(raw, upgrade)
             self._check_upgraded(conn)
             self._scopes[conn], scope = scope, None
@@ -410,14 +415,6 @@ class Swarm:
             del self._dials[peer]
             pending.done.set()
 
-    async def dial_new(self, peer: PeerId, addr: Multiaddr) -> Connection:
-        """Dial ``peer`` at ``addr`` for a new connection even if one is open (AutoNAT's dial-back);
-        the connection is registered like any other."""
-        self._check_open()
-        if peer == self.identity.peer_id:
-            raise DialError("refusing to dial ourselves")
-        return await self._dial_one(addr, peer)
-
     async def _race(self, peer: PeerId, addrs: list[Multiaddr]) -> Connection:
         """Dial ``addrs`` tier by tier (QUIC first): a tier starts when the previous one has had its head
         start or has failed entirely; dials already running go on, and the first connection wins."""
@@ -479,7 +476,7 @@ class Swarm:
         if self.gater is not None and not allowed(self.gater, "intercept_addr_dial", peer, addr):
             raise ConnectionGated(f"gater refused dialing {addr}")
         try:
-            scope = self.resources.open_connection(Direction.OUTBOUND, addr, fd=holds_fd(addr))
+            scope = self.resources.open_connection(Direction.OUTBOUND, addr, fd="/tcp/" in str(addr))
         except MycelError as exc:
             raise _dial_failure(addr, exc) from exc
         try:
@@ -563,25 +560,31 @@ async def _close_quietly(thing: Connection | Listener[RawConnection] | Listener[
 
 
 class _Watch:
-    """One admitted inbound handshake: its ticket, the scope that evicts it, and its stage reports."""
+    """One admitted inbound handshake: its ticket, and the one cancel scope that both evicts it and
+    enforces the deadline of the stage it is in (moved at each stage: no scope per stage)."""
 
-    __slots__ = ("swarm", "ticket", "scope", "timeout")
+    __slots__ = ("limiter", "ticket", "scope", "timeout", "stage", "evicted")
 
     def __init__(self, swarm: Swarm, ticket: Ticket) -> None:
-        self.swarm = swarm
+        self.limiter = swarm._limiter
         self.ticket = ticket
         self.scope = trio.CancelScope()
         self.timeout = swarm._stage_timeout
+        self.stage = ""
+        self.evicted = False
 
-    def stage_done(self, stage: str) -> None:
-        self.swarm._limiter.progress(self.ticket, trio.current_time())
-
-    def stage_timed_out(self, stage: str) -> None:
-        swarm = self.swarm
-        swarm._limiter.count(f"timeout_{stage}")
+    def stage_started(self, stage: str) -> None:
+        """The upgrader starts ``stage``: the previous one finished (progress), this one's deadline runs."""
         now = trio.current_time()
-        source = self.ticket.source
-        swarm._refusals.warn(f"timeout_{stage}", now, "inbound handshake from %s: its %s stage timed out", source, stage)
+        self.stage = stage
+        self.limiter.progress(self.ticket, now)
+        if self.timeout is not None:
+            self.scope.deadline = now + self.timeout
+
+    def evict(self) -> None:
+        """Abort the handshake to make room for a newer one."""
+        self.evicted = True
+        self.scope.cancel()
 
 
 def _ip_of(addr: Multiaddr) -> str | None:

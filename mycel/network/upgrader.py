@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, Protocol
 
-import trio
 from multiaddr import Multiaddr
 
 from mycel.core.abc import Connection, Direction, RawConnection, SecurityProtocol, StreamMuxer
-from mycel.core.errors import ConfigError, ConnectionGated, HandshakeError, NegotiationError
+from mycel.core.errors import ConfigError, ConnectionGated, NegotiationError
 from mycel.multistream import select_inbound, select_outbound
 from mycel.network.gater import allowed
 from mycel.multistream.core import DialerCore, MessageDecoder
@@ -32,38 +30,12 @@ STAGE_MUXER: Final = "muxer"  # muxer selection (skipped when the handshake agre
 STAGES: Final = (STAGE_SELECT, STAGE_SECURITY, STAGE_MUXER)
 
 
-class HandshakeTimeout(HandshakeError):
-    """An inbound handshake stage did not finish within its own deadline (``stage`` names it)."""
-
-    def __init__(self, stage: str, timeout: float) -> None:
-        super().__init__(f"the {stage} stage of the handshake took longer than {timeout:g} s")
-        self.stage = stage
-
-
 class StageObserver(Protocol):
-    """Told when each stage of an inbound handshake finishes or runs out of time."""
+    """Told as each stage of an inbound handshake starts (so the previous one has finished): the swarm
+    moves the handshake's deadline (one per stage) and notes its progress."""
 
-    def stage_done(self, stage: str) -> None:
-        """``stage`` finished in time."""
-
-    def stage_timed_out(self, stage: str) -> None:
-        """``stage`` ran out of time (HandshakeTimeout follows)."""
-
-
-@contextmanager
-def _stage(name: str, timeout: float | None, observer: StageObserver | None) -> Iterator[None]:
-    if timeout is None:
-        yield
-    else:
-        try:
-            with trio.fail_after(timeout):
-                yield
-        except trio.TooSlowError:
-            if observer is not None:
-                observer.stage_timed_out(name)
-            raise HandshakeTimeout(name, timeout) from None
-    if observer is not None:
-        observer.stage_done(name)
+    def stage_started(self, stage: str) -> None:
+        """``stage`` (one of STAGES) starts now."""
 
 
 class Upgrader:
@@ -138,23 +110,25 @@ class Upgrader:
         raw: RawConnection,
         scope: ConnectionScope | None = None,
         *,
-        stage_timeout: float | None = None,
         observer: StageObserver | None = None,
     ) -> Connection:
         """Upgrade a connection a listener accepted (the remote peer is whoever authenticates).
 
-        With ``stage_timeout``, each stage (security protocol selection, security handshake, muxer
-        selection) must finish within that many seconds, or HandshakeTimeout; ``observer`` hears of each.
+        ``observer`` hears as each stage starts (security protocol selection, security handshake, muxer
+        selection): the swarm gives each its own deadline.
         """
-        with _stage(STAGE_SELECT, stage_timeout, observer):
-            sec_id = await select_inbound(raw, self._security.__contains__, lambda: self._security_order)
-        with _stage(STAGE_SECURITY, stage_timeout, observer):
-            secure = await self._security[sec_id].secure_inbound(raw, self.identity, self._muxer_order)
+        if observer is not None:
+            observer.stage_started(STAGE_SELECT)
+        sec_id = await select_inbound(raw, self._security.__contains__, lambda: self._security_order)
+        if observer is not None:
+            observer.stage_started(STAGE_SECURITY)
+        secure = await self._security[sec_id].secure_inbound(raw, self.identity, self._muxer_order)
         self._secured(secure, scope)
-        with _stage(STAGE_MUXER, stage_timeout, observer):
-            muxer_id = secure.early_muxer or await select_inbound(
-                secure, self._muxers.__contains__, lambda: self._muxer_order
-            )
+        if observer is not None:
+            observer.stage_started(STAGE_MUXER)
+        muxer_id = secure.early_muxer or await select_inbound(
+            secure, self._muxers.__contains__, lambda: self._muxer_order
+        )
         return self._muxer(muxer_id).new_connection(secure)
 
 
