@@ -247,6 +247,15 @@ async def test_bootstrap_peers_fill_the_table(autojump_clock: trio.testing.MockC
         dht = newcomer.service(KadDHT)
         assert await dht.bootstrap() == 1  # again, explicitly (run() started one too)
         assert len(dht.routing_table) >= 5
+        health = dht.health()
+        assert health.size == len(dht.routing_table) == sum(health.buckets) >= 5
+        assert health.connected >= 1 and health.since_self_lookup is not None
+        assert health.overdue_refreshes == 0
+        assert not health.healthy  # 6 servers: fewer than k = 20
+        autojump_clock.jump(601)  # past the 10-minute refresh interval, before the timer runs
+        assert dht.health().overdue_refreshes >= 1
+        await trio.testing.wait_all_tasks_blocked()
+        assert dht.health().overdue_refreshes == 0
         assert await dht.find_peer(hosts[-1].peer_id)
 
 

@@ -1,7 +1,7 @@
 """A 200-host DHT in one process (memory transport, plaintext + yamux, MockClock with autojump), every
 table built by real bootstrap: FIND_NODE against the ground truth, PUT/GET and PROVIDE/FIND_PROVIDERS
 with no churn and with 10 % of the servers silently gone (they accept kad streams and never answer),
-for alpha = 3 and alpha = 10. The figures (rounds are not exposed per lookup: requests per lookup) are
+for alpha = 3 and alpha = 10. The figures (requests and rounds per lookup) are
 printed for the closing note; run with -s to see them (#11)."""
 
 from __future__ import annotations
@@ -32,17 +32,19 @@ async def test_200_host_dht(autojump_clock: trio.testing.MockClock, alpha: int, 
         start = trio.current_time()
         rng = random.Random(11)
         dhts = [h.service(KadDHT) for h in hosts]
-        exact = requests = 0
+        exact = requests = rounds = 0
         for _ in range(100):
             key = rng.randbytes(32)
             target = kad_key(key)
             i = rng.randrange(HOSTS)
             truth = sorted((h.peer_id for h in hosts if h is not hosts[i]), key=lambda p: peer_key(p) ^ target)[:20]
-            before = dhts[i].stats["requests_sent"]
+            before, rounds_before = dhts[i].stats["requests_sent"], dhts[i].stats["lookup_rounds"]
             found = await dhts[i].closest_peers(key)
             requests += dhts[i].stats["requests_sent"] - before
+            rounds += dhts[i].stats["lookup_rounds"] - rounds_before
             exact += found == truth
         assert exact >= 95, f"{exact}/100 lookups returned the true 20 closest"
+        assert 1 <= rounds / 100 <= 10  # log2(200) ~ 8: a lookup converges in a few hops, never one request
 
         async def round_trip(n: int) -> tuple[int, int]:
             values = providers = 0
@@ -70,6 +72,6 @@ async def test_200_host_dht(autojump_clock: trio.testing.MockClock, alpha: int, 
         with capsys.disabled():
             print(
                 f"\n[kad {HOSTS} hosts, alpha={alpha}] FIND_NODE exact {exact}/100, {requests / 100:.1f} requests per"
-                f" lookup; no churn: get {ok_values}/20, find_providers {ok_providers}/20; 10 % silent: get"
+                f" lookup, {rounds / 100:.1f} rounds; no churn: get {ok_values}/20, find_providers {ok_providers}/20; 10 % silent: get"
                 f" {churn_values}/20, find_providers {churn_providers}/20; {elapsed:.0f} virtual s"
             )

@@ -68,6 +68,30 @@ Message = dht_pb2.Message
 
 
 @dataclass(frozen=True)
+class TableHealth:
+    """How well a DHT node is plugged in (``KadDHT.health()``): what go reports as its routing table's
+    state, in one value to log or export."""
+
+    size: int
+    """Peers in the routing table."""
+    k: int
+    """Bucket size: a table with fewer than ``k`` peers cannot answer a lookup with ``k`` peers."""
+    buckets: tuple[int, ...]
+    """Peers per bucket: index ``i`` counts CPL ``i``, the last index CPL >= it."""
+    connected: int
+    """Table peers with an open connection now."""
+    since_self_lookup: float | None
+    """Seconds since the last self-lookup (``None``: none yet)."""
+    overdue_refreshes: int
+    """Buckets that went a whole refresh interval (10 min) without a refresh: 0 while the timer keeps up."""
+
+    @property
+    def healthy(self) -> bool:
+        """At least ``k`` peers and a self-lookup done: lookups from this node can succeed."""
+        return self.size >= self.k and self.since_self_lookup is not None
+
+
+@dataclass(frozen=True)
 class RoutingTablePeerAdded(ServiceEvent):
     """``peer`` entered the DHT's routing table, which now holds ``size`` peers: wait for the first one
     after connecting to bootstrap peers instead of polling ``len(dht.routing_table)``."""
@@ -127,10 +151,12 @@ class KadDHT(Service):
         self._checking: set[PeerId] = set()
         self._grew = trio.Event()  # set (and replaced) whenever a peer enters the routing table
         self._provided: dict[bytes, float] = {}  # keys we provide -> when last announced (republished)
+        self._last_self_lookup: float | None = None  # when our last self-lookup completed
         self.stats: dict[str, int] = dict.fromkeys(
-            ("requests_served", "requests_sent", "request_failures", "bad_requests", "lookups"), 0
+            ("requests_served", "requests_sent", "request_failures", "bad_requests", "lookups", "lookup_rounds"), 0
         )
-        """Counters of requests served and sent, failures, refused requests and lookups."""
+        """Counters of requests served and sent, failures, refused requests, lookups and their rounds (hops: a
+        peer named in an answer to a round-``r`` request is asked in round ``r + 1``)."""
 
     # --- Service ---------------------------------------------------------------------------------------
 
@@ -198,15 +224,20 @@ class KadDHT(Service):
             with trio.move_on_after(10):  # identify, then our check of each server, fill the table
                 while not len(self._running()[1]):
                     await self._grew.wait()
-            await self.closest_peers(host.peer_id.to_bytes())
+            await self._self_lookup(host)
         return connected
+
+    async def _self_lookup(self, host: ServiceHost) -> None:
+        """Look ourselves up: meets our neighbours, and tells them about us."""
+        await self.closest_peers(host.peer_id.to_bytes())
+        self._last_self_lookup = trio.current_time()
 
     async def _self_lookup_when_joined(self) -> None:
         """With no list of its own the DHT uses the host's bootstrap connections: once they put a first peer
         in the table (identify, then the check), look ourselves up to fill it (go refreshes then too)."""
         while not len(self._running()[1]):
             await self._grew.wait()
-        await self.closest_peers(self._running()[0].peer_id.to_bytes())
+        await self._self_lookup(self._running()[0])
 
     def peer_protocols_changed(self, host: ServiceHost, peer: PeerId, added: frozenset[str], removed: frozenset[str]) -> None:
         """DHT servers are offered to the routing table; a peer that stops serving kad leaves it."""
@@ -260,7 +291,7 @@ class KadDHT(Service):
         if table.self_lookup_due(now):
             table.mark_self_lookup(now)
             if len(table):
-                await self.closest_peers(host.peer_id.to_bytes())
+                await self._self_lookup(host)
         for target in table.due_refreshes(now, self._rng):
             table.mark_refreshed(target.cpl, now)
             if len(table):
@@ -453,6 +484,7 @@ class KadDHT(Service):
                     continue
                 lookup.on_timeout(trio.current_time())
             nursery.cancel_scope.cancel()
+        self.stats["lookup_rounds"] += lookup.rounds
         return lookup.result()
 
     def _learn(self, host: ServiceHost, peers: Iterable[dht_pb2.Message.Peer]) -> list[PeerId]:
@@ -515,6 +547,21 @@ class KadDHT(Service):
     def routing_table(self) -> RoutingTable:
         """The routing table (``len()``, ``buckets()``, ``peers()``)."""
         return self._running()[1]
+
+    def health(self) -> TableHealth:
+        """The routing table's health now (size, buckets, connected peers, refresh state)."""
+        host, table = self._running()
+        now = trio.current_time()
+        connected = set(host.connected_peers())
+        last = self._last_self_lookup
+        return TableHealth(
+            size=len(table),
+            k=self.k,
+            buckets=tuple(table.buckets()),
+            connected=sum(1 for peer in table.peers() if peer in connected),
+            since_self_lookup=None if last is None else now - last,
+            overdue_refreshes=table.overdue_refreshes(now),
+        )
 
     async def closest_peers(self, key: bytes) -> list[PeerId]:
         """The k peers closest to ``key`` that answered a lookup, nearest first."""
