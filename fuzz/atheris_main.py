@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,9 @@ def main() -> None:
         sys.stderr.flush()
         os._exit(0)
 
+    # a run stopped from outside (SIGTERM) still reports the inputs it ran
+    signal.signal(signal.SIGTERM, lambda signum, frame: finish())
+
     def one_input(data: bytes) -> None:
         execute(harness, FdpSource(atheris.FuzzedDataProvider(data)), stats, data)
         if stats.inputs >= inputs or (stats.inputs % 1000 == 0 and time.perf_counter() - started[0] > max_seconds):
@@ -50,7 +54,8 @@ def main() -> None:
         async with harness.session():
             started[0] = time.perf_counter()
             # -runs is a backstop: the harness ends the process itself after `inputs`
-            atheris.Setup([sys.argv[0], f"-runs={inputs + 10}", "-max_len=4096", "-print_final_stats=0"], one_input)
+            atheris.Setup([sys.argv[0], f"-runs={inputs + 10}", "-max_len=4096", "-print_final_stats=0",
+                           "-handle_term=0", "-handle_int=0"], one_input)
             atheris.Fuzz()
             finish()  # (if libFuzzer ever returns)
 
