@@ -3,7 +3,8 @@
 Run as ``python -m tests.integration.mdns_node [--listen MULTIADDR]``; it prints one JSON object a line:
 ``{"event": "ready", "peer", "name", "addrs", "response_bytes"}`` once listening and announcing, then
 ``connected`` / ``disconnected`` (peer), ``found`` (peer, addrs: what mDNS parsed) and ``lost`` (peer,
-reason) with ``t`` (seconds since start), and ``closed`` (with the socket state) after SIGTERM/SIGINT,
+reason) with ``t`` (seconds since start), and ``closed`` (how many of its sockets are still open: 0)
+after SIGTERM/SIGINT,
 which closes the host (the mDNS service says goodbye) and exits 0.
 """
 
@@ -73,8 +74,8 @@ async def main(listen: list[str]) -> None:
                     async for _ in signals:
                         break
                     nursery.cancel_scope.cancel()
-                sock = mdns.socket
-        _out("closed", socket_open=sock is not None and sock.fileno() != -1, stats=None)
+                socks = mdns.sockets
+        _out("closed", sockets_open=sum(1 for s in socks if s.fileno() != -1))
 
 
 if __name__ == "__main__":
