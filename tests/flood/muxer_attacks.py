@@ -58,10 +58,10 @@ class Listener:
 
 
 @contextlib.contextmanager
-def listener_process(muxer: str = "yamux") -> Iterator[Listener]:
-    """Start ``tests.flood.muxer_listener``; stopped (stdin closed, then killed) on exit."""
+def listener_process(muxer: str = "yamux", *options: str) -> Iterator[Listener]:
+    """Start ``tests.flood.muxer_listener`` (with ``options``); stopped (stdin closed, then killed) on exit."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.flood.muxer_listener", "--muxer", muxer],
+        [sys.executable, "-m", "tests.flood.muxer_listener", "--muxer", muxer, *options],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

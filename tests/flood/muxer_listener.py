@@ -1,7 +1,7 @@
 """A mycel listener for the flood tests, run as its own process (``python -m tests.flood.muxer_listener``).
 
 Listens on 127.0.0.1 (TCP + Noise + yamux/mplex) with the ping and echo services, prints one JSON
-line ``{"addr": ..., "pid": ...}`` and runs until its stdin closes. ``--muxer mplex`` puts mplex first.
+line ``{"addr": ..., "pid": ...}`` and runs until its stdin closes. ``--muxer mplex`` puts mplex first; ``--no-trim`` turns malloc_trim off (for the churn measurement).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from mycel.security.noise import Noise
 from mycel.transports.tcp import TCP
 
 
-async def main(muxer: str) -> None:
-    muxers = [Mplex(), Yamux()] if muxer == "mplex" else [Yamux(), Mplex()]
+async def main(muxer: str, trim: bool) -> None:
+    yamux, mplex = Yamux(trim_memory=trim), Mplex(trim_memory=trim)
+    muxers = [mplex, yamux] if muxer == "mplex" else [yamux, mplex]
     config = HostConfig(
         transports=[TCP()],
         security=[Noise()],
@@ -40,6 +41,7 @@ async def main(muxer: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--muxer", default="yamux", choices=["yamux", "mplex"])
+    parser.add_argument("--no-trim", action="store_true", help="no malloc_trim after connections close")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    trio.run(main, args.muxer)
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    trio.run(main, args.muxer, not args.no_trim)
