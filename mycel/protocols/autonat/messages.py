@@ -151,10 +151,12 @@ def parse_addrs(raw: list[bytes] | tuple[bytes, ...], limit: int = MAX_ADDRS) ->
     """The first ``limit`` of ``raw`` as multiaddrs, None for each that does not parse."""
     out: list[Multiaddr | None] = []
     for data in raw[:limit]:
-        try:
-            out.append(Multiaddr(bytes(data)))
-        except Exception:  # the multiaddr package raises several kinds for bad bytes
-            out.append(None)
+        try:  # Multiaddr(bytes) parses lazily: the string round trip checks the bytes (and that they are canonical)
+            addr = Multiaddr(bytes(data))
+            ok = Multiaddr(str(addr)).to_bytes() == bytes(data)
+        except Exception:  # the multiaddr package raises many unrelated types on bad input
+            ok = False
+        out.append(addr if ok else None)
     return out
 
 
