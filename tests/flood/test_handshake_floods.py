@@ -30,6 +30,11 @@ async def _baseline(v: Victim) -> tuple[int, int]:
     return int(stats["fds"]), int(stats["rss_kib"])
 
 
+def _decided(swarm: dict[str, int]) -> int:
+    """Inbound connections the victim has admitted or refused."""
+    return swarm["admitted"] + swarm["table_full"] + swarm["ip_pending"] + swarm["ip_rate"]
+
+
 async def _legit_during(
     v: Victim, socks: list[socket.socket], base: tuple[int, int], age: float = 0.0, hold: str | None = None
 ) -> dict[str, int]:
@@ -78,12 +83,16 @@ async def test_half_open_from_many_sources_evicts_stalled_handshakes() -> None:
         sources = [f"127.0.1.{i}" for i in range(1, 101)]
         socks = open_attack(sources, v.tcp_port, 10)
         attackers = len(socks)
+        # the kernel completes the connects before the victim accepts them: wait until it has seen them
+        # all (each admitted or refused), so that the ones it holds are then a second old
+        with trio.move_on_after(5):
+            while _decided((await v.stats())["swarm"]) < attackers + 1:
+                await trio.sleep(0.05)  # polling another process's counters
         swarm = await _legit_during(v, socks, base, age=1.0)
         assert swarm["evicted_stalled"] >= 8, swarm
         assert swarm["table_full"] > 0, swarm  # fresh attackers met a full table of fresh ones
         # every connection was admitted or refused, and counted: the attackers + 1 warm-up + 8 legit
-        refused = swarm["table_full"] + swarm["ip_pending"] + swarm["ip_rate"]
-        assert swarm["admitted"] + refused == attackers + 9, swarm
+        assert _decided(swarm) == attackers + 9, swarm
 
 
 def _wait_closed(sock: socket.socket, limit: float) -> float | None:
