@@ -214,15 +214,22 @@ class SourceLimiter:
                 return self._refuse(REFUSE_TABLE_FULL, f"{self.max_pending} handshakes pending, none stalled")
         return None
 
+    def spend(self, host: str | None, now: float) -> Refusal | None:
+        """Charge ``host`` one connection attempt that keeps no state (answered statelessly, e.g. with
+        a QUIC Version Negotiation): the refusal :meth:`check` gives, or None and a token spent."""
+        refusal = self.check(host, now)
+        if refusal is None:
+            for key in self._keys(host):
+                self._bucket(key, now).tokens -= 1.0
+        return refusal
+
     def admit(self, host: str | None, now: float) -> tuple[Ticket | Refusal, list[Ticket]]:
         """Decide on a new handshake from ``host`` at ``now``: a :class:`Ticket` (and the stalled
         tickets evicted to make room: the driver must abort those), or a :class:`Refusal`."""
-        refusal = self.check(host, now)
+        refusal = self.spend(host, now)
         if refusal is not None:
             return refusal, []
         keys = self._keys(host)
-        for key in keys:
-            self._bucket(key, now).tokens -= 1.0
         victim = min(self._pending, key=_progressed) if len(self._pending) >= self.max_pending else None
         evicted: list[Ticket] = []
         if victim is not None:

@@ -287,6 +287,34 @@ async def test_unsupported_version_gets_version_negotiation() -> None:
         sock.close()
 
 
+async def test_version_negotiation_is_limited_per_source() -> None:
+    """An unsupported version is answered within its source's burst only (16; then 0.2/s): junk with a
+    made-up version cannot make the listener answer at line rate (issue #12)."""
+    server_t = QUIC(source_limits=SourceLimits(limit_loopback=True))
+    listener = await server_t.open_listener(LOCAL, Identity.generate())
+    assert isinstance(listener, QUICListener)
+    port = listener.endpoint.local_sockaddr[1]
+    attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    attacker.bind(("127.0.0.2", 0))
+    attacker.setblocking(False)
+    packet = bytes([0xC0]) + b"\x1a\x2a\x3a\x4a" + bytes([8]) + os.urandom(8) + bytes([8]) + os.urandom(8) + bytes(1200)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listener.accept)  # (drives the socket)
+        for _ in range(50):
+            attacker.sendto(packet, ("127.0.0.1", port))
+        await trio.testing.wait_all_tasks_blocked()
+        replies = 0
+        with contextlib.suppress(BlockingIOError):
+            while attacker.recv(2048):
+                replies += 1
+        stats = listener.stats()
+        assert replies == stats["version_negotiation"] == 16, stats
+        assert stats["ip_rate"] == 34, stats
+        nursery.cancel_scope.cancel()
+    attacker.close()
+    await listener.aclose()
+
+
 @contextlib.asynccontextmanager
 async def _one_half_open(
     server_t: QUIC, client_t: QUIC

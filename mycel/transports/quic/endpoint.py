@@ -476,6 +476,16 @@ class UDPEndpoint:
             self.dropped += 1
             return
         if header.version is not None and header.version not in SUPPORTED_VERSIONS:
+            # answered only for a datagram that could start a connection (RFC 9000 section 5.2.2), and
+            # within its source's rate: junk with a made-up version gets no answer at line rate
+            if len(data) < SMALLEST_MAX_DATAGRAM_SIZE:
+                self.dropped += 1
+                self._limiter.count("junk")
+                return
+            if self._limiter.spend(addr[0], now) is not None:  # (counted under its reason)
+                self.dropped += 1
+                return
+            self._limiter.count("version_negotiation")
             self._send_now(
                 encode_quic_version_negotiation(
                     source_cid=header.destination_cid,
@@ -561,7 +571,7 @@ class UDPEndpoint:
         ``ip_rate``), ``table_full``, ``evicted_stalled``, ``retry_sent``, ``bad_token``, ``junk`` (wrong
         shape) and ``undecryptable`` (right shape, no valid packet)."""
         stats = self._limiter.stats()
-        for key in ("retry_sent", "bad_token", "junk", "undecryptable"):
+        for key in ("retry_sent", "bad_token", "junk", "undecryptable", "version_negotiation"):
             stats.setdefault(key, 0)
         return stats
 

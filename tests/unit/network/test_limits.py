@@ -174,3 +174,14 @@ def test_warning_throttle(caplog: pytest.LogCaptureFixture) -> None:
         assert throttle.warn("rate", 5.0, "refused %s", "d")
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["refused a", "full x", "refused d (and 2 more like it held back)"]
+
+
+def test_spend_charges_a_stateless_answer() -> None:
+    lim = SourceLimiter(SourceLimits(ipv4=(PrefixLimit(32, 8, 0.0, 3),)), max_pending=64)
+    assert lim.spend("10.0.0.1", 0.0) is None
+    assert lim.spend("10.0.0.1", 0.0) is None
+    assert lim.pending == 0  # nothing held
+    ticket(lim.admit("10.0.0.1", 0.0))  # the last token
+    refused = lim.spend("10.0.0.1", 0.0)
+    assert refused is not None and refused.reason == REFUSE_IP_RATE
+    assert lim.spend("127.0.0.1", 0.0) is None  # loopback exempt
