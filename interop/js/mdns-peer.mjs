@@ -3,9 +3,11 @@
 //   interop/js/node_modules/node/bin/node interop/js/mdns-peer.mjs [--interval MS] [--dial]
 // Listens on TCP 0.0.0.0 (Noise, yamux, identify), discovers by mDNS and prints one JSON object a line:
 //   {"event": "ready", "peer", "addrs", "mdns_addrs"}   mdns_addrs: what @libp2p/mdns announces (private ones)
-//   {"event": "found", "peer", "addrs"}                 every peer:discovery, with the addresses parsed
+//   {"event": "found", "peer", "addrs"}                 every peer @libp2p/mdns reports, addresses parsed
 //   {"event": "connected" | "disconnected", "peer"}
 // --dial: also dial each peer it discovers (js-libp2p 3 does not dial discovered peers by itself).
+// "found" comes from the mdns service's own 'peer' events: libp2p's 'peer:discovery' fires only for a peer
+// new to the peer store, so it stays silent when the peer connected (and identified itself) first.
 // SIGTERM / SIGINT stop the node and exit 0 after {"event": "closed"}.
 
 import { createLibp2p } from 'libp2p'
@@ -36,11 +38,10 @@ const node = await createLibp2p({
   transports: [tcp()],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
-  peerDiscovery: [mdns({ interval: opts.interval })],
-  services: { identify: identify() }
+  services: { identify: identify(), mdns: mdns({ interval: opts.interval }) }
 })
 
-node.addEventListener('peer:discovery', (evt) => {
+node.services.mdns.addEventListener('peer', (evt) => {
   const { id, multiaddrs } = evt.detail
   emit({ event: 'found', peer: id.toString(), addrs: multiaddrs.map((a) => a.toString()) })
   if (opts.dial) {
