@@ -146,10 +146,11 @@ class AutoNAT(Service):
         self.rounds = 0
         """Client rounds done."""
         self.stats: dict[str, int] = dict.fromkeys(
-            ("served", "refused", "rate_limited", "bad_requests", "dial_backs", "dial_data_bytes", "probes", "bad_responses"),
+            ("requests", "served", "refused", "rate_limited", "bad_requests", "dial_backs", "dial_data_bytes", "probes", "bad_responses"),
             0,
         )
-        """Server and client counters (requests served, refused, rate limited, malformed, ...)."""
+        """Server and client counters (requests answered in any way, served, refused, rate limited, malformed, ...)."""
+        self._request_done = trio.Event()
 
     # -- service --------------------------------------------------------------------------------
     @property
@@ -382,6 +383,16 @@ class AutoNAT(Service):
         host.set_reachability(verdict, addrs)
 
     # -- server ---------------------------------------------------------------------------------
+    async def wait_requests(self, count: int) -> None:
+        """Wait until the server has finished ``count`` requests (``stats["requests"]``), however they ended."""
+        while self.stats["requests"] < count:
+            await self._request_done.wait()
+
+    def _request_finished(self) -> None:
+        self.stats["requests"] += 1
+        self._request_done.set()
+        self._request_done = trio.Event()
+
     def _admit(self, peer: PeerId, version: int) -> bool:
         """Room for one more request of ``version`` from ``peer`` (one v1, two v2 at once; max_inflight in all)?"""
         key = (peer, version)
@@ -417,6 +428,8 @@ class AutoNAT(Service):
                 await stream.send_eof()
         except _ERRORS as exc:
             log.info("autonat v1: request from %s failed: %s", peer, exc)
+        finally:
+            self._request_finished()
 
     async def _answer_v1(
         self, host: ServiceHost, conn: Connection, peer: PeerId, named: PeerId, addrs: list[Multiaddr]
@@ -437,6 +450,9 @@ class AutoNAT(Service):
         if not policy.is_public(observed):
             self.stats["refused"] += 1
             return V1Status.E_DIAL_REFUSED, "observed address is not public", None
+        # addresses may end in /p2p/<requester> (py-libp2p sends them so); one naming another peer is dropped
+        split = [split_peer_id(a) for a in addrs]
+        addrs = [base for base, named_peer in split if named_peer is None or named_peer == peer]
         candidates = v1_dial_candidates([observed, *addrs], ip_of(observed), policy)
         dropped = len(addrs) - len([a for a in candidates if a != observed])
         if dropped:
@@ -506,6 +522,8 @@ class AutoNAT(Service):
                     self._done(peer, 2)
         except _ERRORS as exc:
             log.info("autonat v2: request from %s failed: %s", peer, exc)
+        finally:
+            self._request_finished()
 
     async def _answer_v2(self, host: ServiceHost, stream: MuxedStream, conn: Connection, peer: PeerId, request: V2Request) -> None:
         policy = host.config.address_policy
