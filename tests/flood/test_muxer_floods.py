@@ -115,7 +115,7 @@ async def test_yamux_512_echo_streams_never_read() -> None:
             await _open_unread_echo_streams(conn, 512, 256 * 1024)  # each fills its whole window
             await trio.sleep_forever()
 
-        growth, _ = await attack_while_served(listener, attack, 6.0)
+        growth, _ = await attack_while_served(listener, attack, 5.0)
         await conn.aclose()
     assert growth < RSS_BOUND, f"RSS grew {growth / MiB:.0f} MiB"
 
@@ -169,7 +169,7 @@ async def test_yamux_window_inflation_by_a_late_pong_then_slow_echo_streams() ->
                 nursery.cancel_scope.cancel()
             await trio.sleep_forever()
 
-        growth, rtts = await attack_while_served(listener, attack, 6.0)
+        growth, rtts = await attack_while_served(listener, attack, 5.0)
         await conn.aclose()
     assert growth < RSS_BOUND, f"RSS grew {growth / MiB:.0f} MiB"
     assert max(rtts) < 2.0
@@ -219,7 +219,7 @@ async def test_mplex_64_echo_streams_never_read() -> None:
                     await conn.send_all(_mplex(sid, MESSAGE_INITIATOR, chunk))
             await trio.sleep_forever()
 
-        growth, _ = await attack_while_served(listener, attack, 8.0)
+        growth, _ = await attack_while_served(listener, attack, 5.0)
         await conn.aclose()
     assert growth < RSS_BOUND, f"RSS grew {growth / MiB:.0f} MiB"
 

@@ -79,11 +79,11 @@ for streams that are gone) one connection may send after a burst of JUNK_BURST; 
 connection fails with a protocol error."""
 JUNK_BURST = 20000
 MAX_TUNING_RTT = 0.5
+"""The largest RTT (seconds) receive-window auto-tuning believes: a peer answering our RTT probe late
+cannot make every reader look fast."""
 FRAMES_PER_CALL = 1024
 """Frames one ``receive_data`` call parses at most; the rest waits for the next call (``backlogged``),
 so a read full of tiny frames cannot keep the event loop to itself."""
-"""The largest RTT (seconds) receive-window auto-tuning believes: a peer answering our RTT probe late
-cannot make every reader look fast."""
 
 
 @dataclass(frozen=True, slots=True)
