@@ -51,9 +51,13 @@ class PrefixLimit:
     of ``burst`` new connections refilled at ``rate`` per second."""
 
     prefix: int
+    """Bits of the address that name the network (32: one IPv4 address; 56, 48: IPv6 networks)."""
     max_pending: int
+    """Handshakes in progress at once from one such network."""
     rate: float
+    """New connections per second one network's bucket refills."""
     burst: int
+    """The bucket's size: new connections one network may open at once."""
 
     def __post_init__(self) -> None:
         if self.prefix < 0 or self.max_pending < 1 or self.rate < 0 or self.burst < 1:
@@ -113,7 +117,9 @@ class Refusal:
     """Why a handshake was not admitted (one of the ``REFUSE_*`` reasons)."""
 
     reason: str
+    """One of the ``REFUSE_*`` constants (the counter it was counted under)."""
     detail: str
+    """The limit that was hit, for the log line."""
 
 
 @dataclass
