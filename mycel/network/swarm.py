@@ -415,6 +415,14 @@ class Swarm:
             del self._dials[peer]
             pending.done.set()
 
+    async def dial_new(self, peer: PeerId, addr: Multiaddr) -> Connection:
+        """Dial ``peer`` at ``addr`` for a new connection even if one is open (AutoNAT's dial-back);
+        the connection is registered like any other."""
+        self._check_open()
+        if peer == self.identity.peer_id:
+            raise DialError("refusing to dial ourselves")
+        return await self._dial_one(addr, peer)
+
     async def _race(self, peer: PeerId, addrs: list[Multiaddr]) -> Connection:
         """Dial ``addrs`` tier by tier (QUIC first): a tier starts when the previous one has had its head
         start or has failed entirely; dials already running go on, and the first connection wins."""
