@@ -1,7 +1,8 @@
 """A mycel host with MDNS and no peer addresses, for the mDNS tests in network namespaces.
 
 Run as ``python -m tests.integration.mdns_node [--listen MULTIADDR]``; it prints one JSON object a line:
-``{"event": "ready", "peer", "name", "addrs", "response_bytes"}`` once listening and announcing, then
+``{"event": "ready", "peer", "name", "addrs", "response_bytes", "opening"}`` once listening and announcing
+(``opening``: ``time.monotonic()`` when the host began to open, a clock all namespaces share), then
 ``connected`` / ``disconnected`` (peer), ``found`` (peer, addrs: what mDNS parsed) and ``lost`` (peer,
 reason) with ``t`` (seconds since start), and ``closed`` (how many of its sockets are still open: 0)
 after SIGTERM/SIGINT,
@@ -40,6 +41,7 @@ async def main(listen: list[str]) -> None:
         listen=listen,
     )
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        opening = time.monotonic()
         async with open_host(config) as host:
             mdns = host.service(MDNS)
             with host.subscribe() as events:
@@ -49,6 +51,7 @@ async def main(listen: list[str]) -> None:
                     name=mdns.core.peer_name,
                     addrs=[str(a) for a in mdns.core.addrs],
                     response_bytes=len(mdns.core.response()),
+                    opening=opening,
                 )
                 # what happened while the host started, before the subscription
                 for peer, addrs in mdns.peers().items():
