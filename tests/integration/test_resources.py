@@ -246,3 +246,48 @@ async def test_stalled_handshakes_are_evicted_before_the_transient_scope_refuses
         assert server.swarm.stats()["evicted_stalled"] >= 1
         for raw in stalled:
             await raw.aclose()
+
+
+async def cancel_in_handshake(client: Host, server: Host) -> int:
+    """Dial the server anew and cancel the dial while it is in its handshake (holding a transient
+    reservation); 1 if that happened, 0 if the dial finished first."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.swarm.dial_addr, server.listen_addrs[0])
+        for _ in range(1000):
+            await trio.lowlevel.checkpoint()
+            if client.resources.transient.conns_outbound:
+                nursery.cancel_scope.cancel()
+                return 1
+    return 0
+
+
+async def test_churn_releases_every_reservation() -> None:
+    """Connections and streams opened, used, closed, reset, abandoned and cancelled in every order:
+    afterwards nothing is held in any scope of either side."""
+    network = MemoryNetwork()
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(open_host(memory_config(network, services=services())))
+        clients = [await stack.enter_async_context(open_host(memory_config(network, services=services()))) for _ in range(3)]
+        cancelled_mid_handshake = 0
+        for round_ in range(6):
+            for i, client in enumerate(clients):
+                await client.connect(server.addrs[0])
+                s1 = await client.new_stream(server.peer_id, ECHO_PROTOCOL)
+                assert await echo_once(s1, b"data") == b"data"
+                s2 = await client.new_stream(server.peer_id, ECHO_PROTOCOL)
+                await s2.send_all(b"x")
+                if (round_ + i) % 3 == 0:
+                    await s2.reset()
+                elif (round_ + i) % 3 == 1:
+                    await s2.aclose()
+                # else: left open, the disconnect ends it
+                cancelled_mid_handshake += await cancel_in_handshake(client, server)
+                await client.disconnect(server.peer_id)
+        assert cancelled_mid_handshake >= 6
+        for host in (server, *clients):
+            await until(lambda host=host: not host.connections() and all_released(host))  # type: ignore[misc]
+            stats = host.resources.stats()
+            assert stats["transient"]["conns_inbound"] == stats["transient"]["conns_outbound"] == 0
+            assert stats["transient"]["streams_inbound"] == stats["transient"]["streams_outbound"] == 0
+            assert all(not any(u.values()) for u in stats["protocols"].values())
+            assert stats["refused_total"] == 0
