@@ -567,6 +567,8 @@ class Host:
     def record_observed_addr(self, conn: Connection, observed: Multiaddr) -> None:
         """The peer on ``conn`` sees us as ``observed`` (identify calls this): once enough distinct
         observers agree, the address is advertised and services are told (identify pushes it)."""
+        if conn.is_closed:  # (identify can finish after its connection closed: it would never be removed)
+            return
         listen = [a for addr in self.listen_addrs for a in expand_unspecified(addr)]
         if self.observed.record(conn, conn.local_addr, conn.remote_addr, observed, listen):
             log.info("confirmed observed addresses now %s", [str(a) for a in self.observed.addrs(listen)])

@@ -21,7 +21,7 @@ from multiaddr import Multiaddr
 
 from mycel.core.addrs import AddressPolicy, Reachability
 from mycel.core.errors import MycelError
-from mycel.core.events import ConnectionOpened, ReachabilityChanged
+from mycel.core.events import ConnectionClosed, ConnectionOpened, ReachabilityChanged
 from mycel.core.framing import receive_message, send_message
 from mycel.host import Host, HostConfig, open_host
 from mycel.muxers.yamux import Yamux
@@ -277,9 +277,10 @@ async def test_observed_address_is_advertised_pushed_and_dropped_with_its_connec
         with s.subscribe() as s_events:
             await conn.aclose()
             with trio.fail_after(10):
-                while s.connections(c.peer_id):
-                    await s_events.receive()  # ConnectionClosed
+                while not (isinstance(event := await s_events.receive(), ConnectionClosed) and event.connection is inbound):
+                    pass
         assert external not in s.advertised_addrs
+        assert len(s.observed) == 0
 
 
 async def test_host_cancelled_mid_dial_back_exits_promptly() -> None:
@@ -314,3 +315,32 @@ async def test_host_cancelled_mid_dial_back_exits_promptly() -> None:
         assert trio.current_time() - t0 < 3.0  # both hosts closed within their shutdown timeout
         assert s.is_closed and c.is_closed
         outer.cancel_scope.cancel()
+
+
+async def test_relay_client_reserves_while_private_and_stops_when_public() -> None:
+    from mycel.protocols.relay import CircuitRelay, RelayTransport
+
+    relay_cfg = _config(["/ip4/127.0.0.1/tcp/0"], CircuitRelay())
+    async with open_host(relay_cfg) as r:
+        transport = RelayTransport([str(r.addrs[0])], listen_when_private=True)
+        client = AutoNATConfig(boot_delay=0.0, retry_interval=3600, seed=6)
+        a_cfg = _config((), autonat=client).replace(transports=[TCP(), transport])
+        async with open_host(a_cfg) as a:
+            mine = next(t for t in a.transports if isinstance(t, RelayTransport))
+            assert not mine.listeners
+            with a.subscribe() as events, trio.fail_after(10):
+                await a.connect(r.addrs[0])  # a round starts once R's AutoNAT protocol is known: private
+                async for event in events:
+                    if isinstance(event, ReachabilityChanged):
+                        break
+                assert event.reachability is Reachability.PRIVATE
+                await trio.testing.wait_all_tasks_blocked()  # the transport hears the same event and listens
+                assert len(mine.listeners) == 1
+                rsvp = await mine.wait_reserved(r.peer_id)
+            assert rsvp.relay == r.peer_id
+            assert any(str(x).endswith("/p2p-circuit") for x in a.advertised_addrs)
+            with trio.fail_after(10), a.subscribe() as events:
+                a.set_reachability(Reachability.PUBLIC)
+                while mine.listeners:
+                    await events.receive()  # the transport reacts to the same event, then closes its listener
+            assert not any("p2p-circuit" in str(x) for x in a.advertised_addrs)

@@ -142,6 +142,7 @@ class AutoNAT(Service):
         self._nonces: dict[int, bool] = {}  # our v2 requests in flight: nonce -> dialed back yet
         self._reached: Multiaddr | None = None  # the address a v1 server last dialed us back on
         self._next_round = math.inf
+        self._started_at = 0.0
         self._wake = trio.Event()
         self.rounds = 0
         """Client rounds done."""
@@ -175,7 +176,8 @@ class AutoNAT(Service):
         task_status.started()
         if not self.config.client:
             return
-        self._next_round = trio.current_time() + self.config.boot_delay
+        self._started_at = trio.current_time()
+        self._next_round = self._started_at + self.config.boot_delay
         while True:
             with trio.move_on_at(self._next_round):
                 await self._wake.wait()
@@ -185,9 +187,10 @@ class AutoNAT(Service):
             await self.probe()
 
     def peer_protocols_changed(self, host: ServiceHost, peer: PeerId, added: frozenset[str], removed: frozenset[str]) -> None:
-        """A new server while we have no settled verdict brings the next round forward (after boot_delay)."""
+        """A new server while we have no settled verdict brings the next round forward (not before
+        ``boot_delay`` has passed since start)."""
         if self.config.client and (V1_PROTOCOL in added or DIAL_REQUEST_PROTOCOL in added) and not self._tracker.settled:
-            self._bring_forward(self.config.retry_interval if self.rounds else self.config.boot_delay)
+            self._bring_forward(max(0.0, self._started_at + self.config.boot_delay - trio.current_time()))
 
     def local_addrs_changed(self, host: ServiceHost) -> None:
         """Our addresses changed: check them again soon (go re-probes on address changes)."""
@@ -238,8 +241,11 @@ class AutoNAT(Service):
         """One round now: ask ``probes_per_round`` v1 servers (and one v2 server about our unsettled
         addresses), update the verdict, schedule the next round; returns the v1 verdict."""
         host = self.host
-        self.rounds += 1
         servers = self._servers(V1_PROTOCOL)[: self.config.probes_per_round]
+        if not servers and not (self.config.v2 and self._servers(DIAL_REQUEST_PROTOCOL)):
+            self._next_round = math.inf  # nobody to ask: the next server that connects starts a round
+            return self._tracker.status
+        self.rounds += 1
         async with trio.open_nursery() as nursery:
             for peer in servers:
                 nursery.start_soon(self._probe_v1, peer)

@@ -36,7 +36,7 @@ import trio
 from multiaddr import Multiaddr
 
 from mycel.core.abc import Connection, ConnectionLimit, ConnectionTransport, Direction, Listener, MuxedStream
-from mycel.core.addrs import as_multiaddr, split_peer_id
+from mycel.core.addrs import Reachability, as_multiaddr, split_peer_id
 from mycel.core.errors import (
     ConfigError,
     DialError,
@@ -44,7 +44,7 @@ from mycel.core.errors import (
     ProtocolViolation,
     TransportError,
 )
-from mycel.core.events import PeerDisconnected
+from mycel.core.events import PeerDisconnected, ReachabilityChanged
 from mycel.core.peer_id import PeerId
 from mycel.network.upgrader import Upgrader
 from mycel.protocols.relay.messages import (
@@ -158,6 +158,8 @@ class RelayListener(Listener[Connection]):
 
     @property
     def addrs(self) -> list[Multiaddr]:
+        if self._closed:
+            return []
         return [a for s in self._slots.values() if s.reservation is not None for a in s.reservation.addrs]
 
     async def accept(self) -> Connection:
@@ -234,6 +236,9 @@ class RelayTransport(ConnectionTransport):
     ``max_inbound`` bounds relayed connections arriving or open at once (stop streams; beyond, reset).
     ``relay_dial_delay``: when the peerstore holds a direct address of the target, a relayed dial waits
     this long first, so that a direct dial racing it wins (go's ranker delays relay addresses 500 ms).
+    ``listen_when_private``: follow AutoNAT (``ReachabilityChanged`` events): listen on ``/p2p-circuit``
+    (reserving on ``relays``) while the host is found private, and close that listener once it is found
+    public (go's autorelay, with static relays).
     """
 
     name = "p2p-circuit"
@@ -245,6 +250,7 @@ class RelayTransport(ConnectionTransport):
         max_inbound: int = MAX_INBOUND,
         relay_dial_delay: float = RELAY_DIAL_DELAY,
         wall_clock: Callable[[], float] = time.time,
+        listen_when_private: bool = False,
     ) -> None:
         self.relays: list[tuple[Multiaddr | None, PeerId]] = []
         for relay in relays:
@@ -259,6 +265,8 @@ class RelayTransport(ConnectionTransport):
             raise ConfigError("RelayTransport.relay_dial_delay: must not be negative")
         self.relay_dial_delay = relay_dial_delay
         self.wall_clock = wall_clock
+        self.listen_when_private = listen_when_private
+        self._auto_listener: RelayListener | None = None  # the listener opened because we are private
         self._host: Host | None = None
         self._upgrader: Upgrader | None = None
         self._listeners: list[RelayListener] = []
@@ -338,6 +346,23 @@ class RelayTransport(ConnectionTransport):
                 if isinstance(event, PeerDisconnected):
                     for slot in self._watch.pop(event.peer, []):
                         slot.lost.set()
+                elif isinstance(event, ReachabilityChanged) and self.listen_when_private:
+                    await self._follow_reachability(host, event.reachability)
+
+    async def _follow_reachability(self, host: Host, reachability: Reachability) -> None:
+        """Private: listen on /p2p-circuit (reserve on our relays); public: stop that listener."""
+        if reachability is Reachability.PRIVATE and self._auto_listener is None:
+            try:
+                await host.listen(CIRCUIT)
+            except MycelError as exc:
+                log.info("could not listen through relays after a private verdict: %s", exc)
+                return
+            self._auto_listener = self._listeners[-1] if self._listeners else None
+            log.info("reachability private: reserving on %d relays", len(self.relays))
+        elif reachability is Reachability.PUBLIC and self._auto_listener is not None:
+            listener, self._auto_listener = self._auto_listener, None
+            await listener.aclose()
+            log.info("reachability public: relay reservations dropped")
 
     # -- listening ------------------------------------------------------------------------------
     async def open_listener(self, addr: Multiaddr, identity: Identity) -> Listener[Connection]:
