@@ -4,7 +4,7 @@ Run as ``python -m tests.integration.mdns_node [--listen MULTIADDR]``; it prints
 ``{"event": "ready", "peer", "name", "addrs", "response_bytes", "opening"}`` once listening and announcing
 (``opening``: ``time.monotonic()`` when the host began to open, a clock all namespaces share), then
 ``connected`` / ``disconnected`` (peer), ``found`` (peer, addrs: what mDNS parsed) and ``lost`` (peer,
-reason) with ``t`` (seconds since start), and ``closed`` (how many of its sockets are still open: 0)
+reason, discovery_addrs: how many DISCOVERY addresses of it the peerstore still holds) with ``t`` (seconds since start), and ``closed`` (how many of its sockets are still open: 0)
 after SIGTERM/SIGINT,
 which closes the host (the mDNS service says goodbye) and exits 0.
 """
@@ -23,6 +23,7 @@ import trio
 from mycel import MDNS, HostConfig, Identify, Identity, Noise, Ping, Yamux, open_host
 from mycel.core.events import PeerConnected, PeerDisconnected, PeerFound
 from mycel.discovery.mdns import MdnsPeerLost
+from mycel.network.peerstore import AddrSource
 from mycel.transports import TCP
 
 
@@ -71,7 +72,8 @@ async def main(listen: list[str]) -> None:
                                 parsed = mdns.peers().get(ev.peer, ())
                                 _out("found", peer=str(ev.peer), addrs=[str(a) for a in parsed], t=t)
                             elif isinstance(ev, MdnsPeerLost):
-                                _out("lost", peer=str(ev.peer), reason=ev.reason, t=t)
+                                left = [e for e in host.peerstore.addr_entries(ev.peer) if AddrSource.DISCOVERY in e.sources]
+                                _out("lost", peer=str(ev.peer), reason=ev.reason, discovery_addrs=len(left), t=t)
 
                     nursery.start_soon(watch)
                     async for _ in signals:

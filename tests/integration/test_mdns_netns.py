@@ -160,7 +160,7 @@ async def test_two_hosts_find_each_other_and_goodbye_drops() -> None:
             await a.until(lambda: any(e["event"] == "lost" and e["peer"] == b.peer for e in a.events))
             await b.proc.wait()
         lost = [e for e in a.events if e["event"] == "lost"]
-        assert lost[0]["reason"] == "goodbye"
+        assert lost[0]["reason"] == "goodbye" and lost[0]["discovery_addrs"] == 0
         assert b.proc.returncode == 0
         assert b.events[-1] == {"event": "closed", "sockets_open": 0}
 

@@ -53,8 +53,8 @@ _GOODBYE_TIMEOUT = 1.0
 
 @dataclass(frozen=True)
 class MdnsPeerLost(ServiceEvent):
-    """mDNS lost a peer it had found: it said goodbye (TTL 0) or its records expired; its mDNS
-    addresses were removed from the peerstore (a connection to it stays open)."""
+    """mDNS lost a peer it had found: it said goodbye (TTL 0) or its records expired; its addresses
+    of source DISCOVERY were removed from the peerstore (a connection to it stays open)."""
 
     peer: PeerId
     reason: str
@@ -126,8 +126,8 @@ class MDNS(Service):
     Announces the host's addresses as ``dnsaddr=`` TXT strings under ``_p2p._udp.local``, queries for
     others, reports each found peer with ``host.peer_found(peer, addrs, "mdns", ttl)`` (the host keeps
     the addresses and connects up to ``HostConfig.discovery_connect``), and says goodbye when the host
-    stops. A goodbye or an expiry removes the peer's mDNS addresses from the peerstore and emits
-    :class:`MdnsPeerLost`.
+    stops. A goodbye or an expiry removes the peer's DISCOVERY addresses from the peerstore (the
+    peerstore does not tell discovery sources apart) and emits :class:`MdnsPeerLost`.
 
     ``interfaces``: IPv4 addresses of the interfaces to use (default: every multicast interface);
     ``interfaces6``: names of the interfaces for IPv6 (default: every multicast interface with an IPv6
