@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test unit demo interop interop-peers system-deps bench proto typecheck fuzz soak clean
+.PHONY: venv test unit demo interop interop-peers system-deps bench proto typecheck fuzz soak natlab clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,10 @@ system-deps:
 	@command -v ip >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq iproute2; \
 	  else echo "ip is missing: sudo apt-get install iproute2" >&2; exit 1; fi; }
+	@# nftables (nft) for the NAT lab's routers (mycel.testing.natlab, tests/nat)
+	@command -v nft >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nftables; \
+	  else echo "nft is missing: sudo apt-get install nftables" >&2; exit 1; fi; }
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
@@ -64,6 +68,11 @@ fuzz: $(STAMP)
 SOAK_MINUTES ?= 30
 soak: $(STAMP)
 	$(BIN)/python -m tests.soak --minutes $(SOAK_MINUTES)
+
+# the NAT lab's full figures (root): 50 DCUtR hole punches each over TCP and QUIC through endpoint-independent
+# NATs, symmetric NATs, 5 % loss; JSON in tests/nat/results/. make test runs reduced counts (tests/nat).
+natlab: $(STAMP) system-deps
+	$(BIN)/python -m tests.nat $(NATLAB_ARGS)
 
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py

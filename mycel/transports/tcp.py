@@ -11,6 +11,8 @@ wakes the peer), so fewer, fuller writes and reads are what make a dial fast.
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
 import operator
 import os
@@ -38,6 +40,8 @@ CORK_LIMIT = 64 * 1024  # corked writes are sent once this much is pending
 # looping on a connection whose kernel buffers never run dry or full cannot starve the others.
 YIELD_EVERY = 32
 _FD_IO = os.name == "posix"  # sockets are file descriptors (os.read/os.write); elsewhere trio's stream does I/O
+ADOPT_QUEUE = 16  # hole-punched sockets waiting for the swarm's accept (TCP.hole_punch); beyond: closed
+_REUSE_PORT = hasattr(socket, "SO_REUSEPORT")
 
 
 class SocketConnection(RawConnection):
@@ -232,6 +236,20 @@ class _TCPListener(Listener[RawConnection]):
     def __init__(self, listeners: list[trio.SocketListener], addrs: list[Multiaddr]) -> None:
         self._listeners = listeners
         self._addrs = addrs
+        # hole-punched connections handed to the swarm as inbound ones (TCP.hole_punch), bounded
+        self._adopted: list[RawConnection] = []
+        self._accepting: trio.CancelScope | None = None
+        self.on_close: list[_TCPListener] | None = None  # the transport's list of live listeners
+
+    def adopt(self, conn: RawConnection) -> bool:
+        """Hand ``conn`` (a simultaneous-open socket) to whoever accepts, as an inbound connection;
+        False when ADOPT_QUEUE are already waiting (the caller closes it)."""
+        if len(self._adopted) >= ADOPT_QUEUE:
+            return False
+        self._adopted.append(conn)
+        if self._accepting is not None:
+            self._accepting.cancel()  # (accept() is a cancellation point before the syscall succeeds)
+        return True
 
     @property
     def addrs(self) -> list[Multiaddr]:
@@ -241,11 +259,20 @@ class _TCPListener(Listener[RawConnection]):
         # one listener socket per address; accept() is called by a single task in the swarm
         listener = self._listeners[0]
         while True:
+            if self._adopted:
+                await trio.lowlevel.checkpoint()
+                return self._adopted.pop(0)
+            stream: trio.SocketStream | None = None
             try:
-                stream = await listener.accept()
+                with trio.CancelScope() as self._accepting:  # cancelled by adopt()
+                    stream = await listener.accept()
             except OSError as exc:  # EMFILE, ECONNABORTED...: keep the listener alive
                 log.warning("accept failed on %s: %s", self._addrs[0], exc)
                 await trio.lowlevel.checkpoint()
+                continue
+            finally:
+                self._accepting = None
+            if stream is None:  # a hole-punched connection was adopted meanwhile
                 continue
             try:
                 return SocketConnection(stream, Direction.INBOUND)
@@ -253,19 +280,114 @@ class _TCPListener(Listener[RawConnection]):
                 log.info("inbound connection on %s gone before it was accepted: %s", self._addrs[0], exc)
                 await stream.aclose()
 
+    def hole_punch_bind(self, family: int, target_loopback: bool) -> tuple[str, int] | None:
+        """The ``(ip, port)`` a dial of ``family`` should bind to so it leaves from this listener's port
+        (None if this listener does not suit: other family, or loopback-bound for an outside target)."""
+        sock = self._listeners[0].socket
+        if sock.family != family:
+            return None
+        ip, port = sock.getsockname()[:2]
+        if ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback and not target_loopback:
+            return None
+        return ip, port
+
     async def aclose(self) -> None:
+        if self.on_close is not None and self in self.on_close:
+            self.on_close.remove(self)
+        for conn in self._adopted:
+            await conn.aclose()
+        self._adopted.clear()
         for listener in self._listeners:
             await listener.aclose()
 
 
 class TCP(StreamTransport):
-    """TCP with a dial timeout; resolves ``/dns*`` names with getaddrinfo."""
+    """TCP with a dial timeout; resolves ``/dns*`` names with getaddrinfo.
+
+    ``reuse_port=True`` (go's default, off here) makes listeners ``SO_REUSEPORT`` and dials leave from a
+    listen port (same family; not a loopback-bound one for an outside target), falling back to an
+    ephemeral port when that 4-tuple is taken: peers then observe the address we listen on behind an
+    endpoint-independent NAT, and :meth:`hole_punch` (DCUtR's TCP simultaneous open) works.
+    """
 
     name = "tcp"
 
-    def __init__(self, *, dial_timeout: float = 10.0, backlog: int = 512) -> None:
+    def __init__(self, *, dial_timeout: float = 10.0, backlog: int = 512, reuse_port: bool = False) -> None:
         self.dial_timeout = dial_timeout
         self.backlog = backlog
+        self.reuse_port = reuse_port and _REUSE_PORT
+        self._listeners: list[_TCPListener] = []
+
+    def __deepcopy__(self, memo: dict[int, object]) -> TCP:
+        """A copy with the settings and none of the live listeners (each host gets its own)."""
+        return TCP(dial_timeout=self.dial_timeout, backlog=self.backlog, reuse_port=self.reuse_port)
+
+    def _listener_for(self, family: int, host: str) -> tuple[_TCPListener, tuple[str, int]] | None:
+        """With ``reuse_port``: a listener whose port a dial to ``host`` leaves from, and that address."""
+        if not self.reuse_port:
+            return None
+        loopback = ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+        for listener in self._listeners:
+            bind = listener.hole_punch_bind(family, loopback)
+            if bind is not None:
+                return listener, bind
+        return None
+
+    def _bind_for(self, family: int, host: str) -> tuple[str, int] | None:
+        found = self._listener_for(family, host)
+        return None if found is None else found[1]
+
+    async def _connect(self, family: int, host: str, port: int, bind: tuple[str, int] | None) -> trio.socket.SocketType:
+        """A connected socket to ``host:port``, leaving from ``bind`` when given (SO_REUSEPORT)."""
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if bind is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                await sock.bind(bind)
+            await sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def can_hole_punch(self, addr: Multiaddr) -> bool:
+        """True for ``/ip4|ip6/…/tcp/…`` when we listen with ``reuse_port`` on that family."""
+        parsed = tcp_host_port(addr)
+        if parsed is None or parsed[0] not in ("ip4", "ip6"):
+            return False
+        return self._bind_for(_FAMILIES[parsed[0]], parsed[1]) is not None
+
+    async def hole_punch(self, addr: Multiaddr, *, timeout: float) -> bool:
+        """DCUtR's TCP simultaneous open, listener side (B): connect to ``addr`` from our listen port
+        while the peer dials us; the socket is handed to our listener as an *inbound* connection (B
+        acts as the server above TCP, as the spec says), so the swarm upgrades and registers it.
+        Returns whether a connection came of it (the peer's SYN may also land on the listener itself)."""
+        parsed = tcp_host_port(addr)
+        if parsed is None or parsed[0] not in ("ip4", "ip6"):
+            return False
+        family, host, port = _FAMILIES[parsed[0]], parsed[1], parsed[2]
+        found = self._listener_for(family, host)
+        if found is None:
+            return False
+        listener, bind = found
+        try:
+            with trio.fail_after(timeout):
+                sock = await self._connect(family, host, port, bind)
+        except (OSError, trio.TooSlowError) as exc:
+            log.debug("hole punch to %s from port %d: %s", addr, bind[1], exc)
+            return False
+        try:
+            conn = SocketConnection(trio.SocketStream(sock), Direction.INBOUND)
+        except OSError as exc:  # reset at once
+            sock.close()
+            log.debug("hole punch to %s: connection gone at once: %s", addr, exc)
+            return False
+        if listener.adopt(conn):
+            return True
+        await conn.aclose()
+        log.info("hole punch to %s: connected, but no listener took it (queue full or closed)", addr)
+        return False
 
     def can_dial(self, addr: Multiaddr) -> bool:
         return tcp_host_port(addr) is not None
@@ -300,17 +422,18 @@ class TCP(StreamTransport):
         errors: list[BaseException] = []
         for family, host, port in targets:
             # a plain socket connect: trio.open_tcp_stream's happy-eyeballs machinery costs ~0.3 ms a dial
-            sock = trio.socket.socket(family, socket.SOCK_STREAM)
+            bind = self._bind_for(family, host)
             try:
                 with trio.fail_after(self.dial_timeout):
-                    await sock.connect((host, port))
+                    try:
+                        sock = await self._connect(family, host, port, bind)
+                    except OSError as exc:  # that 4-tuple is taken (a second dial to one address): ephemeral
+                        if bind is None or exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                            raise
+                        sock = await self._connect(family, host, port, None)
             except (OSError, trio.TooSlowError) as exc:
-                sock.close()
                 errors.append(exc)
                 continue
-            except BaseException:
-                sock.close()
-                raise
             return SocketConnection(trio.SocketStream(sock), Direction.OUTBOUND)
         raise DialError(f"TCP dial to {addr} failed: {errors[-1] if errors else 'no address'}", errors)
 
@@ -318,13 +441,30 @@ class TCP(StreamTransport):
         parsed = tcp_host_port(addr)
         if parsed is None or parsed[0] not in ("ip4", "ip6"):
             raise TransportError(f"cannot listen on {addr}")
-        _, host, port = parsed
+        proto, host, port = parsed
         try:
-            listeners = await trio.open_tcp_listeners(port, host=host, backlog=self.backlog)
+            if self.reuse_port:  # one socket, SO_REUSEPORT before bind so that dials can share the port
+                sock = trio.socket.socket(_FAMILIES[proto], socket.SOCK_STREAM)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    if proto == "ip6":
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    await sock.bind((host, port))
+                    sock.listen(self.backlog)
+                except BaseException:
+                    sock.close()
+                    raise
+                listeners = [trio.SocketListener(sock)]
+            else:
+                listeners = await trio.open_tcp_listeners(port, host=host, backlog=self.backlog)
         except OSError as exc:
             raise TransportError(f"cannot listen on {addr}: {exc}") from exc
         bound: list[Multiaddr] = []
         for lst in listeners:
             sockname = lst.socket.getsockname()
             bound.append(ip_multiaddr(sockname[0], sockname[1]))
-        return _TCPListener(listeners, bound)
+        listener = _TCPListener(listeners, bound)
+        listener.on_close = self._listeners
+        self._listeners.append(listener)
+        return listener

@@ -7,6 +7,8 @@ import datetime
 import functools
 import ipaddress
 import logging
+import os
+import random
 import socket
 import ssl
 from collections import deque
@@ -54,6 +56,8 @@ HANDSHAKE_DATAGRAM_SIZE: Final = 1452
 # aioquic writes STREAM frame lengths as 2-byte varints (< 16384): bigger datagrams corrupt frames.
 MAX_DATAGRAM_SIZE: Final = 16384
 ACCEPT_QUEUE: Final = 64  # established inbound connections not yet accepted; beyond: closed
+PUNCH_PAYLOAD: Final = 64  # bytes of each random hole-punch datagram (QUIC.hole_punch)
+PUNCH_INTERVAL: Final = (0.010, 0.200)  # seconds between them, uniform (go's figures)
 
 
 def quic_host_port(addr: Multiaddr) -> tuple[str, str, int] | None:
@@ -368,7 +372,7 @@ class QUIC(ConnectionTransport):
             raise
         return conn
 
-    def _endpoint_for_dial(self, family: int, host: str) -> UDPEndpoint:
+    def _listen_endpoint(self, family: int, host: str) -> UDPEndpoint | None:
         target_loopback = ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
         for listener in self._listeners:
             endpoint = listener.endpoint
@@ -378,6 +382,39 @@ class QUIC(ConnectionTransport):
             if bound.is_loopback and not target_loopback:
                 continue
             return endpoint
+        return None
+
+    def can_hole_punch(self, addr: Multiaddr) -> bool:
+        """True for ``/ip4|ip6/…/udp/…/quic-v1`` when we listen on that family."""
+        parsed = quic_host_port(addr)
+        if parsed is None or parsed[0] not in ("ip4", "ip6"):
+            return False
+        return self._listen_endpoint(_FAMILIES[parsed[0]], parsed[1]) is not None
+
+    async def hole_punch(self, addr: Multiaddr, *, timeout: float) -> bool:
+        """DCUtR over QUIC, listener side (B): send random datagrams to ``addr`` from our listen socket
+        every 10-200 ms for ``timeout`` seconds (or until cancelled), so that our NAT lets the peer's
+        Initial in; the peer dials as the QUIC client and the connection arrives on our listener.
+        Returns False (it never knows whether the punch worked; the caller watches for the connection)."""
+        parsed = quic_host_port(addr)
+        if parsed is None or parsed[0] not in ("ip4", "ip6"):
+            return False
+        family = _FAMILIES[parsed[0]]
+        endpoint = self._listen_endpoint(family, parsed[1])
+        if endpoint is None:
+            return False
+        target = _sockaddr(family, parsed[1], parsed[2])
+        rng = random.Random(os.urandom(8))
+        with trio.move_on_after(timeout):
+            while not endpoint.closed:
+                endpoint.send([(os.urandom(PUNCH_PAYLOAD), target)])
+                await trio.sleep(rng.uniform(*PUNCH_INTERVAL))
+        return False
+
+    def _endpoint_for_dial(self, family: int, host: str) -> UDPEndpoint:
+        listening = self._listen_endpoint(family, host)
+        if listening is not None:
+            return listening
         existing = self._dial_endpoints.get(family)
         if existing is not None and not existing.closed:
             return existing

@@ -1,0 +1,1 @@
+"""Generated protobuf module of DCUtR (``make proto`` regenerates it from holepunch.proto)."""
