@@ -344,3 +344,77 @@ async def test_relay_client_reserves_while_private_and_stops_when_public() -> No
                 while mine.listeners:
                     await events.receive()  # the transport reacts to the same event, then closes its listener
             assert not any("p2p-circuit" in str(x) for x in a.advertised_addrs)
+
+
+async def test_v2_only_verdict_sets_the_host_reachability() -> None:
+    server = AutoNATConfig(boot_delay=3600, v1=False, seed=7)
+    client = AutoNATConfig(boot_delay=3600, v1=False, confidence=1, seed=8)
+    async with pair(client=client, server=server) as (s, c):
+        assert V1_PROTOCOL not in s.protocols and DIAL_REQUEST_PROTOCOL in s.protocols
+        with trio.fail_after(10):
+            await c.service(AutoNAT).probe()
+        assert c.reachability is Reachability.PUBLIC
+        assert c.service(AutoNAT).reachability is Reachability.UNKNOWN  # (the v1 verdict: never asked)
+
+
+async def test_request_flood_is_rate_limited_and_bounded() -> None:
+    server = AutoNATConfig(boot_delay=3600, v1_peer_limit=3, v2_peer_limit=4, seed=9)
+    async with pair(server=server) as (s, c):
+        autonat = c.service(AutoNAT)
+        results: list[V1Status] = []
+
+        async def ask_once() -> None:
+            results.append((await autonat.ask_v1(s.peer_id)).status)
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for _ in range(40):
+                    nursery.start_soon(ask_once)
+        served = s.service(AutoNAT)
+        # one v1 request of a peer at a time: the concurrent rest refused at once, nothing queued
+        assert results.count(V1Status.OK) == 1
+        assert results.count(V1Status.E_DIAL_REFUSED) == 39
+        assert served.stats["rate_limited"] == 39 and served.stats["served"] == 1
+        assert not served._inflight
+        # three a minute: two more, then "too many requests"
+        with trio.fail_after(20):
+            later = [await autonat.ask_v1(s.peer_id) for _ in range(4)]
+        assert [r.status for r in later] == [V1Status.OK, V1Status.OK, V1Status.E_DIAL_REFUSED, V1Status.E_DIAL_REFUSED]
+        assert "too many" in later[-1].text
+        # v2: four served, the rest rejected
+        outcomes = []
+        with trio.fail_after(20):
+            for _ in range(8):
+                outcomes.append(await autonat.ask_v2(s.peer_id, c.advertised_addrs))
+        assert outcomes.count((c.advertised_addrs[0], True)) == 4
+        assert outcomes.count((None, None)) == 4  # E_REQUEST_REJECTED
+        assert c.connections(s.peer_id)  # the flood cost the requester its answers, not its connection
+
+
+async def test_host_cancelled_mid_probe_exits_promptly() -> None:
+    # the client's probe waits on a server whose dial-back hangs (a silent listener at the client's address)
+    hung = trio.Event()
+
+    async def silent(stream: trio.SocketStream) -> None:
+        hung.set()
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as outer:
+        listeners = await outer.start(functools.partial(trio.serve_tcp, silent, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        server = AutoNATConfig(boot_delay=3600, dial_timeout=60, request_timeout=60, seed=10)
+        client = AutoNATConfig(boot_delay=3600, request_timeout=60, seed=11)
+        async with open_host(_config(autonat=server)) as s:
+            with trio.CancelScope() as scope:
+                async with open_host(_config(autonat=client)) as c:
+                    await c.connect(s.addrs[0])
+                    autonat = c.service(AutoNAT)
+                    c.spawn(autonat.ask_v1, s.peer_id, [Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")])
+                    with trio.fail_after(10):
+                        await hung.wait()
+                    t0 = trio.current_time()
+                    scope.cancel()
+            assert trio.current_time() - t0 < 3.0
+            assert c.is_closed
+            assert not s.is_closed and s.service_state(AutoNAT).running  # the server lives on
+        outer.cancel_scope.cancel()

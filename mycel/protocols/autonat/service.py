@@ -92,6 +92,8 @@ class AutoNATConfig:
     """Answer other peers' requests (v1, and v2 when ``v2``)."""
     client: bool = True
     """Ask other peers to dial us back, and set ``host.reachability``."""
+    v1: bool = True
+    """Speak AutoNAT v1 (server: answer it; client: ask v1 servers)."""
     v2: bool = True
     """Also speak AutoNAT v2 (server: dial-request; client: per-address checks and the dial-back handler)."""
     boot_delay: float = 15.0
@@ -164,7 +166,8 @@ class AutoNAT(Service):
     def handlers(self) -> Mapping[str, StreamHandler]:
         out: dict[str, StreamHandler] = {}
         if self.config.server:
-            out[V1_PROTOCOL] = self._serve_v1
+            if self.config.v1:
+                out[V1_PROTOCOL] = self._serve_v1
             if self.config.v2:
                 out[DIAL_REQUEST_PROTOCOL] = self._serve_v2
         if self.config.client and self.config.v2:
@@ -241,7 +244,7 @@ class AutoNAT(Service):
         """One round now: ask ``probes_per_round`` v1 servers (and one v2 server about our unsettled
         addresses), update the verdict, schedule the next round; returns the v1 verdict."""
         host = self.host
-        servers = self._servers(V1_PROTOCOL)[: self.config.probes_per_round]
+        servers = self._servers(V1_PROTOCOL)[: self.config.probes_per_round] if self.config.v1 else []
         if not servers and not (self.config.v2 and self._servers(DIAL_REQUEST_PROTOCOL)):
             self._next_round = math.inf  # nobody to ask: the next server that connects starts a round
             return self._tracker.status
@@ -447,10 +450,6 @@ class AutoNAT(Service):
         if conn.limited or is_relay_addr(conn.remote_addr):
             self.stats["refused"] += 1
             return V1Status.E_DIAL_REFUSED, "not over a relayed connection", None
-        if not self._v1_limits.allow(peer, trio.current_time()):
-            self.stats["rate_limited"] += 1
-            log.info("autonat v1: request from %s rate limited", peer)
-            return V1Status.E_DIAL_REFUSED, "too many requests", None
         policy = host.config.address_policy
         observed = conn.remote_addr
         if not policy.is_public(observed):
@@ -463,9 +462,14 @@ class AutoNAT(Service):
         dropped = len(addrs) - len([a for a in candidates if a != observed])
         if dropped:
             log.debug("autonat v1: dropped %d addresses of %s not on its observed IP %s", dropped, peer, ip_of(observed))
-        if not self._admit(peer, 1):
+        if not self._admit(peer, 1):  # (checked first: a refusal for being busy costs no budget)
             self.stats["rate_limited"] += 1
             return V1Status.E_DIAL_REFUSED, "busy", None
+        if not self._v1_limits.allow(peer, trio.current_time()):
+            self._done(peer, 1)
+            self.stats["rate_limited"] += 1
+            log.info("autonat v1: request from %s rate limited", peer)
+            return V1Status.E_DIAL_REFUSED, "too many requests", None
         try:
             reached = await self._race_dials(host, peer, candidates)
         finally:
@@ -513,13 +517,15 @@ class AutoNAT(Service):
                     log.info("autonat v2: bad request from %s: %s", peer, exc)
                     await stream.reset()
                     return
-                if conn.limited or is_relay_addr(conn.remote_addr) or not self._v2_limits.allow(peer, trio.current_time()):
+                if conn.limited or is_relay_addr(conn.remote_addr) or not self._admit(peer, 2):
                     self.stats["rate_limited"] += 1
-                    log.info("autonat v2: request from %s refused (relayed or rate limited)", peer)
+                    log.info("autonat v2: request from %s refused (relayed or busy)", peer)
                     await write_message(stream, encode_v2_response(V2Status.E_REQUEST_REJECTED))
                     return
-                if not self._admit(peer, 2):
+                if not self._v2_limits.allow(peer, trio.current_time()):
+                    self._done(peer, 2)
                     self.stats["rate_limited"] += 1
+                    log.info("autonat v2: request from %s rate limited", peer)
                     await write_message(stream, encode_v2_response(V2Status.E_REQUEST_REJECTED))
                     return
                 try:
