@@ -30,7 +30,7 @@ async def test_initials_that_never_finish_do_not_block_a_legit_quic_dial() -> No
         assert v.quic is not None
         warm = await legit_rounds(f"{v.quic}/p2p/{v.peer}", 1, quic=True)
         assert warm.failed == 0, warm.errors
-        base_rss = v.rss_kib()
+        base_rss, base_fds = v.rss_kib(), (await v.settle(10_000))["fds"]
         datagrams = await trio.to_thread.run_sync(quic_initials, 500, v.quic_port)
         socks = send_datagrams([f"127.0.0.{i}" for i in range(2, 12)], v.quic_port, datagrams)
         try:
@@ -47,6 +47,7 @@ async def test_initials_that_never_finish_do_not_block_a_legit_quic_dial() -> No
         assert stats["pending"] <= 64, stats
         assert stats["retry_sent"] > 0, stats
         assert stats["ip_pending"] + stats["ip_rate"] + stats["retry_sent"] + stats["table_full"] >= 400, stats
+        assert (await v.settle(base_fds))["fds"] <= base_fds
 
 
 async def test_junk_initials_are_dropped_before_any_connection_work() -> None:
@@ -58,7 +59,7 @@ async def test_junk_initials_are_dropped_before_any_connection_work() -> None:
         assert v.quic is not None
         warm = await legit_rounds(f"{v.quic}/p2p/{v.peer}", 1, quic=True)
         assert warm.failed == 0, warm.errors
-        base_rss = v.rss_kib()
+        base_rss, base_fds = v.rss_kib(), (await v.settle(10_000))["fds"]
         cpu0, t0 = v.cpu_seconds(), trio.current_time()
         sender = await junk_burst([f"127.0.0.{i}" for i in range(20, 24)], v.quic_port, 50_000, 3.0)
         try:
@@ -86,3 +87,4 @@ async def test_junk_initials_are_dropped_before_any_connection_work() -> None:
         # all but each source's burst refused by rate before a connection was made
         assert stats["ip_rate"] > sent // 4, (stats, sent)
         assert stats["admitted"] < 200, stats
+        assert (await v.settle(base_fds))["fds"] <= base_fds
