@@ -85,6 +85,7 @@ from mycel.network.resources import (
     ResourceLimits,
     ResourceManager,
     StreamScope,
+    charge_muxer_memory,
 )
 from mycel.network.limits import SourceLimits
 from mycel.network.swarm import Swarm
@@ -496,6 +497,8 @@ class Host:
         self.resources = ResourceManager(config.resources, on_refused=self._resource_refused)
         """The resource manager: usage, limits and refusals in ``host.resources.stats()``."""
         self._refusal_reports = RefusalReporter()
+        for muxer in muxers:  # their receive buffers count against the system scope's memory
+            charge_muxer_memory(muxer, self.resources)
         self.connmgr = ConnManager(config.connmgr, close=_close_connection)
         """The connection manager: ``tag_peer``, ``protect``, watermarks."""
         upgrader = Upgrader(self.identity, security, muxers, gater=config.gater) if stream_transports else None

@@ -40,6 +40,7 @@ from mycel.core.abc import Direction
 from mycel.core.errors import ConfigError, ResourceLimitExceeded
 from mycel.core.events import ServiceEvent
 from mycel.core.peer_id import PeerId
+from mycel.muxers.budget import MemoryBudget as MuxerBudget, PeerBudgets
 
 if TYPE_CHECKING:
     from multiaddr import Multiaddr
@@ -546,6 +547,10 @@ class ResourceManager:
         return cs
 
     # -- services -----------------------------------------------------------------------------
+    def system_memory(self) -> MemoryScope:
+        """A handle reserving memory from the system scope alone (the muxers' buffers use one)."""
+        return MemoryScope(self, (self.system,), None)
+
     def service_scope(self, service: str, peer: PeerId | None = None) -> MemoryScope:
         """A handle for reserving memory of ``service`` (e.g. its queues), with ``peer`` charged too
         when given. Release what it holds with :meth:`MemoryScope.close`."""
@@ -657,6 +662,36 @@ class ScopeReserver:
         """Give back ``n`` bytes."""
         if n > 0:
             self.scope.release(n)
+
+
+def charge_muxer_memory(muxer: object, mgr: ResourceManager) -> bool:
+    """Make the receive buffers of ``muxer`` (a Yamux or Mplex of this host) count against the system
+    scope's memory: each per-peer budget of the muxer gets the system scope as its parent, so a
+    refusal there refuses new streams (and stops window growth) as the muxer's own budgets do.
+    False when ``muxer`` keeps no per-peer budgets."""
+    budgets = getattr(muxer, "peer_budgets", None)
+    if not isinstance(budgets, PeerBudgets):
+        return False
+    if not isinstance(budgets, ScopedPeerBudgets):
+        setattr(muxer, "peer_budgets", ScopedPeerBudgets(budgets, ScopeReserver(mgr.system_memory())))
+    return True
+
+
+class ScopedPeerBudgets(PeerBudgets):
+    """A muxer's per-peer budgets (:class:`mycel.muxers.budget.PeerBudgets`) inside a scope of the host."""
+
+    __slots__ = ("reserver",)
+
+    def __init__(self, template: PeerBudgets, reserver: ScopeReserver) -> None:
+        super().__init__(template.limit, template.stream_limit)
+        self.reserver = reserver
+
+    def acquire(self, peer: object) -> tuple[MuxerBudget, MuxerBudget]:
+        """The peer's budgets, the memory one with the host's scope as its parent."""
+        memory, streams = super().acquire(peer)
+        if memory.parent is None:
+            memory.parent = self.reserver
+        return memory, streams
 
 
 class MemoryBudget:
@@ -913,6 +948,7 @@ class RefusalReporter:
 __all__ = [
     "UNLIMITED",
     "Allowlist",
+    "charge_muxer_memory",
     "ConnectionScope",
     "MemoryBudget",
     "MemoryScope",
@@ -923,6 +959,7 @@ __all__ = [
     "Scope",
     "ScopeLimit",
     "ScopeReserver",
+    "ScopedPeerBudgets",
     "StreamScope",
     "fd_limit",
     "holds_fd",

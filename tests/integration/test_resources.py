@@ -291,3 +291,32 @@ async def test_churn_releases_every_reservation() -> None:
             assert stats["transient"]["streams_inbound"] == stats["transient"]["streams_outbound"] == 0
             assert all(not any(u.values()) for u in stats["protocols"].values())
             assert stats["refused_total"] == 0
+
+
+async def test_muxer_buffers_count_against_the_system_memory() -> None:
+    """Each yamux stream's receive window is reserved from the host's system scope: with room for a
+    few windows, further inbound streams are refused there (counted), and the memory comes back when
+    the streams end."""
+    window = 256 * 1024
+    network = MemoryNetwork()
+    limits = ResourceLimits.unlimited().override(system={"memory": 6 * window})
+    async with open_host(
+        memory_config(network, services=services(), resources=limits, muxers=[Yamux()])
+    ) as server, open_host(memory_config(network, services=services(), muxers=[Yamux()])) as client:
+        await client.connect(server.addrs[0])
+        await until(lambda: not server.resources.stats()["protocols"].get("/ipfs/id/1.0.0", {}).get("streams_inbound"))
+        base = server.resources.system.memory
+        held = []
+        refused = 0
+        for _ in range(8):
+            stream = await client.new_stream(server.peer_id, ECHO_PROTOCOL, lazy=True)
+            if await is_reset(stream):
+                refused += 1
+            else:
+                held.append(stream)
+        assert held and refused  # some fit in the system's memory, the rest did not
+        assert server.resources.system.memory == base + len(held) * window <= 6 * window
+        assert server.resources.stats()["refused"]["system"]["memory"] >= refused
+        for stream in held:
+            await stream.reset()
+        await until(lambda: server.resources.system.memory == base)
