@@ -326,7 +326,12 @@ class DCUtR(Service):
             log.info("dcutr: direct connection to %s at %s (%.3f s after SYNC)", peer, winner[0].remote_addr, elapsed)
             self._record(HolePunchResult(peer, False, True, 1, None, elapsed, winner[0].remote_addr, None))
         else:
-            error = "; ".join(errors) or f"no dialable address in {[str(a) for a in targets]}"
+            if errors:
+                error = "; ".join(errors)
+            elif dialable:
+                error = f"no answer from {[str(a) for a in dialable]} within {self.attempt_timeout} s"
+            else:
+                error = f"no dialable address in {[str(a) for a in targets]}"
             log.info("dcutr: dialing %s after SYNC failed: %s", peer, error)
             self._record(HolePunchResult(peer, False, False, 1, None, elapsed, None, error))
 
