@@ -566,9 +566,9 @@ class ResourceManager:
         return sum(cs._prune_outbound() for cs in list(self._conns))
 
     def stats(self) -> dict[str, Any]:
-        """Usage, limits and refusals, by scope: ``system``, ``transient``, the allowlisted ones,
-        ``peers`` (usage of each peer), ``protocols``, ``services``, and ``refused`` (scope ->
-        resource -> count)."""
+        """Usage, limits and refusals, by scope: ``connections`` (pending = in their handshake, and
+        established, by direction), ``system``, ``transient``, the allowlisted ones, ``peers`` (usage
+        of each peer), ``protocols``, ``services``, and ``refused`` (scope -> resource -> count)."""
         self.prune_streams()
 
         def one(s: Scope) -> dict[str, Any]:
@@ -577,7 +577,16 @@ class ResourceManager:
         refused: dict[str, dict[str, int]] = {}
         for (scope, resource), n in self.refusals.items():
             refused.setdefault(scope, {})[resource] = n
+        sys_, tr, asys, atr = self.system, self.transient, self.allowlisted_system, self.allowlisted_transient
+        pending_in = tr.conns_inbound + atr.conns_inbound
+        pending_out = tr.conns_outbound + atr.conns_outbound
         return {
+            "connections": {
+                "pending_inbound": pending_in,
+                "pending_outbound": pending_out,
+                "established_inbound": sys_.conns_inbound + asys.conns_inbound - pending_in,
+                "established_outbound": sys_.conns_outbound + asys.conns_outbound - pending_out,
+            },
             "system": one(self.system),
             "transient": one(self.transient),
             "allowlisted_system": one(self.allowlisted_system),

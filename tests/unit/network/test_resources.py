@@ -90,7 +90,12 @@ def test_pending_connection_moves_from_transient_to_its_peer() -> None:
     p = peer()
     cs = mgr.open_connection(IN, ADDR)
     assert mgr.transient.conns_inbound == 1 and mgr.system.conns_inbound == 1 and mgr.system.fds == 1
+    assert mgr.stats()["connections"] == {
+        "pending_inbound": 1, "pending_outbound": 0, "established_inbound": 0, "established_outbound": 0
+    }
     cs.set_peer(p)  # type: ignore[arg-type]
+    assert mgr.stats()["connections"]["pending_inbound"] == 0
+    assert mgr.stats()["connections"]["established_inbound"] == 1
     assert mgr.transient.conns_inbound == 0 and mgr.transient.fds == 0
     assert mgr.system.conns_inbound == 1
     assert mgr.stats()["peers"][str(p)]["conns_inbound"] == 1
