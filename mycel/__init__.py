@@ -82,12 +82,20 @@ from mycel.network.gater import AllowAll, ConnectionGater  # noqa: E402
 from mycel.network.resources import ResourceLimitReached, ResourceLimits, ScopeLimit  # noqa: E402
 from mycel.protocols import Echo, Floodsub, Gossipsub, GossipsubConfig, Identify, IdentifyResult, KadDHT, Perf, Ping, Rendezvous  # noqa: E402
 from mycel.protocols.relay import CircuitRelay, RelayResources, RelayTransport  # noqa: E402
+from mycel.protocols.autonat import AutoNAT, AutoNATConfig  # noqa: E402
+from mycel.core.addrs import AddressPolicy, Reachability  # noqa: E402
+from mycel.core.events import ReachabilityChanged  # noqa: E402
 from mycel.routing import ContentRouting, PeerNotFound, PeerRouting, ProviderRecord  # noqa: E402
 from mycel.security import TLS, Noise, Plaintext  # noqa: E402
 from mycel.service import Service, ServiceHost, StreamHandler  # noqa: E402
 from mycel.transports import QUIC, TCP, MemoryNetwork, MemoryTransport  # noqa: E402
 
 __all__ = [
+    "AddressPolicy",
+    "AutoNAT",
+    "AutoNATConfig",
+    "Reachability",
+    "ReachabilityChanged",
     "Bootstrap",
     "MDNS",
     "KadDHT",
