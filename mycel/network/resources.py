@@ -50,6 +50,7 @@ log = logging.getLogger("mycel.network.resources")
 UNLIMITED = sys.maxsize
 """A limit that is never reached."""
 MiB = 1 << 20
+PRUNE_OUTBOUND_AT = 64  # outbound streams a connection tracks before it looks for finished ones
 MAX_CACHED_SCOPES = 256  # protocol/service scopes a connection keeps at hand (our protocols are few)
 GiB = 1 << 30
 
@@ -758,6 +759,7 @@ class ConnectionScope:
         self.peer: PeerId | None = None
         self._peer_scope: Scope | None = None
         self._outbound: list[tuple[Any, StreamScope]] = []  # (stream, its scope): released lazily
+        self._prune_at = PRUNE_OUTBOUND_AT
         self._cached: dict[str, tuple[Scope, ...]] = {}  # protocol/service scopes of this peer (_scopes_for)
         self.memory = MemoryScope(mgr, (Scope("conn", "conn", mgr.limits.conn), *scopes), None)
         self._done = False
@@ -834,6 +836,9 @@ class ConnectionScope:
         """Keep an outbound stream's scope until the stream is seen finished (released lazily: at
         the next refusal, in ``stats()``, or when the connection ends)."""
         self._outbound.append((stream, scope))
+        if len(self._outbound) >= self._prune_at:  # amortized: the list stays within twice the live ones
+            self._prune_outbound()
+            self._prune_at = max(PRUNE_OUTBOUND_AT, 2 * len(self._outbound))
 
     def _prune_outbound(self) -> int:
         if not self._outbound:

@@ -337,3 +337,23 @@ def test_scope_reserver_answers_like_a_muxer_budget() -> None:
 )
 def test_which_connections_hold_a_file_descriptor(addr: str, fd: bool) -> None:
     assert holds_fd(Multiaddr(addr)) is fd
+
+
+def test_finished_outbound_streams_do_not_pile_up_without_limits() -> None:
+    """With no limit ever reached, the streams a connection tracks are still pruned as it goes."""
+    mgr = limited()
+    cs = mgr.open_connection(OUT, ADDR)
+    cs.set_peer(peer())  # type: ignore[arg-type]
+    live = []
+    for i in range(10_000):
+        st = FakeStream()
+        cs.track_outbound(st, cs.open_stream(OUT))
+        if i % 100 == 0:
+            live.append(st)  # a few stay open
+        else:
+            st._closed = True
+        assert len(cs._outbound) <= max(64, 2 * (len(live) + 64))
+    assert mgr.prune_streams() >= 0
+    assert mgr.system.streams_outbound == len(live)
+    cs.done()
+    assert all_zero(mgr)
