@@ -170,6 +170,8 @@ class MdnsStats:
     responses_sent: int = 0
     refused_peers: int = 0
     """New peers not kept because the table was full."""
+    ignored: int = 0
+    """Responses not sent from the mDNS port (RFC 6762 §11: silently ignored)."""
     bad_addrs: int = 0
     """TXT strings that were not a valid ``dnsaddr=<multiaddr>/p2p/<id>``."""
     largest_response: int = 0
@@ -308,6 +310,10 @@ class MdnsCore:
             self._ratelog(now, logging.INFO, "malformed packets", "mdns: malformed packet from %s: %s", src[0], exc)
             return
         if msg.is_response:
+            if src[1] != self.config.port:  # RFC 6762 §11: responses come from port 5353; others are ignored
+                self.stats.ignored += 1
+                log.debug("mdns: ignored a response from %s port %d", src[0], src[1])
+                return
             self.stats.responses_in += 1
             self._on_response(msg, src, now)
         else:

@@ -296,6 +296,9 @@ def test_hostile_responses(caplog: pytest.LogCaptureFixture) -> None:
     assert isinstance(ev, MdnsPeerDiscovered) and ev.peer == other
     assert [str(x) for x in ev.addrs] == ["/ip4/10.0.0.1/tcp/1", "/ip4/10.0.1.0/tcp/1", "/ip4/10.0.1.1/tcp/1", "/ip4/10.0.1.2/tcp/1"]
     assert a.stats.bad_addrs == 3
+    # a response not from port 5353 (RFC 6762 §11): ignored
+    a.receive(_fake_response(3), ("10.1.0.66", 40000), 0.0)
+    assert a.events() == [] and a.stats.ignored == 1
     # a TXT without any dnsaddr for an instance: nothing found, nothing raised
     a.receive(_fake_response(2, [b"hello"]), SRC, 0.0)
     assert a.events() == []
