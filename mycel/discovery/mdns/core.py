@@ -32,7 +32,8 @@ only makes the others dial themselves, so we leave it out. The response is kept 
 ``max_packet`` bytes (default 1452: a 1500-byte IPv6 packet minus its headers): addresses are dropped
 from the end until it fits; each TXT string is at most 255 bytes (longer addresses are skipped).
 
-What it accepts: responses whose PTR names an instance of the service (or TXT records of
+What it accepts: responses from the mDNS port (others are ignored, RFC 6762 §11) whose PTR names an
+instance of the service (or TXT records of
 ``<x>.<service>``); the TXT strings starting with ``dnsaddr=`` are parsed as multiaddrs ending in
 ``/p2p/<id>`` (the first address names the peer; others naming a different peer are dropped);
 our own peer name and id are ignored. Bounds: ``max_peers`` found peers (a new peer beyond it is
