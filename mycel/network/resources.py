@@ -464,7 +464,7 @@ class ResourceManager:
         """The scope of ``peer`` (created on first use, dropped once idle)."""
         scope = self._peers.get(peer)
         if scope is None:
-            scope = self._peers[peer] = Scope("peer", str(peer), self.limits.peers.get(peer, self.limits.peer))
+            scope = self._peers[peer] = Scope("peer", "peer", self.limits.peers.get(peer, self.limits.peer))
         return scope
 
     def protocol_scope(self, protocol: str) -> Scope:
@@ -541,7 +541,7 @@ class ResourceManager:
             allowlisted = True
             refusal = _conn_refusal(scopes, inbound, nfd)
         if refusal is not None:
-            raise self._refuse(*refusal, f"{direction.value} connection from {remote_addr}")
+            raise self._refuse(*refusal, f"{direction.value} connection with {remote_addr}")
         _add_conn(scopes, inbound, nfd, 1)
         cs = ConnectionScope(self, inbound, nfd, scopes, allowlisted, remote_addr)
         self._conns.add(cs)
