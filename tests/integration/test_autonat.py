@@ -23,7 +23,7 @@ from mycel.core.addrs import AddressPolicy, Reachability
 from mycel.core.errors import MycelError
 from mycel.core.events import ConnectionClosed, ConnectionOpened, ReachabilityChanged
 from mycel.core.framing import receive_message, send_message
-from mycel.host import Host, HostConfig, open_host
+from mycel.host import EventSubscription, Host, HostConfig, open_host
 from mycel.muxers.yamux import Yamux
 from mycel.protocols.autonat import (
     DIAL_REQUEST_PROTOCOL,
@@ -58,6 +58,14 @@ def _config(listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",), *extra: Service, 
     )
 
 
+async def next_verdict(events: EventSubscription) -> ReachabilityChanged:
+    """The next ReachabilityChanged event of a subscription (other events skipped)."""
+    async for event in events:
+        if isinstance(event, ReachabilityChanged):
+            return event
+    raise AssertionError("the subscription ended")
+
+
 @contextlib.asynccontextmanager
 async def pair(
     client_listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",),
@@ -80,9 +88,7 @@ async def test_reachable_client_is_public_and_the_host_says_so() -> None:
                 verdict = await c.service(AutoNAT).probe()
             assert verdict is Reachability.PUBLIC
             assert c.reachability is Reachability.PUBLIC
-            event = events.receive_nowait()
-            while not isinstance(event, ReachabilityChanged):
-                event = events.receive_nowait()
+            event = await next_verdict(events)  # (already queued)
             assert event.reachability is Reachability.PUBLIC
             assert event.addrs and event.addrs[0] == c.advertised_addrs[0]
             assert s.service(AutoNAT).stats["served"] == 2  # the round asked v1 and v2
@@ -230,9 +236,9 @@ async def test_v2_hostile_messages() -> None:
         with trio.fail_after(10):
             stream = await c.new_stream(s.peer_id, DIAL_REQUEST_PROTOCOL)
             await send_message(stream, encode_v2_request([Multiaddr("/ip4/10.0.0.1/tcp/1")], 7))
-            body = await receive_message(stream, 8192)
-        assert body is not None
-        reply = decode_v2_message(body)
+            answer = await receive_message(stream, 8192)
+        assert answer is not None
+        reply = decode_v2_message(answer)
         assert isinstance(reply, V2Response) and reply.status is V2Status.E_DIAL_REFUSED
 
 
@@ -246,11 +252,9 @@ async def test_automatic_rounds_reach_a_verdict_and_the_dht_follows() -> None:
         with c.subscribe() as events, s.subscribe() as s_events:
             with trio.fail_after(10):
                 await c.connect(s.addrs[0])
-                async for event in events:
-                    if isinstance(event, ReachabilityChanged):
-                        break
-            assert event.reachability is Reachability.PUBLIC
-            assert dht.mode == "server" and KAD_PROTOCOL in c.protocols
+                verdict = await next_verdict(events)
+            assert verdict.reachability is Reachability.PUBLIC
+            assert c.service(KadDHT).mode == "server" and KAD_PROTOCOL in c.protocols
             # the server learns it through identify push (a PeerIdentified event when it arrives)
             with trio.fail_after(10):
                 while KAD_PROTOCOL not in s.peerstore.protocols(c.peer_id):
@@ -330,10 +334,8 @@ async def test_relay_client_reserves_while_private_and_stops_when_public() -> No
             assert not mine.listeners
             with a.subscribe() as events, trio.fail_after(10):
                 await a.connect(r.addrs[0])  # a round starts once R's AutoNAT protocol is known: private
-                async for event in events:
-                    if isinstance(event, ReachabilityChanged):
-                        break
-                assert event.reachability is Reachability.PRIVATE
+                verdict = await next_verdict(events)
+                assert verdict.reachability is Reachability.PRIVATE
                 await trio.testing.wait_all_tasks_blocked()  # the transport hears the same event and listens
                 assert len(mine.listeners) == 1
                 rsvp = await mine.wait_reserved(r.peer_id)

@@ -99,27 +99,31 @@ def test_v2_picks_the_first_dialable_address() -> None:
     assert v2_plan([None, *_m("/ip4/10.0.0.1/tcp/1")], observed, POLICY, lambda a: True, rng).index is None
 
 
+def _status(t: ReachabilityTracker) -> Reachability:
+    return t.status  # (a call: mypy does not narrow it between observations)
+
+
 def test_confidence_window_like_go() -> None:
     t = ReachabilityTracker(max_confidence=3)
-    assert t.status is Reachability.UNKNOWN
+    assert _status(t) is Reachability.UNKNOWN
     assert t.observe(Reachability.PRIVATE)  # unknown with no confidence: switches
-    assert t.status is Reachability.PRIVATE and t.confidence == 0
+    assert (_status(t), t.confidence) == (Reachability.PRIVATE, 0)
     for _ in range(5):
         t.observe(Reachability.PRIVATE)
     assert t.confidence == 3 and t.settled
     # three contrary "unknown" observations spend the confidence; the fourth switches
     for _ in range(3):
         assert not t.observe(Reachability.UNKNOWN)
-    assert t.status is Reachability.PRIVATE
-    assert t.observe(Reachability.UNKNOWN) and t.status is Reachability.UNKNOWN
+    assert _status(t) is Reachability.PRIVATE
+    assert t.observe(Reachability.UNKNOWN) and _status(t) is Reachability.UNKNOWN
     # public is taken at once
     t.observe(Reachability.PRIVATE)
     t.observe(Reachability.PRIVATE)
-    assert t.observe(Reachability.PUBLIC) and t.status is Reachability.PUBLIC and t.confidence == 0
+    assert t.observe(Reachability.PUBLIC) and _status(t) is Reachability.PUBLIC and t.confidence == 0
     t.observe(Reachability.PUBLIC)
     # a private observation spends confidence before switching
-    assert not t.observe(Reachability.PRIVATE) and t.status is Reachability.PUBLIC
-    assert t.observe(Reachability.PRIVATE) and t.status is Reachability.PRIVATE
+    assert not t.observe(Reachability.PRIVATE) and _status(t) is Reachability.PUBLIC
+    assert t.observe(Reachability.PRIVATE) and _status(t) is Reachability.PRIVATE
 
 
 def test_v2_per_address_verdicts() -> None:
