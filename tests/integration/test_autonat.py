@@ -20,6 +20,7 @@ import trio.testing
 from multiaddr import Multiaddr
 
 from mycel.core.addrs import AddressPolicy, Reachability
+from mycel.core.abc import MuxedStream
 from mycel.core.errors import MycelError
 from mycel.core.events import ConnectionClosed, ConnectionOpened, ReachabilityChanged
 from mycel.core.framing import receive_message, send_message
@@ -33,7 +34,7 @@ from mycel.protocols.autonat import (
     AutoNATMessageError,
     V1Status,
 )
-from mycel.protocols.autonat.messages import V2Response, V2Status, decode_v1_response, decode_v2_message
+from mycel.protocols.autonat.messages import V2Response, V2Status, decode_v1_response, decode_v2_message, read_message
 from mycel.protocols.identify import Identify
 from mycel.protocols.kad import KadDHT
 from mycel.protocols.kad.service import PROTOCOL as KAD_PROTOCOL
@@ -420,3 +421,50 @@ async def test_host_cancelled_mid_probe_exits_promptly() -> None:
             assert c.is_closed
             assert not s.is_closed and s.service_state(AutoNAT).running  # the server lives on
         outer.cancel_scope.cancel()
+
+
+async def test_hostile_servers_get_typed_errors_and_no_verdict() -> None:
+    from mycel.protocols.autonat.messages import (
+        encode_v2_data_request,
+        encode_v2_dial_back,
+        encode_v2_response,
+    )
+    from mycel.protocols.autonat.messages import DIAL_BACK_PROTOCOL, DialStatus
+
+    quiet = AutoNATConfig(boot_delay=3600, server=False, seed=12)
+    async with pair(server=quiet) as (s, c):
+        autonat = c.service(AutoNAT)
+
+        async def garbage_v1(stream: MuxedStream) -> None:
+            await read_message(stream, 4096)
+            await send_message(stream, b"\x08\x01\x1a\x05hello")  # DIAL_RESPONSE without a status
+
+        async def greedy_v2(stream: MuxedStream) -> None:
+            await read_message(stream, 8192)
+            await send_message(stream, encode_v2_data_request(0, 10_000_000))  # 10 MB to pay
+            await stream.receive_some(1)
+
+        async def liar_v2(stream: MuxedStream) -> None:
+            # claims a successful dial-back, sent with a nonce that is not the request's
+            await read_message(stream, 8192)
+            back = await s.new_stream(c.peer_id, [DIAL_BACK_PROTOCOL])
+            await send_message(back, encode_v2_dial_back(12345))
+            with contextlib.suppress(MycelError, trio.BrokenResourceError):
+                await back.receive_some(10)
+            await send_message(stream, encode_v2_response(V2Status.OK, 0, DialStatus.OK))
+
+        s.set_stream_handler(V1_PROTOCOL, garbage_v1)
+        s.set_stream_handler(DIAL_REQUEST_PROTOCOL, greedy_v2)
+        with trio.fail_after(10):
+            with pytest.raises(AutoNATMessageError):
+                await autonat.ask_v1(s.peer_id)
+            with pytest.raises(AutoNATMessageError, match="10000000"):
+                await autonat.ask_v2(s.peer_id, c.advertised_addrs)
+            assert autonat.stats["bad_responses"] == 1
+            s.set_stream_handler(DIAL_REQUEST_PROTOCOL, liar_v2)
+            addr, reachable = await autonat.ask_v2(s.peer_id, c.advertised_addrs)
+        assert addr == c.advertised_addrs[0] and reachable is None  # discarded: the nonce never came back
+        with trio.fail_after(10):
+            await autonat.probe()  # nothing counts as an observation of ours
+        assert c.reachability is Reachability.UNKNOWN
+        assert c.connections(s.peer_id)
