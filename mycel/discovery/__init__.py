@@ -4,6 +4,7 @@ finds goes to ``host.peer_found``."""
 from mycel.discovery.bootstrap import IPFS_BOOTSTRAP_PEERS, Bootstrap, BootstrapRoundDone
 from mycel.discovery.dnsaddr import DnsaddrError, DnsaddrResolver
 from mycel.discovery.mdns import MDNS, MdnsPeerLost
+from mycel.protocols.rendezvous import Rendezvous
 
 __all__ = [
     "Bootstrap",
@@ -13,4 +14,5 @@ __all__ = [
     "IPFS_BOOTSTRAP_PEERS",
     "MDNS",
     "MdnsPeerLost",
+    "Rendezvous",
 ]
