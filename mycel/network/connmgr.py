@@ -58,6 +58,14 @@ class _Peer:
     conns: int = 0
     tags: dict[str, int] = field(default_factory=dict)
     value: int = 0
+    # decaying tags: tag -> (value, decay per second, when set); worth max(0, value - rate * age)
+    decaying: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+
+    def worth(self, now: float) -> float:
+        total = float(self.value)
+        for value, rate, since in self.decaying.values():
+            total += max(0.0, value - rate * (now - since))
+        return total
 
 
 class ConnManagerCore(Generic[C]):
@@ -121,7 +129,7 @@ class ConnManagerCore(Generic[C]):
         info = self._peers.get(peer)
         if info is not None and tag in info.tags:
             info.value -= info.tags.pop(tag)
-            if not info.conns and not info.tags:
+            if not info.conns and not info.tags and not info.decaying:
                 del self._peers[peer]
 
     def set_tag_peers(self, tag: str, peers: Iterable[PeerId], value: int, now: float = 0.0) -> None:
@@ -136,10 +144,24 @@ class ConnManagerCore(Generic[C]):
             if known is not None and known.conns and known.tags.get(tag) != value:
                 self.tag_peer(peer, tag, value, now)
 
-    def tag_value(self, peer: PeerId) -> int:
-        """The sum of ``peer``'s tags."""
+    def tag_value(self, peer: PeerId, now: float = 0.0) -> float:
+        """The sum of ``peer``'s tags (decaying ones as they are worth at ``now``)."""
         info = self._peers.get(peer)
-        return info.value if info is not None else 0
+        return info.worth(now) if info is not None else 0
+
+    def bump_decaying(self, peer: PeerId, tag: str, delta: float, rate: float, now: float) -> None:
+        """Add ``delta`` to ``peer``'s decaying ``tag``, which loses ``rate`` per second (go's decaying
+        tags, e.g. for peers that recently delivered messages); worth nothing once decayed to 0."""
+        info = self._peers.get(peer)
+        if info is None:
+            if len(self._peers) >= MAX_PEERS:
+                return
+            info = self._peers[peer] = _Peer(first_seen=now)
+        old = info.decaying.get(tag)
+        if old is None and len(info.tags) + len(info.decaying) >= MAX_TAGS_PER_PEER:
+            return
+        current = max(0.0, old[0] - old[1] * (now - old[2])) if old is not None else 0.0
+        info.decaying[tag] = (current + delta, rate, now)
 
     def protect(self, peer: PeerId, tag: str) -> None:
         """Never trim ``peer`` while any tag protects it."""
@@ -182,7 +204,7 @@ class ConnManagerCore(Generic[C]):
             return []
         grace = self.config.grace
         candidates = [
-            (info.value, -info.first_seen, peer)
+            (info.worth(now), -info.first_seen, peer)
             for peer, info in self._peers.items()
             if info.conns and peer not in self._protected and now - info.first_seen >= grace
         ]
@@ -236,9 +258,13 @@ class ConnManager:
         """Make ``peers`` exactly the connected peers carrying ``tag`` (with ``value``)."""
         self.core.set_tag_peers(tag, peers, value, trio.current_time())
 
-    def tag_value(self, peer: PeerId) -> int:
-        """The sum of ``peer``'s tags."""
-        return self.core.tag_value(peer)
+    def tag_value(self, peer: PeerId) -> float:
+        """The sum of ``peer``'s tags (decaying ones as they are worth now)."""
+        return self.core.tag_value(peer, trio.current_time())
+
+    def bump_decaying(self, peer: PeerId, tag: str, delta: float, rate: float) -> None:
+        """Add ``delta`` to ``peer``'s decaying ``tag``, which loses ``rate`` per second."""
+        self.core.bump_decaying(peer, tag, delta, rate, trio.current_time())
 
     def protect(self, peer: PeerId, tag: str) -> None:
         """Never trim ``peer`` while any tag protects it."""

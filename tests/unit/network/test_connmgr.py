@@ -89,3 +89,20 @@ def test_tags_go_with_the_last_connection_and_set_tag_peers() -> None:
     assert core.tag_value(ps[2]) == 0  # gone with its connection
     core.closed("c2")  # twice: nothing
     assert core.connection_count == 2
+
+
+def test_decaying_tags_lose_their_worth_over_time() -> None:
+    core, ps = core_with(3, low=2, high=2)
+    core.tag_peer(ps[0], "kad", 5)
+    core.bump_decaying(ps[1], "deliveries", 20, rate=1.0, now=0.0)
+    core.bump_decaying(ps[1], "deliveries", 10, rate=1.0, now=5.0)  # 15 left + 10
+    assert core.tag_value(ps[1], now=5.0) == 25
+    assert core.tag_value(ps[1], now=100.0) == 0  # decayed away, never negative
+    # early on, the recently useful peer outranks the static tag: the untagged one goes
+    assert core.trim(10.0, force=True) == ["c2"]
+    core.closed("c2")
+    newcomer = peers(1)[0]
+    core.opened("c3", newcomer, now=10.0)
+    core.tag_peer(newcomer, "app", 1)
+    # later it has decayed below both others: it is the one to go
+    assert core.trim(40.0, force=True) == ["c1"]
