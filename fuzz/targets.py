@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fuzz.autonat import HARNESSES as _AUTONAT
 from fuzz.circuits import HARNESSES as _CIRCUITS
 from fuzz.core import Harness
 from fuzz.handshakes import HARNESSES as _NOISE
@@ -9,7 +10,7 @@ from fuzz.records import HARNESSES as _RECORDS
 from fuzz.services import HARNESSES as _SERVICES
 from fuzz.wire import HARNESSES as _WIRE
 
-HARNESSES: list[type[Harness]] = [*_WIRE, *_RECORDS, *_NOISE, *_SERVICES, *_CIRCUITS]
+HARNESSES: list[type[Harness]] = [*_WIRE, *_RECORDS, *_NOISE, *_SERVICES, *_CIRCUITS, *_AUTONAT]
 
 
 def by_name(name: str) -> type[Harness]:

@@ -29,10 +29,11 @@ INPUTS = {
     "relay": 1000,
     "rendezvous": 300,
     "plaintext": 1500,
+    "autonat": 3000,
 }
 # decoders whose inputs must also get past the first stage into the next (decrypted, applied, ...)
 DEEP = {"multistream", "yamux", "mplex", "peer_record", "tls_certificate", "noise_handshake", "noise_transport",
-        "identify", "kad", "gossipsub", "relay", "rendezvous"}
+        "identify", "kad", "gossipsub", "relay", "rendezvous", "autonat"}
 
 
 def _report(stats: Stats) -> str:
