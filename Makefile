@@ -37,6 +37,10 @@ system-deps:
 	@command -v nft >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nftables; \
 	  else echo "nft is missing: sudo apt-get install nftables" >&2; exit 1; fi; }
+	@# miniupnpd (NAT-PMP/PCP gateway) on a lab router for tests/nat/test_portmap_miniupnpd.py
+	@command -v miniupnpd >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq miniupnpd-nftables; \
+	  else echo "miniupnpd is missing: sudo apt-get install miniupnpd-nftables" >&2; exit 1; fi; }
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -115,6 +115,7 @@ class Summary:
         ok = [r for r in self.runs if r.success]
         elapsed = [r.elapsed_ms for r in ok if r.elapsed_ms is not None]
         attempts = [r.attempts for r in ok if r.attempts is not None]
+        every = [r.attempts for r in self.runs if r.attempts is not None]
         relay_rtts = [r.dialer["relay_rtt_ms"] for r in self.runs if "relay_rtt_ms" in r.dialer]
         return {
             "transport": self.transport,
@@ -124,6 +125,7 @@ class Summary:
             "median_ms_relayed_to_direct": statistics.median(elapsed) if elapsed else None,
             "max_attempts": max(attempts) if attempts else None,
             "attempts_histogram": {n: attempts.count(n) for n in sorted(set(attempts))},
+            "attempts_histogram_all_runs": {n: every.count(n) for n in sorted(set(every))},
             "median_relay_rtt_ms": statistics.median(relay_rtts) if relay_rtts else None,
             "relay_rtt_missing": len(self.runs) - len(relay_rtts),
             "median_direct_rtt_ms": statistics.median(r.dialer["direct_rtt_ms"] for r in ok) if ok else None,
