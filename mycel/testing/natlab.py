@@ -15,7 +15,8 @@ their router; nothing has a route out of the lab. Each router's nftables ruleset
 * NAT: ``snat to <ext>`` (endpoint-independent mapping: Linux keeps the source port when it can) or
   ``snat to <ext> fully-random`` (a new random port for every mapping: symmetric-like);
 * filter: connections arriving on the external side that are not replies to something sent out are
-  dropped (a home router's firewall: no RST, no ICMP port unreachable), in ``input`` and ``forward``;
+  dropped (a home router's firewall: no RST, no ICMP port unreachable), in ``input`` and ``forward``,
+  except those a port mapping forwards (``ct status dnat``: see :meth:`Router.forward_ports`);
 * loss: ``numgen random mod 100 < N drop`` on forwarded packets, both directions (this kernel has no
   netem; there is no delay either).
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
@@ -49,6 +51,22 @@ class NatKind(Enum):
 def available() -> bool:
     """Whether a NAT lab can be built here (root, ``ip netns``, ``nft``)."""
     return netns_available() and shutil.which("nft") is not None
+
+
+def forward_ruleset(ext_if: str, forwards: Sequence[tuple[str, int, str, int]]) -> str:
+    """The nftables ruleset (for ``nft -f -`` inside a router) whose table ``mycelpmp`` DNATs exactly
+    ``forwards``: ``(protocol, external port, inside ip, inside port)`` arriving on ``ext_if``."""
+    rules = "\n".join(f'    iifname "{ext_if}" {proto} dport {ext} dnat to {ip}:{port}' for proto, ext, ip, port in forwards)
+    return f"""
+table ip mycelpmp
+delete table ip mycelpmp
+table ip mycelpmp {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+{rules}
+  }}
+}}
+"""
 
 
 @dataclass
@@ -89,11 +107,18 @@ table ip mycelnat {{
   chain forward {{
     type filter hook forward priority filter; policy accept;
     {loss}
+    ct status dnat accept
     iifname "{self.ext_if}" ct state new drop
   }}
 }}
 """
         _run_with_input(self.ns, ["nft", "-f", "-"], ruleset)
+
+    def forward_ports(self, forwards: Sequence[tuple[str, int, str, int]]) -> None:
+        """Make the router's port forwards exactly ``forwards`` — ``(protocol, external port, inside ip,
+        inside port)`` — as DNAT rules of their own table (``mycelpmp``), replaced atomically (what a
+        NAT-PMP/PCP/UPnP gateway does when it grants a mapping)."""
+        _run_with_input(self.ns, ["nft", "-f", "-"], forward_ruleset(self.ext_if, forwards))
 
     def ruleset(self) -> str:
         """The router's current nftables ruleset (for failure reports)."""
@@ -188,4 +213,4 @@ def _run_with_input(ns: Namespace, argv: list[str], text: str) -> subprocess.Com
     return proc
 
 
-__all__ = ["PUBLIC_NET", "RELAY_IP", "NatKind", "NatLab", "Peer", "Router", "available"]
+__all__ = ["PUBLIC_NET", "RELAY_IP", "NatKind", "NatLab", "Peer", "Router", "available", "forward_ruleset"]

@@ -1,51 +1,44 @@
-"""The NAT-PMP / PCP clients and PortMapper against a scripted gateway on 127.0.0.1 (a real
-miniupnpd answers them in tests/nat/test_portmap_miniupnpd.py).
-
-The gateway answers with our codecs' layouts from the RFCs (struct-packed here, not through the code
-under test), records every request, and can be told to refuse or to send junk first.
+"""The NAT-PMP / PCP clients and PortMapper against the scripted gateway (tests/nat/gateway.py) on
+127.0.0.1; it records every request and can refuse or send junk first. A real miniupnpd answers them in
+tests/nat/test_portmap_miniupnpd.py, and tests/nat/test_portmap_lab.py maps through a lab router.
 """
 
 from __future__ import annotations
 
 import socket
-import struct
 from dataclasses import dataclass, field
 
 import pytest
 import trio
 
 from mycel.portmap import NatPmpClient, PcpClient, PortMapError, PortMapper
+from tests.nat.gateway import Gateway as ScriptedGateway
 
 
 @dataclass
 class Gateway:
+    """The scripted gateway (tests/nat/gateway.py) on a UDP socket of 127.0.0.1."""
+
     sock: trio.socket.SocketType
-    refuse: int = 0  # a result code to answer map requests with (0: grant)
+    script: ScriptedGateway = field(default_factory=lambda: ScriptedGateway("198.18.0.2"))
     junk_first: bool = False
-    requests: list[tuple[str, int, int]] = field(default_factory=list)  # (protocol, internal port, lifetime)
 
     @property
     def port(self) -> int:
         return int(self.sock.getsockname()[1])
+
+    @property
+    def requests(self) -> list[tuple[str, int, int]]:
+        return self.script.requests
 
     async def serve(self) -> None:
         while True:
             data, addr = await self.sock.recvfrom(2048)
             if self.junk_first:
                 await self.sock.sendto(b"\x00\x99junk", addr)
-            if data == b"\x00\x00":
-                await self.sock.sendto(struct.pack("!BBHI4s", 0, 128, 0, 7, socket.inet_aton("198.18.0.2")), addr)
-            elif len(data) == 12:
-                _, op, _, internal, _, lifetime = struct.unpack("!BBHHHI", data)
-                self.requests.append(("tcp" if op == 2 else "udp", internal, lifetime))
-                await self.sock.sendto(struct.pack("!BBHIHHI", 0, 128 + op, self.refuse, 7, internal, internal + 1000, lifetime), addr)
-            elif len(data) == 60 and data[0] == 2:
-                lifetime = struct.unpack_from("!I", data, 4)[0]
-                proto, internal = struct.unpack_from("!B3xH", data, 36)
-                self.requests.append(("tcp" if proto == 6 else "udp", internal, lifetime))
-                header = struct.pack("!BBBBII", 2, 0x81, 0, self.refuse, lifetime, 7) + bytes(12)
-                ext = bytes(10) + b"\xff\xff" + socket.inet_aton("198.18.0.2")
-                await self.sock.sendto(header + data[24:36] + struct.pack("!B3xHH", proto, internal, internal + 1000) + ext, addr)
+            reply = self.script.answer(data, addr[0])
+            if reply is not None:
+                await self.sock.sendto(reply, addr)
 
 
 @pytest.fixture
@@ -81,7 +74,7 @@ async def test_cancelling_the_mapper_still_deletes_promptly(gateway: Gateway) ->
 
 
 async def test_refusals_are_typed(gateway: Gateway) -> None:
-    gateway.refuse = 2  # NOT_AUTHORIZED
+    gateway.script.refuse = 2  # NOT_AUTHORIZED
     with trio.fail_after(5):
         with pytest.raises(PortMapError) as info:
             await NatPmpClient("127.0.0.1", port=gateway.port).map("tcp", 4003, 60)

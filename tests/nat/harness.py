@@ -32,10 +32,21 @@ class Node:
     """One ``node.py`` process in a namespace, spoken to with JSON lines."""
 
     def __init__(self, ns: Namespace, role: str, *args: str, log_path: pathlib.Path | None = None) -> None:
-        self.label = ns.label
+        """Start ``node.py role args...`` in ``ns``; see :meth:`script` for other programs."""
+        self._start(ns, [NODE, role, *args], log_path)
+
+    @classmethod
+    def script(cls, ns: Namespace, argv: list[str], log_path: pathlib.Path | None = None) -> Node:
+        """Start another JSON-lines program (``argv[0]`` a Python file) in ``ns``."""
+        node = cls.__new__(cls)
+        node._start(ns, argv, log_path)
+        return node
+
+    def _start(self, ns: Namespace, argv: list[str], log_path: pathlib.Path | None) -> None:
+        self.label = f"{ns.label}:{pathlib.Path(argv[0]).stem}"
         self._log = open(log_path, "w") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115
         self.proc = ns.python(
-            [NODE, role, *args],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
