@@ -27,6 +27,7 @@ from mycel.testing.hosts import memory_hosts
 
 from fuzz.core import Harness, Source, blob, chance, mutate, pick
 from fuzz.records import _ADDRS, _field, gen_multiaddr_bytes, gen_peer_record_envelope, identities, pb_varint
+from fuzz.services import _SLOW
 
 _RELAY = Identity.from_seed(b"\x61" * 32)
 _CLIENT = Identity.from_seed(b"\x62" * 32)
@@ -162,7 +163,7 @@ class RendezvousHarness(Harness):
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
-        async with memory_hosts(1, services=lambda: [Rendezvous(server=True)]) as (host,):
+        async with memory_hosts(1, services=lambda: [Rendezvous(server=True)], **_SLOW) as (host,):
             self._host: Host = host
             self._sender = identities()[0]
             yield

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 from google.protobuf.message import DecodeError as PbDecodeError
 
@@ -31,6 +32,10 @@ from tests.unit.pubsub.test_fuzz_rpc import CFG
 
 from fuzz.core import FakeReceiveStream, Harness, Source, blob, chance, chunks, drive, mutate, pick
 from fuzz.records import _field, gen_key_pb, gen_multiaddr_bytes, gen_peer_record_envelope, identities
+
+
+# instrumented under atheris on a loaded machine, setting up the hosts can take far longer than usual
+_SLOW: dict[str, Any] = {"handshake_timeout": 300.0, "negotiate_timeout": 300.0, "handshake_stage_timeout": 300.0}
 
 
 def _text(src: Source, max_len: int) -> bytes:
@@ -120,9 +125,9 @@ class IdentifyHarness(Harness):
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
-        async with memory_hosts(2) as (a, b):
+        async with memory_hosts(2, **_SLOW) as (a, b):
             conn = await a.connect(b.peer_id, b.listen_addrs)
-            await a.service(Identify).wait_identified(b.peer_id)
+            await a.service(Identify).wait_identified(b.peer_id, timeout=600)
             self._host: Host = a
             self._conn: Connection = conn
             self._subject = b.identity
@@ -219,9 +224,9 @@ class KadHarness(Harness):
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
-        async with memory_hosts(2, services=lambda: [Identify(), KadDHT(diversity=False)]) as (a, b):
+        async with memory_hosts(2, services=lambda: [Identify(), KadDHT(diversity=False)], **_SLOW) as (a, b):
             await a.connect(b.peer_id, b.listen_addrs)
-            await a.service(Identify).wait_identified(b.peer_id)
+            await a.service(Identify).wait_identified(b.peer_id, timeout=600)
             self._host: Host = a
             self._sender = b.identity
             yield
