@@ -468,3 +468,21 @@ async def test_hostile_servers_get_typed_errors_and_no_verdict() -> None:
             await autonat.probe()  # nothing counts as an observation of ours
         assert c.reachability is Reachability.UNKNOWN
         assert c.connections(s.peer_id)
+
+
+async def test_dial_data_dribbled_in_tiny_chunks_is_refused() -> None:
+    from mycel.protocols.autonat.messages import V2DataRequest, encode_v2_data, encode_v2_request
+
+    async with open_host(_config(["/ip4/127.0.0.2/tcp/0"])) as third, pair() as (s, c):
+        with trio.fail_after(10):
+            stream = await c.new_stream(s.peer_id, DIAL_REQUEST_PROTOCOL)
+            await send_message(stream, encode_v2_request(third.advertised_addrs, 1))
+            ask = decode_v2_message(await read_message(stream, 8192))
+            assert isinstance(ask, V2DataRequest) and 30_000 <= ask.num_bytes <= 100_000
+            with pytest.raises((MycelError, trio.BrokenResourceError)):
+                for _ in range(ask.num_bytes):  # one byte a message: cut off long before the end
+                    await send_message(stream, encode_v2_data(b"x"))
+                await read_message(stream, 8192)
+        assert s.service(AutoNAT).stats["dial_data_bytes"] == 0
+        assert s.service(AutoNAT).stats["bad_requests"] == 1
+        assert not third.connections()

@@ -82,6 +82,7 @@ log = logging.getLogger("mycel.protocols.autonat")
 
 _ERRORS = (MycelError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError)
 MAX_ASKED = 256  # servers remembered with the time we last asked them (oldest forgotten beyond)
+MIN_DATA_CHUNK = 512  # dial data must come in chunks of this size on average (clients send ~4 KiB ones)
 
 
 @dataclass(frozen=True)
@@ -530,6 +531,10 @@ class AutoNAT(Service):
                     return
                 try:
                     await self._answer_v2(host, stream, conn, peer, request)
+                except AutoNATMessageError as exc:  # hostile dial data
+                    self.stats["bad_requests"] += 1
+                    log.info("autonat v2: bad dial data from %s: %s", peer, exc)
+                    await stream.reset()
                 finally:
                     self._done(peer, 2)
         except _ERRORS as exc:
@@ -555,12 +560,18 @@ class AutoNAT(Service):
         assert addr is not None
         if plan.dial_data:
             await write_message(stream, encode_v2_data_request(plan.index, plan.dial_data))
-            received = 0
+            received, messages = 0, 0
+            max_messages = plan.dial_data // MIN_DATA_CHUNK + 2  # dribbling 1-byte chunks is refused
             while received < plan.dial_data:
                 msg = decode_v2_message(await read_message(stream, V2_MAX_MESSAGE))
                 if not isinstance(msg, bytes):
                     raise AutoNATMessageError(f"expected DialDataResponse, got {type(msg).__name__}")
                 received += len(msg)
+                messages += 1
+                if messages > max_messages and received < plan.dial_data:
+                    raise AutoNATMessageError(
+                        f"{messages} DialDataResponse messages for {received} of {plan.dial_data} bytes: chunks too small"
+                    )
             self.stats["dial_data_bytes"] += received
         status = await self._dial_back_v2(host, peer, addr, request.nonce)
         self.stats["served"] += 1
