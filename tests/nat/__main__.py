@@ -39,6 +39,7 @@ def main() -> int:
                 for _ in range(count):
                     summary.runs.append(run.run(transport))
                 row = summary.as_dict()
+                row["failures"] = [r.dialer | {"listener": r.listener} for r in summary.runs if not r.success][:3]
                 if case == "symmetric":
                     row["relayed_still_working"] = sum(
                         1 for r in summary.runs if not r.dialer.get("direct") and r.dialer.get("relayed_ping_ms")

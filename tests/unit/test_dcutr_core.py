@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multiaddr import Multiaddr
 
 from mycel.core.errors import ProtocolViolation
@@ -99,3 +101,29 @@ async def test_reader_refuses_an_oversized_prefix_before_reading_the_body() -> N
     await send.aclose()
     with pytest.raises(DCUtRMessageError):  # ended before any message
         await read(receive)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=MAX_MESSAGE_SIZE + 8))
+def test_any_bytes_give_addresses_or_a_typed_error(body: bytes) -> None:
+    for kind in (CONNECT, SYNC):
+        try:
+            addrs = decode(body, kind)
+        except DCUtRMessageError:
+            continue
+        assert len(addrs) <= MAX_ADDRS
+        assert all("p2p-circuit" not in str(a) for a in addrs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=40), st.sampled_from([CONNECT, SYNC, 7]))
+def test_responder_on_mutated_connects(raw_addrs: list[bytes], kind: int) -> None:
+    msg = holepunch_pb2.HolePunch(type=kind) if kind in (CONNECT, SYNC) else holepunch_pb2.HolePunch()  # type: ignore[arg-type]
+    msg.ObsAddrs.extend(raw_addrs)
+    body = msg.SerializePartialToString() if kind == 7 else msg.SerializeToString()
+    if kind == 7:
+        body += b"\x08\x07"  # an unknown type number
+    try:
+        Responder(A).on_connect(body)
+    except DCUtRError:  # DCUtRMessageError is one too
+        pass
