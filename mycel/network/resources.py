@@ -214,11 +214,11 @@ class ResourceLimits:
     """Each protocol (streams that negotiated it), unless named in ``protocols``."""
     protocol_peer: ScopeLimit = field(default_factory=ScopeLimit)
     """Each protocol's share of one peer."""
-    peers: Mapping[PeerId, ScopeLimit] = field(default_factory=dict)
+    peers: Mapping[PeerId, ScopeLimit] = field(default_factory=dict, hash=False)
     """Limits of single peers instead of ``peer``."""
-    protocols: Mapping[str, ScopeLimit] = field(default_factory=dict)
+    protocols: Mapping[str, ScopeLimit] = field(default_factory=dict, hash=False)
     """Limits of single protocols instead of ``protocol``."""
-    services: Mapping[str, ScopeLimit] = field(default_factory=dict)
+    services: Mapping[str, ScopeLimit] = field(default_factory=dict, hash=False)
     """Limits of single services (by class name) instead of ``service``."""
     allowlist: tuple[PeerId | str, ...] = ()
     """Trusted peer ids and multiaddrs/CIDRs (see the class description)."""

@@ -357,3 +357,11 @@ def test_finished_outbound_streams_do_not_pile_up_without_limits() -> None:
     assert mgr.system.streams_outbound == len(live)
     cs.done()
     assert all_zero(mgr)
+
+
+def test_limits_and_a_host_config_holding_them_stay_hashable() -> None:
+    from mycel import HostConfig
+
+    lim = ResourceLimits.autoscale().override(peer={"conns": 2})
+    assert hash(lim) == hash(ResourceLimits.autoscale().override(peer={"conns": 2}))
+    hash(HostConfig(resources=lim))
