@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test unit demo interop interop-peers system-deps bench proto typecheck fuzz soak natlab clean
+.PHONY: venv test unit demo interop interop-peers system-deps bench proto typecheck fuzz soak natlab sim clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,6 +41,10 @@ system-deps:
 	@command -v miniupnpd >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq miniupnpd-nftables; \
 	  else echo "miniupnpd is missing: sudo apt-get install miniupnpd-nftables" >&2; exit 1; fi; }
+	@# chromium (headless) for the web view's browser test (tests/integration/test_webview_browser.py, via playwright)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is missing: sudo apt-get install chromium" >&2; exit 1; fi; }
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
@@ -66,6 +70,12 @@ bench: $(STAMP) interop-peers
 fuzz: $(STAMP)
 	$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/pip install -q -e '.[fuzz]'
 	$(BIN)/python fuzz/run.py $(FUZZ_ARGS)
+
+# the mycel.sim evaluation (gossipsub on simulated hosts, virtual time): subnet-blob-msg at 1,000 nodes with
+# IDONTWANT on/off, a 60 s partition, Sybil attacks with scoring on/off; progress on stderr, report.md + JSON +
+# PNGs in benchmarks/sim/. Options: make sim SIM_ARGS="--nodes 300 --sybils 200"
+sim: $(STAMP)
+	$(BIN)/python -m mycel.sim evaluate --out benchmarks/sim $(SIM_ARGS)
 
 # a churn soak against one node (clients connect over TCP and QUIC, echo, ping, gossip and leave, without
 # pause): RSS slope, fds and tasks reported; make test runs 3 minutes of it. Options: make soak SOAK_MINUTES=60

@@ -3,6 +3,9 @@
 write the logs (gossipsub-interop's layout: ``DIR/hosts/node<N>/node<N>.stdout``), ``summary.json``,
 ``summary.md`` and plots.
 
+``python -m mycel.sim attack --persona badboy --scoring on|off --out DIR`` runs the Sybil scenario
+(:mod:`mycel.sim.attacks`); ``python -m mycel.sim evaluate --out benchmarks/sim`` runs everything (``make sim``).
+
 The process re-executes itself with ``PYTHONHASHSEED=0`` so that a seed gives the same run every time.
 """
 
@@ -13,7 +16,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 def _pin_hash_seed(argv: Sequence[str]) -> None:
@@ -22,7 +25,7 @@ def _pin_hash_seed(argv: Sequence[str]) -> None:
         os.execve(sys.executable, [sys.executable, "-m", "mycel.sim", *argv], env)
 
 
-def _progress(quiet: bool) -> object:
+def _progress(quiet: bool) -> Callable[[str], None]:
     start = time.monotonic()
 
     def show(text: str) -> None:
@@ -50,6 +53,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_p.add_argument("--skip", type=int, default=4, help="warm-up messages left out of the totals")
     run_p.add_argument("--no-logs", action="store_true", help="do not write the per-node logs")
     run_p.add_argument("--quiet", action="store_true")
+    atk = sub.add_parser("attack", help="the Sybil attack scenario (scoring on or off)")
+    atk.add_argument("--out", required=True)
+    atk.add_argument("--seed", type=int, default=0)
+    atk.add_argument("--scoring", choices=["on", "off"], default="on")
+    atk.add_argument("--persona", choices=["badboy", "covert-flash"], default="badboy")
+    atk.add_argument("--attack-at", type=float, default=0.0, help="seconds after the network formed (covert flash: e.g. 120)")
+    atk.add_argument("--publishers", type=int, default=10)
+    atk.add_argument("--lurkers", type=int, default=90)
+    atk.add_argument("--sybils", type=int, default=400)
+    atk.add_argument("--eclipse-target", type=int, help="every Sybil dials this honest node first")
+    atk.add_argument("--duration", type=float, default=300.0)
+    atk.add_argument("--quiet", action="store_true")
+    ev = sub.add_parser("evaluate", help="the whole evaluation (make sim): scale, partition, attacks")
+    ev.add_argument("--out", default="benchmarks/sim")
+    ev.add_argument("--nodes", type=int, default=1000)
+    ev.add_argument("--partition-nodes", type=int, default=200)
+    ev.add_argument("--sybils", type=int, default=400)
+    ev.add_argument("--lurkers", type=int, default=90)
+    ev.add_argument("--attack-duration", type=float, default=240.0)
+    ev.add_argument("--seed", type=int, default=1)
+    ev.add_argument("--quiet", action="store_true")
     args = parser.parse_args(args_list)
     _pin_hash_seed(args_list)
 
@@ -72,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             plan = PartitionPlan(float(start), float(duration))
         options = RunOptions(
             nodes=args.nodes, seed=args.seed, latency=args.latency, idontwant=not args.no_idontwant,
-            partition=plan, progress=_progress(args.quiet),  # type: ignore[arg-type]
+            partition=plan, progress=_progress(args.quiet),
         )
         result = run(script, options)
         summary = summarize(result, skip=args.skip)
@@ -82,8 +106,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"report: {md}", file=sys.stderr)
         return 0
 
-    parser.error(f"unknown command {args.command}")
-    return 2
+    if args.command == "attack":
+        from mycel.sim.attacks import AttackOptions, run_attack, write_attack
+
+        options_a = AttackOptions(
+            publishers=args.publishers, lurkers=args.lurkers, sybils=args.sybils, persona=args.persona,
+            scoring=args.scoring == "on", seed=args.seed, attack_at=args.attack_at, duration=args.duration,
+            eclipse_target=args.eclipse_target, progress=_progress(args.quiet),
+        )
+        summary_a = write_attack(run_attack(options_a), args.out)
+        print(json.dumps({k: v for k, v in summary_a.items() if not isinstance(v, (list, dict))}))
+        return 0
+
+    from mycel.sim.evaluate import EvalOptions, evaluate
+
+    options_e = EvalOptions(
+        nodes=args.nodes, partition_nodes=args.partition_nodes, sybils=args.sybils, honest_lurkers=args.lurkers,
+        attack_duration=args.attack_duration, seed=args.seed,
+    )
+    report = evaluate(args.out, options_e, _progress(args.quiet))
+    print(f"report: {report}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -246,7 +246,15 @@ async def run_script(script: Script, options: RunOptions) -> RunResult:
 
     window: tuple[float, float] | None = None
 
-    async def partition_schedule(plan: PartitionPlan) -> None:
+    async def redial(i: int, host: Host) -> None:
+        for ins in per_node[i]:
+            if isinstance(ins, Connect):
+                for j in ins.connect_to:
+                    if j < n and j != i and not host.connections(peer_ids[j]):
+                        with contextlib.suppress(MycelError, OSError):
+                            await host.connect(peer_ids[j], [addrs[j]])
+
+    async def partition_schedule(plan: PartitionPlan, hosts: list[Host]) -> None:
         nonlocal window
         await trio.sleep_until(t0 + plan.start)
         prng = random.Random(options.seed + 7)
@@ -257,6 +265,11 @@ async def run_script(script: Script, options: RunOptions) -> RunResult:
         net.heal()
         window = (plan.start, plan.start + plan.duration)
         progress(f"t={plan.start + plan.duration:6.1f}s  partition healed")
+        # connections that died meanwhile (yamux keepalive gives up after 30 s) are dialed again, as a
+        # node's peer store would: the script's connections are the node's known peers
+        async with trio.open_nursery() as nursery:
+            for i, host in enumerate(hosts):
+                nursery.start_soon(redial, i, host)
 
     async with trio.open_nursery() as outer:
         await outer.start(net.run)
@@ -274,7 +287,7 @@ async def run_script(script: Script, options: RunOptions) -> RunResult:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(sample_meshes)
                 if options.partition is not None:
-                    nursery.start_soon(partition_schedule, options.partition)
+                    nursery.start_soon(partition_schedule, options.partition, hosts)
                 for i, host in enumerate(hosts):
                     nursery.start_soon(node_main, i, host)
                 await all_done.wait()
