@@ -87,6 +87,7 @@ from mycel.network.resources import (
     StreamScope,
     charge_muxer_memory,
 )
+from mycel.metrics.config import MetricsConfig
 from mycel.network.limits import SourceLimits
 from mycel.network.swarm import Swarm
 from mycel.network.upgrader import Upgrader
@@ -211,6 +212,11 @@ def _with_bootstrap(config: HostConfig) -> list[Service]:
     """The services a host runs: the config's, plus a Bootstrap service when ``config.bootstrap`` is set
     and the config lists none."""
     services = list(config.services)
+    if config.metrics is not None:
+        from mycel.metrics.service import Metrics
+
+        if not any(isinstance(s, Metrics) for s in services):
+            services.append(Metrics(config.metrics))
     if config.bootstrap:
         from mycel.discovery.bootstrap import Bootstrap
 
@@ -290,6 +296,10 @@ class HostConfig:
     dns_nameservers: Sequence[str] = ()
     """DNS servers (``"ip"`` or ``"ip:port"``, ``"[ip6]:port"``) for ``/dnsaddr`` resolution; empty: the
     system's (``/etc/resolv.conf``)."""
+    metrics: MetricsConfig | None = None
+    """Prometheus metrics (the ``metrics`` extra): a :class:`~mycel.metrics.MetricsConfig` adds a
+    :class:`~mycel.metrics.Metrics` service (unless ``services`` lists one) with a registry of this
+    host's own and an HTTP exporter on 127.0.0.1. None (the default): no metrics."""
     resources: ResourceLimits = field(default_factory=ResourceLimits.autoscale)
     """Limits of the resource manager (``host.resources``): connections, streams, memory and file
     descriptors per scope (system, transient, peer, protocol, service, ...), and the allowlist. Default:
@@ -353,6 +363,8 @@ class HostConfig:
             raise ConfigError(f"HostConfig.connmgr: expected ConnManagerConfig, got {type(self.connmgr).__name__}")
         if not isinstance(self.address_policy, AddressPolicy):
             raise ConfigError(f"HostConfig.address_policy: expected AddressPolicy, got {type(self.address_policy).__name__}")
+        if self.metrics is not None and not isinstance(self.metrics, MetricsConfig):
+            raise ConfigError(f"HostConfig.metrics: expected MetricsConfig or None, got {type(self.metrics).__name__}")
         if self.gater is not None and not isinstance(self.gater, ConnectionGater):
             raise ConfigError(f"HostConfig.gater: {type(self.gater).__name__} is not a ConnectionGater")
         if self.dial_tier_delay is not None and self.dial_tier_delay < 0:

@@ -1,0 +1,204 @@
+"""Prometheus metrics (``HostConfig(metrics=MetricsConfig())``): hosts on the memory network, scraped
+over HTTP on 127.0.0.1; the figures follow connections, streams, gossip and refusals; each host has its
+own registry; the Grafana dashboard names only metrics a scrape has; a host cancelled while its
+exporter is serving exits at once and leaves no listener."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
+
+from mycel.core.errors import ConfigError
+from mycel.host import Host, HostConfig, open_host
+from mycel.metrics import Metrics, MetricsConfig
+from mycel.network.resources import ResourceLimits
+from mycel.protocols.dcutr import DCUtR
+from mycel.protocols.identify import Identify
+from mycel.protocols.kad import KadDHT
+from mycel.protocols.ping import Ping
+from mycel.protocols.pubsub import Gossipsub
+from mycel.protocols.relay import CircuitRelay
+from mycel.service import Service
+from mycel.testing.hosts import memory_config, memory_hosts
+from mycel.transports.memory import MemoryNetwork
+from mycel.web.http import http_get
+
+WAIT = 10
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "mycel.json"
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(host: Host) -> Samples:
+    """Every sample of ``host``'s exporter, fetched over HTTP: (name, labels) -> value."""
+    address = host.service(Metrics).address
+    assert address is not None and address[0] == "127.0.0.1"
+    status, headers, body = await http_get(*address, "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    out: Samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        out[(family.name, frozenset({("__family__", "")}))] = 0.0  # present even with no samples yet
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels`` (0 when there are none)."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+def _services() -> list[Service]:
+    return [Identify(), Ping(), Gossipsub()]
+
+
+async def test_scrape_follows_connections_streams_and_gossip() -> None:
+    async with memory_hosts(2, services=_services, metrics=MetricsConfig()) as (a, b):
+        before = await scrape(a)
+        assert value(before, "libp2p_swarm_connections_opened_total") == 0
+        assert value(before, "mycel_peers_connected") == 0
+        ga, gb = a.service(Gossipsub), b.service(Gossipsub)
+        async with ga.subscribe("news") as sub_a, gb.subscribe("news"):
+            await a.connect(b.peer_id, b.addrs)
+            await ga.wait_ready("news", 1, timeout=WAIT)
+            await gb.wait_ready("news", 1, timeout=WAIT)
+            await gb.publish("news", b"hello")
+            with trio.fail_after(WAIT):
+                assert (await sub_a.receive()).data == b"hello"
+            s = await scrape(a)
+            labels = {"dir": "outbound", "transport": "memory", "security": "/noise", "muxer": "/yamux/1.0.0"}
+            assert value(s, "libp2p_swarm_connections_opened_total", **labels) == 1
+            assert value(s, "mycel_connections", dir="outbound", transport="memory") == 1
+            assert value(s, "mycel_peers_connected") == 1
+            assert value(s, "libp2p_swarm_key_types_total", key_type="ed25519") == 1
+            # streams negotiated, by protocol and direction; and open now (the resource manager's view)
+            assert value(s, "mycel_streams_opened_total", protocol="/meshsub/1.2.0", dir="outbound") == 1
+            assert value(s, "mycel_streams_opened_total", protocol="/ipfs/id/1.0.0") >= 1
+            assert value(s, "libp2p_rcmgr_streams", scope="protocol", protocol="/meshsub/1.2.0", dir="inbound") == 1
+            assert value(s, "libp2p_gossipsub_mesh_peers", topic="news") == 1
+            assert value(s, "libp2p_gossipsub_topic_peers", topic="news") == 1
+            assert value(s, "libp2p_gossipsub_messages_total", kind="delivered") == 1
+            assert value(s, "mycel_transport_bytes_total", dir="received") > value(before, "mycel_transport_bytes_total", dir="received")
+            # b's own registry counts b's side: an inbound connection and the message it published
+            sb = await scrape(b)
+            assert value(sb, "libp2p_swarm_connections_opened_total", dir="inbound") == 1
+            assert value(sb, "libp2p_swarm_connections_opened_total", dir="outbound") == 0
+            assert value(sb, "libp2p_gossipsub_messages_total", kind="published") == 1
+            sent_before = value(s, "mycel_transport_bytes_total", dir="sent")
+            await a.disconnect(b.peer_id)
+            s = await scrape(a)
+            assert value(s, "libp2p_swarm_connections_closed_total", **labels) == 1
+            assert value(s, "libp2p_swarm_connection_duration_seconds_count", **labels) == 1
+            assert value(s, "mycel_connections") == 0
+            # bytes of a closed connection stay counted
+            assert value(s, "mycel_transport_bytes_total", dir="sent") >= sent_before
+
+
+async def test_resource_refusals_are_counted() -> None:
+    network = MemoryNetwork()
+    limits = ResourceLimits.autoscale().override(system={"conns_inbound": 0})
+    strict = memory_config(network, metrics=MetricsConfig(), resources=limits)
+    async with open_host(strict) as a, open_host(memory_config(network)) as b:
+        with pytest.raises(Exception):
+            with trio.fail_after(WAIT):
+                await b.connect(a.peer_id, a.addrs)
+        s = await scrape(a)
+        assert value(s, "libp2p_rcmgr_blocked_resources_total", scope="system", dir="inbound") >= 1
+        assert value(s, "libp2p_swarm_connections_opened_total") == 0
+
+
+async def test_each_host_has_its_own_registry_and_bad_config_fails_early() -> None:
+    config = memory_config(MemoryNetwork(), metrics=MetricsConfig())
+    async with open_host(config) as a, open_host(config.replace(identity=config.identity.generate())) as b:
+        ma, mb = a.service(Metrics), b.service(Metrics)
+        assert ma is not mb and ma.registry is not mb.registry and ma.address != mb.address
+        await a.connect(b.peer_id, b.addrs)
+        assert value(await scrape(a), "libp2p_swarm_connections_opened_total", dir="outbound") == 1
+        assert value(await scrape(b), "libp2p_swarm_connections_opened_total", dir="outbound") == 0
+        assert ma.address is not None
+        status, _, _ = await http_get(*ma.address, "/nothing")
+        assert status == 404
+    with pytest.raises(ConfigError, match="MetricsConfig.listen"):
+        MetricsConfig(listen="nowhere")
+    with pytest.raises(ConfigError, match="HostConfig.metrics"):
+        HostConfig(metrics="127.0.0.1:9100")  # type: ignore[arg-type]
+    assert not any(isinstance(s, Metrics) for s in HostConfig().services)  # off unless asked
+
+
+def _dashboard_metric_names() -> set[str]:
+    """Metric names in every ``expr`` of the dashboard (identifiers followed by ``{``, ``[`` or a space,
+    minus PromQL functions and keywords)."""
+    doc = json.loads(DASHBOARD.read_text())
+    exprs: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "expr" and isinstance(v, str):
+                    exprs.append(v)
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(doc)
+    assert len(exprs) >= 10
+    names: set[str] = set()
+    for e in exprs:
+        names.update(re.findall(r"\b((?:libp2p|mycel)_[a-z0-9_]+)\b", e))
+    return names
+
+
+async def test_grafana_dashboard_names_only_metrics_a_scrape_has() -> None:
+    def services() -> list[Service]:
+        return [Identify(), Ping(), Gossipsub(), KadDHT(), CircuitRelay(), DCUtR()]
+
+    async with memory_hosts(2, services=services, metrics=MetricsConfig()) as (a, b):
+        ga, gb = a.service(Gossipsub), b.service(Gossipsub)
+        async with ga.subscribe("t"), gb.subscribe("t"):
+            await a.connect(b.peer_id, b.addrs)
+            await ga.wait_ready("t", 1, timeout=WAIT)
+            await a.disconnect(b.peer_id)  # closed-connection series exist too
+            scraped = {name for name, _ in await scrape(a)}
+    families = set()
+    for name in scraped:
+        families.add(name)
+        families.add(re.sub(r"_(bucket|count|sum|total|created)$", "", name))
+    wanted = _dashboard_metric_names()
+    missing = {n for n in wanted if n not in families and re.sub(r"_(bucket|count|sum|total)$", "", n) not in families}
+    assert not missing, f"the dashboard names metrics no scrape has: {sorted(missing)}"
+
+
+async def test_host_cancelled_while_exporter_serves_exits_promptly_and_closes_it() -> None:
+    config = memory_config(MemoryNetwork(), metrics=MetricsConfig())
+    address: tuple[str, int] | None = None
+    stalled: list[trio.SocketStream] = []
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as outer:
+            with trio.CancelScope() as scope:
+                async with open_host(config) as host:
+                    address = host.service(Metrics).address
+                    assert address is not None
+                    for _ in range(5):  # clients in the middle of their request
+                        s = await trio.open_tcp_stream(*address)
+                        await s.send_all(b"GET /metrics HTTP/1.1\r\n")
+                        stalled.append(s)
+                    await trio.testing.wait_all_tasks_blocked()
+                    start = trio.current_time()
+                    scope.cancel()
+                    await trio.sleep_forever()
+            assert trio.current_time() - start < 3.0
+    assert address is not None
+    for s in stalled:  # the server closed them: they read EOF
+        with trio.fail_after(WAIT):
+            assert await s.receive_some(100) == b""
+        await s.aclose()
+    with pytest.raises(OSError):
+        await trio.open_tcp_stream(*address)
