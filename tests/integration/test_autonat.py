@@ -42,6 +42,7 @@ from mycel.service import Service
 from mycel.security.noise import Noise
 from mycel.transports.tcp import TCP
 
+TIMEOUT = 20  # bounds a failure; a pass takes well under a second (the machine is shared and loaded)
 LOOPBACK_PUBLIC = AddressPolicy(public_ranges=("127.0.0.0/8",))
 # rounds only when a test asks (probe()), unless it sets boot_delay itself
 MANUAL = AutoNATConfig(boot_delay=3600, retry_interval=3600, seed=1)
@@ -76,7 +77,7 @@ async def pair(
     client_extra: Sequence[Service] = (),
 ) -> AsyncIterator[tuple[Host, Host]]:
     async with open_host(_config(autonat=server)) as s, open_host(_config(client_listen, *client_extra, autonat=client)) as c:
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             await c.connect(s.addrs[0])
             await c.service(Identify).wait_identified(s.peer_id)
         yield s, c
@@ -85,7 +86,7 @@ async def pair(
 async def test_reachable_client_is_public_and_the_host_says_so() -> None:
     async with pair() as (s, c):
         with c.subscribe() as events:
-            with trio.fail_after(10):
+            with trio.fail_after(TIMEOUT):
                 verdict = await c.service(AutoNAT).probe()
             assert verdict is Reachability.PUBLIC
             assert c.reachability is Reachability.PUBLIC
@@ -103,11 +104,11 @@ async def test_reachable_client_is_public_and_the_host_says_so() -> None:
 async def test_client_without_listener_is_private() -> None:
     async with pair(client_listen=()) as (s, c):
         autonat = c.service(AutoNAT)
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             response = await autonat.ask_v1(s.peer_id)
         # only the observed address (the client's ephemeral port) was dialable; nothing listens there
         assert response.status is V1Status.E_DIAL_ERROR
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             assert await autonat.probe() is Reachability.PRIVATE
         assert c.reachability is Reachability.PRIVATE
 
@@ -117,7 +118,7 @@ async def test_closed_listener_address_is_private_then_public_when_listening() -
     async with open_host(_config()) as gone:
         dead = gone.advertised_addrs[0]
     async with pair() as (s, c):
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             response = await c.service(AutoNAT).ask_v1(s.peer_id, [dead])
             assert response.status is V1Status.E_DIAL_ERROR
             response = await c.service(AutoNAT).ask_v1(s.peer_id, [dead, *c.advertised_addrs])
@@ -128,7 +129,7 @@ async def test_v1_request_naming_a_third_party_is_never_dialed() -> None:
     async with open_host(_config(["/ip4/127.0.0.2/tcp/0"])) as third, pair() as (s, c):
         seen: list[object] = []
         with third.subscribe() as events:
-            with trio.fail_after(10):
+            with trio.fail_after(TIMEOUT):
                 response = await c.service(AutoNAT).ask_v1(s.peer_id, third.advertised_addrs)
             # only the requester's own observed address was tried (and refused: nothing listens there)
             assert response.status is V1Status.E_DIAL_ERROR
@@ -144,14 +145,14 @@ async def test_v1_peer_id_mismatch_and_rate_limit() -> None:
     server = AutoNATConfig(boot_delay=3600, v1_peer_limit=2, seed=2)
     async with pair(server=server) as (s, c):
         autonat = c.service(AutoNAT)
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             assert (await autonat.ask_v1(s.peer_id)).status is V1Status.OK
             assert (await autonat.ask_v1(s.peer_id)).status is V1Status.OK
             third = await autonat.ask_v1(s.peer_id)
         assert third.status is V1Status.E_DIAL_REFUSED and "too many" in third.text
         assert s.service(AutoNAT).stats["rate_limited"] == 1
         # a DIAL naming another peer id is a bad request
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             stream = await c.new_stream(s.peer_id, V1_PROTOCOL)
             from mycel.protocols.autonat.messages import encode_v1_request
 
@@ -163,7 +164,7 @@ async def test_v1_peer_id_mismatch_and_rate_limit() -> None:
 @pytest.mark.parametrize("junk", [b"\x00\x01\x02garbage", b"\x08\x01"])  # not protobuf; a DIAL_RESPONSE
 async def test_v1_malformed_requests_get_bad_request(junk: bytes) -> None:
     async with pair() as (s, c):
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             stream = await c.new_stream(s.peer_id, V1_PROTOCOL)
             await send_message(stream, junk)
             body = await receive_message(stream, 4096)
@@ -174,7 +175,7 @@ async def test_v1_malformed_requests_get_bad_request(junk: bytes) -> None:
 async def test_oversized_requests_are_cut_off() -> None:
     async with pair() as (s, c):
         for protocol in (V1_PROTOCOL, DIAL_REQUEST_PROTOCOL):
-            with trio.fail_after(10):
+            with trio.fail_after(TIMEOUT):
                 stream = await c.new_stream(s.peer_id, protocol)
                 await send_message(stream, b"\x00" * 9000)  # over both versions' message bounds
                 body = await _answer_or_reset(stream)
@@ -197,11 +198,11 @@ async def test_v2_reachable_address_with_nonce() -> None:
     client = AutoNATConfig(boot_delay=3600, confidence=1, seed=3)
     async with pair(client=client) as (s, c):
         autonat = c.service(AutoNAT)
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             addr, reachable = await autonat.ask_v2(s.peer_id, c.advertised_addrs)
         assert addr == c.advertised_addrs[0] and reachable is True
         assert s.service(AutoNAT).stats["dial_data_bytes"] == 0  # same IP: no cost asked
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             await autonat.probe()
         assert autonat.addr_reachability()[c.advertised_addrs[0]] is Reachability.PUBLIC
 
@@ -211,13 +212,13 @@ async def test_v2_third_party_address_costs_dial_data() -> None:
         autonat = c.service(AutoNAT)
         # a client unwilling to pay: resets, nothing is dialed
         autonat.config = dataclasses.replace(autonat.config, max_dial_data=1000)
-        with trio.fail_after(10), pytest.raises(AutoNATMessageError):
+        with trio.fail_after(TIMEOUT), pytest.raises(AutoNATMessageError):
             await autonat.ask_v2(s.peer_id, third.advertised_addrs)
         assert not third.connections()
         assert s.service(AutoNAT).stats["dial_data_bytes"] == 0
         # one that pays: the server dials the address, but the peer there is not the requester
         autonat.config = dataclasses.replace(autonat.config, max_dial_data=100_000)
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             addr, reachable = await autonat.ask_v2(s.peer_id, third.advertised_addrs)
         assert addr == third.advertised_addrs[0] and reachable is False
         assert 30_000 <= s.service(AutoNAT).stats["dial_data_bytes"] <= 100_000 + 4096
@@ -226,7 +227,7 @@ async def test_v2_third_party_address_costs_dial_data() -> None:
 async def test_v2_hostile_messages() -> None:
     async with pair() as (s, c):
         for body in (b"\xff\xff", b""):  # junk; an empty Message
-            with trio.fail_after(10):
+            with trio.fail_after(TIMEOUT):
                 stream = await c.new_stream(s.peer_id, DIAL_REQUEST_PROTOCOL)
                 await send_message(stream, body)
                 assert await _answer_or_reset(stream) is None
@@ -234,7 +235,7 @@ async def test_v2_hostile_messages() -> None:
         # a request with no address the server will dial: refused, answered
         from mycel.protocols.autonat.messages import encode_v2_request
 
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             stream = await c.new_stream(s.peer_id, DIAL_REQUEST_PROTOCOL)
             await send_message(stream, encode_v2_request([Multiaddr("/ip4/10.0.0.1/tcp/1")], 7))
             answer = await receive_message(stream, 8192)
@@ -251,13 +252,13 @@ async def test_automatic_rounds_reach_a_verdict_and_the_dht_follows() -> None:
         dht = c.service(KadDHT)
         assert dht.mode == "client" and KAD_PROTOCOL not in c.protocols
         with c.subscribe() as events, s.subscribe() as s_events:
-            with trio.fail_after(10):
+            with trio.fail_after(TIMEOUT):
                 await c.connect(s.addrs[0])
                 verdict = await next_verdict(events)
             assert verdict.reachability is Reachability.PUBLIC
             assert c.service(KadDHT).mode == "server" and KAD_PROTOCOL in c.protocols
             # the server learns it through identify push (a PeerIdentified event when it arrives)
-            with trio.fail_after(10):
+            with trio.fail_after(TIMEOUT):
                 while KAD_PROTOCOL not in s.peerstore.protocols(c.peer_id):
                     await s_events.receive()
         # and back to client when a verdict says private
@@ -268,7 +269,7 @@ async def test_automatic_rounds_reach_a_verdict_and_the_dht_follows() -> None:
 async def test_observed_address_is_advertised_pushed_and_dropped_with_its_connection() -> None:
     policy = AddressPolicy(public_ranges=("127.0.0.0/8",), observed_threshold=1)
     async with open_host(_config().replace(address_policy=policy)) as s, open_host(_config().replace(address_policy=policy)) as c:
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             conn = await c.connect(s.addrs[0])
             await s.service(Identify).wait_identified(c.peer_id)
         inbound = s.connections(c.peer_id)[0]
@@ -276,12 +277,12 @@ async def test_observed_address_is_advertised_pushed_and_dropped_with_its_connec
         external = Multiaddr(f"/ip4/198.18.7.7/tcp/{port}")
         s.record_observed_addr(inbound, external)
         assert external in s.advertised_addrs
-        with c.subscribe() as c_events, trio.fail_after(10):
+        with c.subscribe() as c_events, trio.fail_after(TIMEOUT):
             while external not in c.peerstore.addrs(s.peer_id):
                 await c_events.receive()  # identify push arrives as a PeerIdentified event
         with s.subscribe() as s_events:
             await conn.aclose()
-            with trio.fail_after(10):
+            with trio.fail_after(TIMEOUT):
                 while not (isinstance(event := await s_events.receive(), ConnectionClosed) and event.connection is inbound):
                     pass
         assert external not in s.advertised_addrs
@@ -313,7 +314,7 @@ async def test_host_cancelled_mid_dial_back_exits_promptly() -> None:
 
             async with trio.open_nursery() as inner:
                 inner.start_soon(ask)
-                with trio.fail_after(10):
+                with trio.fail_after(TIMEOUT):
                     await hung.wait()  # the server's dial reached the silent listener
                 inner.cancel_scope.cancel()
             t0 = trio.current_time()
@@ -333,7 +334,7 @@ async def test_relay_client_reserves_while_private_and_stops_when_public() -> No
         async with open_host(a_cfg) as a:
             mine = next(t for t in a.transports if isinstance(t, RelayTransport))
             assert not mine.listeners
-            with a.subscribe() as events, trio.fail_after(10):
+            with a.subscribe() as events, trio.fail_after(TIMEOUT):
                 await a.connect(r.addrs[0])  # a round starts once R's AutoNAT protocol is known: private
                 verdict = await next_verdict(events)
                 assert verdict.reachability is Reachability.PRIVATE
@@ -342,7 +343,7 @@ async def test_relay_client_reserves_while_private_and_stops_when_public() -> No
                 rsvp = await mine.wait_reserved(r.peer_id)
             assert rsvp.relay == r.peer_id
             assert any(str(x).endswith("/p2p-circuit") for x in a.advertised_addrs)
-            with trio.fail_after(10), a.subscribe() as events:
+            with trio.fail_after(TIMEOUT), a.subscribe() as events:
                 a.set_reachability(Reachability.PUBLIC)
                 while mine.listeners:
                     await events.receive()  # the transport reacts to the same event, then closes its listener
@@ -354,7 +355,7 @@ async def test_v2_only_verdict_sets_the_host_reachability() -> None:
     client = AutoNATConfig(boot_delay=3600, v1=False, confidence=1, seed=8)
     async with pair(client=client, server=server) as (s, c):
         assert V1_PROTOCOL not in s.protocols and DIAL_REQUEST_PROTOCOL in s.protocols
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             await c.service(AutoNAT).probe()
         assert c.reachability is Reachability.PUBLIC
         assert c.service(AutoNAT).reachability is Reachability.UNKNOWN  # (the v1 verdict: never asked)
@@ -413,7 +414,7 @@ async def test_host_cancelled_mid_probe_exits_promptly() -> None:
                     await c.connect(s.addrs[0])
                     autonat = c.service(AutoNAT)
                     c.spawn(autonat.ask_v1, s.peer_id, [Multiaddr(f"/ip4/127.0.0.1/tcp/{port}")])
-                    with trio.fail_after(10):
+                    with trio.fail_after(TIMEOUT):
                         await hung.wait()
                     t0 = trio.current_time()
                     scope.cancel()
@@ -455,7 +456,7 @@ async def test_hostile_servers_get_typed_errors_and_no_verdict() -> None:
 
         s.set_stream_handler(V1_PROTOCOL, garbage_v1)
         s.set_stream_handler(DIAL_REQUEST_PROTOCOL, greedy_v2)
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             with pytest.raises(AutoNATMessageError):
                 await autonat.ask_v1(s.peer_id)
             with pytest.raises(AutoNATMessageError, match="10000000"):
@@ -464,7 +465,7 @@ async def test_hostile_servers_get_typed_errors_and_no_verdict() -> None:
             s.set_stream_handler(DIAL_REQUEST_PROTOCOL, liar_v2)
             addr, reachable = await autonat.ask_v2(s.peer_id, c.advertised_addrs)
         assert addr == c.advertised_addrs[0] and reachable is None  # discarded: the nonce never came back
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             await autonat.probe()  # nothing counts as an observation of ours
         assert c.reachability is Reachability.UNKNOWN
         assert c.connections(s.peer_id)
@@ -474,7 +475,7 @@ async def test_dial_data_dribbled_in_tiny_chunks_is_refused() -> None:
     from mycel.protocols.autonat.messages import V2DataRequest, encode_v2_data, encode_v2_request
 
     async with open_host(_config(["/ip4/127.0.0.2/tcp/0"])) as third, pair() as (s, c):
-        with trio.fail_after(10):
+        with trio.fail_after(TIMEOUT):
             stream = await c.new_stream(s.peer_id, DIAL_REQUEST_PROTOCOL)
             await send_message(stream, encode_v2_request(third.advertised_addrs, 1))
             ask = decode_v2_message(await read_message(stream, 8192))

@@ -103,6 +103,9 @@ class AutoNATConfig:
     """Seconds between rounds while the verdict is not settled (go's AutoNATRetryInterval)."""
     refresh_interval: float = 15 * 60.0
     """Seconds between rounds once it is (go's AutoNATRefreshInterval)."""
+    min_interval: float = 15.0
+    """Seconds at least between the starts of two rounds, however often addresses change or servers
+    connect (so that churn does not make us flood servers, who would rate limit us anyway)."""
     probes_per_round: int = 1
     """v1 servers asked at once per round (go asks one)."""
     request_timeout: float = 30.0
@@ -146,9 +149,11 @@ class AutoNAT(Service):
         self._reached: Multiaddr | None = None  # the address a v1 server last dialed us back on
         self._next_round = math.inf
         self._started_at = 0.0
+        self._last_round = -math.inf
+        self._round_done = trio.Event()
         self._wake = trio.Event()
         self.rounds = 0
-        """Client rounds done."""
+        """Client rounds finished."""
         self.stats: dict[str, int] = dict.fromkeys(
             ("requests", "served", "refused", "rate_limited", "bad_requests", "dial_backs", "dial_data_bytes", "probes", "bad_responses"),
             0,
@@ -204,7 +209,7 @@ class AutoNAT(Service):
     def _bring_forward(self, delay: float) -> None:
         if self._host is None:
             return
-        due = trio.current_time() + delay
+        due = max(trio.current_time() + delay, self._last_round + self.config.min_interval)
         if due < self._next_round:
             self._next_round = due
             self._wake.set()
@@ -249,7 +254,8 @@ class AutoNAT(Service):
         if not servers and not (self.config.v2 and self._servers(DIAL_REQUEST_PROTOCOL)):
             self._next_round = math.inf  # nobody to ask: the next server that connects starts a round
             return self._tracker.status
-        self.rounds += 1
+        self._last_round = trio.current_time()
+        self._next_round = math.inf  # (a change during the round may bring the next one forward)
         async with trio.open_nursery() as nursery:
             for peer in servers:
                 nursery.start_soon(self._probe_v1, peer)
@@ -257,8 +263,17 @@ class AutoNAT(Service):
                 nursery.start_soon(self._probe_v2_round)
         self._publish(host)
         settled = self._tracker.settled
-        self._next_round = trio.current_time() + (self.config.refresh_interval if settled else self.config.retry_interval)
+        interval = self.config.refresh_interval if settled else self.config.retry_interval
+        self._next_round = min(self._next_round, trio.current_time() + interval)
+        self.rounds += 1
+        self._round_done.set()
+        self._round_done = trio.Event()
         return self._tracker.status
+
+    async def wait_rounds(self, count: int) -> None:
+        """Wait until the client has finished ``count`` rounds (``rounds``)."""
+        while self.rounds < count:
+            await self._round_done.wait()
 
     async def _probe_v1(self, peer: PeerId) -> None:
         self._mark_asked(peer)
