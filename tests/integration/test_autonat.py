@@ -318,7 +318,7 @@ async def test_host_cancelled_mid_dial_back_exits_promptly() -> None:
                     await hung.wait()  # the server's dial reached the silent listener
                 inner.cancel_scope.cancel()
             t0 = trio.current_time()
-        assert trio.current_time() - t0 < 3.0  # both hosts closed within their shutdown timeout
+        assert trio.current_time() - t0 < 5.0  # both hosts closed within their shutdown timeout
         assert s.is_closed and c.is_closed
         outer.cancel_scope.cancel()
 
@@ -418,7 +418,7 @@ async def test_host_cancelled_mid_probe_exits_promptly() -> None:
                         await hung.wait()
                     t0 = trio.current_time()
                     scope.cancel()
-            assert trio.current_time() - t0 < 3.0
+            assert trio.current_time() - t0 < 5.0
             assert c.is_closed
             assert not s.is_closed and s.service_state(AutoNAT).running  # the server lives on
         outer.cancel_scope.cancel()
