@@ -22,6 +22,8 @@ from mycel.testing.netns import Namespace
 
 NODE = str(pathlib.Path(__file__).with_name("node.py"))
 REPO = str(pathlib.Path(__file__).resolve().parents[2])
+PY_PEER = str(pathlib.Path(__file__).with_name("py_dcutr_peer.py"))
+PY_PEER_PYTHON = str(pathlib.Path(REPO) / "interop" / ".peers" / "py-venv" / "bin" / "python")  # make interop-peers
 
 
 class NodeError(RuntimeError):
@@ -179,6 +181,25 @@ class NatRun:
             except Exception:  # teardown goes on: the lab kills what is left
                 pass
         self.lab.__exit__(exc_type, exc, tb)
+
+    def run_py_dialer(self) -> RunResult:
+        """One hole punch with py-libp2p as the dialer (A, in peer-a; tests/nat/py_dcutr_peer.py) and
+        mycel as the listener (B): TCP only (py-libp2p hole punches over TCP)."""
+        relay = self.relay_addrs["tcp"]
+        self.listener.send(cmd="listen", transport="tcp", relay=relay)
+        listening = self.listener.expect("listening")
+        target = f"{relay}/p2p-circuit/p2p/{listening['peer']}"
+        proc = subprocess.run(
+            self.lab.a.ns.command([PY_PEER_PYTHON, "-u", PY_PEER, relay, target]),
+            capture_output=True, text=True, timeout=120, cwd=REPO,
+        )
+        lines = proc.stdout.strip().splitlines()
+        dialer: dict[str, Any] = json.loads(lines[-1]) if lines else {"error": proc.stderr[-2000:]}
+        self.listener.send(cmd="report")
+        report = self.listener.expect("report")
+        self.listener.send(cmd="stop")
+        self.listener.expect("stopped")
+        return RunResult("tcp", dialer, report["results"])
 
     def run(self, transport: str) -> RunResult:
         relay = self.relay_addrs[transport]

@@ -9,7 +9,9 @@ Counts here keep ``make test`` near two minutes; ``make natlab`` runs the full o
 * symmetric x symmetric: no direct connection after 3 attempts, the relayed connection still carries
   pings, every run;
 * 5 % loss on both routers (nft numgen drop rules, both directions): the hole punch succeeds within its
-  retries (rate asserted >= 90 % over the reduced count, reported in full by ``make natlab``).
+  retries (rate asserted >= 90 % over the reduced count, reported in full by ``make natlab``);
+* interop: py-libp2p 0.8.1 (its DCUtRProtocol) dials the mycel listener through the relay and answers
+  mycel's hole punch over TCP — a direct connection through both NATs, every run.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ SYM = NatKind.SYMMETRIC
 EIM_RUNS = int(os.environ.get("NATLAB_EIM_RUNS", "25"))
 LOSS_RUNS = int(os.environ.get("NATLAB_LOSS_RUNS", "10"))
 SYM_RUNS = int(os.environ.get("NATLAB_SYM_RUNS", "2"))
+PY_RUNS = int(os.environ.get("NATLAB_PY_RUNS", "3"))
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +86,13 @@ def test_hole_punch_through_5_percent_loss(lab: NatRun, transport: str) -> None:
     figures = summary.as_dict()
     assert figures["rate"] >= 0.9, [r.dialer for r in summary.runs if not r.success][:3]
     assert figures["max_attempts"] <= 3
+
+
+def test_py_libp2p_dialer_hole_punches_with_mycel(lab: NatRun) -> None:
+    for _ in range(PY_RUNS):
+        run = lab.run_py_dialer()
+        assert run.dialer.get("direct") is True, run.dialer
+        mine = [r for r in run.listener if r["initiator"]]
+        assert mine and mine[-1]["success"] is True and mine[-1]["attempts"] <= 3, run.listener
+        # py's direct connection goes to B's router (the relay's address is the relayed one)
+        assert f"('{lab.lab.b.router.ext_ip}', " in " ".join(run.dialer["addrs"])
