@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,proto,bench]'
+	$(BIN)/pip install -q -e '.[dev,proto,bench,docs]'
 	# multiaddr pulls in trio-typing, whose stale trio-stubs would shadow trio's own inline types for mypy
 	rm -rf $(VENV)/lib/python*/site-packages/trio-stubs
 	touch $(STAMP)
