@@ -1214,6 +1214,8 @@ class _ServiceSlot:
                 told = host._told_protocols.get(peer)
                 if told:
                     service.peer_protocols_changed(view, peer, told, frozenset())
+            if host.reachability is not Reachability.UNKNOWN:  # (a DHT in auto mode picks its mode again)
+                service.reachability_changed(view, host.reachability, ())
         except Exception as exc:
             self.fail(exc, "a hook raised while it was told of the connected peers")
 

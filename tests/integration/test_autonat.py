@@ -22,8 +22,9 @@ from multiaddr import Multiaddr
 from mycel.core.addrs import AddressPolicy, Reachability
 from mycel.core.abc import MuxedStream
 from mycel.core.errors import MycelError
-from mycel.core.events import ConnectionClosed, ConnectionOpened, ReachabilityChanged
+from mycel.core.events import ConnectionClosed, ConnectionOpened, PeerFound, ReachabilityChanged
 from mycel.core.framing import receive_message, send_message
+from mycel.core.identity import Identity
 from mycel.host import EventSubscription, Host, HostConfig, open_host
 from mycel.muxers.yamux import Yamux
 from mycel.protocols.autonat import (
@@ -38,7 +39,7 @@ from mycel.protocols.autonat.messages import V2Response, V2Status, decode_v1_res
 from mycel.protocols.identify import Identify
 from mycel.protocols.kad import KadDHT
 from mycel.protocols.kad.service import PROTOCOL as KAD_PROTOCOL
-from mycel.service import Service
+from mycel.service import Service, ServiceHost
 from mycel.security.noise import Noise
 from mycel.transports.tcp import TCP
 
@@ -487,3 +488,30 @@ async def test_dial_data_dribbled_in_tiny_chunks_is_refused() -> None:
         assert s.service(AutoNAT).stats["dial_data_bytes"] == 0
         assert s.service(AutoNAT).stats["bad_requests"] == 1
         assert not third.connections()
+
+
+class _Follower(Service):
+    """Records the reachability it is told of; its peer_found hook raises (to make the host restart it)."""
+
+    restart_on_failure = True
+    restart_backoff = 0.0
+
+    def __init__(self) -> None:
+        self.told: list[Reachability] = []
+
+    def reachability_changed(self, host: ServiceHost, reachability: Reachability, addrs: tuple[Multiaddr, ...]) -> None:
+        self.told.append(reachability)
+
+    def peer_found(self, host: ServiceHost, event: PeerFound) -> None:
+        raise RuntimeError("fail on purpose")
+
+
+async def test_a_restarted_service_is_told_the_current_reachability() -> None:
+    async with open_host(_config((), _Follower())) as c:
+        c.set_reachability(Reachability.PUBLIC)
+        c.set_reachability(Reachability.PUBLIC)  # no change: no second call
+        assert c.service(_Follower).told == [Reachability.PUBLIC]
+        c.peer_found(Identity.generate().peer_id, [], "test")  # its hook raises: the service fails, is started again
+        await trio.testing.wait_all_tasks_blocked()
+        assert c.service_state(_Follower).failures == 1 and c.service_state(_Follower).running
+        assert c.service(_Follower).told == [Reachability.PUBLIC]  # the fresh copy heard it on restart
