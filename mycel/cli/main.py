@@ -283,11 +283,22 @@ async def cmd_id(args: argparse.Namespace) -> int:
 async def cmd_listen(args: argparse.Namespace) -> int:
     identity = Identity.generate() if args.ephemeral else load_identity(args.key)
     config = build_config(args, identity, listen_addrs(args))
+    if args.web is not None:
+        from mycel.web.http import parse_listen
+        from mycel.web.view import WebView
+
+        try:
+            parse_listen(args.web)
+        except ValueError as exc:
+            raise CliError(f"--web: {exc}", EXIT_USAGE) from None
+        config = config.replace(services=[*config.services, WebView(args.web)])
     async with open_host(config) as host, trio.open_nursery() as nursery:
         if args.verbose:
             await nursery.start(log_events, host)
         for addr in host.addrs:
             print(addr, flush=True)
+        if args.web is not None:
+            print(f"web view: {host.service(WebView).url}", flush=True)
         await trio.sleep_forever()
     return 0
 
@@ -514,6 +525,8 @@ def make_parser() -> argparse.ArgumentParser:
                         f"or {QUIC_LOOPBACK} with --transport quic)")
     p.add_argument("--quic", action="store_true",
                    help="also listen on QUIC: /udp/PORT/quic-v1 beside each TCP listen address")
+    p.add_argument("--web", metavar="HOST:PORT",
+                   help="serve a live, read-only web view of the node there (e.g. 127.0.0.1:8080; keep it on loopback)")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--key", default=default_key_path(), metavar="FILE",
                      help="identity key file, created if missing (default: ~/.mycel/identity.key, as `mycel id`)")

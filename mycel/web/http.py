@@ -26,6 +26,11 @@ REQUEST_TIMEOUT = 10.0
 MAX_CLIENTS = 32
 """Connections served at once; a further one gets 503 and is closed."""
 
+LINGER_SECONDS = 1.0
+"""Seconds a connection is drained after the answer before it is closed."""
+LINGER_BYTES = 65536
+"""Bytes drained at most after the answer (a body we never read)."""
+
 _REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -120,6 +125,25 @@ def _encode(resp: Response, head_only: bool) -> bytes:
     return out if head_only else out + resp.body
 
 
+async def _linger_close(stream: trio.SocketStream) -> None:
+    """Close after answering without the response being lost: send FIN, then read (and drop) what the
+    client still sends — at most :data:`LINGER_BYTES` for at most :data:`LINGER_SECONDS` — so that
+    closing with unread request bytes does not make the kernel reset the connection over the answer."""
+    try:
+        with trio.move_on_after(LINGER_SECONDS):
+            await stream.send_eof()
+            left = LINGER_BYTES
+            while left > 0:
+                chunk = await stream.receive_some(min(left, 16384))
+                if not chunk:
+                    break
+                left -= len(chunk)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
+        pass
+    finally:  # cancelled (the host is closing) or not: the socket is closed
+        await trio.aclose_forcefully(stream)
+
+
 def text_response(status: int, text: str) -> Response:
     """A plain-text response."""
     return Response(status, "text/plain; charset=utf-8", text.encode())
@@ -141,6 +165,17 @@ class HttpServer:
         """Requests answered so far."""
         self.refused = 0
         """Connections refused (too many at once, oversized or malformed requests, timeouts)."""
+        self._changed = trio.Event()  # set (and replaced) whenever ``active`` changes
+
+    def _set_active(self, delta: int) -> None:
+        self.active += delta
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_active(self, count: int) -> None:
+        """Return once exactly ``count`` connections are being served."""
+        while self.active != count:
+            await self._changed.wait()
 
     async def serve(
         self, host: str, port: int, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED
@@ -173,7 +208,7 @@ class HttpServer:
                 self.refused += 1
                 nursery.start_soon(self._refuse, stream)
                 continue
-            self.active += 1
+            self._set_active(1)
             nursery.start_soon(self._serve_one, stream)
 
     async def _refuse(self, stream: trio.SocketStream) -> None:
@@ -182,7 +217,7 @@ class HttpServer:
                 await stream.send_all(_encode(text_response(503, "busy\n"), False))
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
-        await trio.aclose_forcefully(stream)
+        await _linger_close(stream)
 
     async def _serve_one(self, stream: trio.SocketStream) -> None:
         try:
@@ -194,8 +229,8 @@ class HttpServer:
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             log.debug("%s: client went away: %s", self.name, exc)
         finally:
-            self.active -= 1
-            await trio.aclose_forcefully(stream)
+            self._set_active(-1)
+            await _linger_close(stream)
 
     async def _exchange(self, stream: trio.SocketStream) -> None:
         buf = bytearray()

@@ -90,7 +90,7 @@ function renderMesh(s) {
       const g = el("svg:g", {class: p.mesh ? "mesh-peer" : "topic-peer", "data-peer": p.peer});
       g.appendChild(el("svg:title", {}, p.peer + (p.score === null ? "" : " score " + p.score)));
       g.appendChild(el("svg:circle", {cx: x, cy: y, r: 8, fill: p.mesh ? scoreColor(p.score) : "#fff", stroke: scoreColor(p.score), "stroke-width": 2}));
-      g.appendChild(el("svg:text", {x: x, y: y + 20, "text-anchor": "middle", "font-size": 9}, p.short.slice(0, 8) + (p.score === null ? "" : " " + p.score)));
+      g.appendChild(el("svg:text", {x: x, y: y + 20, "text-anchor": "middle", "font-size": 9}, "…" + p.peer.slice(-6) + (p.score === null ? "" : " " + p.score)));
       svg.appendChild(g);
     });
     svg.appendChild(el("svg:circle", {cx: cx, cy: cy, r: 11, fill: "#1d2430"}));

@@ -176,29 +176,36 @@ async def test_grafana_dashboard_names_only_metrics_a_scrape_has() -> None:
     assert not missing, f"the dashboard names metrics no scrape has: {sorted(missing)}"
 
 
-async def test_host_cancelled_while_exporter_serves_exits_promptly_and_closes_it() -> None:
-    config = memory_config(MemoryNetwork(), metrics=MetricsConfig())
-    address: tuple[str, int] | None = None
+async def test_host_cancelled_while_exporter_and_web_view_serve_exits_promptly_and_closes_them() -> None:
+    """The two HTTP servers of this package (the exporter, the web view) under one cancelled host: clients
+    in the middle of their request and scrapes in flight do not hold the host up; nothing listens after."""
+    from mycel.web.view import WebView
+
+    config = memory_config(MemoryNetwork(), services=[Identify(), WebView()], metrics=MetricsConfig())
+    addresses: list[tuple[str, int]] = []
     stalled: list[trio.SocketStream] = []
     with trio.fail_after(WAIT):
-        async with trio.open_nursery() as outer:
-            with trio.CancelScope() as scope:
-                async with open_host(config) as host:
-                    address = host.service(Metrics).address
+        with trio.CancelScope() as scope:
+            async with open_host(config) as host, trio.open_nursery() as nursery:
+                for address in (host.service(Metrics).address, host.service(WebView).address):
                     assert address is not None
-                    for _ in range(5):  # clients in the middle of their request
+                    addresses.append(address)
+                    for _ in range(4):  # half a request each
                         s = await trio.open_tcp_stream(*address)
-                        await s.send_all(b"GET /metrics HTTP/1.1\r\n")
+                        await s.send_all(b"GET /metr")
                         stalled.append(s)
-                    await trio.testing.wait_all_tasks_blocked()
-                    start = trio.current_time()
-                    scope.cancel()
-                    await trio.sleep_forever()
-            assert trio.current_time() - start < 3.0
-    assert address is not None
-    for s in stalled:  # the server closed them: they read EOF
-        with trio.fail_after(WAIT):
-            assert await s.receive_some(100) == b""
-        await s.aclose()
-    with pytest.raises(OSError):
-        await trio.open_tcp_stream(*address)
+                    for _ in range(4):  # whole scrapes, cancelled wherever they are
+                        nursery.start_soon(scrape, host)
+                await trio.testing.wait_all_tasks_blocked()
+                start = trio.current_time()
+                scope.cancel()
+        assert trio.current_time() - start < 3.0
+        for s in stalled:  # closed by the server: EOF (or a reset, as it had read their bytes)
+            try:
+                assert await s.receive_some(100) == b""
+            except trio.BrokenResourceError:
+                pass
+            await s.aclose()
+    for address in addresses:
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream(*address)
