@@ -166,3 +166,33 @@ async def test_tcp_reuse_port_dials_from_the_listen_port() -> None:
     finally:
         await la.aclose()
         await lb.aclose()
+
+
+async def test_tcp_listener_adopts_punched_sockets_up_to_its_bound() -> None:
+    """A hole-punched socket waits in the listener for the swarm's accept (which it wakes); beyond
+    ADOPT_QUEUE waiting, adopt() refuses (the caller closes it) and the listener closes what waits."""
+    from mycel.transports.tcp import ADOPT_QUEUE
+
+    tcp = TCP(reuse_port=True)
+    listener = await tcp.open_listener(Multiaddr("/ip4/127.0.0.1/tcp/0"))
+    conns = []
+    try:
+        async with trio.open_nursery() as nursery:
+            got: list[object] = []
+
+            async def accept_one() -> None:
+                got.append(await listener.accept())
+
+            nursery.start_soon(accept_one)
+            await trio.testing.wait_all_tasks_blocked()  # blocked in the socket's accept
+            first = await tcp.dial(listener.addrs[0])  # a connection of ours to adopt
+            conns.append(first)
+            assert listener.adopt(first)  # type: ignore[attr-defined]
+        assert got == [first]  # the blocked accept woke for it
+        for _ in range(ADOPT_QUEUE):
+            assert listener.adopt(first)  # type: ignore[attr-defined]
+        assert not listener.adopt(first)  # type: ignore[attr-defined]
+    finally:
+        await listener.aclose()  # closes the waiting ones
+        for c in conns:
+            await c.aclose()
