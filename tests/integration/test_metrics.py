@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from mycel.core.errors import ConfigError
@@ -124,6 +125,15 @@ async def test_each_host_has_its_own_registry_and_bad_config_fails_early() -> No
         assert ma.address is not None
         status, _, _ = await http_get(*ma.address, "/nothing")
         assert status == 404
+    # a registry of the user's: filled while the host runs (no exporter asked), left empty after
+    registry = CollectorRegistry()
+    async with open_host(memory_config(MemoryNetwork(), metrics=MetricsConfig(listen=None, registry=registry))) as h:
+        m = h.service(Metrics)
+        assert m.registry is registry and m.address is None
+        assert registry.get_sample_value("mycel_peers_connected") == 0
+        assert b"libp2p_rcmgr_connections" in m.scrape()
+    assert registry.get_sample_value("mycel_peers_connected") is None
+    assert list(registry.collect()) == []
     with pytest.raises(ConfigError, match="MetricsConfig.listen"):
         MetricsConfig(listen="nowhere")
     with pytest.raises(ConfigError, match="HostConfig.metrics"):

@@ -15,6 +15,7 @@ import pytest
 import trio
 import trio.testing
 
+from mycel.core.events import PeerConnected
 from mycel.host import Host, open_host
 from mycel.protocols.identify import Identify
 from mycel.protocols.kad import KadDHT
@@ -29,7 +30,7 @@ from mycel.web.view import WebView
 WAIT = 10
 
 
-async def state(host: Host) -> dict[str, Any]:
+async def state_of(host: Host) -> dict[str, Any]:
     """``/api/state`` of ``host``'s web view, over HTTP."""
     address = host.service(WebView).address
     assert address is not None and address[0] == "127.0.0.1"
@@ -44,7 +45,7 @@ async def test_state_follows_peers_streams_mesh_and_dht() -> None:
         return [Identify(), Ping(), Gossipsub(), KadDHT(mode="server"), WebView()]
 
     async with memory_hosts(3, services=services) as (a, b, c):
-        first = await state(a)
+        first = await state_of(a)
         assert first["peer_id"] == str(a.peer_id) and first["addrs"] == [str(x) for x in a.addrs]
         assert first["connections"] == [] and first["reachability"] == "unknown"
         assert first["pubsub"] == {"topics": [], "total_topics": 0, "scoring": False, "stats": first["pubsub"]["stats"]}
@@ -58,7 +59,7 @@ async def test_state_follows_peers_streams_mesh_and_dht() -> None:
             await b.connect(a.peer_id, a.addrs)
             await a.connect(c.peer_id, c.addrs)
             await ga.wait_ready("blocks", 2, timeout=WAIT)
-            s = await state(a)
+            s = await state_of(a)
         rows = {r["peer"]: r for r in s["connections"]}
         assert set(rows) == {str(b.peer_id), str(c.peer_id)} and s["peers"] == 2
         assert rows[str(b.peer_id)]["direction"] == "inbound" and rows[str(c.peer_id)]["direction"] == "outbound"
@@ -82,7 +83,7 @@ async def test_bandwidth_is_sampled_every_second(autojump_clock: trio.testing.Mo
         await stream.send_all(b"x" * 32)  # ping echoes 32 bytes
         await stream.receive_some(32)
         await trio.sleep(3.5)
-        samples = (await state(a))["bandwidth"]
+        samples = (await state_of(a))["bandwidth"]
         assert 3 <= len(samples) <= 4
         assert sum(x[1] for x in samples) > 0 and sum(x[2] for x in samples) > 0
         assert samples[-1][0] - samples[0][0] == pytest.approx(len(samples) - 1, abs=0.01)
@@ -125,6 +126,24 @@ async def test_http_bounds_read_only_and_clients_at_once() -> None:
         with trio.fail_after(WAIT):
             await server.wait_active(0)
         assert (await http_get(*address, "/healthz"))[0] == 200
+
+
+async def test_a_port_in_use_fails_the_view_alone() -> None:
+    network = MemoryNetwork()
+    async with open_host(memory_config(network, services=[Identify(), WebView()])) as a:
+        address = a.service(WebView).address
+        assert address is not None
+        taken = memory_config(network, services=[Identify(), WebView(f"127.0.0.1:{address[1]}")])
+        with a.subscribe() as events:
+            async with open_host(taken) as b:
+                state = b.service_state(WebView)
+                assert not state.running and state.stopped_by_failure and state.failures == 1
+                await b.connect(a.peer_id, a.addrs)  # the host goes on
+                with trio.fail_after(WAIT):
+                    async for event in events:
+                        if isinstance(event, PeerConnected):
+                            break
+                assert (await state_of(a))["peers"] == 1
 
 
 def test_cli_listen_web_serves_the_view() -> None:
