@@ -13,10 +13,12 @@ Two kinds of figures, both in a ``CollectorRegistry`` of the host's own:
   peer scores), the DHT (table size, buckets, requests, lookups), circuit relay (reservations held
   and granted, circuits), DCUtR hole-punch outcomes and AutoNAT's probes.
 
-Not measured (no hook exists outside files this package may not change): dial and handshake
-durations (go's ``libp2p_swarm_dial_*`` / ``handshake_latency_seconds``) need a timing callback in the
-swarm; DHT query durations need one in the DHT; bytes per *protocol* need per-stream byte counters in
-the muxers (bytes are counted per connection, so the totals are per direction only).
+Declared but not yet fed (the swarm and the DHT have no timing callback yet): go's
+``libp2p_swarm_handshake_latency_seconds`` and ``libp2p_swarm_dial_errors_total``, and
+``libp2p_kad_query_duration_seconds``. :meth:`Metrics.completed_handshake`, :meth:`Metrics.failed_dialing`
+and :meth:`Metrics.completed_query` are the tracer methods for them to call (go's MetricsTracer shape).
+Not measured: bytes per *protocol* (bytes are counted per connection, so the totals are per direction
+only; per-protocol figures need per-stream byte counters in the muxers).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import trio
+from multiaddr import Multiaddr
+
 try:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -42,7 +46,15 @@ from mycel.core.errors import MycelError
 from mycel.core.events import StreamOpened
 from mycel.host import Host
 from mycel.metrics.config import MetricsConfig
-from mycel.metrics.introspect import ConnectionTotals, connection_labels, direction_label, find_service, inner_host, transport_name
+from mycel.metrics.introspect import (
+    ConnectionTotals,
+    connection_labels,
+    direction_label,
+    find_service,
+    inner_host,
+    ip_version,
+    transport_name,
+)
 from mycel.service import Service, ServiceHost, not_running
 from mycel.web.http import HttpServer, Request, Response, parse_listen, text_response
 
@@ -51,6 +63,8 @@ log = logging.getLogger("mycel.metrics")
 CONN_LABELS = ("dir", "transport", "security", "muxer", "early_muxer", "ip_version")
 EVENT_QUEUE = 1024  # the subscription's bound: beyond, events are dropped (and counted)
 DURATION_BUCKETS = tuple(2.0**i / 16 for i in range(25))  # go's ExponentialBuckets(1/16, 2, 25): up to 24 days
+HANDSHAKE_BUCKETS = tuple(0.001 * 1.3**i for i in range(35))  # go's ExponentialBuckets(0.001, 1.3, 35)
+QUERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 REACHABILITY_VALUE = {Reachability.UNKNOWN: 0, Reachability.PUBLIC: 1, Reachability.PRIVATE: 2}
 """``libp2p_autonat_reachability_status``'s values, as go's (network.Reachability)."""
@@ -155,10 +169,21 @@ class Metrics(Service):
         self.events_dropped_metric = Counter(
             "mycel_metrics_events_dropped", "Host events the metrics subscription missed (its queue was full)", registry=None
         )
+        # filled only through the tracer methods below, which nothing calls yet (see the module docstring)
+        self.handshake_latency = Histogram(
+            "libp2p_swarm_handshake_latency_seconds", "Duration of the libp2p handshake", CONN_LABELS[1:],
+            buckets=HANDSHAKE_BUCKETS, registry=None,
+        )
+        self.dial_errors = Counter(
+            "libp2p_swarm_dial_errors", "Dials that failed", ("transport", "error", "ip_version"), registry=None
+        )
+        self.query_duration = Histogram(
+            "libp2p_kad_query_duration_seconds", "Duration of DHT queries", ("kind",), buckets=QUERY_BUCKETS, registry=None
+        )
         self._collector = HostCollector(self)
         self._registered = [
-            self.conns_opened, self.conns_closed, self.conn_duration, self.key_types,
-            self.streams_opened, self.events_dropped_metric, self._collector,
+            self.conns_opened, self.conns_closed, self.conn_duration, self.key_types, self.streams_opened,
+            self.events_dropped_metric, self.handshake_latency, self.dial_errors, self.query_duration, self._collector,
         ]  # fmt: skip
         for c in self._registered:
             registry.register(c)
@@ -191,6 +216,31 @@ class Metrics(Service):
         if stats.opened_at:
             self.conn_duration.labels(**labels).observe(max(0.0, trio.current_time() - stats.opened_at))
         self._totals.closed(conn)
+
+    # -- tracer methods: for the swarm and the DHT to call once they offer a timing callback -------------
+    def completed_handshake(self, conn: Connection, seconds: float) -> None:
+        """A connection's handshake (security and muxer) took ``seconds`` (go's CompletedHandshake)."""
+        if self.registry is not None:
+            labels = connection_labels(conn)
+            del labels["dir"]
+            self.handshake_latency.labels(**labels).observe(seconds)
+
+    def failed_dialing(self, addr: Multiaddr, error: BaseException) -> None:
+        """A dial of ``addr`` failed (go's FailedDialing: ``timeout``, ``connection refused``, ``other``)."""
+        if self.registry is None:
+            return
+        if isinstance(error, (trio.TooSlowError, TimeoutError)):
+            kind = "timeout"
+        elif isinstance(error, ConnectionRefusedError) or "refused" in str(error):
+            kind = "connection refused"
+        else:
+            kind = "other"
+        self.dial_errors.labels(transport_name(addr), kind, ip_version(addr)).inc()
+
+    def completed_query(self, kind: str, seconds: float) -> None:
+        """A DHT query of ``kind`` (``find_peer``, ``get``, ``provide``, ...) took ``seconds``."""
+        if self.registry is not None:
+            self.query_duration.labels(self._protocols(kind)).observe(seconds)
 
     # -- the exporter -------------------------------------------------------------------------------
     async def _handle(self, request: Request) -> Response:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from multiaddr import Multiaddr
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -219,3 +220,21 @@ async def test_host_cancelled_while_exporter_and_web_view_serve_exits_promptly_a
     for address in addresses:
         with pytest.raises(OSError):
             await trio.open_tcp_stream(*address)
+
+
+async def test_tracer_methods_fill_the_handshake_dial_and_query_metrics() -> None:
+    """The swarm and the DHT have no timing callback yet; the methods they would call fill go's series."""
+    async with memory_hosts(2, metrics=MetricsConfig()) as (a, b):
+        conn = await a.connect(b.peer_id, b.addrs)
+        m = a.service(Metrics)
+        m.completed_handshake(conn, 0.004)
+        m.failed_dialing(Multiaddr("/ip4/127.0.0.1/tcp/1"), ConnectionRefusedError(111, "Connection refused"))
+        m.failed_dialing(Multiaddr("/ip6/::1/udp/1/quic-v1"), trio.TooSlowError())
+        m.completed_query("find_peer", 0.3)
+        s = await scrape(a)
+        assert value(s, "libp2p_swarm_handshake_latency_seconds_count", transport="memory", security="/noise") == 1
+        assert value(s, "libp2p_swarm_handshake_latency_seconds_bucket", transport="memory", le="0.001") == 0
+        assert value(s, "libp2p_swarm_dial_errors_total", transport="tcp", error="connection refused", ip_version="ip4") == 1
+        assert value(s, "libp2p_swarm_dial_errors_total", transport="quic-v1", error="timeout", ip_version="ip6") == 1
+        assert value(s, "libp2p_kad_query_duration_seconds_count", kind="find_peer") == 1
+        assert value(s, "libp2p_kad_query_duration_seconds_sum", kind="find_peer") == pytest.approx(0.3)
