@@ -238,3 +238,42 @@ async def test_tracer_methods_fill_the_handshake_dial_and_query_metrics() -> Non
         assert value(s, "libp2p_swarm_dial_errors_total", transport="quic-v1", error="timeout", ip_version="ip6") == 1
         assert value(s, "libp2p_kad_query_duration_seconds_count", kind="find_peer") == 1
         assert value(s, "libp2p_kad_query_duration_seconds_sum", kind="find_peer") == pytest.approx(0.3)
+
+
+async def test_relay_reservations_and_circuits_in_metrics_and_web_view() -> None:
+    """A reserves on R, B dials A through R: R's registry counts the reservation it grants and the circuit,
+    A's counts the reservation it holds and a limited p2p-circuit connection; A's web view lists the
+    reservation and marks the connection limited."""
+    from mycel.protocols.relay import RelayTransport
+    from mycel.web.view import WebView
+
+    network = MemoryNetwork()
+    relay_cfg = memory_config(network, services=[Identify(), Ping(), CircuitRelay()], metrics=MetricsConfig())
+    async with open_host(relay_cfg) as r:
+        a_cfg = memory_config(
+            network, services=[Identify(), Ping(), WebView()], metrics=MetricsConfig(),
+            listen=["/memory/0", f"{r.addrs[0]}/p2p-circuit"],
+        )
+        a_cfg = a_cfg.replace(transports=[*a_cfg.transports, RelayTransport()])
+        b_cfg = memory_config(network)
+        b_cfg = b_cfg.replace(transports=[*b_cfg.transports, RelayTransport()])
+        async with open_host(a_cfg) as a, open_host(b_cfg) as b:
+            relay_transport = next(t for t in a.transports if isinstance(t, RelayTransport))
+            with trio.fail_after(WAIT):
+                await relay_transport.wait_reserved(r.peer_id)
+                conn = await b.connect(Multiaddr(f"{r.addrs[0]}/p2p-circuit/p2p/{a.peer_id}"))
+                await b.service(Ping).ping(a.peer_id)  # A has the relayed connection registered
+            assert conn.limited
+            sr, sa = await scrape(r), await scrape(a)
+            assert value(sr, "libp2p_relaysvc_reservations") == 1
+            assert value(sr, "libp2p_relaysvc_connections") == 1
+            assert value(sa, "mycel_relay_client_reservations") == 1
+            assert value(sa, "mycel_connections", transport="p2p-circuit", limited="true", dir="inbound") == 1
+            assert value(sa, "libp2p_swarm_connections_opened_total", transport="p2p-circuit", dir="inbound") == 1
+            address = a.service(WebView).address
+            assert address is not None
+            status, _, body = await http_get(*address, "/api/state")
+            state = json.loads(body)
+            assert [h["relay"] for h in state["relay"]["held"]] == [str(r.peer_id)]
+            relayed = [c for c in state["connections"] if c["transport"] == "p2p-circuit"]
+            assert len(relayed) == 1 and relayed[0]["limited"] and relayed[0]["peer"] == str(b.peer_id)
