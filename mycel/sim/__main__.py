@@ -4,7 +4,9 @@ write the logs (gossipsub-interop's layout: ``DIR/hosts/node<N>/node<N>.stdout``
 ``summary.md`` and plots.
 
 ``python -m mycel.sim attack --persona badboy --scoring on|off --out DIR`` runs the Sybil scenario
-(:mod:`mycel.sim.attacks`); ``python -m mycel.sim evaluate --out benchmarks/sim`` runs everything (``make sim``).
+(:mod:`mycel.sim.attacks`); ``python -m mycel.sim evaluate --out benchmarks/sim`` runs everything (``make sim``);
+``python -m mycel.sim node --params params.json`` is one real node for test-plans' gossipsub-interop harness
+(:mod:`mycel.sim.interop_node`).
 
 The process re-executes itself with ``PYTHONHASHSEED=0`` so that a seed gives the same run every time.
 """
@@ -65,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     atk.add_argument("--eclipse-target", type=int, help="every Sybil dials this honest node first")
     atk.add_argument("--duration", type=float, default=300.0)
     atk.add_argument("--quiet", action="store_true")
+    nd = sub.add_parser("node", help="one real node under test-plans' gossipsub-interop contract (TCP port 9000)")
+    nd.add_argument("--params", required=True)
+    nd.add_argument("--node-id", type=int, help="default: N of the hostname node<N>")
     ev = sub.add_parser("evaluate", help="the whole evaluation (make sim): scale, partition, attacks")
     ev.add_argument("--out", default="benchmarks/sim")
     ev.add_argument("--nodes", type=int, default=1000)
@@ -75,6 +80,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--seed", type=int, default=1)
     ev.add_argument("--quiet", action="store_true")
     args = parser.parse_args(args_list)
+    if args.command == "node":  # a real node: wall clock, real sockets; no need to pin the hash seed
+        import trio
+
+        from mycel.sim.interop_node import node_id_from_hostname, run_node
+        from mycel.sim.script import ScenarioError, load_params
+
+        try:
+            script = load_params(args.params)
+            node_id = args.node_id if args.node_id is not None else node_id_from_hostname()
+        except (ScenarioError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        trio.run(run_node, script, node_id)
+        return 0
     _pin_hash_seed(args_list)
 
     if args.command == "run":

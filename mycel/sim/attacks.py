@@ -424,13 +424,21 @@ def summarize_attack(result: AttackResult) -> dict[str, Any]:
         "min_honest_in_mesh_after_60s": min(after_samples) if after_samples else None,
         "target_honest_in_mesh_last": result.honest_in_mesh[-1][target] if target is not None and result.honest_in_mesh else None,
         "graylisted_honest": result.graylisted_honest,
-        "score_honest_median": _q(sorted(result.scores_honest), 0.5),
-        "score_sybil_median": _q(sorted(result.scores_sybil), 0.5),
+        "score_honest_mean": _mean(result.scores_honest),
+        "score_sybil_mean": _mean(result.scores_sybil),
+        "score_honest_min": min(result.scores_honest) if result.scores_honest else None,
+        "sybils_in_mesh_mean_last": _mean(result.sybils_in_mesh[-1]) if result.sybils_in_mesh else None,
+        "honest_in_mesh_mean_last": _mean(result.honest_in_mesh[-1]) if result.honest_in_mesh else None,
         "wall_seconds": round(result.wall_seconds, 1),
         "cpu_seconds": round(result.cpu_seconds, 1),
         "max_rss_mib": round(result.max_rss_mib, 1),
         "honest_in_mesh_min_over_time": list(zip(result.times, min_honest)),
     }
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    vals = list(values)
+    return sum(vals) / len(vals) if vals else None
 
 
 def _q(values: list[float], q: float) -> float | None:

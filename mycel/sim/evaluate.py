@@ -61,15 +61,15 @@ def evaluate(out: str | Path, opts: EvalOptions, progress: Callable[[str], None]
     lines += [
         f"## Scale: subnet-blob-msg, {opts.nodes} nodes (16 x 98,304 B, 20 connections, 5 ms validation, regions, 20 % supernodes)",
         "",
-        "| run | wall | CPU | peak RSS | min reach (msgs 5+) | latency p50 | p99 | longest time to all | dups/node/msg | dup payload bytes | mesh out of [D_lo, D_hi] | empty meshes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | wall | CPU | peak RSS | min reach (msgs 5+) | latency p50 | p99 | longest time to all | dups/node/msg | dup payload bytes | mesh samples out of [D_lo, D_hi] | of which > 3 heartbeats | empty meshes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for tag, s in scale.items():
         mesh = s["mesh"]
         lines.append(
             f"| {tag} | {s['wall_seconds']} s | {s['cpu_seconds']} s | {s['max_rss_mib']} MiB | {_pct(s['min_reach'])} | "
             f"{_s(s['latency_p50'])} | {_s(s['latency_p99'])} | {_s(s['max_time_to_all'])} | {s['avg_duplicates_per_node_per_message']} | "
-            f"{s['duplicate_payload_bytes']:,} | {mesh['out_of_range']} / {mesh['samples']} | {mesh['empty']} |"
+            f"{s['duplicate_payload_bytes']:,} | {mesh['out_of_range']} / {mesh['samples']} | {mesh['persistent']} | {mesh['empty']} |"
         )
     lines += ["", f"IDONTWANT on sends {_pct(saved)} fewer duplicate payload bytes than off.", "",
               "![latency](scale_latency_cdf.png) ![mesh](scale-idontwant-on/mesh_degree.png)", ""]
@@ -90,7 +90,7 @@ def evaluate(out: str | Path, opts: EvalOptions, progress: Callable[[str], None]
         f"## Sybil attacks: {opts.honest_publishers} publishers + {opts.honest_lurkers} lurkers + {opts.sybils} Sybils "
         "(the report's 1:4), honest and attack degree 20, the report's score parameters",
         "",
-        "| persona | scoring | honest delivery | after recovery | latency p99 | min honest peers in meshes (60 s after attack) | honest graylisted | median score honest / Sybil | CPU |",
+        "| persona | scoring | honest delivery | after recovery | latency p99 | min honest peers in meshes (60 s after attack) | honest graylisted | mean score honest / Sybil | CPU |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for persona, attack_at in (("badboy", 0.0), ("covert-flash", 60.0)):
@@ -105,7 +105,7 @@ def evaluate(out: str | Path, opts: EvalOptions, progress: Callable[[str], None]
             lines.append(
                 f"| {persona} | {'on' if scoring else 'off'} | {_pct(a['honest_delivery'])} | {_pct(a['honest_delivery_after_recovery'])} | "
                 f"{_s(a['latency_p99'])} | {a['min_honest_in_mesh_after_60s']} | {a['graylisted_honest']} | "
-                f"{_f(a['score_honest_median'])} / {_f(a['score_sybil_median'])} | {a['cpu_seconds']} s |"
+                f"{_f(a['score_honest_mean'])} / {_f(a['score_sybil_mean'])} | {a['cpu_seconds']} s |"
             )
     lines += ["", "![scores](attack-badboy-scoring-on/scores.png) ![mesh](attack-badboy-scoring-off/honest_in_mesh.png)", ""]
     (base / "evaluation.json").write_text(json.dumps({"scale": scale, "partition": psummary}, indent=1) + "\n")

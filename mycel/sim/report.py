@@ -121,7 +121,8 @@ def run_markdown(summary: Mapping[str, Any], plots: Sequence[str]) -> str:
         f"* duplicates per node per message: {_fmt(summary['avg_duplicates_per_node_per_message'])}; "
         f"duplicate payload bytes received: {summary['duplicate_payload_bytes']:,}",
         f"* mesh degree from t={mesh['from']} s: min {mesh['min']}, max {mesh['max']} "
-        f"(bounds [{mesh['d_lo']}, {mesh['d_hi']}]); samples out of bounds {mesh['out_of_range']} of {mesh['samples']}, empty {mesh['empty']}",
+        f"(bounds [{mesh['d_lo']}, {mesh['d_hi']}]); samples out of bounds {mesh['out_of_range']} of {mesh['samples']}, "
+        f"out of bounds longer than 3 heartbeats {mesh['persistent']}, empty {mesh['empty']}",
         "",
         "| message | publisher | reach | time to disseminate | p50 | latency p99 | time to all | avg dups |",
         "|---|---|---|---|---|---|---|---|",

@@ -19,7 +19,7 @@ import math
 import random
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,7 @@ from mycel.sim.network import SimNetwork, SimNode
 from mycel.sim.script import (
     Connect,
     InitGossipSub,
+    Instruction,
     Publish,
     Script,
     SetTopicValidationDelay,
@@ -199,37 +200,19 @@ async def run_script(script: Script, options: RunOptions) -> RunResult:
     all_done = trio.Event()
     last_wait = max((ins.elapsed_seconds for ins in script.instructions if isinstance(ins, WaitUntil)), default=0.0)
 
+    async def dial(i: int, host: Host, j: int) -> None:
+        if j >= n or j == i:
+            raise MycelError(f"no node {j} to connect to")
+        await host.connect(peer_ids[j], [addrs[j]])
+
     async def node_main(i: int, host: Host) -> None:
         nonlocal done
         svc = services[i]
-        logger = svc.logger
-        logger.peer_id(trio.current_time() - t0, peer_ids[i].to_base58())
-        for ins in per_node[i]:
-            if isinstance(ins, WaitUntil):
-                await trio.sleep_until(t0 + ins.elapsed_seconds)
-            elif isinstance(ins, Connect):
-                for j in ins.connect_to:
-                    if j >= n or j == i:
-                        logger.error(trio.current_time() - t0, "connect: no such node", node=j)
-                        continue
-                    try:
-                        await host.connect(peer_ids[j], [addrs[j]])
-                    except (MycelError, OSError) as exc:
-                        logger.error(trio.current_time() - t0, f"connect failed: {exc}", node=j)
-            elif isinstance(ins, SubscribeToTopic):
-                svc.join(ins.topic)
-                topics_of[i].append(ins.topic)
-            elif isinstance(ins, SetTopicValidationDelay):
-                svc.add_validator(ins.topic, _delay_validator(ins.delay))
-            elif isinstance(ins, Publish):
-                data = message_payload(ins.message_id, ins.size)
-                now = trio.current_time() - t0
-                try:
-                    await svc.publish(ins.topic, data)
-                    logger.published(now, ins.message_id, ins.topic, ins.size)
-                except PublishError as exc:
-                    logger.error(now, f"publish failed: {exc}", id=str(ins.message_id))
-                progress(f"t={now:6.1f}s  node {i} published message {ins.message_id}")
+        svc.logger.peer_id(trio.current_time() - t0, peer_ids[i].to_base58())
+        await run_instructions(
+            per_node[i], svc, lambda j: dial(i, host, j), t0=t0, topics=topics_of[i],
+            on_publish=lambda t, mid: progress(f"t={t:6.1f}s  node {i} published message {mid}"),
+        )
         done += 1
         if done == n:
             all_done.set()
@@ -318,6 +301,46 @@ async def run_script(script: Script, options: RunOptions) -> RunResult:
     )
 
 
+async def run_instructions(
+    instructions: Sequence[Instruction],
+    svc: InteropGossipsub,
+    dial: Callable[[int], Awaitable[object]],
+    *,
+    t0: float,
+    topics: list[str] | None = None,
+    on_publish: Callable[[float, int], None] | None = None,
+) -> None:
+    """Run one node's instructions (``initGossipSub`` was applied when the service was made):
+    ``dial(node_id)`` connects to another node; ``waitUntil`` counts from ``t0`` on trio's clock;
+    failures are logged as ``Error`` lines and the script goes on, as gossipsub-interop's nodes do."""
+    logger = svc.logger
+    for ins in instructions:
+        if isinstance(ins, WaitUntil):
+            await trio.sleep_until(t0 + ins.elapsed_seconds)
+        elif isinstance(ins, Connect):
+            for j in ins.connect_to:
+                try:
+                    await dial(j)
+                except (MycelError, OSError) as exc:
+                    logger.error(trio.current_time() - t0, f"connect failed: {exc}", node=j)
+        elif isinstance(ins, SubscribeToTopic):
+            svc.join(ins.topic)
+            if topics is not None:
+                topics.append(ins.topic)
+        elif isinstance(ins, SetTopicValidationDelay):
+            svc.add_validator(ins.topic, _delay_validator(ins.delay))
+        elif isinstance(ins, Publish):
+            data = message_payload(ins.message_id, ins.size)
+            now = trio.current_time() - t0
+            try:
+                await svc.publish(ins.topic, data)
+                logger.published(now, ins.message_id, ins.topic, ins.size)
+            except PublishError as exc:
+                logger.error(now, f"publish failed: {exc}", id=str(ins.message_id))
+            if on_publish is not None:
+                on_publish(now, ins.message_id)
+
+
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -396,22 +419,32 @@ def _first_publish(result: RunResult) -> float:
     return min(times) if times else 0.0
 
 
-def mesh_summary(result: RunResult, d_lo: int, d_hi: int, *, after: float) -> dict[str, Any]:
+def mesh_summary(result: RunResult, d_lo: int, d_hi: int, *, after: float, heartbeats: int = 3) -> dict[str, Any]:
     """Mesh degrees of subscribed nodes at samples from ``after`` on: min, max, samples out of
-    [d_lo, d_hi] and empty meshes."""
-    lo, hi, out_of_range, empty, samples = math.inf, -math.inf, 0, 0, 0
+    [d_lo, d_hi], empty meshes, and ``persistent``: times a node stayed out of bounds for more than
+    ``heartbeats`` heartbeats in a row (a mesh may leave the bounds between heartbeats: a GRAFT or PRUNE
+    from a peer; the next heartbeat restores it)."""
+    lo, hi, out_of_range, empty, samples, persistent = math.inf, -math.inf, 0, 0, 0, 0
+    span = heartbeats * result.options.config.heartbeat_interval
+    since: dict[int, float] = {}  # node -> time it left the bounds
     for t, row in zip(result.mesh_times, result.mesh_degrees):
         if t < after:
             continue
-        for d in row:
+        for node, d in enumerate(row):
             if d < 0:
                 continue
             samples += 1
             lo, hi = min(lo, d), max(hi, d)
             if d == 0:
                 empty += 1
-            if not d_lo <= d <= d_hi:
-                out_of_range += 1
+            if d_lo <= d <= d_hi:
+                since.pop(node, None)
+                continue
+            out_of_range += 1
+            left = since.setdefault(node, t)
+            if t - left > span:
+                persistent += 1
+                since[node] = t  # counted once per span
     return {
         "from": after,
         "d_lo": d_lo,
@@ -420,6 +453,7 @@ def mesh_summary(result: RunResult, d_lo: int, d_hi: int, *, after: float) -> di
         "max": hi if samples else None,
         "samples": samples,
         "out_of_range": out_of_range,
+        "persistent": persistent,
         "empty": empty,
     }
 
@@ -438,6 +472,7 @@ __all__ = [
     "interop_message_id",
     "mesh_summary",
     "run",
+    "run_instructions",
     "run_script",
     "summarize",
 ]

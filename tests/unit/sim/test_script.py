@@ -153,3 +153,21 @@ def test_analysis_counts_a_message_nobody_received() -> None:
     log.node(0).published(5.0, 9, "t", 10)
     (m,) = analyze_lines(log.per_node())
     assert m.reach == 0.0 and m.receivers == 0 and m.publisher == 0
+
+
+def test_interop_node_contract_pieces() -> None:
+    import io
+
+    from mycel.sim.interop_node import StreamLog, node_id_from_hostname
+    from mycel.sim.runner import interop_identity
+
+    assert node_id_from_hostname("node17") == 17
+    with pytest.raises(ValueError, match="node<N>"):
+        node_id_from_hostname("worker3")
+    # the contract's published peer ids for nodes 0 and 1
+    assert str(interop_identity(0).peer_id) == "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+    assert str(interop_identity(1).peer_id) == "12D3KooWPjceQrSwdWXPyLLeABRXmuqt69Rg3sBYbU1Nft9HyQ6X"
+    out = io.StringIO()
+    StreamLog(out).node(3).peer_id(0.0, "p")
+    line = json.loads(out.getvalue())
+    assert line["msg"] == "PeerID" and line["node_id"] == 3 and datetime.fromisoformat(line["time"]).tzinfo is not None
