@@ -26,7 +26,7 @@ td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #eee;font-size:12p
 </style></head>
 <body>
 <header><h1>mycel node</h1><span id="peer-id" class="mono"></span>
-<span>reachability <span id="reachability" class="badge unknown">unknown</span></span>
+<span>reachability <span id="reachability" class="badge unknown">unknown</span> <span id="autonat" class="muted"></span></span>
 <span id="status" class="muted">connecting…</span></header>
 <main>
 <section><h2>Addresses</h2><ul id="addrs" class="mono"></ul><div class="muted" id="agent"></div></section>
@@ -138,6 +138,8 @@ function render(s) {
   document.getElementById("peer-id").textContent = s.peer_id;
   const badge = document.getElementById("reachability");
   badge.textContent = s.reachability; badge.className = "badge " + s.reachability;
+  document.getElementById("autonat").textContent = s.autonat ? "AutoNAT confidence " + s.autonat.confidence +
+    Object.entries(s.autonat.addrs).map(([a, r]) => " · " + a + " " + r).join("") : "";
   fill(document.getElementById("addrs"), s.addrs.map(a => el("li", {}, a)));
   document.getElementById("agent").textContent = s.agent + " — " + s.protocols.length + " protocols";
   renderPeers(s); renderStreams(s); renderMesh(s); renderDht(s); renderBandwidth(s); renderRelay(s);

@@ -108,6 +108,20 @@ def _relay(host: Host) -> dict[str, Any]:
     return out
 
 
+def _autonat(host: Host) -> dict[str, Any] | None:
+    """AutoNAT's confidence and per-address verdicts, when the host runs it (None otherwise)."""
+    try:
+        from mycel.protocols.autonat.service import AutoNAT
+    except ImportError:  # not in this build: the page shows host.reachability alone
+        return None
+    autonat = find_service(host, AutoNAT)
+    if autonat is None or not host.service_state(AutoNAT).running:
+        return None
+    verdicts = autonat.addr_reachability()
+    return {"confidence": autonat.confidence,
+            "addrs": {str(a): r.value for a, r in list(verdicts.items())[:MAX_ROWS]}}  # fmt: skip
+
+
 def _holepunch(host: Host) -> dict[str, int] | None:
     from mycel.protocols.dcutr.service import DCUtR
 
@@ -140,6 +154,7 @@ def snapshot(host: Host, bandwidth: list[list[float]] | None = None) -> dict[str
         "dht": _dht(host),
         "relay": _relay(host),
         "holepunch": _holepunch(host),
+        "autonat": _autonat(host),
         "bandwidth": bandwidth or [],
     }
 

@@ -16,6 +16,7 @@ from multiaddr import Multiaddr
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from mycel.core.addrs import Reachability
 from mycel.core.errors import ConfigError
 from mycel.host import Host, HostConfig, open_host
 from mycel.metrics import Metrics, MetricsConfig
@@ -92,6 +93,9 @@ async def test_scrape_follows_connections_streams_and_gossip() -> None:
             assert value(sb, "libp2p_swarm_connections_opened_total", dir="inbound") == 1
             assert value(sb, "libp2p_swarm_connections_opened_total", dir="outbound") == 0
             assert value(sb, "libp2p_gossipsub_messages_total", kind="published") == 1
+            assert value(s, "libp2p_autonat_reachability_status") == 0
+            a.set_reachability(Reachability.PRIVATE)  # what AutoNAT reports
+            assert value(await scrape(a), "libp2p_autonat_reachability_status") == 2
             sent_before = value(s, "mycel_transport_bytes_total", dir="sent")
             await a.disconnect(b.peer_id)
             s = await scrape(a)

@@ -15,6 +15,7 @@ import pytest
 import trio
 import trio.testing
 
+from mycel.core.addrs import Reachability
 from mycel.core.events import PeerConnected
 from mycel.host import Host, open_host
 from mycel.protocols.identify import Identify
@@ -72,7 +73,9 @@ async def test_state_follows_peers_streams_mesh_and_dht() -> None:
         assert topic["topic"] == "blocks" and topic["mesh"] == 2
         assert {p["peer"] for p in topic["peers"] if p["mesh"]} == {str(b.peer_id), str(c.peer_id)}
         assert s["dht"]["size"] == sum(s["dht"]["buckets"]) == 2
-        assert s["relay"] == {"held": [], "serving": None} and s["holepunch"] is None
+        assert s["relay"] == {"held": [], "serving": None} and s["holepunch"] is None and s["autonat"] is None
+        a.set_reachability(Reachability.PUBLIC, a.addrs)  # what AutoNAT reports
+        assert (await state_of(a))["reachability"] == "public"
 
 
 async def test_bandwidth_is_sampled_every_second(autojump_clock: trio.testing.MockClock) -> None:
@@ -126,6 +129,14 @@ async def test_http_bounds_read_only_and_clients_at_once() -> None:
         with trio.fail_after(WAIT):
             await server.wait_active(0)
         assert (await http_get(*address, "/healthz"))[0] == 200
+
+
+async def test_autonat_confidence_shown_when_the_host_runs_it() -> None:
+    from mycel.protocols.autonat import AutoNAT
+
+    async with memory_hosts(1, services=lambda: [Identify(), AutoNAT(), WebView()]) as (a,):
+        s = await state_of(a)
+        assert s["autonat"] == {"confidence": a.service(AutoNAT).confidence, "addrs": {}}
 
 
 async def test_a_port_in_use_fails_the_view_alone() -> None:
