@@ -34,7 +34,7 @@ td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #eee;font-size:12p
 <svg id="bandwidth" width="440" height="140" role="img" aria-label="bandwidth over time"></svg>
 <div class="muted"><span style="color:#2a6fdb">■</span> sent <span style="color:#d9822b">■</span> received (bytes/s, last 5 min)</div></section>
 <section style="grid-column:1/-1"><h2>Connected peers (<span id="peer-count">0</span>)</h2>
-<table><thead><tr><th>peer</th><th>transport</th><th>security</th><th>muxer</th><th>dir</th><th>RTT</th><th>agent</th><th>streams</th><th>address</th></tr></thead>
+<table><thead><tr><th>peer</th><th>transport</th><th>security</th><th>muxer</th><th>dir</th><th>RTT</th><th>agent</th><th>streams</th><th>gossip score</th><th>address</th></tr></thead>
 <tbody id="peers"></tbody></table></section>
 <section><h2>Open streams by protocol</h2><table><thead><tr><th>protocol</th><th>in</th><th>out</th></tr></thead><tbody id="streams"></tbody></table></section>
 <section><h2>Gossipsub mesh</h2><div id="mesh"><span class="muted">no gossipsub service</span></div></section>
@@ -58,8 +58,9 @@ function renderPeers(s) {
   fill(document.getElementById("peers"), s.connections.map(c => {
     const tr = el("tr", {"data-peer": c.peer});
     const cells = [c.short, c.transport + (c.limited ? " (limited)" : ""), c.security, c.muxer, c.direction,
-      c.rtt_ms === null ? "–" : c.rtt_ms.toFixed(2) + " ms", c.agent || "–", c.streams === null ? "–" : c.streams, c.addr];
-    cells.forEach((v, i) => { const td = el("td", i === 0 || i === 8 ? {class: "mono", title: c.peer} : {}, v); tr.appendChild(td); });
+      c.rtt_ms === null ? "–" : c.rtt_ms.toFixed(2) + " ms", c.agent || "–", c.streams === null ? "–" : c.streams,
+      s.pubsub && c.peer in s.pubsub.scores ? s.pubsub.scores[c.peer] : "–", c.addr];
+    cells.forEach((v, i) => { const td = el("td", i === 0 || i === 9 ? {class: "mono", title: c.peer} : {}, v); tr.appendChild(td); });
     return tr;
   }));
 }

@@ -75,7 +75,9 @@ def _pubsub(host: Host) -> dict[str, Any] | None:
         known = sorted(str(p) for p in gs.peers(topic))
         peers = [{"peer": p, "short": _short(p), "mesh": p in mesh, "score": scores.get(p)} for p in known[:MAX_ROWS]]
         topics.append({"topic": topic, "mesh": len(mesh), "peers": peers, "total_peers": len(known)})
-    return {"topics": topics, "total_topics": len(all_topics), "scoring": bool(scores), "stats": gs.stats()}
+    shown = dict(list(scores.items())[:MAX_ROWS])
+    return {"topics": topics, "total_topics": len(all_topics), "scoring": bool(scores), "scores": shown,
+            "stats": gs.stats()}  # fmt: skip
 
 
 def _dht(host: Host) -> dict[str, Any] | None:

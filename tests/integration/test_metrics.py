@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -281,3 +282,37 @@ async def test_relay_reservations_and_circuits_in_metrics_and_web_view() -> None
             assert [h["relay"] for h in state["relay"]["held"]] == [str(r.peer_id)]
             relayed = [c for c in state["connections"] if c["transport"] == "p2p-circuit"]
             assert len(relayed) == 1 and relayed[0]["limited"] and relayed[0]["peer"] == str(b.peer_id)
+
+
+async def test_gossipsub_peer_scores_in_metrics_and_web_view() -> None:
+    """With scoring on (an application score of -5 for one peer, +3 for the other), the registry has the
+    min/mean/max of the connected peers' scores and how many are below 0; the web view has each score."""
+    from mycel.protocols.pubsub import GossipsubConfig
+    from mycel.protocols.pubsub.score import PeerScoreParams
+    from mycel.web.view import WebView
+
+    network = MemoryNetwork()
+    b_cfg, c_cfg = (memory_config(network, services=_services()) for _ in range(2))
+    async with open_host(b_cfg) as b, open_host(c_cfg) as c, AsyncExitStack() as subs:
+        for h in (b, c):
+            await subs.enter_async_context(h.service(Gossipsub).subscribe("t"))
+        wanted = {b.peer_id: -5.0, c.peer_id: 3.0}
+        scoring = GossipsubConfig(
+            score_params=PeerScoreParams(app_specific_score=lambda p: wanted.get(p, 0.0), app_specific_weight=1)
+        )
+        services: list[Service] = [Identify(), Ping(), Gossipsub(scoring), WebView()]
+        async with open_host(memory_config(network, services=services, metrics=MetricsConfig())) as a:
+            await a.connect(b.peer_id, b.addrs)
+            await a.connect(c.peer_id, c.addrs)
+            await a.service(Gossipsub).wait_ready("t", 2, timeout=WAIT)  # A knows both as gossipsub peers
+            assert len(a.service(Gossipsub).scores()) == 2
+            s = await scrape(a)
+            assert value(s, "libp2p_gossipsub_peer_score", stat="min") == -5.0
+            assert value(s, "libp2p_gossipsub_peer_score", stat="max") == 3.0
+            assert value(s, "libp2p_gossipsub_peer_score", stat="mean") == -1.0
+            assert value(s, "libp2p_gossipsub_negative_score_peers") == 1
+            address = a.service(WebView).address
+            assert address is not None
+            state = json.loads((await http_get(*address, "/api/state"))[2])
+            assert state["pubsub"]["scoring"] is True
+            assert state["pubsub"]["scores"] == {str(b.peer_id): -5.0, str(c.peer_id): 3.0}

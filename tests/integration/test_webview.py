@@ -49,7 +49,8 @@ async def test_state_follows_peers_streams_mesh_and_dht() -> None:
         first = await state_of(a)
         assert first["peer_id"] == str(a.peer_id) and first["addrs"] == [str(x) for x in a.addrs]
         assert first["connections"] == [] and first["reachability"] == "unknown"
-        assert first["pubsub"] == {"topics": [], "total_topics": 0, "scoring": False, "stats": first["pubsub"]["stats"]}
+        assert first["pubsub"] == {"topics": [], "total_topics": 0, "scoring": False, "scores": {},
+                                   "stats": first["pubsub"]["stats"]}  # fmt: skip
         status, headers, page = await http_get(*a.service(WebView).address or ("", 0), "/")
         assert status == 200 and headers["content-type"].startswith("text/html") and b"/api/state" in page
         assert b"http://" not in page.replace(b"http://www.w3.org/2000/svg", b"")  # no external assets
