@@ -179,8 +179,12 @@ class PeerRunner:
             except (MycelError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 # under loss a ping may outlive the relayed connection (closed once the punch succeeded)
                 out["relay_rtt_error"] = repr(exc)
-            for answered in range(1, dcutr.max_attempts + 1):  # B makes up to max_attempts exchanges
-                result = await dcutr.wait_result(peer, count=answered, initiator=False)
+            # B makes up to max_attempts exchanges; we answer each concurrently, so their outcomes may be
+            # recorded out of order (an attempt's dial still timing out after the next one succeeded)
+            for answered in range(1, dcutr.max_attempts + 1):
+                await dcutr.wait_result(peer, count=answered, initiator=False)
+                mine = [r for r in dcutr.results if r.peer == peer and not r.initiator]
+                result = next((r for r in mine if r.success), mine[-1])
                 if result.success:
                     break
             out["success"] = result.success
