@@ -1,10 +1,10 @@
-# mycel — make demo | make test | make interop | make bench | make proto | make typecheck
+# mycel — make demo | make test | make docs | make interop | make bench | make proto | make typecheck
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test unit demo interop interop-peers system-deps bench proto typecheck fuzz soak natlab sim clean
+.PHONY: venv test unit demo interop interop-peers system-deps bench proto typecheck fuzz soak natlab sim docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -88,8 +88,14 @@ soak: $(STAMP)
 natlab: $(STAMP) system-deps
 	$(BIN)/python -m tests.nat $(NATLAB_ARGS)
 
+# the documentation site (MkDocs Material + mkdocstrings, the docs extra) from docs/ into site/; --strict:
+# a broken link, include or API reference fails the build. make test builds it too (tests/docs), and runs
+# every Python snippet of the pages.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info site
