@@ -198,11 +198,12 @@ class PeerRunner:
                 out["direct_addr"] = str(direct.remote_addr)
                 out["direct_rtt_ms"] = await ping_on(host, direct, count=9)
                 out["dialer_elapsed_ms"] = (trio.current_time() - start) * 1000  # with the pings
-                while not relayed.is_closed:  # B closes it after its grace period
+                closed = relayed.is_closed
+                while not closed:  # B closes it after its grace period
                     event = await events.receive()
-                    if isinstance(event, ConnectionClosed) and event.connection is relayed:
-                        break
-                out["relayed_closed"] = relayed.is_closed
+                    closed = isinstance(event, ConnectionClosed) and event.connection is relayed
+                out["relayed_closed"] = closed
+                out["direct_still_open"] = not direct.is_closed
         out["timed_out"] = timeout.cancelled_caught
         emit(**out)
 
