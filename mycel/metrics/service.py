@@ -126,6 +126,7 @@ class Metrics(Service):
                 inner = inner_host(host)
                 if inner is not None:
                     await nursery.start(self._count_events, inner)
+                    self._observe_queries(inner)
                 task_status.started()
         finally:
             self.address = None
@@ -236,6 +237,14 @@ class Metrics(Service):
         else:
             kind = "other"
         self.dial_errors.labels(transport_name(addr), kind, ip_version(addr)).inc()
+
+    def _observe_queries(self, host: Host) -> None:
+        """Hear the DHT's query durations (the service object exists before it runs, and survives restarts)."""
+        from mycel.protocols.kad.service import KadDHT
+
+        dht = find_service(host, KadDHT)
+        if dht is not None and self.completed_query not in dht.query_observers:
+            dht.query_observers.append(self.completed_query)
 
     def completed_query(self, kind: str, seconds: float) -> None:
         """A DHT query of ``kind`` (``find_peer``, ``get``, ``provide``, ...) took ``seconds``."""

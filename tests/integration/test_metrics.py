@@ -228,7 +228,7 @@ async def test_host_cancelled_while_exporter_and_web_view_serve_exits_promptly_a
 
 
 async def test_tracer_methods_fill_the_handshake_dial_and_query_metrics() -> None:
-    """The swarm and the DHT have no timing callback yet; the methods they would call fill go's series."""
+    """The methods the swarm (and the DHT: see test_dht_queries_are_timed_into_the_histogram) call fill go's series."""
     async with memory_hosts(2, metrics=MetricsConfig()) as (a, b):
         conn = await a.connect(b.peer_id, b.addrs)
         m = a.service(Metrics)
@@ -316,3 +316,21 @@ async def test_gossipsub_peer_scores_in_metrics_and_web_view() -> None:
             state = json.loads((await http_get(*address, "/api/state"))[2])
             assert state["pubsub"]["scoring"] is True
             assert state["pubsub"]["scores"] == {str(b.peer_id): -5.0, str(c.peer_id): 3.0}
+
+
+async def test_dht_queries_are_timed_into_the_histogram(autojump_clock: trio.testing.MockClock) -> None:
+    """KadDHT reports each query's duration to its observers; the metrics service is one of them."""
+    async with memory_hosts(3, metrics=MetricsConfig(), services=lambda: [Identify(), KadDHT()]) as (a, b, c):
+        for other in (b, c):
+            await a.connect(other.peer_id, other.addrs)
+        dht = a.service(KadDHT)
+        with trio.fail_after(30):
+            while len(dht.routing_table) < 2:  # identify, then the check-before-add
+                await dht._grew.wait()
+        await dht.closest_peers(b"some key")
+        key = b"/pk/" + a.peer_id.to_bytes()
+        await dht.put(key, a.identity.private_key.public_key.to_protobuf())
+        assert await dht.get(key) is not None
+        s = await scrape(a)
+        for kind in ("closest_peers", "put", "get"):
+            assert value(s, "libp2p_kad_query_duration_seconds_count", kind=kind) == 1, kind

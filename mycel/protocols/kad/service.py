@@ -13,15 +13,17 @@ runs it finds peers by id in ``host.connect(peer_id)``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import trio
 from multiaddr import Multiaddr
@@ -65,6 +67,23 @@ MAX_PROVIDED = 100_000  # keys we keep republishing; beyond, the oldest is no lo
 Mode = Literal["server", "client", "auto"]
 T = TypeVar("T")
 Message = dht_pb2.Message
+
+
+P = ParamSpec("P")
+
+
+def _query(kind: str) -> Callable[[Callable[Concatenate[KadDHT, P], Awaitable[T]]], Callable[Concatenate[KadDHT, P], Awaitable[T]]]:
+    """Time a public query method for :attr:`KadDHT.query_observers`."""
+
+    def wrap(fn: Callable[Concatenate[KadDHT, P], Awaitable[T]]) -> Callable[Concatenate[KadDHT, P], Awaitable[T]]:
+        async def timed(self: KadDHT, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            with self._timed(kind):
+                return await fn(self, *args, **kwargs)
+
+        functools.update_wrapper(timed, fn)  # name and docstring (the API reference reads them)
+        return timed
+
+    return wrap
 
 
 @dataclass(frozen=True)
@@ -152,6 +171,9 @@ class KadDHT(Service):
         self._grew = trio.Event()  # set (and replaced) whenever a peer enters the routing table
         self._provided: dict[bytes, float] = {}  # keys we provide -> when last announced (republished)
         self._last_self_lookup: float | None = None  # when our last self-lookup completed
+        self.query_observers: list[Callable[[str, float], None]] = []
+        """Called with ``(kind, seconds)`` after each query (``closest_peers``, ``find_peer``, ``put``, ``get``,
+        ``provide``, ``find_providers``), whether it succeeded or not: the metrics service listens here."""
         self.stats: dict[str, int] = dict.fromkeys(
             ("requests_served", "requests_sent", "request_failures", "bad_requests", "lookups", "lookup_rounds"), 0
         )
@@ -229,7 +251,7 @@ class KadDHT(Service):
 
     async def _self_lookup(self, host: ServiceHost) -> None:
         """Look ourselves up: meets our neighbours, and tells them about us."""
-        await self.closest_peers(host.peer_id.to_bytes())
+        await self._lookup(host.peer_id.to_bytes())
         self._last_self_lookup = trio.current_time()
 
     async def _self_lookup_when_joined(self) -> None:
@@ -548,6 +570,19 @@ class KadDHT(Service):
         """The routing table (``len()``, ``buckets()``, ``peers()``)."""
         return self._running()[1]
 
+    @contextlib.contextmanager
+    def _timed(self, kind: str) -> Iterator[None]:
+        start = trio.current_time()
+        try:
+            yield
+        finally:
+            elapsed = trio.current_time() - start
+            for observer in self.query_observers:
+                try:
+                    observer(kind, elapsed)
+                except Exception:  # an observer's bug must not fail the query
+                    log.exception("DHT query observer %r failed", observer)
+
     def health(self) -> TableHealth:
         """The routing table's health now (size, buckets, connected peers, refresh state)."""
         host, table = self._running()
@@ -563,10 +598,12 @@ class KadDHT(Service):
             overdue_refreshes=table.overdue_refreshes(now),
         )
 
+    @_query("closest_peers")
     async def closest_peers(self, key: bytes) -> list[PeerId]:
         """The k peers closest to ``key`` that answered a lookup, nearest first."""
         return await self._lookup(key)
 
+    @_query("find_peer")
     async def find_peer(self, peer: PeerId) -> list[Multiaddr]:
         """Addresses of ``peer`` (PeerRouting): the peerstore's when connected, else from a lookup."""
         host, _ = self._running()
@@ -584,6 +621,7 @@ class KadDHT(Service):
         found = host.peerstore.addrs(peer)
         return found
 
+    @_query("put")
     async def put(self, key: bytes, value: bytes) -> int:
         """Store ``value`` under ``key`` on the k closest peers (and here); returns how many peers took it.
 
@@ -593,7 +631,7 @@ class KadDHT(Service):
         record = DhtRecord.received(key, value, now)
         if self.mode == "server":
             await self._store(record)
-        peers = await self.closest_peers(key)
+        peers = await self._lookup(key)
         request = Message(type=Message.PUT_VALUE, key=key, record=record.to_pb())
         stored = 0
 
@@ -607,6 +645,7 @@ class KadDHT(Service):
                 nursery.start_soon(put_one, peer)
         return stored
 
+    @_query("get")
     async def get(self, key: bytes, *, quorum: int = 1) -> bytes | None:
         """The best value for ``key`` found among the closest peers (the validator's selection), or None.
 
@@ -648,6 +687,7 @@ class KadDHT(Service):
                     nursery.start_soon(correct, peer)
         return best
 
+    @_query("provide")
     async def provide(self, content: Content) -> int:
         """Announce to the k closest peers that we provide ``content`` (a ``multiformats.CID``, CID text or
         multihash bytes: the key is the multihash); returns how many peers the announcement was delivered
@@ -657,7 +697,7 @@ class KadDHT(Service):
         if self.mode == "server":
             own = [a.to_bytes() for a in host.advertised_addrs]
             await self._blocking(self._providers.add, key, host.peer_id, own, time.time())
-        peers = await self.closest_peers(key)
+        peers = await self._lookup(key)
         request = Message(type=Message.ADD_PROVIDER, key=key)
         request.providerPeers.add(id=host.peer_id.to_bytes(), addrs=[a.to_bytes() for a in host.advertised_addrs])
         self._provided.pop(key, None)
