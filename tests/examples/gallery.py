@@ -151,6 +151,14 @@ async def _process(args: Sequence[str], cwd: Path, task_status: trio.TaskStatus[
                 await pipe.aclose()
 
 
+async def check_demo(python: str, examples: Path, tmp: Path) -> None:
+    """make demo's script (checked in full by tests/integration/test_demo.py; run here against the wheel)."""
+    out = await run(python, examples / "demo.py", cwd=tmp)
+    assert "identify + ping + streams all worked" in out, out
+    assert out.count("checksum OK") == 4, out
+    assert "every host received every message (20 of 20)" in out, out
+
+
 CHECKS = {
     "ping.py": check_ping,
     "echo.py": check_echo,
@@ -161,3 +169,7 @@ CHECKS = {
     "who_has.py": check_who_has,
     "chat.py": check_chat,
 }
+"""Each example script and the check of what it prints."""
+
+WHEEL_CHECKS = {**CHECKS, "demo.py": check_demo}
+"""What tests/packaging runs against the wheel: every script of examples/."""

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.examples.gallery import CHECKS, ROOT
+from tests.examples.gallery import CHECKS, ROOT, WHEEL_CHECKS
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +96,8 @@ async def test_wheel_and_sdist_build_install_and_run_the_examples(tmp_path: Path
     # the examples, copied out of the tree, against the installed package
     examples = tmp_path / "examples"
     shutil.copytree(ROOT / "examples", examples)
-    for script, check in sorted(CHECKS.items()):
+    assert set(WHEEL_CHECKS) == {p.name for p in examples.glob("*.py")}
+    for script, check in sorted(WHEEL_CHECKS.items()):
         work = tmp_path / f"run-{script}"
         work.mkdir()
         await check(str(python), examples, work)
