@@ -127,9 +127,13 @@ class Metrics(Service):
                 if inner is not None:
                     await nursery.start(self._count_events, inner)
                     self._observe_queries(inner)
+                    inner.swarm.observers.append(self)  # handshake latencies, dial errors
                 task_status.started()
         finally:
             self.address = None
+            swarm_host = inner_host(host)
+            if swarm_host is not None and self in swarm_host.swarm.observers:
+                swarm_host.swarm.observers.remove(self)
             if self.registry is not None:  # a registry passed in may outlive the host: leave it clean
                 for c in self._registered:
                     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from multiaddr import Multiaddr
@@ -38,7 +38,7 @@ from mycel.core.errors import (
     TransportError,
 )
 from mycel.network.gater import ConnectionGater, allowed
-from mycel.network.resources import ConnectionScope, ResourceLimits, ResourceManager
+from mycel.network.resources import ConnectionScope, ResourceLimits, ResourceManager, holds_fd
 from mycel.network.limits import Refusal, SourceLimiter, SourceLimits, Ticket, WarningThrottle
 from mycel.network.upgrader import STAGES, Upgrader
 
@@ -90,6 +90,17 @@ class _PendingDial:
         self.done = trio.Event()
         self.conn: Connection | None = None
         self.error: BaseException | None = None
+
+
+class SwarmObserver(Protocol):
+    """Hears how dials and handshakes went (the metrics service is one): add it to ``Swarm.observers``.
+    Calls are synchronous and must not block; an observer that raises is logged and skipped."""
+
+    def completed_handshake(self, conn: Connection, seconds: float) -> None:
+        """``conn`` is up: dialed (dial + security + muxer) or accepted (security + muxer) in ``seconds``."""
+
+    def failed_dialing(self, addr: Multiaddr, error: BaseException) -> None:
+        """Dialing ``addr`` failed with ``error``."""
 
 
 class Swarm:
@@ -145,6 +156,8 @@ class Swarm:
         self._dials: dict[PeerId, _PendingDial] = {}
         self._listeners: list[Listener[RawConnection] | Listener[Connection]] = []
         self._closed = False
+        self.observers: list[SwarmObserver] = []
+        """Told of every completed handshake and failed dial (see :class:`SwarmObserver`)."""
 
     # -- registry -----------------------------------------------------------------------------
     def scope_of(self, conn: Connection) -> ConnectionScope | None:
@@ -163,7 +176,7 @@ class Swarm:
             if direction is Direction.INBOUND:
                 if not allowed(gater, "intercept_accept", local, remote):
                     raise ConnectionGated(f"gater refused the connection from {remote}")
-        return self.resources.open_connection(direction, remote, fd="/tcp/" in str(remote))
+        return self.resources.open_connection(direction, remote, fd=holds_fd(remote))
 
     def _check_upgraded(self, conn: Connection) -> None:
         if self.gater is not None and not allowed(self.gater, "intercept_upgraded", conn):
@@ -320,6 +333,9 @@ class Swarm:
     async def _handshake_inbound(self, raw: RawConnection, watch: _Watch) -> None:
         assert self.upgrader is not None
         scope: ConnectionScope | None = None
+        # handshakes evicted to admit this one release their transient scope when they next run: let them
+        await trio.lowlevel.checkpoint()
+        start = trio.current_time()
         try:
             scope = self._open_scope(Direction.INBOUND, raw.local_addr, raw.remote_addr)
             with trio.fail_after(self.handshake_timeout):
@@ -338,6 +354,8 @@ class Swarm:
         finally:
             if scope is not None:
                 scope.done()
+        if self.observers:
+            self._observe("completed_handshake", conn, trio.current_time() - start)
         self._register(conn)
 
     async def _accept_conn_loop(self, listener: Listener[Connection]) -> None:
@@ -484,18 +502,30 @@ class Swarm:
         if self.gater is not None and not allowed(self.gater, "intercept_addr_dial", peer, addr):
             raise ConnectionGated(f"gater refused dialing {addr}")
         try:
-            scope = self.resources.open_connection(Direction.OUTBOUND, addr, fd="/tcp/" in str(addr))
+            scope = self.resources.open_connection(Direction.OUTBOUND, addr, fd=holds_fd(addr))
         except MycelError as exc:
             raise _dial_failure(addr, exc) from exc
+        start = trio.current_time()
         try:
             conn = await self._dial_scoped(transport, addr, peer, scope)
-        except BaseException:
+        except BaseException as exc:
             scope.done()
+            if self.observers and isinstance(exc, (MycelError, OSError)):
+                self._observe("failed_dialing", addr, exc)
             raise
+        if self.observers:
+            self._observe("completed_handshake", conn, trio.current_time() - start)
         self._scopes[conn] = scope
         if register and not self._register(conn):
             raise HostClosed("the host closed while dialing")
         return conn
+
+    def _observe(self, event: str, *args: Any) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, event)(*args)
+            except Exception:
+                log.exception("swarm observer %r failed in %s", observer, event)
 
     async def _dial_scoped(
         self, transport: Transport, addr: Multiaddr, peer: PeerId | None, scope: ConnectionScope
