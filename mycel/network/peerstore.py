@@ -813,7 +813,13 @@ class PeerStore:
     # -- expiry --------------------------------------------------------------------------------------
 
     def next_expiry(self) -> float | None:
-        """The earliest time at which :meth:`expire` has something to do, or None if nothing expires."""
+        """The earliest time at which :meth:`expire` has something to do, or None if nothing expires.
+
+        ``-inf`` (due now) while peers that lost their pin wait to be checked: a disconnected peer
+        left with nothing worth keeping (an inbound peer we hold only a key for) is forgotten at
+        once, not at some later deadline — or never, in a store with no deadlines at all."""
+        if self._idle:
+            return -math.inf
         heap = self._heap
         while heap and not self._current(heap[0]):
             heapq.heappop(heap)
@@ -889,7 +895,10 @@ class PeerStore:
             self._idle.discard(peer)
         else:
             self._lru[peer] = None
+            wake = not self._idle
             self._idle.add(peer)
+            if wake and self.on_deadline_changed is not None:
+                self.on_deadline_changed()  # next_expiry() is now due: check the peer soon
 
     def _forget(self, peer: PeerId) -> bool:
         p = self._peers.pop(peer, None)

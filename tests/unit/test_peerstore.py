@@ -6,6 +6,8 @@ import dataclasses
 import math
 
 import pytest
+import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multiaddr import Multiaddr
@@ -596,3 +598,59 @@ def test_matches_a_naive_model(ops: list[tuple[str, list[int], AddrSource, float
         assert [ranks[a] for a in got] == sorted(ranks[a] for a in got)
         for entry in ps.addr_entries(P, now):
             assert entry.expiry > now
+
+
+# -- forgetting disconnected peers (memory after churn, #12) ------------------------------------------
+
+
+def test_a_disconnected_peer_with_nothing_left_is_due_at_once() -> None:
+    """An inbound peer we hold only a key and protocols for is due for forgetting as soon as it
+    disconnects, even in a store with no deadline at all; the timer is told."""
+    calls: list[None] = []
+    ps = PeerStore(on_deadline_changed=lambda: calls.append(None))
+    ps.mark_connected(P, True, 0)
+    ps.set_agent_version(P, "attacker/1.0")
+    ps.set_protocols(P, ["/ipfs/ping/1.0.0"])
+    ps.record_latency(P, 0.01)
+    assert ps.next_expiry() is None and calls == []
+    ps.mark_connected(P, False, 5)
+    assert calls and ps.next_expiry() == -math.inf
+    ps.expire(5)
+    assert P not in ps and ps.agent_version(P) is None and ps.protocols(P) == frozenset()
+    assert ps.next_expiry() is None and ps.stats().expired_peers == 1
+
+
+def test_a_disconnected_peer_with_addresses_stays_until_they_expire() -> None:
+    ps = PeerStore()
+    ps.mark_connected(P, True, 0)
+    ps.set_addrs(P, [A], IDENTIFY, CONNECTED_TTL, 0)
+    ps.mark_connected(P, False, 10)
+    ps.expire(10)
+    assert P in ps and ps.next_expiry() == 10 + RECENTLY_CONNECTED_TTL
+    ps.expire(10 + RECENTLY_CONNECTED_TTL)
+    assert P not in ps and ps.next_expiry() is None
+
+
+def test_a_reconnected_peer_is_not_forgotten() -> None:
+    ps = PeerStore()
+    ps.mark_connected(P, True, 0)
+    ps.mark_connected(P, False, 1)
+    ps.mark_connected(P, True, 2)
+    assert ps.next_expiry() is None
+    ps.expire(3)
+    assert P in ps
+
+
+async def test_a_host_forgets_churned_peers(autojump_clock: trio.testing.MockClock) -> None:
+    """Peers that connect and leave do not stay in the listener's peerstore (it has no address for
+    an inbound peer): they go right after the disconnect, with no deadline to wait for."""
+    from mycel.testing.hosts import memory_hosts
+
+    async with memory_hosts(4) as (a, *others):
+        for other in others:
+            await other.connect(a.listen_addrs[0].encapsulate(f"/p2p/{a.peer_id}"))
+            await other.disconnect(a.peer_id)
+        await trio.testing.wait_all_tasks_blocked()
+        assert a.peerstore.stats().expired_peers == len(others)
+        assert [o.peer_id for o in others if o.peer_id in a.peerstore] == []
+        assert a.peerstore.next_expiry() is None
