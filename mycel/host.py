@@ -476,7 +476,9 @@ class Host:
         self._closed = False
         self._handlers: dict[str, _Handler] = {}
         self._subscriptions: list[EventSubscription] = []
-        self._addrs_cache: tuple[tuple[Multiaddr, ...], int, list[Multiaddr]] | None = None
+        self._addrs_cache: tuple[tuple[Multiaddr, ...], int, int, list[Multiaddr]] | None = None
+        self._mapped: dict[str, tuple[Multiaddr, ...]] = {}  # source (e.g. "portmap") -> external addresses
+        self._mapped_version = 0
         self.observed = ObservedAddrs(config.address_policy)
         """Addresses peers observed us on (identify), confirmed by enough distinct observers."""
         self._reachability = Reachability.UNKNOWN
@@ -557,16 +559,35 @@ class Host:
         """Addresses others can dial us on, each ending in ``/p2p/<our id>``.
 
         Unspecified listen addresses (0.0.0.0, ::) are expanded to every interface address; observed
-        addresses that enough distinct peers confirmed (``host.observed``) follow them.
+        addresses that enough distinct peers confirmed (``host.observed``) follow them, then the
+        external addresses port mapping obtained (:meth:`set_mapped_addrs`).
         """
         listen = tuple(self.listen_addrs)
         version = self.observed.version
-        if self._addrs_cache is None or self._addrs_cache[0] != listen or self._addrs_cache[1] != version:
+        cache = self._addrs_cache
+        if cache is None or cache[0] != listen or cache[1] != version or cache[2] != self._mapped_version:
             expanded = [a for addr in listen for a in expand_unspecified(addr)]
             extra = [a for a in self.observed.addrs(expanded) if a not in expanded]
+            for mapped in self._mapped.values():
+                extra += [a for a in mapped if a not in expanded and a not in extra]
             out = [with_peer_id(a, self.peer_id) for a in expanded + extra]
-            self._addrs_cache = (listen, version, out)
-        return list(self._addrs_cache[2])
+            cache = self._addrs_cache = (listen, version, self._mapped_version, out)
+        return list(cache[3])
+
+    def set_mapped_addrs(self, source: str, addrs: Sequence[Multiaddr]) -> None:
+        """Advertise ``addrs`` (without ``/p2p``) as the external addresses a NAT gateway maps to us,
+        replacing those ``source`` (e.g. ``"portmap"``) set before; ``[]`` withdraws them. On a change
+        services are told (``local_addrs_changed``: identify pushes them)."""
+        new = tuple(dict.fromkeys(split_peer_id(as_multiaddr(a))[0] for a in addrs))
+        if self._mapped.get(source, ()) == new:
+            return
+        if new:
+            self._mapped[source] = new
+        else:
+            self._mapped.pop(source, None)
+        self._mapped_version += 1
+        log.info("port-mapped addresses from %s now %s", source, [str(a) for a in new])
+        self.addrs_changed()
 
     @property
     def advertised_addrs(self) -> list[Multiaddr]:
@@ -1294,6 +1315,10 @@ class _ServiceView:
         return self._host.advertised_addrs
 
     @property
+    def listen_addrs(self) -> list[Multiaddr]:
+        return self._host.listen_addrs
+
+    @property
     def reachability(self) -> Reachability:
         return self._host.reachability
 
@@ -1302,6 +1327,9 @@ class _ServiceView:
 
     def record_observed_addr(self, conn: Connection, observed: Multiaddr) -> None:
         self._host.record_observed_addr(conn, observed)
+
+    def set_mapped_addrs(self, source: str, addrs: Sequence[Multiaddr]) -> None:
+        self._host.set_mapped_addrs(source, addrs)
 
     async def dial_direct(self, peer: PeerId, addr: Multiaddr) -> Connection:
         return await self._host.dial_direct(peer, addr)

@@ -98,6 +98,10 @@ class ServiceHost(Protocol):
         """The host's addresses without ``/p2p``, as identify announces them."""
 
     @property
+    def listen_addrs(self) -> list[Multiaddr]:
+        """The bound listen addresses (port 0 resolved, unspecified ones not expanded), without ``/p2p``."""
+
+    @property
     def reachability(self) -> Reachability:
         """Whether others can dial us (AutoNAT's last verdict)."""
 
@@ -106,6 +110,10 @@ class ServiceHost(Protocol):
 
     def record_observed_addr(self, conn: Connection, observed: Multiaddr) -> None:
         """The peer on ``conn`` sees us as ``observed`` (identify reports it)."""
+
+    def set_mapped_addrs(self, source: str, addrs: Sequence[Multiaddr]) -> None:
+        """Advertise the external addresses a NAT gateway maps to us (port mapping), replacing those
+        ``source`` set before; services hear ``local_addrs_changed``."""
 
     async def dial_direct(self, peer: PeerId, addr: Multiaddr) -> Connection:
         """A new connection to ``peer`` at ``addr`` even if one is open (AutoNAT's dial-back)."""

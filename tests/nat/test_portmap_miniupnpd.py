@@ -1,46 +1,26 @@
 """Our NAT-PMP and PCP clients against a real miniupnpd (Debian's 2.3.1, nftables backend) running on a
-NAT router of the lab.
+NAT router of the lab, configured without STUN: the refusals.
 
-What this checks, and why no mapping is granted: miniupnpd refuses to forward ports when the router's
-external address is reserved — "Reserved / private IP address 198.18.0.2 on ext interface: Port
-forwarding is impossible", and ``ext_ip=198.18.0.2`` is rejected as "not public routable" (2.3.1 has no
-option to allow it) — and the lab uses no public addresses. So the daemon answers NAT-PMP with
-NETWORK_FAILURE (3: no usable external address) and PCP with NO_RESOURCES (8). That still proves the
-wire format both ways with an implementation that is not ours: it parsed our requests as meant (its log
-names port, protocol and lifetime), and its answers passed our checks (opcode, PCP nonce, internal port)
-and came out as typed errors with the right codes. A full mapping (renewal, deletion) is tested against
-a scripted gateway in tests/integration/test_portmap.py.
+Without ``ext_perform_stun``, miniupnpd refuses to forward ports when the router's external address is
+reserved — "Reserved / private IP address 198.18.0.2 on ext interface: Port forwarding is impossible"
+(``ext_ip=198.18.0.2`` is rejected as "not public routable") — so it answers NAT-PMP with
+NETWORK_FAILURE (3: no usable external address) and PCP with NO_RESOURCES (8): its answers pass our
+checks (opcode, PCP nonce, internal port) and come out as typed errors with the right codes, and its
+log shows it read our requests as meant. With STUN (a responder on the public segment), the same
+daemon grants mappings over PCP, NAT-PMP and UPnP IGD: tests/nat/test_portmap_igd.py.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-import select
 import subprocess
 import sys
-import time
 
+from tests.nat.portmap_lab import wait_for_line
 from mycel.testing.natlab import NatLab
 
 PROBE = str(pathlib.Path(__file__).with_name("portmap_probe.py"))
-
-
-def _wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
-        if not ready:
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"miniupnpd never said {needle!r}: {''.join(lines)}")
 
 
 def test_natpmp_and_pcp_against_miniupnpd(tmp_path: pathlib.Path) -> None:
@@ -54,7 +34,7 @@ def test_natpmp_and_pcp_against_miniupnpd(tmp_path: pathlib.Path) -> None:
         daemon = router.ns.popen(
             ["miniupnpd", "-d", "-f", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        _wait_for_line(daemon, "Listening for NAT-PMP/PCP traffic", 15)
+        wait_for_line(daemon, "Listening for NAT-PMP/PCP traffic", 15)
         probe = lab.a.ns.run([sys.executable, "-u", PROBE, "10.0.1.1"], timeout=60)
         answers = {a["request"]: a for a in map(json.loads, probe.stdout.splitlines())}
         daemon.terminate()
