@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import socket
 import struct
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ SOURCE: Final = "portmap"
 PROTOCOLS: Final = ("pcp", "natpmp", "upnp")
 MAX_PORTS: Final = 16
 """At most this many listen ports are mapped (a host listening on more maps the first ones)."""
+CONFLICT_TRIES: Final = 4
+"""AddPortMapping attempts per port when the external port is taken (UPnP 718)."""
 DELETE_TIMEOUT: Final = 3.0
 """How long deleting the mappings may hold up the host's exit."""
 
@@ -103,29 +106,37 @@ class NatPmpBackend:
 
 
 class UpnpBackend:
-    """UPnP IGD AddPortMapping / DeletePortMapping for ``internal_client`` (our LAN address)."""
+    """UPnP IGD AddPortMapping / DeletePortMapping for ``internal_client`` (our LAN address). The
+    external port asked for is the internal one; when another host holds it (718), a random one, up to
+    :data:`CONFLICT_TRIES` tries."""
 
     name = "upnp"
 
-    def __init__(self, client: IgdClient, internal_client: str) -> None:
+    def __init__(self, client: IgdClient, internal_client: str, *, rng: random.Random | None = None) -> None:
         self.client = client
         self.internal_client = internal_client
         self._external_ip: str | None = None
+        self._random = rng or random.Random()
 
     async def map(self, protocol: str, internal_port: int, lifetime: int, external_port: int) -> Lease:
-        """See :class:`Backend` (the external port asked for is the internal one unless suggested;
-        a gateway that only grants permanent leases gets one, deleted on exit as the others)."""
+        """See :class:`Backend` (a gateway that only grants permanent leases (725) gets asked for
+        one: it is deleted on exit as the others)."""
         if self._external_ip is None:
             self._external_ip = await self.client.external_ip()
         port = external_port or internal_port
-        try:
-            await self.client.add_port_mapping(protocol, port, internal_port, self.internal_client, lifetime)
-        except UpnpError as exc:
-            if exc.code != 725:  # OnlyPermanentLeasesSupported
+        for attempt in range(CONFLICT_TRIES):
+            try:
+                await self.client.add_port_mapping(protocol, port, internal_port, self.internal_client, lifetime)
+            except UpnpError as exc:
+                if exc.code == 725 and lifetime:  # OnlyPermanentLeasesSupported
+                    lifetime = 0
+                    continue
+                if exc.code == 718 and not external_port and attempt + 1 < CONFLICT_TRIES:
+                    port = self._random.randint(1024, 65535)  # ConflictInMappingEntry: another host has it
+                    continue
                 raise
-            lifetime = 0
-            await self.client.add_port_mapping(protocol, port, internal_port, self.internal_client, 0)
-        return Lease(protocol, internal_port, self._external_ip, port, lifetime)
+            return Lease(protocol, internal_port, self._external_ip, port, lifetime)
+        raise UpnpError(f"AddPortMapping {protocol} {internal_port}: no port after {CONFLICT_TRIES} tries")
 
     async def unmap(self, lease: Lease) -> None:
         """See :class:`Backend`."""
