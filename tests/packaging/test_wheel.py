@@ -67,6 +67,8 @@ async def test_wheel_and_sdist_build_install_and_run_the_examples(tmp_path: Path
     assert "mycel/py.typed" in names
     protos = {str(p.relative_to(ROOT)) for p in (ROOT / "mycel").rglob("*.proto")}
     assert protos and protos <= names, protos - names
+    stubs = {str(p.relative_to(ROOT)) for p in (ROOT / "mycel").rglob("*.pyi")}  # the protobuf modules' types
+    assert stubs <= names, stubs - names
     assert not any(n.startswith(("tests/", "examples/", "interop/")) for n in names)
     dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
     assert {f"{dist_info}/licenses/LICENSE-MIT", f"{dist_info}/licenses/LICENSE-APACHE"} <= names
