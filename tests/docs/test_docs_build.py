@@ -39,3 +39,4 @@ async def test_mkdocs_build_strict(tmp_path: Path) -> None:
     assert "ping.py" in (site / "examples" / "index.html").read_text()
     assert "make bench" in (site / "benchmarks" / "index.html").read_text()
     assert "26 pass" in (site / "interop" / "index.html").read_text()
+    assert "fonts.googleapis.com" not in (site / "index.html").read_text()  # nothing loaded from outside
