@@ -83,6 +83,7 @@ from mycel.network.resources import ResourceLimitReached, ResourceLimits, ScopeL
 from mycel.protocols import Echo, Floodsub, Gossipsub, GossipsubConfig, Identify, IdentifyResult, KadDHT, Perf, Ping, Rendezvous  # noqa: E402
 from mycel.protocols.relay import CircuitRelay, RelayResources, RelayTransport  # noqa: E402
 from mycel.protocols.autonat import AutoNAT, AutoNATConfig  # noqa: E402
+from mycel.portmap import PortMapping  # noqa: E402
 from mycel.core.addrs import AddressPolicy, Reachability  # noqa: E402
 from mycel.core.events import ReachabilityChanged  # noqa: E402
 from mycel.routing import ContentRouting, PeerNotFound, PeerRouting, ProviderRecord  # noqa: E402
@@ -94,6 +95,7 @@ __all__ = [
     "AddressPolicy",
     "AutoNAT",
     "AutoNATConfig",
+    "PortMapping",
     "Reachability",
     "ReachabilityChanged",
     "Bootstrap",

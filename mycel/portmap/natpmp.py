@@ -53,9 +53,10 @@ class PortMapMessageError(PortMapError, ProtocolViolation):
 
 @dataclass(frozen=True)
 class ExternalAddress:
-    """The answer to an external address request."""
+    """The answer to an external address request: the gateway's external ``address``."""
 
     epoch: int
+    """The gateway's seconds since its mappings were last lost (RFC 6886 §3.6, RFC 6887 §8.5)."""
     address: ipaddress.IPv4Address
 
 
@@ -67,6 +68,7 @@ class Mapping:
     protocol: str
     """``tcp`` or ``udp``."""
     epoch: int
+    """The gateway's seconds since its mappings were last lost (RFC 6886 §3.6, RFC 6887 §8.5)."""
     internal_port: int
     external_port: int
     lifetime: int

@@ -47,11 +47,13 @@ class ResultCode(enum.IntEnum):
 
 @dataclass(frozen=True)
 class PcpMapping:
-    """The answer to a MAP request."""
+    """The answer to a MAP request: ``external_address:external_port`` leads to our ``internal_port``
+    for ``lifetime`` seconds (0: deleted); ``protocol`` is ``tcp`` or ``udp``."""
 
     protocol: str
     lifetime: int
     epoch: int
+    """The gateway's seconds since its mappings were last lost (RFC 6886 §3.6, RFC 6887 §8.5)."""
     internal_port: int
     external_port: int
     external_address: ipaddress.IPv4Address | ipaddress.IPv6Address

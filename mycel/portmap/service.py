@@ -42,7 +42,8 @@ DELETE_TIMEOUT: Final = 3.0
 
 @dataclass(frozen=True)
 class Lease:
-    """A granted mapping: ``external_ip:external_port`` leads to our ``internal_port``."""
+    """A granted mapping: ``external_ip:external_port`` leads to our ``internal_port`` (``protocol``
+    ``tcp`` or ``udp``)."""
 
     protocol: str
     internal_port: int

@@ -54,7 +54,8 @@ class UpnpMessageError(PortMapMessageError):
 
 @dataclass(frozen=True)
 class SsdpResponse:
-    """One answer to an M-SEARCH: where the device description is."""
+    """One answer to an M-SEARCH: where the device description is (``location``), its search target
+    ``st`` and unique service name ``usn``."""
 
     location: str
     st: str
@@ -63,7 +64,8 @@ class SsdpResponse:
 
 @dataclass(frozen=True)
 class WanService:
-    """A port-mapping service found in a device description."""
+    """A port-mapping service found in a device description: its ``service_type`` (one of
+    :data:`WAN_SERVICES`) and ``control_url``."""
 
     service_type: str
     control_url: str

@@ -1,6 +1,6 @@
 """Dial each multiaddr given (with /p2p; TCP or QUIC) and ping it once, within 5 s each: ``python
 tests/nat/portmap_dial.py <addr>...``; prints one line per address, ``{"addr": …, "ok": true,
-"rtt_ms": …}`` or ``{"addr": …, "ok": false, "error": …}``."""
+"rtt_ms": …, "identified": [the addresses identify announced]}`` or ``{"addr": …, "ok": false, "error": …}``."""
 
 from __future__ import annotations
 
@@ -29,11 +29,13 @@ async def main(addrs: list[str]) -> None:
                 with trio.fail_after(5):
                     conn = await host.connect(addr)
                     rtts = await host.service(Ping).ping(conn.remote_peer)
+                    await host.service(Identify).wait_identified(conn.remote_peer)
+                    seen = [str(a) for a in host.peerstore.addrs(conn.remote_peer)]
                     await conn.aclose()
             except (MycelError, trio.TooSlowError, OSError) as exc:
                 print(json.dumps({"addr": addr, "ok": False, "error": repr(exc)}), flush=True)
             else:
-                print(json.dumps({"addr": addr, "ok": True, "rtt_ms": rtts[0] * 1000}), flush=True)
+                print(json.dumps({"addr": addr, "ok": True, "rtt_ms": rtts[0] * 1000, "identified": seen}), flush=True)
 
 
 if __name__ == "__main__":

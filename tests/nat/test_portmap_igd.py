@@ -2,8 +2,9 @@
 mycel host behind it runs the PortMapping service over PCP, then NAT-PMP, then UPnP IGD (SSDP on the
 LAN, the description, SOAP); each time its TCP and QUIC ports get mapped (miniupnpd's DNAT rules appear
 in the router's nftables), the host advertises the router's external address, a host on the public
-segment dials and pings it there over TCP and QUIC, the mappings are renewed (4 s lifetime), and when
-the host closes they are deleted (the rules are gone) and the address withdrawn.
+segment dials and pings it there over TCP and QUIC and hears those addresses from identify, the
+mappings are renewed (4 s lifetime), and when the host closes they are deleted (the rules are gone)
+and the address withdrawn.
 
 miniupnpd refuses to map when its external address is reserved (198.18/15 is) unless STUN says the
 router is reachable 1:1, so the test runs a tiny STUN responder (tests/nat/portmap_stun.py) on the
@@ -75,6 +76,8 @@ def test_port_mapping_service_through_miniupnpd(tmp_path: pathlib.Path) -> None:
                 out = lab.relay.run([sys.executable, "-u", str(HERE / "portmap_dial.py"), tcp[0], quic[0]], timeout=30)
                 dials = [json.loads(line) for line in out.stdout.splitlines()]
                 assert [d["ok"] for d in dials] == [True, True], dials
+                # identify announces the mapped addresses (what the public host learned from the peer itself)
+                assert {tcp[0].split("/p2p/")[0], quic[0].split("/p2p/")[0]} <= set(dials[0]["identified"]), dials
                 assert host.expect("renewed", timeout=20)["renewals"] >= 2
                 host.close()  # stdin closed: the host exits and deletes its mappings
                 closed = host.expect("closed", timeout=10)
