@@ -2,15 +2,18 @@
 :mod:`~mycel.portmap.pcp`), and :class:`PortMapper`, which keeps mappings alive.
 
 A request is sent from a UDP socket connected to the gateway's port 5351 (so only the gateway's
-datagrams reach us) and retransmitted after 250 ms, doubling, ``tries`` times (RFC 6886 §3.1 — its 9
-tries take 64 s; the default here is 4, under 4 s). Datagrams that do not answer the request are
-ignored; a result code other than success raises :class:`PortMapError` with ``code``.
+datagrams reach us) and retransmitted on each protocol's schedule, ``tries`` sends in all: NAT-PMP
+after 250 ms, doubling (RFC 6886 §3.1 — its 9 sends take 64 s; the default here is 4, under 4 s), PCP
+after 3 s ± 10 %, doubling (RFC 6887 §8.1.1; the default here is 3 sends, about 21 s). Datagrams that do
+not answer the request are ignored; a result code other than success raises :class:`PortMapError`
+with ``code``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -25,6 +28,7 @@ log = logging.getLogger("mycel.portmap")
 
 T = TypeVar("T")
 DEFAULT_TRIES = 4
+PCP_TRIES = 3
 MAX_DATAGRAM = 1100  # the largest PCP message; NAT-PMP ones are 16 bytes
 
 
@@ -36,8 +40,13 @@ async def exchange(
     port: int = natpmp.PORT,
     tries: int = DEFAULT_TRIES,
     initial_timeout: float = natpmp.INITIAL_TIMEOUT,
+    timeouts: Sequence[float] | None = None,
 ) -> T:
-    """Send ``payload`` to ``gateway:port`` until ``parse`` accepts an answer (see the module doc)."""
+    """Send ``payload`` to ``gateway:port`` until ``parse`` accepts an answer (see the module doc):
+    ``timeouts`` gives the wait after each send; without it, ``tries`` waits from
+    ``initial_timeout``, doubling."""
+    if timeouts is None:
+        timeouts = [initial_timeout * 2**i for i in range(tries)]
     family = socket.AF_INET6 if ":" in gateway else socket.AF_INET
     sock = trio.socket.socket(family, socket.SOCK_DGRAM)
     with sock:
@@ -45,8 +54,7 @@ async def exchange(
             await sock.connect((gateway, port))
         except OSError as exc:
             raise PortMapError(f"cannot reach the gateway {gateway}: {exc}") from exc
-        timeout = initial_timeout
-        for _ in range(tries):
+        for timeout in timeouts:
             try:
                 await sock.send(payload)
                 with trio.move_on_after(timeout):
@@ -58,8 +66,7 @@ async def exchange(
                             log.info("portmap: ignoring a datagram from %s: %s", gateway, exc)
             except OSError as exc:  # ICMP port unreachable on the connected socket: nobody serves 5351
                 raise PortMapError(f"the gateway {gateway} does not serve port {port}: {exc}") from exc
-            timeout *= 2
-    raise PortMapError(f"no answer from {gateway}:{port} after {tries} tries")
+    raise PortMapError(f"no answer from {gateway}:{port} after {len(timeouts)} tries")
 
 
 class NatPmpClient:
@@ -94,7 +101,7 @@ class PcpClient:
     not given). One nonce per (protocol, port): renewals and the deletion repeat it, as RFC 6887 asks."""
 
     def __init__(
-        self, gateway: str, client_ip: str | None = None, *, port: int = natpmp.PORT, tries: int = DEFAULT_TRIES
+        self, gateway: str, client_ip: str | None = None, *, port: int = natpmp.PORT, tries: int = PCP_TRIES
     ) -> None:
         self.gateway = gateway
         self.client_ip = client_ip
@@ -114,8 +121,9 @@ class PcpClient:
         """Map (or renew) ``protocol`` ``internal_port`` for ``lifetime`` seconds."""
         nonce = self._nonces.setdefault((protocol, internal_port), os.urandom(pcp.NONCE_SIZE))
         request = pcp.map_request(self._source_ip(), nonce, protocol, internal_port, lifetime, external_port=external_port)
+        timeouts = pcp.retransmit_timeouts([random.uniform(-0.1, 0.1) for _ in range(self.tries)])
         return await exchange(
-            self.gateway, request, lambda d: pcp.parse_map(d, nonce, protocol, internal_port), port=self.port, tries=self.tries
+            self.gateway, request, lambda d: pcp.parse_map(d, nonce, protocol, internal_port), port=self.port, timeouts=timeouts
         )
 
     async def unmap(self, protocol: str, internal_port: int) -> None:

@@ -82,6 +82,12 @@ def _opcode(protocol: str) -> int:
     raise ValueError(f"protocol must be 'tcp' or 'udp', not {protocol!r}")
 
 
+def retransmit_timeouts(tries: int = MAX_TRIES) -> list[float]:
+    """How long to wait for an answer after each of ``tries`` sends (RFC 6886 §3.1: 250 ms, doubling,
+    9 sends in all: 0.25 … 64 s)."""
+    return [INITIAL_TIMEOUT * 2**i for i in range(min(tries, MAX_TRIES))]
+
+
 def external_address_request() -> bytes:
     """The 2-byte external address request."""
     return bytes((VERSION, OP_EXTERNAL_ADDRESS))
@@ -140,4 +146,5 @@ __all__ = [
     "map_request",
     "parse_external_address",
     "parse_map",
+    "retransmit_timeouts",
 ]

@@ -12,6 +12,7 @@ import enum
 import ipaddress
 import struct
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Final
 
 from mycel.portmap.natpmp import PortMapError, PortMapMessageError
@@ -23,6 +24,8 @@ HEADER_SIZE: Final = 24
 MAP_SIZE: Final = 36
 NONCE_SIZE: Final = 12
 MAX_MESSAGE: Final = 1100  # RFC 6887 §7: PCP messages are at most 1100 bytes
+IRT: Final = 3.0  # RFC 6887 §8.1.1: initial retransmission time
+MRT: Final = 1024.0  # and its maximum
 _PROTOCOLS: Final = {"tcp": 6, "udp": 17}
 
 
@@ -69,6 +72,18 @@ def _as_v6(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
 def _unwrap(raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     addr = ipaddress.IPv6Address(raw)
     return addr.ipv4_mapped or addr
+
+
+def retransmit_timeouts(jitter: Sequence[float]) -> list[float]:
+    """How long to wait after each send (RFC 6887 §8.1.1): ``RT = (1 + RAND) * IRT`` first, then
+    ``RT = (1 + RAND) * min(2 * RT, MRT)``, one RAND in [-0.1, +0.1] per send taken from ``jitter``
+    (its length is the number of sends; RFC 6887 keeps sending, a caller bounds it)."""
+    out: list[float] = []
+    for rand in jitter:
+        if not -0.1 <= rand <= 0.1:
+            raise ValueError("RAND must be in [-0.1, +0.1]")
+        out.append((1 + rand) * (IRT if not out else min(2 * out[-1], MRT)))
+    return out
 
 
 def map_request(
@@ -126,4 +141,4 @@ def parse_map(data: bytes, nonce: bytes, protocol: str, internal_port: int) -> P
     return PcpMapping(protocol, lifetime, epoch, internal, external, address)
 
 
-__all__ = ["NONCE_SIZE", "VERSION", "PcpMapping", "ResultCode", "map_request", "parse_map"]
+__all__ = ["IRT", "MRT", "NONCE_SIZE", "VERSION", "PcpMapping", "ResultCode", "map_request", "parse_map", "retransmit_timeouts"]

@@ -237,3 +237,15 @@ def test_bad_settings_are_refused() -> None:
         PortMapping(protocols=["upnp", "smoke-signals"])
     with pytest.raises(ValueError):
         PortMapping(lifetime=0)
+
+
+def test_retransmission_schedules_follow_the_rfcs() -> None:
+    from mycel.portmap import natpmp, pcp
+
+    assert natpmp.retransmit_timeouts() == [0.25, 0.5, 1, 2, 4, 8, 16, 32, 64]  # RFC 6886 §3.1: 9 sends
+    assert natpmp.retransmit_timeouts(20)[-1] == 64  # never more than 9
+    assert pcp.retransmit_timeouts([0, 0, 0]) == [3, 6, 12]  # RFC 6887 §8.1.1: IRT 3 s, doubling
+    assert pcp.retransmit_timeouts([0.1, -0.1]) == pytest.approx([3.3, 5.94])  # (1 + RAND) each time
+    assert pcp.retransmit_timeouts([0.0] * 12)[-1] == 1024  # MRT
+    with pytest.raises(ValueError):
+        pcp.retransmit_timeouts([0.5])
