@@ -112,12 +112,12 @@ async def test_yamux_ping_and_window_growth() -> None:
         rtt = await client.ping()
         assert 0 <= rtt < 5
         assert client.stats.extra["rtt"] == client._core.rtt  # type: ignore[attr-defined]
-        # Pretend the path is slow (RTT 1 s): a reader that keeps up then always answers within
-        # 2 RTTs, so the driver's window updates must double the window up to 16 MiB.
+        # Pretend the path is slow (auto-tuning RTT 0.5 s, the most a measurement may claim): a reader
+        # that keeps up then always answers within 2 RTTs, so the window must double up to 16 MiB.
         server_core = server._core
         assert isinstance(server_core, YamuxCore)
         await server.ping()  # pongs come in order: no earlier sample can overwrite ours now
-        server_core.rtt = 1.0
+        server_core._tuning_rtt = 0.5
         out = await client.open_stream()
         data = b"w" * (16 * 1024 * 1024)
         async with trio.open_nursery() as nursery:
