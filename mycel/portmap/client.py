@@ -112,9 +112,12 @@ class PcpClient:
     def _source_ip(self) -> str:
         if self.client_ip is None:
             family = socket.AF_INET6 if ":" in self.gateway else socket.AF_INET
-            with socket.socket(family, socket.SOCK_DGRAM) as probe:  # connect() on UDP sends nothing
-                probe.connect((self.gateway, natpmp.PORT))
-                self.client_ip = str(probe.getsockname()[0])
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as probe:  # connect() on UDP sends nothing
+                    probe.connect((self.gateway, natpmp.PORT))
+                    self.client_ip = str(probe.getsockname()[0])
+            except OSError as exc:
+                raise PortMapError(f"no route to the gateway {self.gateway}: {exc}") from exc
         return self.client_ip
 
     async def map(self, protocol: str, internal_port: int, lifetime: int, external_port: int = 0) -> pcp.PcpMapping:

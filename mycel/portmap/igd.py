@@ -112,9 +112,12 @@ async def discover(interface_ip: str, *, timeout: float = 2.0) -> WanService:
     first description that names a WAN*Connection service wins."""
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with sock:
-        await sock.bind((interface_ip, 0))
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface_ip))
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
+        try:
+            await sock.bind((interface_ip, 0))
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface_ip))
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 2)
+        except OSError as exc:
+            raise UpnpError(f"cannot send SSDP from {interface_ip}: {exc}") from exc
         tried: set[str] = set()
         errors: list[str] = []
         with trio.move_on_after(timeout):

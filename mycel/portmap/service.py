@@ -9,6 +9,7 @@ loopback only, or without a default route (``/proc/net/route``) unless ``gateway
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import random
@@ -184,7 +185,7 @@ def mapped_addrs(listen: Sequence[Multiaddr], leases: dict[tuple[str, int], Leas
         if len(parts) < 5 or parts[1] != "ip4" or parts[3] not in ("tcp", "udp") or "p2p-circuit" in parts:
             continue
         lease = leases.get((parts[3], int(parts[4])))
-        if lease is None or not lease.external_port:
+        if lease is None or not lease.external_port or not _usable_ipv4(lease.external_ip):
             continue
         parts[2], parts[4] = lease.external_ip, str(lease.external_port)
         mapped = Multiaddr("/".join(parts))
@@ -203,6 +204,14 @@ def epoch_lost(prev_epoch: int, prev_at: float, epoch: int, now: float) -> bool:
     client_delta = now - prev_at
     server_delta = epoch - prev_epoch
     return client_delta + 2 < server_delta - server_delta / 16 or server_delta + 2 < client_delta - client_delta / 16
+
+
+def _usable_ipv4(text: str) -> bool:
+    try:
+        addr = ipaddress.IPv4Address(text)
+    except ValueError:  # (PCP may answer an IPv6 external address: not one for an /ip4 listen address)
+        return False
+    return not (addr.is_unspecified or addr.is_multicast or addr.is_loopback)
 
 
 def renewal_delay(lease: Lease) -> float:
@@ -418,9 +427,12 @@ class _LazyUpnp:
 
     async def _get(self) -> UpnpBackend:
         if self._backend is None:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # connect() on UDP sends nothing
-                probe.connect((self.gateway, 1900))
-                lan_ip = str(probe.getsockname()[0])
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # connect() on UDP sends nothing
+                    probe.connect((self.gateway, 1900))
+                    lan_ip = str(probe.getsockname()[0])
+            except OSError as exc:
+                raise UpnpError(f"no route to the gateway {self.gateway}: {exc}") from exc
             service = await discover(lan_ip, timeout=self.timeout)
             self._backend = UpnpBackend(IgdClient(service), lan_ip)
         return self._backend

@@ -230,6 +230,8 @@ def test_ports_and_addresses() -> None:
     assert mappable_ports(listen, include_loopback=True) == [("tcp", 4001), ("udp", 4001), ("tcp", 4003), ("tcp", 4002)]
     leases = {("tcp", 4002): Lease("tcp", 4002, "198.18.0.2", 6000, 60), ("udp", 4001): Lease("udp", 4001, "198.18.0.2", 4001, 60)}
     assert mapped_addrs(listen, leases) == [Multiaddr("/ip4/198.18.0.2/udp/4001/quic-v1"), Multiaddr("/ip4/198.18.0.2/tcp/6000/ws")]
+    for bad in ("0.0.0.0", "2001:db8::1", "224.0.0.1", "127.0.0.1", "junk"):  # a gateway's answer we cannot advertise
+        assert mapped_addrs(listen, {("tcp", 4002): Lease("tcp", 4002, bad, 6000, 60)}) == []
 
 
 def test_bad_settings_are_refused() -> None:
