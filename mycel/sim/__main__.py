@@ -65,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     atk.add_argument("--lurkers", type=int, default=90)
     atk.add_argument("--sybils", type=int, default=400)
     atk.add_argument("--eclipse-target", type=int, help="every Sybil dials this honest node first")
+    atk.add_argument("--honest-degree", type=int, default=20)
+    atk.add_argument("--attack-degree", type=int, default=20)
+    atk.add_argument("--sybils-per-ip", type=int, default=1, help="attack at dawn: 16")
+    atk.add_argument("--ip-colocation-weight", type=float, default=0.0, help="P6 weight (attack at dawn: -100)")
     atk.add_argument("--duration", type=float, default=300.0)
     atk.add_argument("--quiet", action="store_true")
     nd = sub.add_parser("node", help="one real node under test-plans' gossipsub-interop contract (TCP port 9000)")
@@ -131,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         options_a = AttackOptions(
             publishers=args.publishers, lurkers=args.lurkers, sybils=args.sybils, persona=args.persona,
             scoring=args.scoring == "on", seed=args.seed, attack_at=args.attack_at, duration=args.duration,
-            eclipse_target=args.eclipse_target, progress=_progress(args.quiet),
+            eclipse_target=args.eclipse_target, honest_degree=args.honest_degree, attack_degree=args.attack_degree,
+            sybils_per_ip=args.sybils_per_ip, ip_colocation_weight=args.ip_colocation_weight, progress=_progress(args.quiet),
         )
         summary_a = write_attack(run_attack(options_a), args.out)
         print(json.dumps({k: v for k, v in summary_a.items() if not isinstance(v, (list, dict))}))

@@ -96,11 +96,12 @@ REPORT_THRESHOLDS = PeerScoreThresholds(
 """The evaluation's thresholds."""
 
 
-def honest_config(*, scoring: bool) -> GossipsubConfig:
+def honest_config(*, scoring: bool, ip_colocation_weight: float = 0.0) -> GossipsubConfig:
     """The evaluation's honest router: D=8/6/12, D_score 6, D_lazy 12, flood publishing, seen 2 min."""
+    params = report_score_params(ip_colocation_weight=ip_colocation_weight) if scoring else None
     return interop_config(
         d=8, d_lo=6, d_hi=12, d_score=6, d_lazy=12, flood_publish=True, seen_ttl=120.0,
-        score_params=report_score_params() if scoring else None, score_thresholds=REPORT_THRESHOLDS,
+        score_params=params, score_thresholds=REPORT_THRESHOLDS,
     )
 
 
@@ -214,6 +215,10 @@ class AttackOptions:
     """Messages published this long after ``attack_at`` (or the first publish) count as "after recovery"."""
     eclipse_target: int | None = None
     """An honest node every Sybil dials first (eclipse single target)."""
+    sybils_per_ip: int = 1
+    """Sybils sharing one IP (attack at dawn packs 16); with ``ip_colocation_weight`` P6 punishes them."""
+    ip_colocation_weight: float = 0.0
+    """P6 weight of the honest nodes' scoring (the report: 0, and -100 for attack at dawn)."""
     sample_every: float = 5.0
     progress: Callable[[str], None] | None = None
 
@@ -250,7 +255,7 @@ async def run_attack_async(opts: AttackOptions) -> AttackResult:
     ilog = InteropLog()
     t0 = trio.current_time()
     attack_at = opts.attack_at
-    honest_cfg = honest_config(scoring=opts.scoring)
+    honest_cfg = honest_config(scoring=opts.scoring, ip_colocation_weight=opts.ip_colocation_weight)
     honest_svcs = [InteropGossipsub(honest_cfg, ilog.node(i), seed=opts.seed * 7919 + i, t0=t0) for i in range(honest_n)]
     sybil_svcs = [
         AttackGossipsub(attacker_config(opts.persona), persona=opts.persona, attack_at=math.inf if attack_at > 0 else 0.0, seed=opts.seed * 104729 + k)
@@ -260,7 +265,8 @@ async def run_attack_async(opts: AttackOptions) -> AttackResult:
     sybil_idents = [Identity.from_seed(rng.randbytes(32)) for _ in range(opts.sybils)]
     honest_peers = {ident.peer_id for ident in honest_idents}
     honest_nodes = [net.add_node() for _ in range(honest_n)]
-    sybil_nodes = [net.add_node() for _ in range(opts.sybils)]
+    sybil_machines = [net.add_node() for _ in range(math.ceil(opts.sybils / max(1, opts.sybils_per_ip)))]
+    per_ip = max(1, opts.sybils_per_ip)
     honest_addrs = [Multiaddr(node.listen_addr()) for node in honest_nodes]
 
     times: list[float] = []
@@ -330,7 +336,10 @@ async def run_attack_async(opts: AttackOptions) -> AttackResult:
                 cfg = sim_config(honest_nodes[i], services=[Identify(), honest_svcs[i]], identity=honest_idents[i], connmgr=conn)
                 hosts.append(await stack.enter_async_context(open_host(cfg)))
             for k in range(opts.sybils):
-                cfg = sim_config(sybil_nodes[k], services=[Identify(), sybil_svcs[k]], identity=sybil_idents[k], connmgr=conn)
+                cfg = sim_config(
+                    sybil_machines[k // per_ip], services=[Identify(), sybil_svcs[k]], identity=sybil_idents[k], connmgr=conn,
+                    port=4001 + k % per_ip,
+                )
                 sybils.append(await stack.enter_async_context(open_host(cfg)))
             for i, svc in enumerate(honest_svcs):
                 svc.logger.peer_id(0.0, honest_idents[i].peer_id.to_base58())

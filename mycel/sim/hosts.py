@@ -27,10 +27,12 @@ def sim_config(
     identity: Identity | None = None,
     security: Sequence[SecurityProtocol] | None = None,
     muxers: Sequence[StreamMuxer] | None = None,
+    port: int = 4001,
     **kwargs: Any,
 ) -> HostConfig:
-    """A HostConfig for a host on ``node``: its transport, its listen address, an identity drawn from the
-    network's seeded generator (so runs repeat), plaintext + yamux unless given."""
+    """A HostConfig for a host on ``node``: its transport, its listen address (``port``: several hosts can
+    share one node, i.e. one IP, on different ports), an identity drawn from the network's seeded generator
+    (so runs repeat), plaintext + yamux unless given."""
     if identity is None:
         identity = Identity.from_seed(node.network.rng.randbytes(32))
     return HostConfig(
@@ -38,7 +40,7 @@ def sim_config(
         transports=[node.transport()],
         security=list(security) if security is not None else [Plaintext()],
         muxers=list(muxers) if muxers is not None else [Yamux()],
-        listen=[node.listen_addr()],
+        listen=[node.listen_addr(port)],
         services=list(services),
         **kwargs,
     )
