@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import select
 import subprocess
 import time
 
 
 def wait_for_line(proc: subprocess.Popen[str], needle: str, timeout: float) -> str:
-    """Read ``proc``'s stdout until a line contains ``needle``; everything read so far (AssertionError
-    with it when the process ends or ``timeout`` seconds pass first)."""
+    """Read ``proc``'s stdout until it contains ``needle``; everything read so far (AssertionError with
+    it when the process ends or ``timeout`` seconds pass first).
+
+    Reads the pipe itself (``os.read``), not through the text wrapper: ``select`` on a wrapper whose
+    buffer already holds the line would wait for more output that may never come."""
     assert proc.stdout is not None
-    lines: list[str] = []
+    fd = proc.stdout.fileno()
+    text = ""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
         if not ready:
             break
-        line = proc.stdout.readline()
-        if not line:
+        chunk = os.read(fd, 65536)
+        if not chunk:
             break
-        lines.append(line)
-        if needle in line:
-            return "".join(lines)
-    raise AssertionError(f"miniupnpd never said {needle!r}: {''.join(lines)}")
+        text += chunk.decode(errors="replace")
+        if needle in text:
+            return text
+    raise AssertionError(f"miniupnpd never said {needle!r}: {text}")
