@@ -8,6 +8,7 @@ full figures, ``make natlab``).
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import select
 import statistics
@@ -56,6 +57,7 @@ class Node:
             cwd=REPO,
             env={"PYTHONPATH": REPO, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
         )
+        self._pending = b""  # bytes read from stdout past the last whole line
 
     def send(self, **cmd: Any) -> None:
         assert self.proc.stdin is not None
@@ -70,12 +72,18 @@ class Node:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise NodeError(f"{self.label}: no {event!r} within {timeout} s")
-            ready, _, _ = select.select([self.proc.stdout], [], [], left)
-            if not ready:
+            # our own line buffer over the raw pipe: a buffered readline() could keep a second line that
+            # arrived with the first hidden from select(), and the next expect() would wait out its timeout
+            if b"\n" not in self._pending:
+                ready, _, _ = select.select([self.proc.stdout], [], [], left)
+                if not ready:
+                    continue
+                data = os.read(self.proc.stdout.fileno(), 65536)
+                if not data:
+                    raise NodeError(f"{self.label}: exited ({self.proc.wait()}) while we waited for {event!r}")
+                self._pending += data
                 continue
-            line = self.proc.stdout.readline()
-            if not line:
-                raise NodeError(f"{self.label}: exited ({self.proc.wait()}) while we waited for {event!r}")
+            line, _, self._pending = self._pending.partition(b"\n")
             msg: dict[str, Any] = json.loads(line)
             if msg.get("event") != event:
                 raise NodeError(f"{self.label}: expected {event!r}, got {msg}")
