@@ -70,6 +70,16 @@ _quic = {"max_datagram_size": DATAGRAM_SIZE}  # set from the command line
 # The memory test holds 1,000 connections and 10,000 streams from one peer: far over the default
 # per-peer limits and the connection manager's watermarks, so the benchmark hosts have none.
 UNBOUNDED = {"resources": ResourceLimits.unlimited(), "connmgr": ConnManagerConfig(low=1 << 30, high=1 << 30)}
+# ... and yamux's own per-connection bounds (a 32 MiB window budget: 128 streams at 256 KiB; 1,000 inbound
+# streams; 256 new ones a second) would refuse the 10,000 idle streams too
+UNBOUNDED_YAMUX: dict[str, Any] = {
+    "connection_memory": 1 << 40,
+    "peer_memory": 1 << 40,
+    "max_inbound_streams": 1 << 20,
+    "peer_inbound_streams": 1 << 20,
+    "inbound_stream_rate": 1e9,
+    "inbound_stream_burst": 1 << 20,
+}
 
 
 def host_config(listen: bool, services: list[Any], stack: str = "noise") -> HostConfig:
@@ -86,7 +96,7 @@ def host_config(listen: bool, services: list[Any], stack: str = "noise") -> Host
         identity=Identity.generate(),
         transports=[TCP()],
         security=[TLS() if stack == "tls" else Noise()],
-        muxers=[Yamux()],
+        muxers=[Yamux(**UNBOUNDED_YAMUX)],
         services=services,
         listen=["/ip4/127.0.0.1/tcp/0"] if listen else [],
         handler_concurrency=MAX_STREAMS,
