@@ -1,10 +1,11 @@
 """A griffe extension for the API reference: mycel's docstrings are written with Sphinx roles
 (:class:`X`, :meth:`~a.b.c`) and reST literal blocks (``Example::`` then an indented block), which
 Markdown would show as raw text. Roles become inline code (``~`` keeps the last name, as Sphinx does);
-literal blocks become fenced Python code. Used by mkdocs.yml (mkdocstrings' ``extensions`` option)."""
+literal blocks become fenced code (Python when they parse as Python, else text). Used by mkdocs.yml (mkdocstrings' ``extensions`` option)."""
 
 from __future__ import annotations
 
+import ast
 import re
 import textwrap
 from typing import Any
@@ -26,7 +27,7 @@ def _role(match: re.Match[str]) -> str:
 
 
 def literal_blocks(text: str) -> str:
-    """``para::`` followed by an indented block -> ``para:`` and a fenced Python block."""
+    """``para::`` followed by an indented block -> ``para:`` and a fenced block."""
     lines = text.split("\n")
     out: list[str] = []
     i = 0
@@ -46,12 +47,23 @@ def literal_blocks(text: str) -> str:
                 head = line.rstrip()[:-2].rstrip()
                 if head:
                     out.append(head + ":")
-                out += ["", "```python", *textwrap.dedent("\n".join(block)).split("\n"), "```", ""]
+                code = textwrap.dedent("\n".join(block))
+                out += ["", f"```{_language(code)}", *code.split("\n"), "```", ""]
                 i = j
                 continue
         out.append(line)
         i += 1
     return "\n".join(out)
+
+
+def _language(code: str) -> str:
+    """``python`` for a block that parses as Python (top-level ``await`` allowed), else ``text``
+    (diagrams, wire layouts, fragments)."""
+    try:
+        compile(code, "<docstring>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return "text"
+    return "python"
 
 
 def convert(text: str) -> str:

@@ -28,3 +28,8 @@ def test_literal_blocks_become_fenced_python() -> None:
     bare = "::\n\n    config = HostConfig()\n"
     assert griffe_rst.convert(bare) == "\n```python\nconfig = HostConfig()\n```\n"
     assert griffe_rst.convert("a::b is not a block") == "a::b is not a block"
+
+
+def test_a_literal_block_that_is_not_python_is_text() -> None:
+    diagram = "Scopes::\n\n    system ── transient\n      └── peer\n"
+    assert griffe_rst.convert(diagram).startswith("Scopes:\n\n```text\nsystem ── transient\n  └── peer\n```")
