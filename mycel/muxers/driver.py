@@ -588,8 +588,14 @@ class MuxedConnection(Connection):
                     self._release()
 
     def _release(self) -> None:
-        """Give back the core's memory reservation and tell the muxer (once)."""
+        """Give back the core's memory reservation, drop the stream table and tell the muxer (once).
+
+        The table goes so that streams and the connection do not keep each other alive in a cycle
+        (with each stream's unread data) until the garbage collector's next full pass: streams a
+        handler still holds stay usable (closed) through their own reference to the connection.
+        """
         self._core.release_memory()
+        self._streams.clear()
         callback, self._on_closed = self._on_closed, None
         if callback is not None:
             try:

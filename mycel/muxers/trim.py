@@ -7,6 +7,9 @@ was alive, and ``malloc_trim(0)`` brought it back to ~55 MB. :class:`MemoryTrimm
 ``malloc_trim(0)`` (through ctypes; a no-op where libc has no such function, e.g. musl or macOS)
 after connections close, at most once per ``interval`` seconds: a close inside the interval
 schedules one trim at its end (a trio system task), so the last of a burst of closes is covered too.
+While closes go on, a trim runs every ``interval``, and the last one at least ``interval`` after
+the *last* close: what a connection frees after its close is reported (its tasks unwinding, the
+buffers they held) is given back then too, not left until the next close.
 """
 
 from __future__ import annotations
@@ -51,38 +54,52 @@ def malloc_trim() -> bool:
 
 class MemoryTrimmer:
     """Rate-limited :func:`malloc_trim` for one muxer (one host): call :meth:`connection_closed`
-    whenever a connection ends. ``trims`` counts the trims done."""
+    whenever a connection ends. ``trims`` counts the trims done. Times are trio's clock."""
 
-    __slots__ = ("interval", "trims", "_last", "_scheduled")
+    __slots__ = ("interval", "trims", "_last", "_last_close", "_scheduled", "_run")
 
     def __init__(self, interval: float = TRIM_INTERVAL) -> None:
         self.interval = interval
         self.trims = 0
         self._last = -float("inf")
+        self._last_close = -float("inf")
         self._scheduled = False
+        self._run: object = None  # the trio run the times belong to (each run has its own clock)
 
     def __deepcopy__(self, memo: dict[int, object]) -> MemoryTrimmer:
         return MemoryTrimmer(self.interval)
 
     def connection_closed(self) -> None:
-        """Trim now, or once at the end of the interval if a trim ran less than ``interval`` ago."""
-        if _TRIM is None or self._scheduled:
-            return
-        now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._trim(now)
+        """Trim now if no trim ran in the last ``interval`` seconds; then every ``interval`` while
+        closes go on, the last trim at least ``interval`` after the last close."""
+        if _TRIM is None:
             return
         try:
-            trio.lowlevel.spawn_system_task(self._later, self._last + self.interval, name="mycel malloc_trim")
+            now = trio.current_time()
         except RuntimeError:  # not inside trio.run (e.g. closing at shutdown): trim now
+            self._trim(self._last)
+            return
+        run = trio.lowlevel.current_root_task()
+        if run is not self._run:  # a new trio run (a host reopened with the same config): its own clock
+            self._run, self._last, self._scheduled = run, -float("inf"), False
+        self._last_close = now
+        if self._scheduled:
+            return  # the scheduled trim sees the new _last_close and waits for it
+        if now - self._last >= self.interval:
             self._trim(now)
+        try:
+            trio.lowlevel.spawn_system_task(self._later, name="mycel malloc_trim")
+        except RuntimeError:  # the run is shutting down: no later trim
             return
         self._scheduled = True
 
-    async def _later(self, at: float) -> None:
+    async def _later(self) -> None:
         try:
-            await trio.sleep(max(0.0, at - time.monotonic()))
-            self._trim(time.monotonic())
+            while True:  # a trim every interval while closes go on, the last one an interval after them
+                await trio.sleep_until(self._last + self.interval)
+                self._trim(trio.current_time())
+                if self._last_close + self.interval <= self._last:
+                    return
         finally:
             self._scheduled = False
 

@@ -5,21 +5,28 @@
 Each hostile connection (TCP + Noise, fresh identity) does one of: 400 SYNs with 4 KiB of data
 each, 16 echo streams filling their 256 KiB windows and never reading, or a burst of pings and
 frames for streams that do not exist; then it closes. The listener runs twice, with and without
-``malloc_trim`` after closes (``Yamux/Mplex(trim_memory=...)``); for each run the table shows its RSS
-at the start, at the peak, right after the churn and 3 s later (past the trim interval).
+``malloc_trim`` after closes (``Yamux/Mplex(trim_memory=...)``; ``--trim-only``: only with); for each
+run the table shows its RSS at the start, at the peak, right after the churn and 3 s later (past
+the trailing trim, 2 s after the last close). :func:`run_churn` is also the load of
+``tests/flood/test_rss_after_churn.py``.
 
-Measured here (2 shared cores, 1000 connections, 25 at a time), RSS in MiB:
+Measured here (2 shared cores, loaded; 1000 connections, 25 at a time), RSS in MiB, with malloc_trim:
 
-    ==========  =====  ====  =====  ====
-    run         start  peak  after  +3 s
-    ==========  =====  ====  =====  ====
-    no trim        63   147    145   145
-    malloc_trim    63   136    103    98
-    ==========  =====  ====  =====  ====
+    =====================  =====  ====  =====  ====
+    code                   start  peak  after  +3 s
+    =====================  =====  ====  =====  ====
+    before (911e559)          63   143    126    87
+    before, second run        63   136    114    95
+    now                       63   101     96    69
+    =====================  =====  ====  =====  ====
 
-What stays after the trim is not live connections but fragmented heap: Noise reads 1 MiB raw chunks
-(``mycel.security.noise.connection.RECEIVE_CHUNK``) and glibc's dynamic mmap threshold then serves
-such sizes from its arenas.
+What stayed before was not live data but garbage in reference cycles: each muxed connection and
+its streams referenced each other, so every stream's unread data (up to its 256 KiB window) waited
+for the collector's next full pass, which came long after the trims; Noise also held each
+connection's last raw read (up to 1 MiB) until its next one, inbound peers stayed in the peerstore,
+and the Noise send-buffer pool kept up to 8 MiB. To find such things again, run the listener with
+``--diagnose PATH`` (see ``tests/flood/muxer_listener.py``) and send it SIGUSR1. What is left (~6
+MiB) is pymalloc arenas (1 MiB each, freed only when empty) pinned by a few long-lived objects.
 """
 
 from __future__ import annotations
@@ -59,25 +66,30 @@ async def _one(listener: Listener, kind: int) -> None:
             await conn.aclose()
 
 
+async def run_churn(listener: Listener, connections: int, parallel: int) -> int:
+    """``connections`` hostile connections (the three kinds in turn), ``parallel`` at a time;
+    returns the listener's peak RSS in bytes, sampled as each one ends."""
+    peak = listener.rss()
+    limiter = trio.CapacityLimiter(parallel)
+
+    async def worker(i: int) -> None:
+        nonlocal peak
+        async with limiter:
+            await _one(listener, i % 3)
+            peak = max(peak, listener.rss())
+
+    async with trio.open_nursery() as nursery:
+        for i in range(connections):
+            nursery.start_soon(worker, i)
+    return peak
+
+
 async def churn(trim: bool, connections: int, parallel: int) -> dict[str, float]:
     """One listener run; its RSS figures in MiB."""
     with listener_process("yamux", *([] if trim else ["--no-trim"])) as listener:
         start = listener.rss()
-        peak = start
-        done = 0
-        limiter = trio.CapacityLimiter(parallel)
-
-        async def worker(i: int) -> None:
-            nonlocal done, peak
-            async with limiter:
-                await _one(listener, i % 3)
-                done += 1
-                peak = max(peak, listener.rss())
-
         t0 = time.monotonic()
-        async with trio.open_nursery() as nursery:
-            for i in range(connections):
-                nursery.start_soon(worker, i)
+        peak = await run_churn(listener, connections, parallel)
         after = listener.rss()
         await trio.sleep(3.0)  # past the trim interval (2 s): the deferred trim has run
         later = listener.rss()
@@ -90,9 +102,9 @@ async def churn(trim: bool, connections: int, parallel: int) -> dict[str, float]
         }
 
 
-async def main(connections: int, parallel: int) -> None:
+async def main(connections: int, parallel: int, trim_only: bool) -> None:
     rows = {}
-    for trim in (False, True):
+    for trim in (True,) if trim_only else (False, True):
         rows["malloc_trim" if trim else "no trim"] = await churn(trim, connections, parallel)
     print(f"{connections} hostile connections, {parallel} at a time; listener RSS in MiB")
     print(f"{'':12} {'start':>7} {'peak':>7} {'after':>7} {'+3 s':>7} {'secs':>6}")
@@ -104,5 +116,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--parallel", type=int, default=25)
+    parser.add_argument("--trim-only", action="store_true", help="only the run with malloc_trim")
     args = parser.parse_args()
-    trio.run(main, args.connections, args.parallel)
+    trio.run(main, args.connections, args.parallel, args.trim_only)

@@ -482,3 +482,60 @@ async def test_a_scheduled_trim_is_cancelled_with_the_run() -> None:
     trimmer.connection_closed()  # schedules a system task sleeping for an hour
     assert trimmer._scheduled
     # the run ends with the test: trio cancels the system task, which must exit quietly
+
+
+async def test_a_trim_follows_the_last_close_of_a_burst(autojump_clock: trio.testing.MockClock) -> None:
+    """Memory a connection frees after its close is reported is trimmed too: one more trim comes
+    ``interval`` after the last close of a burst, however long the burst lasts (#12)."""
+    trimmer = MemoryTrimmer(interval=2.0)
+    start = trio.current_time()
+    trimmer.connection_closed()
+    assert trimmer.trims == 1  # the first close trims at once
+    await trio.sleep(0.5)
+    for _ in range(5):  # closes every second, at +0.5 s ... +4.5 s
+        trimmer.connection_closed()
+        await trio.sleep(1.0)
+    last_close = start + 4.5
+    while trimmer._scheduled:
+        await trio.sleep(0.1)
+    # at +2, +4 and +6 s (every interval, never more often), and +8 s: 2 s after the last close
+    assert trimmer.trims == 5
+    assert trimmer._last == start + 8.0 >= last_close + 2.0
+
+
+async def test_a_trimmer_reused_in_a_new_run_is_not_stuck_on_the_old_clock() -> None:
+    trimmer = MemoryTrimmer(interval=2.0)
+    trimmer._last = 1e12  # a time from another run's clock, far ahead of this one's
+    trimmer.connection_closed()
+    assert trimmer.trims == 1
+
+
+async def test_a_closed_connection_and_its_streams_leave_no_cycle() -> None:
+    """Streams with unread data and their connection are freed by reference counting when the
+    connection ends, not at the collector's next full pass (which held ~20 MiB of unread stream
+    data after 500 hostile connections, #12); a stream a handler still holds stays readable."""
+    import gc
+
+    muxer = Yamux(trim_memory=False)
+    a, b = socket_pair()
+    server = muxer.new_connection(FakeSecureConnection(b, direction=Direction.INBOUND))
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.run)
+            payload = b"u" * 100_000
+            await a.send_all(b"".join(syn(i) + data(i, payload) for i in range(1, 21, 2)))
+            kept = await server.accept_stream()  # a handler holds this one
+            await trio.testing.wait_all_tasks_blocked()
+            await a.aclose()
+        assert await kept.receive_some(10) == b"u" * 10  # what arrived can still be read
+        del kept, server, nursery
+        gc.collect()
+        leftovers = [type(o).__name__ for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert "MuxedStreamImpl" not in leftovers and "MuxedConnection" not in leftovers, leftovers

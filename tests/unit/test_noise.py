@@ -829,3 +829,24 @@ async def _clogged_stream_maker() -> tuple[NoiseConnection, NoiseConnection]:
 
 async def test_trio_half_closeable_stream_conformance() -> None:
     await trio.testing.check_half_closeable_stream(_stream_maker, _clogged_stream_maker)
+
+
+def test_transport_lets_go_of_a_fed_chunk_once_it_is_parsed() -> None:
+    """A drained transport holds no reference to the last socket read (up to 1 MiB per idle
+    connection before, #12), whether the chunk ended on a frame boundary or inside a frame."""
+    import sys
+
+    a, b = transport_pair()
+    whole = bytes(a.encrypt(os.urandom(3000)))
+    held = sys.getrefcount(whole)
+    b.feed(whole)
+    assert sys.getrefcount(whole) > held  # kept while unparsed
+    assert b.read() is not None and b.read() is None
+    assert sys.getrefcount(whole) == held
+    wire = bytes(a.encrypt(b"x" * 5000))
+    cut = wire[:1000]  # ends inside the frame: its bytes move to the small partial buffer
+    held = sys.getrefcount(cut)
+    b.feed(cut)
+    assert b.read() is None and sys.getrefcount(cut) == held
+    b.feed(wire[1000:])
+    assert b.read() == b"x" * 5000

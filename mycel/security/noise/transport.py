@@ -244,6 +244,12 @@ class NoiseTransport:
             self._plain_pos = end
         return out
 
+    def _drained(self) -> None:
+        """Every fed byte is parsed: let go of the chunk (up to a whole socket read, which an idle
+        connection would otherwise hold until its next read)."""
+        self._data = b""
+        self._pos = 0
+
     def _next_frame(self) -> bytearray | memoryview | None:
         data, pos = self._data, self._pos
         avail = len(data) - pos
@@ -255,13 +261,14 @@ class NoiseTransport:
                 pos += take
                 avail -= take
                 if len(partial) < 2:
-                    self._pos = pos
+                    self._drained()
                     return None
             need = 2 + (partial[0] << 8 | partial[1]) - len(partial)
             take = min(need, avail)
             partial += memoryview(data)[pos : pos + take]
             self._pos = pos + take
             if take < need:
+                self._drained()
                 return None
             body = partial[2:]  # frames that straddle reads are the only copied ones
             partial.clear()
@@ -269,12 +276,12 @@ class NoiseTransport:
         if avail < 2:
             if avail:
                 partial += data[pos:]
-                self._pos = len(data)
+            self._drained()
             return None
         length = data[pos] << 8 | data[pos + 1]
         if avail < 2 + length:
             partial += memoryview(data)[pos:]
-            self._pos = len(data)
+            self._drained()
             return None
         self._pos = pos + 2 + length
         return memoryview(data)[pos + 2 : pos + 2 + length]
