@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     atk.add_argument("--sybils-per-ip", type=int, default=1, help="attack at dawn: 16")
     atk.add_argument("--ip-colocation-weight", type=float, default=0.0, help="P6 weight (attack at dawn: -100)")
     atk.add_argument("--duration", type=float, default=300.0)
+    atk.add_argument("--warmup", type=float, default=10.0, help="seconds from the connections to the first publish")
     atk.add_argument("--quiet", action="store_true")
     nd = sub.add_parser("node", help="one real node under test-plans' gossipsub-interop contract (TCP port 9000)")
     nd.add_argument("--params", required=True)
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         options_a = AttackOptions(
             publishers=args.publishers, lurkers=args.lurkers, sybils=args.sybils, persona=args.persona,
-            scoring=args.scoring == "on", seed=args.seed, attack_at=args.attack_at, duration=args.duration,
+            scoring=args.scoring == "on", seed=args.seed, attack_at=args.attack_at, duration=args.duration, warmup=args.warmup,
             eclipse_target=args.eclipse_target, honest_degree=args.honest_degree, attack_degree=args.attack_degree,
             sybils_per_ip=args.sybils_per_ip, ip_colocation_weight=args.ip_colocation_weight, progress=_progress(args.quiet),
         )
