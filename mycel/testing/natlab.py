@@ -74,12 +74,16 @@ class Router:
     """A NAT router namespace: ``ext_if``/``ext_ip`` on the public segment, ``int_if`` for its LAN."""
 
     ns: Namespace
+    """The router's network namespace."""
     ext_if: str
     ext_ip: str
     int_if: str
     lan: str
+    """The private segment behind the router (a CIDR)."""
     kind: NatKind = NatKind.ENDPOINT_INDEPENDENT
+    """How it maps: endpoint-independent (``snat``) or symmetric-like (``snat ... fully-random``)."""
     loss_percent: int = 0
+    """Packets dropped at random both ways, in percent (nft ``numgen random``)."""
 
     def configure(self, kind: NatKind | None = None, loss_percent: int | None = None) -> None:
         """(Re)write the router's ruleset atomically with this NAT kind and loss. Mappings made before
@@ -130,6 +134,7 @@ class Peer:
     """A peer namespace behind ``router`` at ``ip``."""
 
     ns: Namespace
+    """The peer's network namespace."""
     ip: str
     router: Router
 

@@ -57,8 +57,10 @@ class Response:
 
     status: int
     content_type: str
+    """The ``Content-Type`` header's value."""
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
+    """More headers, as (name, value) pairs."""
 
 
 Handler = Callable[[Request], Awaitable[Response]]
