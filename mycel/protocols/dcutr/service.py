@@ -66,6 +66,7 @@ class HolePunchResult:
     initiator: bool
     """True on B (we ran the attempts), False on A (we answered one exchange and dialed)."""
     success: bool
+    """Whether a direct connection came up."""
     attempts: int
     """Exchanges started (B) — at most ``max_attempts``; 1 on A."""
     relay_rtt: float | None
@@ -76,6 +77,7 @@ class HolePunchResult:
     addr: Multiaddr | None
     """The direct connection's remote address on success."""
     error: str | None
+    """Why it failed (None on success)."""
 
 
 def _usable(addr: Multiaddr) -> bool:
