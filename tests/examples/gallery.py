@@ -106,6 +106,28 @@ async def check_relayed(python: str, examples: Path, tmp: Path) -> None:
     assert re.search(r"ping through the relay: [\d.]+ ms; relayed \d+ bytes", out), out
 
 
+async def check_holepunch(python: str, examples: Path, tmp: Path) -> None:
+    """The NAT lab (root): relayed, then direct through both NATs, over TCP and QUIC; without root it
+    says what it needs and exits 2."""
+    for transport, port in (("tcp", r"tcp/\d+"), ("quic", r"udp/\d+/quic-v1")):
+        out = await run(python, examples / "holepunch.py", "--transport", transport, cwd=tmp)
+        relay = rf"/ip4/198\.18\.0\.1/{port}/p2p/{PEER_ID}"
+        assert re.search(rf"\[A\] A connected to B through the relay: {relay}/p2p-circuit \(limited: True\)", out), out
+        assert re.search(rf"\[B\] B hole punch to /ip4/198\.18\.0\.2/{port}: direct after [123] attempt", out), out
+        # the direct connection goes to B's router's public address, not through the relay
+        assert re.search(rf"\[A\] A direct connection to B: /ip4/198\.18\.0\.3/{port} \(limited: False\)", out), out
+        assert "the relayed connection is closed; the direct one is open: True" in out, out
+        relayed, direct = map(float, re.findall(r"relayed RTT ([\d.]+) ms -> direct RTT ([\d.]+) ms", out)[0])
+        assert 0 < direct < relayed, out  # one hop through two NATs beats two hops through the relay
+        assert out.rstrip().endswith("lab torn down"), out
+    not_root = ("import os, runpy, sys; os.geteuid = lambda: 1000; sys.argv = [sys.argv[1]]; "
+                "runpy.run_path(sys.argv[0], run_name='__main__')")
+    with trio.fail_after(TIMEOUT):
+        res = await trio.run_process([python, "-c", not_root, str(examples / "holepunch.py")], cwd=tmp,
+                                     capture_stdout=True, capture_stderr=True, check=False)
+    assert res.returncode == 2 and b"it needs root, `ip netns` (iproute2) and `nft`" in res.stderr, res
+
+
 async def check_who_has(python: str, examples: Path, tmp: Path) -> None:
     (tmp / "notes.txt").write_bytes(b"who has this? " * 5000)
     out = await run(python, examples / "who_has.py", str(tmp / "notes.txt"), cwd=tmp)
@@ -166,6 +188,7 @@ CHECKS = {
     "rpc.py": check_rpc,
     "sim_ring.py": check_sim_ring,
     "relayed.py": check_relayed,
+    "holepunch.py": check_holepunch,
     "who_has.py": check_who_has,
     "chat.py": check_chat,
 }
