@@ -117,7 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = None
         if args.partition:
             start, _, duration = args.partition.partition(":")
-            plan = PartitionPlan(float(start), float(duration))
+            try:
+                plan = PartitionPlan(float(start), float(duration))
+            except ValueError:
+                parser.error(f"--partition wants START:DURATION in seconds, got {args.partition!r}")
         options = RunOptions(
             nodes=args.nodes, seed=args.seed, latency=args.latency, idontwant=not args.no_idontwant,
             partition=plan, progress=_progress(args.quiet),

@@ -165,6 +165,8 @@ async def run_script(script: Script, options: RunOptions) -> RunResult:
     cpu0 = _cpu()
     n = options.nodes
     rng = random.Random(options.seed)
+    if options.latency not in ("regions", "uniform"):
+        raise ValueError(f"latency must be 'regions' or 'uniform', not {options.latency!r}")
     latency = Regions() if options.latency == "regions" else Uniform(0.025, 0.1)
     net = SimNetwork(seed=options.seed, latency=latency, loss=options.loss)
     ilog = InteropLog()
