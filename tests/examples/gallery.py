@@ -118,7 +118,9 @@ async def check_holepunch(python: str, examples: Path, tmp: Path) -> None:
         assert re.search(rf"\[A\] A direct connection to B: /ip4/198\.18\.0\.3/{port} \(limited: False\)", out), out
         assert "the relayed connection is closed; the direct one is open: True" in out, out
         relayed, direct = map(float, re.findall(r"relayed RTT ([\d.]+) ms -> direct RTT ([\d.]+) ms", out)[0])
-        assert 0 < direct < relayed, out  # one hop through two NATs beats two hops through the relay
+        # both measured; not compared: the lab has no link delay, so sub-ms RTTs of one run are noise
+        # (tests/nat compares medians over many runs)
+        assert relayed > 0 and direct > 0, out
         assert out.rstrip().endswith("lab torn down"), out
     not_root = ("import os, runpy, sys; os.geteuid = lambda: 1000; sys.argv = [sys.argv[1]]; "
                 "runpy.run_path(sys.argv[0], run_name='__main__')")
