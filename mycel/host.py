@@ -282,6 +282,18 @@ class HostConfig:
     discovery_connect: int = 8
     """Connect to peers that discovery reports (:meth:`Host.peer_found`) while fewer than this many peers
     are connected, with at most this many such dials at once; 0 only records them in the peerstore."""
+    resources: ResourceLimits = field(default_factory=ResourceLimits.autoscale)
+    """Limits of the resource manager (``host.resources``): connections, streams, memory and file
+    descriptors per scope (system, transient, peer, protocol, service, ...), and the allowlist. Default:
+    go-libp2p's figures scaled to this machine; ``ResourceLimits.unlimited()`` for none."""
+    connmgr: ConnManagerConfig = field(default_factory=ConnManagerConfig)
+    """Watermarks of the connection manager (``host.connmgr``): above ``high`` connections, the least
+    valuable unprotected peers past their grace period are disconnected down to ``low``."""
+    gater: ConnectionGater | None = None
+    """A :class:`~mycel.network.gater.ConnectionGater` asked at each stage of every connection."""
+    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
+    """How addresses are classified (``public_ranges`` declares test ranges public, e.g. 127.0.0.0/8 or
+    198.18.0.0/15) and how many distinct observers confirm an observed address (go's 4)."""
     bootstrap: Sequence[str | Multiaddr] = ()
     """Peers to connect to on start and whenever fewer than ``bootstrap_min_peers`` are connected:
     multiaddrs ending in ``/p2p/<id>``, ``/dnsaddr/<domain>/p2p/<id>`` ones resolved through DNS TXT
@@ -300,18 +312,6 @@ class HostConfig:
     """Prometheus metrics (the ``metrics`` extra): a :class:`~mycel.metrics.MetricsConfig` adds a
     :class:`~mycel.metrics.Metrics` service (unless ``services`` lists one) with a registry of this
     host's own and an HTTP exporter on 127.0.0.1. None (the default): no metrics."""
-    resources: ResourceLimits = field(default_factory=ResourceLimits.autoscale)
-    """Limits of the resource manager (``host.resources``): connections, streams, memory and file
-    descriptors per scope (system, transient, peer, protocol, service, ...), and the allowlist. Default:
-    go-libp2p's figures scaled to this machine; ``ResourceLimits.unlimited()`` for none."""
-    connmgr: ConnManagerConfig = field(default_factory=ConnManagerConfig)
-    """Watermarks of the connection manager (``host.connmgr``): above ``high`` connections, the least
-    valuable unprotected peers past their grace period are disconnected down to ``low``."""
-    gater: ConnectionGater | None = None
-    """A :class:`~mycel.network.gater.ConnectionGater` asked at each stage of every connection."""
-    address_policy: AddressPolicy = field(default_factory=AddressPolicy)
-    """How addresses are classified (``public_ranges`` declares test ranges public, e.g. 127.0.0.0/8 or
-    198.18.0.0/15) and how many distinct observers confirm an observed address (go's 4)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.identity, Identity):
@@ -356,7 +356,6 @@ class HostConfig:
                 raise ConfigError(f"HostConfig.{name}: must be a positive integer, got {value!r}")
         if not isinstance(self.discovery_connect, int) or self.discovery_connect < 0:
             raise ConfigError(f"HostConfig.discovery_connect: must be an integer >= 0, got {self.discovery_connect!r}")
-        _check_bootstrap(self)
         if not isinstance(self.resources, ResourceLimits):
             raise ConfigError(f"HostConfig.resources: expected ResourceLimits, got {type(self.resources).__name__}")
         if not isinstance(self.connmgr, ConnManagerConfig):
@@ -367,6 +366,7 @@ class HostConfig:
             raise ConfigError(f"HostConfig.metrics: expected MetricsConfig or None, got {type(self.metrics).__name__}")
         if self.gater is not None and not isinstance(self.gater, ConnectionGater):
             raise ConfigError(f"HostConfig.gater: {type(self.gater).__name__} is not a ConnectionGater")
+        _check_bootstrap(self)
         if self.dial_tier_delay is not None and self.dial_tier_delay < 0:
             raise ConfigError("HostConfig.dial_tier_delay: must not be negative")
         for name, text in (("agent_version", self.agent_version), ("protocol_version", self.protocol_version)):
@@ -692,6 +692,11 @@ class Host:
                 try:
                     getattr(slot.service, hook)(slot.view, *args)
                 except Exception as exc:
+                    if isinstance(exc, HostClosed) and self._closed:
+                        # news that arrives while the host shuts down (a late identify) can no longer start
+                        # work: a hook that tries (spawn) is told HostClosed, and that is no failure
+                        log.debug("%s hook of %s ignored: the host is closing", hook, slot.state.name)
+                        continue
                     slot.fail(exc, f"its {hook} hook raised")
 
     def _connection_opened(self, conn: Connection) -> None:

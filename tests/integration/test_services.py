@@ -356,3 +356,28 @@ def test_quic_transport_state_is_per_host() -> None:
             assert await a.service(Ping).ping(b.peer_id)
 
     trio.run(main)
+
+
+class _SpawnsOnProtocols(Service):
+    """Starts work when a peer's protocols change, as the DHT does."""
+
+    def peer_protocols_changed(
+        self, host: ServiceHost, peer: PeerId, added: frozenset[str], removed: frozenset[str]
+    ) -> None:
+        host.spawn(trio.sleep, 0)
+
+
+async def test_a_hook_told_host_closed_during_shutdown_is_not_a_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """Regression: a late identify during shutdown made the DHT's hook spawn, get HostClosed, and the host
+    logged the service as failed with a traceback."""
+    async with memory_hosts(2, services=lambda: [Identify(), _SpawnsOnProtocols()]) as (a, b):
+        await a.connect(b.peer_id, b.addrs)
+        a._closed = True  # what the host is while it shuts down
+        try:
+            a.update_peer_protocols(b.peer_id, ["/late/1.0.0"])
+        finally:
+            a._closed = False
+        assert a.service_state(_SpawnsOnProtocols).running
+        assert not any(r.levelno >= logging.ERROR for r in caplog.records)
+        a.update_peer_protocols(b.peer_id, ["/late/2.0.0"])  # an open host: the hook's spawn works
+        assert a.service_state(_SpawnsOnProtocols).running
