@@ -28,7 +28,7 @@ def _finish(plt: Any, fig: Any, ax: Any, path: Path, *, title: str, xlabel: str,
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    if legend:
+    if legend and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
