@@ -229,8 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"building the NAT lab: relay {natlab.RELAY_IP}, peers A 10.0.1.2 and B 10.0.2.2 behind "
           f"endpoint-independent NATs; transport {transport}", flush=True)
-    with natlab.NatLab() as lab:  # torn down on the way out, also on failure
-        code = trio.run(drive, lab, transport)
+    try:
+        with natlab.NatLab() as lab:  # torn down on the way out, also on failure or Ctrl-C
+            code = trio.run(drive, lab, transport)
+    except KeyboardInterrupt:
+        print("interrupted; lab torn down", file=sys.stderr)
+        return 130
     print("lab torn down" + ("" if code == 0 else f"; a host exited {code}"), flush=True)
     return code
 
