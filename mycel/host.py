@@ -89,6 +89,7 @@ from mycel.network.resources import (
 )
 from mycel.metrics.config import MetricsConfig
 from mycel.network.limits import SourceLimits
+from mycel.muxers.trim import MemoryTrimmer
 from mycel.network.swarm import Swarm
 from mycel.network.upgrader import Upgrader
 from mycel.routing import PeerNotFound, PeerRouting
@@ -505,6 +506,10 @@ class Host:
         self.security: tuple[SecurityProtocol, ...] = tuple(security)
         """This host's own copies of the configured security protocols (preference order)."""
         self.muxers: tuple[StreamMuxer, ...] = tuple(muxers)
+        for muxer in muxers:  # a muxer's trailing malloc_trim runs in this host's nursery: it ends with it
+            trimmer = getattr(muxer, "trimmer", None)
+            if isinstance(trimmer, MemoryTrimmer):
+                trimmer.attach(nursery.start_soon)
         """This host's own copies of the configured stream muxers (preference order)."""
         self._slots = [_ServiceSlot(self, svc) for svc in _with_bootstrap(config)]
         stream_transports = any(isinstance(t, StreamTransport) for t in transports)
@@ -1151,8 +1156,14 @@ class Host:
     async def _shutdown(self) -> None:
         """Refuse new work, then close listeners and connections (bounded by shutdown_timeout)."""
         self._closed = True
-        with trio.move_on_after(self.config.shutdown_timeout):
-            await self.swarm.aclose()
+        try:
+            with trio.move_on_after(self.config.shutdown_timeout):
+                await self.swarm.aclose()
+        finally:
+            for muxer in self.muxers:  # a muxer's trailing malloc_trim task must not outlive the host
+                trimmer = getattr(muxer, "trimmer", None)
+                if isinstance(trimmer, MemoryTrimmer):
+                    trimmer.finish()
 
 
 _HOOKS = (

@@ -56,7 +56,7 @@ class MemoryTrimmer:
     """Rate-limited :func:`malloc_trim` for one muxer (one host): call :meth:`connection_closed`
     whenever a connection ends. ``trims`` counts the trims done. Times are trio's clock."""
 
-    __slots__ = ("interval", "trims", "_last", "_last_close", "_scheduled", "_run")
+    __slots__ = ("interval", "trims", "_last", "_last_close", "_scheduled", "_run", "_scope", "_finished", "_spawn")
 
     def __init__(self, interval: float = TRIM_INTERVAL) -> None:
         self.interval = interval
@@ -65,6 +65,9 @@ class MemoryTrimmer:
         self._last_close = -float("inf")
         self._scheduled = False
         self._run: object = None  # the trio run the times belong to (each run has its own clock)
+        self._scope: trio.CancelScope | None = None  # the scheduled trim's, while it waits
+        self._finished = False  # the host closed: closes after that trim at once, no task is started
+        self._spawn: Callable[..., object] | None = None  # the host's nursery.start_soon, once attached
 
     def __deepcopy__(self, memo: dict[int, object]) -> MemoryTrimmer:
         return MemoryTrimmer(self.interval)
@@ -81,27 +84,47 @@ class MemoryTrimmer:
             return
         run = trio.lowlevel.current_root_task()
         if run is not self._run:  # a new trio run (a host reopened with the same config): its own clock
-            self._run, self._last, self._scheduled = run, -float("inf"), False
+            self._run, self._last, self._scheduled, self._finished = run, -float("inf"), False, False
         self._last_close = now
         if self._scheduled:
             return  # the scheduled trim sees the new _last_close and waits for it
         if now - self._last >= self.interval:
             self._trim(now)
+        if self._finished:
+            return
         try:
-            trio.lowlevel.spawn_system_task(self._later, name="mycel malloc_trim")
-        except RuntimeError:  # the run is shutting down: no later trim
+            if self._spawn is not None:  # in the host's nursery: it ends with the host
+                self._spawn(self._later)
+            else:
+                trio.lowlevel.spawn_system_task(self._later, name="mycel malloc_trim")
+        except RuntimeError:  # the run (or the host's nursery) is shutting down: no later trim
             return
         self._scheduled = True
 
     async def _later(self) -> None:
-        try:
-            while True:  # a trim every interval while closes go on, the last one an interval after them
-                await trio.sleep_until(self._last + self.interval)
-                self._trim(trio.current_time())
-                if self._last_close + self.interval <= self._last:
-                    return
-        finally:
-            self._scheduled = False
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                while True:  # a trim every interval while closes go on, the last one an interval after them
+                    await trio.sleep_until(self._last + self.interval)
+                    self._trim(trio.current_time())
+                    if self._last_close + self.interval <= self._last:
+                        return
+            finally:
+                self._scheduled = False
+                self._scope = None
+
+    def attach(self, spawn: Callable[..., object]) -> None:
+        """Run the scheduled trims with ``spawn`` (a host's ``nursery.start_soon``), so that none outlives it."""
+        self._spawn = spawn
+
+    def finish(self) -> None:
+        """The host is closing: trim once more now, and end the scheduled trim (no task outlives the host)."""
+        self._finished = True
+        if self._scope is not None:
+            self._scope.cancel()
+            if _TRIM is not None:
+                self._trim(self._last)
 
     def _trim(self, now: float) -> None:
         self._last = now
