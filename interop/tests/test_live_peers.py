@@ -49,9 +49,11 @@ async def test_go_dials_js_through_p2pd() -> None:
     async with JS.listen(YAMUX) as listener:
         result = await GO.dial(YAMUX, listener.addrs[0], timeout=120)
         ok = {name for name, case in result.cases.items() if case["ok"]}
-        assert ok == {"connect", "identify", "ping", "echo_1mib", "echo_64_streams", "reset"}, result.cases
-        # p2pd turns a control-socket half-close into a full close: the documented limitation
-        assert "SHUT_WR" in result.cases["half_close"]["detail"]
+        assert ok - {"half_close"} == {"connect", "identify", "ping", "echo_1mib", "echo_64_streams", "reset"}, result.cases
+        # p2pd turns a control-socket half-close into a full close: the documented limitation. The echo is
+        # then usually lost; when js's echo wins the race back (a loaded machine), the case passes instead
+        if not result.cases["half_close"]["ok"]:
+            assert "SHUT_WR" in result.cases["half_close"]["detail"]
         assert result.cases["identify"]["go_peerstore_addrs"] == [listener.addrs[0].split("/p2p/")[0]]
         assert await listener.wait_for_event("stream_reset", timeout=10)
 
