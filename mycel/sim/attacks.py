@@ -195,13 +195,21 @@ class AttackOptions:
     """The Sybil scenario (see the module docstring)."""
 
     publishers: int = 10
+    """Honest nodes that publish."""
     lurkers: int = 90
+    """Honest nodes that only listen."""
     sybils: int = 400
+    """Attacker nodes running ``persona``."""
     persona: str = "badboy"
+    """The attacker persona: ``"badboy"``, ``"covert-flash"``, ``"eclipse"`` or ``"dawn"`` (see the module docs)."""
     scoring: bool = True
+    """Peer scoring on (the report's parameters) or off (to show the attack working)."""
     seed: int = 0
+    """Seed of the network, the identities and the routers' choices."""
     honest_degree: int = 20
+    """Connections each honest node opens."""
     attack_degree: int = 20
+    """Connections each attacker opens."""
     attack_at: float = 0.0
     """Seconds after the start when attackers stop forwarding (badboy: 0; covert flash: 120)."""
     warmup: float = 10.0
@@ -211,6 +219,7 @@ class AttackOptions:
     publish_every: float = 1.0
     """Seconds between two messages (the publishers take turns)."""
     message_size: int = 2048
+    """Bytes per published message."""
     recovery: float = 60.0
     """Messages published this long after ``attack_at`` (or the first publish) count as "after recovery"."""
     eclipse_target: int | None = None
@@ -220,7 +229,9 @@ class AttackOptions:
     ip_colocation_weight: float = 0.0
     """P6 weight of the honest nodes' scoring (the report: 0, and -100 for attack at dawn)."""
     sample_every: float = 5.0
+    """Seconds of virtual time between samples of meshes and scores."""
     progress: Callable[[str], None] | None = None
+    """Called with a line of progress now and then (None: quiet)."""
 
 
 @dataclass
@@ -228,21 +239,33 @@ class AttackResult:
     """What an attack run produced."""
 
     options: AttackOptions
+    """The options the run used."""
     messages: list[MessageStats]
+    """Per-message delivery figures (reach, times, duplicates) over the honest nodes."""
     honest_ids: list[str]
+    """Peer ids of the honest nodes."""
     times: list[float]
+    """Virtual times of the samples."""
     honest_in_mesh: list[list[int]]
     """Per sample, each honest node's count of honest peers in its mesh."""
     sybils_in_mesh: list[list[int]]
+    """Per sample: attackers in each honest node's mesh."""
     scores_honest: list[float]
+    """Scores of honest peers as honest nodes see them, at the end."""
     scores_sybil: list[float]
+    """Scores of attackers as honest nodes see them, at the end."""
     graylisted_honest: int
+    """Honest peers graylisted by honest nodes (0 expected with scoring on)."""
     wall_seconds: float
+    """Wall-clock seconds of the run."""
     cpu_seconds: float
+    """CPU seconds of the run."""
     max_rss_mib: float
+    """Peak resident memory, MiB."""
     origin: float = 0.0
     """Virtual second at which every connection was made: the attack and publishing times count from it."""
     log: InteropLog = field(repr=False, default_factory=InteropLog)
+    """The gossipsub-interop log lines of the run."""
 
 
 async def run_attack_async(opts: AttackOptions) -> AttackResult:

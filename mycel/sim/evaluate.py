@@ -21,13 +21,21 @@ class EvalOptions:
     """Sizes of the evaluation's runs."""
 
     nodes: int = 1000
+    """Nodes of the scale run (subnet-blob-msg)."""
     messages: int = 16
+    """Messages of the scale run."""
     partition_nodes: int = 200
+    """Nodes of the partition run."""
     honest_publishers: int = 10
+    """Honest publishers of the attack runs."""
     honest_lurkers: int = 90
+    """Honest lurkers of the attack runs."""
     sybils: int = 400
+    """Attackers of the attack runs."""
     attack_duration: float = 240.0
+    """Virtual seconds each attack run lasts."""
     seed: int = 1
+    """Seed of every run."""
 
 
 def _pct(x: Any) -> str:

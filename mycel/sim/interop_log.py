@@ -112,15 +112,25 @@ class MessageStats:
     """What happened to one message (the columns of their analysis.txt, and more)."""
 
     id: str
+    """The message id as the log has it."""
     published_at: float | None
+    """When it was published (virtual seconds; None when no publish was logged)."""
     publisher: int | None
+    """Index of the publishing node (None when unknown)."""
     size: int | None
+    """Payload bytes (None when unknown)."""
     receivers: int
+    """Nodes that received it."""
     reach: float
+    """Share of the other nodes that received it (1.0: everyone)."""
     time_to_disseminate: float
+    """Seconds from the first to the last receipt (gossipsub-interop's time to disseminate)."""
     p50: float
+    """Seconds until half of the receivers had it."""
     avg_duplicates: float
+    """Duplicate receipts per receiving node."""
     duplicates: int
+    """Duplicate receipts in all."""
     latencies: list[float] = field(default_factory=list, repr=False)
     """Per receiving node (publisher excluded): receipt time minus publish time, sorted."""
 

@@ -72,12 +72,15 @@ class Uniform:
     """Every link has ``latency`` seconds one way, times a factor in ``1 +- jitter`` drawn per link."""
 
     latency_s: float = 0.025
+    """One-way latency of every link, seconds."""
     jitter: float = 0.0
 
     def region(self, rng: random.Random) -> str:
+        """Every node is in the one region ``"uniform"``."""
         return "uniform"
 
     def latency(self, a: str, b: str, rng: random.Random) -> float:
+        """``latency_s``, times a factor in ``1 +- jitter`` drawn from ``rng``."""
         if not self.jitter:
             return self.latency_s
         return self.latency_s * (1 + rng.uniform(-self.jitter, self.jitter))
@@ -90,10 +93,12 @@ class Regions:
     weights: Mapping[str, int] = field(default_factory=lambda: dict(REGION_WEIGHTS))
 
     def region(self, rng: random.Random) -> str:
+        """A region drawn by ``weights``."""
         names = sorted(self.weights)
         return rng.choices(names, weights=[self.weights[n] for n in names])[0]
 
     def latency(self, a: str, b: str, rng: random.Random) -> float:
+        """The region matrix's one-way latency between ``a`` and ``b``."""
         return region_latency(a, b)
 
 

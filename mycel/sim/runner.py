@@ -111,19 +111,29 @@ class RunOptions:
     """How a scenario is run: the network model and the router's base configuration."""
 
     nodes: int
+    """Nodes in the run."""
     seed: int = 0
+    """Seed of the network, the identities and the routers' choices (same seed, same log)."""
     latency: str = "regions"
     """``regions`` (gossipsub-interop's 8) or ``uniform`` (25 ms +- 10 %, the v1.1 evaluation's)."""
     supernode_fraction: float = 0.2
+    """Share of nodes that are supernodes."""
     supernode_mbit: float = 1024.0
+    """Up and down bandwidth of a supernode, Mbit/s."""
     fullnode_mbit: float = 50.0
+    """Up and down bandwidth of a fullnode, Mbit/s."""
     loss: float = 0.0
+    """Probability that a segment is lost (costs a retransmission timeout)."""
     idontwant: bool = True
+    """Whether routers send IDONTWANT for large messages (gossipsub v1.2)."""
     config: GossipsubConfig = field(default_factory=interop_config)
+    """The routers' configuration (gossipsub-interop's parameters by default)."""
     mesh_every: float = 1.0
     """Seconds between samples of every node's mesh degree."""
     partition: PartitionPlan | None = None
+    """Half of the network cut off for a while, then healed (None: no partition)."""
     progress: Callable[[str], None] | None = None
+    """Called with a line of progress now and then (None: quiet)."""
 
 
 @dataclass(frozen=True)
@@ -142,21 +152,33 @@ class RunResult:
     """What a run produced."""
 
     options: RunOptions
+    """The options the run used."""
     script: Script
+    """The scenario that ran."""
     log: InteropLog
+    """The gossipsub-interop log lines of the run."""
     messages: list[MessageStats]
+    """Per-message delivery figures (reach, times, duplicates)."""
     mesh_times: list[float]
+    """Virtual times of the mesh samples."""
     mesh_degrees: list[list[int]]
     """Per sample (at :attr:`mesh_times`), every node's mesh degree on its first topic (-1: not subscribed)."""
     supernodes: list[bool]
+    """Per node: whether it is a supernode."""
     regions: list[str]
+    """Per node: its region."""
     wall_seconds: float
+    """Wall-clock seconds of the run."""
     cpu_seconds: float
     """User + system CPU time of the run (the machine may be shared: wall clock alone misleads)."""
     max_rss_mib: float
+    """Peak resident memory, MiB."""
     bytes_delivered: int
+    """Bytes the simulated network delivered."""
     router_totals: dict[str, int]
+    """The routers' counters summed over all nodes."""
     partition_window: tuple[float, float] | None = None
+    """Virtual start and end of the partition, when there was one."""
 
 
 async def run_script(script: Script, options: RunOptions) -> RunResult:

@@ -39,6 +39,7 @@ class InitGossipSub:
     """Configure the node's gossipsub router (go ``GossipSubParams``; unset fields keep the defaults)."""
 
     params: Mapping[str, Any]
+    """The gossipsub parameters, with go's names (durations in nanoseconds)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Connect:
     """Dial these nodes (one after another)."""
 
     connect_to: tuple[int, ...]
+    """Indexes of the nodes to connect to."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class Script:
 
     instructions: tuple[Instruction, ...]
     name: str = "script"
+    """The scenario's name (for logs and reports)."""
 
     def for_node(self, node_id: int) -> list[Instruction]:
         """The instructions node ``node_id`` runs (``ifNodeIDEquals`` resolved)."""
