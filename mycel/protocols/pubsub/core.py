@@ -303,6 +303,7 @@ class GossipsubRouter:
                 "iwant_ignored",
                 "ihave_ignored",
                 "idontwant_ignored",
+                "idontwant_saved",
                 "broken_promises",
                 "graft_refused",
             ),

@@ -134,7 +134,7 @@ class _PeerQueue:
     def __init__(self, size: int) -> None:
         self.size = size
         self.control: deque[rpc_pb2.RPC] = deque()
-        self.messages: deque[bytes] = deque()
+        self.messages: deque[tuple[bytes, bytes]] = deque()  # (message id, encoded message)
         self.dropped = 0
         self.queued = 0  # items ever queued, and ever written to the stream (for flush())
         self.written = 0
@@ -149,11 +149,11 @@ class _PeerQueue:
         self.wakeup.set()
         return True
 
-    def put_message(self, raw: bytes) -> bool:
+    def put_message(self, msg_id: bytes, raw: bytes) -> bool:
         if len(self.messages) >= self.size:
             self.dropped += 1
             return False
-        self.messages.append(raw)
+        self.messages.append((msg_id, raw))
         self.queued += 1
         self.wakeup.set()
         return True
@@ -315,7 +315,7 @@ class Gossipsub(Service):
             router.set_peer_ips(peer, _ips(host, peer))
             self._changed_now()
             try:
-                await self._write_loop(stream, link.queue, router)
+                await self._write_loop(stream, link.queue, router, peer)
             except (MycelError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 log.debug("pubsub stream to %s failed: %r", peer, exc)
             finally:
@@ -324,23 +324,46 @@ class Gossipsub(Service):
         if self._links.get(peer) is link:
             self._drop_peer(peer)
 
-    async def _write_loop(self, stream: MuxedStream, queue: _PeerQueue, router: GossipsubRouter) -> None:
+    async def _write_loop(
+        self, stream: MuxedStream, queue: _PeerQueue, router: GossipsubRouter, peer: PeerId
+    ) -> None:
         limit = self.config.rpc_size_limit
+        large = self.config.idontwant_message_threshold
         while True:
             await queue.wakeup.wait()
             queue.wakeup = trio.Event()
-            taken = queue.queued  # everything queued so far is in this batch
             pieces: list[bytes] = []
             while queue.control:
                 for payload in fragment_rpc(queue.control.popleft(), limit):
                     pieces.append(frame(payload))
-            if queue.messages:
-                raws = list(queue.messages)
-                queue.messages.clear()
-                pieces += message_frames(raws, limit)
+            small: list[bytes] = []
+            while queue.messages:
+                while queue.control:  # control first, also when it arrived during a large message
+                    for payload in fragment_rpc(queue.control.popleft(), limit):
+                        pieces.append(frame(payload))
+                msg_id, raw = queue.messages.popleft()
+                state = router.peers.get(peer)
+                if state is not None and msg_id in state.dont_send:
+                    # it said IDONTWANT after we queued the message (go checks when a message leaves
+                    # the queue too): a large copy saved, the point of IDONTWANT
+                    router.counters["idontwant_saved"] += 1
+                    continue
+                if len(raw) < large:
+                    small.append(raw)
+                    continue
+                # a large message goes out alone, so that an IDONTWANT arriving while it is on the
+                # wire still stops the next ones
+                pieces += message_frames(small, limit) if small else []
+                pieces += message_frames([raw], limit)
+                small = []
+                await stream.send_all(b"".join(pieces))
+                pieces = []
+            if small:
+                pieces += message_frames(small, limit)
             if pieces:
                 await stream.send_all(b"".join(pieces))
-            queue.written = taken
+            # everything no longer in the queues went out (or was not wanted): flush() waits on this
+            queue.written = queue.queued - len(queue.control) - len(queue.messages)
             if self._flush_waiters:
                 self._changed_now()
 
@@ -695,7 +718,7 @@ class _Output:
         link = self._svc._links.get(peer)
         if link is None:
             return False
-        if link.queue.put_message(msg.raw):
+        if link.queue.put_message(msg.id, msg.raw):
             return True
         self._svc._dropped(peer, msg.topic)
         return False
