@@ -36,7 +36,14 @@ async def test_snippet_runs(run: Run, tmp_path: Path) -> None:
         return
     script = tmp_path / "server.py"
     script.write_text(run.server.code)
-    proc = await trio.lowlevel.open_process([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE)
+    # the server must answer Ctrl-C even when the test runs in a background job (a shell then starts
+    # it with SIGINT ignored, and Python installs no KeyboardInterrupt for an ignored SIGINT)
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert proc.stdout is not None
     try:
         seen = b""
