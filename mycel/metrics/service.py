@@ -13,10 +13,11 @@ Two kinds of figures, both in a ``CollectorRegistry`` of the host's own:
   peer scores), the DHT (table size, buckets, requests, lookups), circuit relay (reservations held
   and granted, circuits), DCUtR hole-punch outcomes and AutoNAT's probes.
 
-Declared but not yet fed (the swarm and the DHT have no timing callback yet): go's
-``libp2p_swarm_handshake_latency_seconds`` and ``libp2p_swarm_dial_errors_total``, and
-``libp2p_kad_query_duration_seconds``. :meth:`Metrics.completed_handshake`, :meth:`Metrics.failed_dialing`
-and :meth:`Metrics.completed_query` are the tracer methods for them to call (go's MetricsTracer shape).
+Fed by the swarm and the DHT as they happen: go's ``libp2p_swarm_handshake_latency_seconds`` and
+``libp2p_swarm_dial_errors_total`` (the service is one of ``Swarm.observers``), and
+``libp2p_kad_query_duration_seconds`` (one of ``KadDHT.query_observers``), through the tracer methods
+:meth:`Metrics.completed_handshake`, :meth:`Metrics.failed_dialing` and :meth:`Metrics.completed_query`
+(go's MetricsTracer shape).
 Not measured: bytes per *protocol* (bytes are counted per connection, so the totals are per direction
 only; per-protocol figures need per-stream byte counters in the muxers).
 """
@@ -174,7 +175,7 @@ class Metrics(Service):
         self.events_dropped_metric = Counter(
             "mycel_metrics_events_dropped", "Host events the metrics subscription missed (its queue was full)", registry=None
         )
-        # filled only through the tracer methods below, which nothing calls yet (see the module docstring)
+        # filled through the tracer methods below (the swarm's and the DHT's observers call them)
         self.handshake_latency = Histogram(
             "libp2p_swarm_handshake_latency_seconds", "Duration of the libp2p handshake", CONN_LABELS[1:],
             buckets=HANDSHAKE_BUCKETS, registry=None,
