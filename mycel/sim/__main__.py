@@ -21,6 +21,15 @@ import time
 from collections.abc import Callable, Sequence
 
 
+SCENARIO_NAMES = (
+    "badboy", "eclipse-single", "eclipse-single-sparse", "eclipse-all", "eclipse-publishers", "covert-flash", "cold-boot", "attack-at-dawn",
+    "ihave-spam", "iwant-spam", "graft-spam", "invalid-spam", "sub-flood",
+)
+"""``mycel.sim.attacks.SCENARIOS`` (listed here so that ``--help`` does not import the simulator)."""
+PERSONA_NAMES = ("badboy", "covert-flash", "ihave-spam", "iwant-spam", "graft-spam", "invalid-spam", "sub-flood")
+"""``mycel.sim.attacks.PERSONAS``."""
+
+
 def _pin_hash_seed(argv: Sequence[str]) -> None:
     if os.environ.get("PYTHONHASHSEED") != "0":
         env = {**os.environ, "PYTHONHASHSEED": "0"}
@@ -59,19 +68,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     atk.add_argument("--out", required=True)
     atk.add_argument("--seed", type=int, default=0)
     atk.add_argument("--scoring", choices=["on", "off"], default="on")
-    atk.add_argument("--persona", choices=["badboy", "covert-flash"], default="badboy")
-    atk.add_argument("--attack-at", type=float, default=0.0, help="seconds after the network formed (covert flash: e.g. 120)")
+    atk.add_argument("--scenario", choices=sorted(SCENARIO_NAMES), help="a scenario of the evaluation (its options; flags below override)")
+    atk.add_argument("--persona", choices=list(PERSONA_NAMES))
+    atk.add_argument("--v10", action="store_true", help="all the v1.1 hardening off (no scoring, flood publish, opportunistic graft, D_out, adaptive gossip)")
+    atk.add_argument("--eclipse", choices=["none", "single", "all", "publishers"])
+    atk.add_argument("--cold-boot", action="store_true", help="attackers connect together with the honest nodes")
+    atk.add_argument("--sybil-delay", type=float, help="seconds from the first publish to the attackers' connecting (30)")
+    atk.add_argument("--attack-at", type=float, help="seconds after the network formed (covert flash: 120)")
     atk.add_argument("--publishers", type=int, default=10)
     atk.add_argument("--lurkers", type=int, default=90)
     atk.add_argument("--sybils", type=int, default=400)
     atk.add_argument("--eclipse-target", type=int, help="every Sybil dials this honest node first")
     atk.add_argument("--honest-degree", type=int, default=20)
     atk.add_argument("--attack-degree", type=int, default=20)
-    atk.add_argument("--sybils-per-ip", type=int, default=1, help="attack at dawn: 16")
-    atk.add_argument("--ip-colocation-weight", type=float, default=0.0, help="P6 weight (attack at dawn: -100)")
+    atk.add_argument("--sybils-per-ip", type=int, help="attack at dawn: 16")
+    atk.add_argument("--ip-colocation-weight", type=float, help="P6 weight (attack at dawn: -100)")
     atk.add_argument("--duration", type=float, default=300.0)
-    atk.add_argument("--warmup", type=float, default=10.0, help="seconds from the connections to the first publish")
+    atk.add_argument("--warmup", type=float, help="seconds from the connections to the first publish (10)")
     atk.add_argument("--quiet", action="store_true")
+    ats = sub.add_parser("attacks", help="the evaluation's attack table only: every scenario, scoring on/off, v1.0-like, spam personas")
+    ats.add_argument("--out", required=True)
+    ats.add_argument("--seed", type=int, default=1)
+    ats.add_argument("--publishers", type=int, default=10)
+    ats.add_argument("--lurkers", type=int, default=90)
+    ats.add_argument("--sybils", type=int, default=400)
+    ats.add_argument("--spammers", type=int, help="attackers of the spam persona runs (default: a tenth of --sybils)")
+    ats.add_argument("--honest-degree", type=int, default=20)
+    ats.add_argument("--attack-degree", type=int, default=20)
+    ats.add_argument("--duration", type=float, default=240.0)
+    ats.add_argument("--spam-duration", type=float, help="seconds of publishing of the spam runs (default: --duration)")
+    ats.add_argument("--scenarios", help="comma-separated subset of the Sybil scenarios")
+    ats.add_argument("--quiet", action="store_true")
     nd = sub.add_parser("node", help="one real node under test-plans' gossipsub-interop contract (TCP port 9000)")
     nd.add_argument("--params", required=True)
     nd.add_argument("--node-id", type=int, help="default: N of the hostname node<N>")
@@ -134,16 +161,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     if args.command == "attack":
-        from mycel.sim.attacks import AttackOptions, run_attack, write_attack
+        from mycel.sim.attacks import run_attack, scenario_options, write_attack
 
-        options_a = AttackOptions(
-            publishers=args.publishers, lurkers=args.lurkers, sybils=args.sybils, persona=args.persona,
-            scoring=args.scoring == "on", seed=args.seed, attack_at=args.attack_at, duration=args.duration, warmup=args.warmup,
-            eclipse_target=args.eclipse_target, honest_degree=args.honest_degree, attack_degree=args.attack_degree,
-            sybils_per_ip=args.sybils_per_ip, ip_colocation_weight=args.ip_colocation_weight, progress=_progress(args.quiet),
+        given = {
+            "persona": args.persona, "attack_at": args.attack_at, "warmup": args.warmup, "eclipse": args.eclipse,
+            "sybil_delay": args.sybil_delay, "sybils_per_ip": args.sybils_per_ip, "ip_colocation_weight": args.ip_colocation_weight,
+            "cold_boot": args.cold_boot or None, "eclipse_target": args.eclipse_target,
+        }
+        options_a = scenario_options(
+            args.scenario or "badboy", publishers=args.publishers, lurkers=args.lurkers, sybils=args.sybils,
+            scoring=args.scoring == "on", v10=args.v10, seed=args.seed, duration=args.duration, honest_degree=args.honest_degree,
+            attack_degree=args.attack_degree, progress=_progress(args.quiet), **{k: v for k, v in given.items() if v is not None},
         )
         summary_a = write_attack(run_attack(options_a), args.out)
         print(json.dumps({k: v for k, v in summary_a.items() if not isinstance(v, (list, dict))}))
+        return 0
+
+    if args.command == "attacks":
+        from pathlib import Path
+
+        from mycel.sim.attacks import MAIN_SCENARIOS, AttackOptions, evaluate_attacks
+
+        base = AttackOptions(
+            publishers=args.publishers, lurkers=args.lurkers, sybils=args.sybils, honest_degree=args.honest_degree,
+            attack_degree=args.attack_degree, duration=args.duration, seed=args.seed,
+        )
+        chosen = tuple(args.scenarios.split(",")) if args.scenarios else MAIN_SCENARIOS
+        lines, _ = evaluate_attacks(
+            args.out, base, _progress(args.quiet), scenarios=chosen, spammers=args.spammers, spam_duration=args.spam_duration
+        )
+        table = Path(args.out) / "attacks.md"
+        table.write_text("\n".join(lines) + "\n")
+        print(f"table: {table}", file=sys.stderr)
         return 0
 
     from mycel.sim.evaluate import EvalOptions, evaluate
