@@ -19,8 +19,8 @@ Scenarios (:data:`SCENARIOS`, :func:`scenario_options`, run by :func:`run_attack
 ``lurkers`` honest nodes, each dialing ``honest_degree`` random honest nodes; the publishers take
 turns publishing 2 KiB messages from ``warmup`` on; ``sybils`` attackers each dial ``attack_degree``
 honest nodes ``sybil_delay`` s after the first publish (or together with the honest nodes:
-``cold_boot``): random ones, or densely one target (``eclipse="single"``), every honest node evenly
-(``"all"``) or only the publishers (``"publishers"``). 25 ms +- 10 % links. Honest nodes run the
+``cold_boot``): random ones, or densely one target (``eclipse="single"``), every honest node
+(``"all"``: each attacker dials all of them) or only the publishers (``"publishers"``). 25 ms +- 10 % links. Honest nodes run the
 report's parameters (D=8/6/12, D_score 6, D_lazy 12, flood publish) and, with ``scoring``, its score
 parameters and thresholds (:func:`report_score_params`); ``v10`` turns all the v1.1 hardening off.
 """
@@ -367,7 +367,7 @@ class AttackOptions:
     """Messages published this long after the attack started count as "after recovery"."""
     eclipse: str = "none"
     """Which honest nodes the attackers dial: ``none`` (random), ``single`` (every attacker dials
-    ``eclipse_target``), ``all`` (every honest node gets the same share) or ``publishers`` (only them)."""
+    ``eclipse_target``), ``all`` (every attacker dials every honest node) or ``publishers`` (only them)."""
     eclipse_target: int | None = None
     """The target of ``eclipse="single"`` (default: the first lurker); setting it implies ``single``."""
     target_degree: int | None = None
@@ -542,12 +542,12 @@ async def run_attack_async(opts: AttackOptions) -> AttackResult:
             with contextlib.suppress(MycelError, OSError):
                 await host.connect(honest_idents[j].peer_id, [honest_addrs[j]])
 
-    def sybil_targets(k: int, order: list[int]) -> list[int]:
+    def sybil_targets() -> list[int]:
         deg = opts.attack_degree
         if mode == "publishers":
             return rng.sample(range(opts.publishers), min(deg, opts.publishers))
-        if mode == "all":  # every honest node gets the same number of attackers
-            return sorted({order[(k * deg + j) % honest_n] for j in range(min(deg, honest_n))})
+        if mode == "all":  # densely: every attacker dials every honest node (attack_degree is not used)
+            return list(range(honest_n))
         targets = rng.sample(range(honest_n), min(deg, honest_n))
         if mode == "single":
             target = opts.single_target()
@@ -566,11 +566,9 @@ async def run_attack_async(opts: AttackOptions) -> AttackResult:
                     nursery.start_soon(dial, host, j)
 
     async def connect_sybils(sybils: list[Host]) -> None:
-        order = list(range(honest_n))
-        rng.shuffle(order)
         async with trio.open_nursery() as nursery:
-            for k, host in enumerate(sybils):
-                for j in sybil_targets(k, order):
+            for host in sybils:
+                for j in sybil_targets():
                     nursery.start_soon(dial, host, j)
 
     def check(now: float) -> None:
@@ -889,12 +887,7 @@ def evaluate_attacks(
     ``spam_duration`` s), on top of ``base`` (sizes, degrees, seed, duration); write each run into
     ``out/attack-<scenario>-<mode>/`` and return the report's markdown lines and the summaries."""
     root = Path(out)
-    lines: list[str] = [
-        "| scenario | hardening | honest delivery | after recovery | worst target's delivery | latency p50 / p99 "
-        "| targets >= 3 honest: first after attack / min thereafter / min from attack + 60 s | honest graylisted (pairs) / lowest honest score "
-        "| mean score honest / Sybil | honest / Sybil mesh peers (mean, end) | CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines: list[str] = list(ATTACK_HEADER)
     summaries: dict[str, dict[str, Any]] = {}
     v10_set, scaled_set = set(v10), set(p3_scaled)
     keep = {"progress": progress}
@@ -907,22 +900,10 @@ def evaluate_attacks(
             opts = scenario_options(
                 name, **_sizes(base), scoring=mode.startswith("on"), v10=mode == "v1.0-like", p3_scaled=mode == "on, P3 scaled", **keep
             )
-            s = write_attack(run_attack(opts), root / f"attack-{tag}")
+            s = write_attack(run_attack(opts), root / f"attack-{tag}", logs=False)
             summaries[tag] = s
-            first = s["time_to_3_honest"]
-            lines.append(
-                f"| {name} | {'scoring ' + mode if mode != 'v1.0-like' else mode} | {_pct(s['honest_delivery'])} "
-                f"| {_pct(s['honest_delivery_after_recovery'])} | {_pct(s['target_delivery_min'])} "
-                f"| {_sec(s['latency_p50'])} / {_sec(s['latency_p99'])} "
-                f"| {'never' if first is None else f'{first:.0f} s'} / {_n(s['min_honest_after_reaching_3'])} / {_n(s['min_honest_60s_after_attack'])} "
-                f"| {s['graylisted_honest']} / {_n(s['min_honest_score'])} | {_n(s['score_honest_mean'])} / {_n(s['score_sybil_mean'])} "
-                f"| {_n(s['honest_in_mesh_mean_last'])} / {_n(s['sybils_in_mesh_mean_last'])} | {s['cpu_seconds']} s |"
-            )
-    spam_lines = [
-        "| persona | honest delivery | mean attacker score (P7 counter / P4 count) | attackers graylisted | honest tables, max over nodes and run "
-        "| what the honest routers refused | CPU |",
-        "|---|---|---|---|---|---|---|",
-    ]
+            lines.append(attack_row(name, mode, s))
+    spam_lines = list(SPAM_HEADER)
     count = spammers if spammers is not None else max(1, base.sybils // 10)
     for persona in SPAMMERS:
         tag = f"{persona}-scoring-on"
@@ -931,25 +912,58 @@ def evaluate_attacks(
         if spam_duration is not None:
             sizes["duration"] = spam_duration
         opts = scenario_options(persona, **sizes, scoring=True, **keep)
-        s = write_attack(run_attack(opts), root / f"attack-{tag}")
+        s = write_attack(run_attack(opts), root / f"attack-{tag}", logs=False)
         summaries[tag] = s
-        t = s["state_max"]
-        c = s["honest_counters"]
-        refused = ", ".join(
-            f"{k} {c[k]:,}" for k in ("ihave_ignored", "broken_promises", "iwant_ignored", "graft_refused", "invalid",
-                                      "subscriptions_refused", "graylisted_rpcs") if c.get(k)
-        )
-        copies = s["max_copies_per_peer_and_id"]
-        spam_lines.append(
-            f"| {persona} ({count}) | {_pct(s['honest_delivery'])} | {_n(s['score_sybil_mean'])} "
-            f"({_n(s.get('sybil_behaviour_penalty_mean'))} / {_n(s.get('sybil_invalid_deliveries_mean'))}) "
-            f"| {_pct(s.get('sybil_graylisted_share'))} | topics {t.get('topics')}, of one peer {t.get('topics_of_one_peer')}, "
-            f"promises {t.get('promises')}, backoff {t.get('backoff')}, queue {t.get('queue')}"
-            f"{f', copies of one id to one peer {copies}' if copies is not None else ''} | {refused} | {s['cpu_seconds']} s |"
-        )
+        spam_lines.append(spam_row(persona, s))
     lines += ["", *spam_lines]
     (root / "attacks.json").write_text(json.dumps(summaries, indent=1) + "\n")
     return lines, summaries
+
+
+ATTACK_HEADER = (
+    "| scenario | hardening | honest delivery | after recovery | worst target's delivery | latency p50 / p99 "
+    "| targets >= 3 honest: first after attack / min thereafter / min from attack + 60 s | honest graylisted (pairs) / lowest honest score "
+    "| mean score honest / Sybil | honest / Sybil mesh peers (mean, end) | CPU |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+)
+"""The head of the Sybil table (:func:`attack_row`)."""
+SPAM_HEADER = (
+    "| persona (attackers) | honest delivery | mean attacker score (P7 counter / P4 count) | attackers graylisted "
+    "| honest tables, max over nodes and run | what the honest routers refused | CPU |",
+    "|---|---|---|---|---|---|---|",
+)
+"""The head of the spam table (:func:`spam_row`)."""
+
+
+def attack_row(name: str, mode: str, s: dict[str, Any]) -> str:
+    """One row of the Sybil table from a run's summary (``mode``: on, off, v1.0-like, on, P3 scaled)."""
+    first = s["time_to_3_honest"]
+    return (
+        f"| {name} | {'scoring ' + mode if mode.startswith(('on', 'off')) else mode} | {_pct(s['honest_delivery'])} "
+        f"| {_pct(s['honest_delivery_after_recovery'])} | {_pct(s['target_delivery_min'])} "
+        f"| {_sec(s['latency_p50'])} / {_sec(s['latency_p99'])} "
+        f"| {'never' if first is None else f'{first:.0f} s'} / {_n(s['min_honest_after_reaching_3'])} / {_n(s['min_honest_60s_after_attack'])} "
+        f"| {s['graylisted_honest']} / {_n(s['min_honest_score'])} | {_n(s['score_honest_mean'])} / {_n(s['score_sybil_mean'])} "
+        f"| {_n(s['honest_in_mesh_mean_last'])} / {_n(s['sybils_in_mesh_mean_last'])} | {s['cpu_seconds']} s |"
+    )
+
+
+def spam_row(persona: str, s: dict[str, Any]) -> str:
+    """One row of the spam table from a run's summary."""
+    t = s["state_max"]
+    c = s["honest_counters"]
+    refused = ", ".join(
+        f"{k} {c[k]:,}" for k in ("ihave_ignored", "broken_promises", "iwant_ignored", "graft_refused", "invalid",
+                                  "subscriptions_refused", "graylisted_rpcs") if c.get(k)
+    )
+    copies = s["max_copies_per_peer_and_id"]
+    return (
+        f"| {persona} ({s['sybils']}) | {_pct(s['honest_delivery'])} | {_n(s['score_sybil_mean'])} "
+        f"({_n(s.get('sybil_behaviour_penalty_mean'))} / {_n(s.get('sybil_invalid_deliveries_mean'))}) "
+        f"| {_pct(s.get('sybil_graylisted_share'))} | topics {t.get('topics')}, of one peer {t.get('topics_of_one_peer')}, "
+        f"promises {t.get('promises')}, backoff {t.get('backoff')}, queue {t.get('queue')}"
+        f"{f', copies of one id to one peer {copies}' if copies is not None else ''} | {refused} | {s['cpu_seconds']} s |"
+    )
 
 
 def _sizes(o: AttackOptions) -> dict[str, Any]:
@@ -984,16 +998,17 @@ def _q(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
 
-def write_attack(result: AttackResult, out: str | Path) -> dict[str, Any]:
-    """Write ``summary.json``, the honest nodes' logs and plots (scores honest vs Sybil, honest peers in
-    meshes over time, delivery latency CDF) into ``out``; returns the summary."""
+def write_attack(result: AttackResult, out: str | Path, *, logs: bool = True) -> dict[str, Any]:
+    """Write ``summary.json``, the honest nodes' logs (unless ``logs`` is False) and plots (scores honest
+    vs Sybil, honest peers in meshes over time, delivery latency CDF) into ``out``; returns the summary."""
     from mycel.sim.report import plot_histograms, plot_latency_cdf
 
     base = Path(out)
     base.mkdir(parents=True, exist_ok=True)
     summary = summarize_attack(result)
     (base / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    result.log.write(base)
+    if logs:
+        result.log.write(base)
     tag = f"{summary['persona']}, {'v1.0-like' if summary['v10'] else 'scoring ' + ('on' if summary['scoring'] else 'off')}"
     plot_histograms(
         {"honest peers": result.scores_honest, "sybils": result.scores_sybil},
@@ -1038,6 +1053,10 @@ __all__ = [
     "scenario_options",
     "summarize_attack",
     "target_recovery",
+    "ATTACK_HEADER",
+    "SPAM_HEADER",
+    "attack_row",
     "evaluate_attacks",
+    "spam_row",
     "write_attack",
 ]

@@ -40,36 +40,37 @@ from tests.sim.pinned import sim_cli
 SMALL = ("--seed", "1", "--warmup", "3", "--sybil-delay", "5", "--quiet")
 
 
-def _attack(scenario: str, mode: str, out: Path, *extra: str) -> dict[str, Any]:
-    flags = {"on": ("--scoring", "on"), "off": ("--scoring", "off"), "v10": ("--scoring", "off", "--v10")}[mode]
-    return sim_cli("attack", "--scenario", scenario, *SMALL, *flags, *extra, out=out)
+ECLIPSE_ALL = ("--publishers", "2", "--lurkers", "10", "--honest-degree", "3", "--sybils", "60", "--duration", "50")
+"""60 Sybils each dialing all 12 honest nodes (each honest node: 60 Sybil connections against ~6 honest
+ones); they GRAFT everyone and forward nothing from the moment they connect (t ~ 8 s)."""
+ECLIPSE_ONE = ("--publishers", "3", "--lurkers", "17", "--honest-degree", "6", "--sybils", "40", "--attack-degree", "8",
+               "--duration", "80")
+"""40 Sybils, each dialing the target (node 3, the first lurker) and 7 more of the 20 honest nodes."""
 
 
-def test_eclipse_all_scoring_keeps_delivery_and_without_the_hardening_messages_are_lost(tmp_path: Path) -> None:
-    # 60 Sybils each dialing all 12 honest nodes (each honest node: 60 Sybil connections against ~6
-    # honest ones); they GRAFT everyone and forward nothing from the moment they connect (t ~ 8 s)
-    extra = ("--publishers", "2", "--lurkers", "10", "--honest-degree", "3", "--sybils", "60", "--attack-degree", "12",
-             "--duration", "50")
-    on = _attack("eclipse-all", "on", tmp_path / "on", *extra)
-    v10 = _attack("eclipse-all", "v10", tmp_path / "v10", *extra)
+def _runs(scenario: str, sizes: tuple[str, ...], tmp: Path, *modes: str) -> list[dict[str, Any]]:
+    flags = {"on": ("--scoring", "on"), "off": ("--scoring", "off"), "v10": ("--scoring", "off", "--v10")}
+    return [sim_cli("attack", "--scenario", scenario, *SMALL, *flags[m], *sizes, out=tmp / m) for m in modes]
+
+
+def test_eclipse_all_scoring_keeps_delivery_fast_and_without_the_hardening_sybils_hold_the_meshes(tmp_path: Path) -> None:
+    on, v10 = _runs("eclipse-all", ECLIPSE_ALL, tmp_path, "on", "v10")
     assert on["messages"] == v10["messages"] == 50 and on["targets"] == 12
     # scoring on: every message reaches every honest node, fast; no honest peer graylisted at any check
     assert on["honest_delivery"] >= 0.999 and on["target_delivery_min"] == 1.0, on
     assert on["latency_p99"] < 0.5
     assert on["graylisted_honest"] == 0 and on["min_honest_score"] > REPORT_THRESHOLDS.graylist_threshold
     # v1.0-like (no scoring, no flood publishing, gossip to D_lazy only): the censoring Sybils hold the
-    # meshes, messages arrive late by gossip or never
-    assert v10["honest_delivery"] < 0.999 and v10["target_delivery_min"] < 0.99, v10
-    assert v10["latency_p99"] > 5 * on["latency_p99"]
-    assert v10["sybils_in_mesh_mean_last"] > on["sybils_in_mesh_mean_last"] + 2
+    # meshes and messages arrive by gossip, a heartbeat or more late (at this size gossip still gets
+    # nearly all of them through; the evaluation's table has the delivery figures)
+    assert v10["sybils_in_mesh_mean_last"] > on["sybils_in_mesh_mean_last"] + 2, v10
+    assert v10["honest_in_mesh_mean_last"] < on["honest_in_mesh_mean_last"] - 2
+    assert v10["latency_p50"] > 10 * on["latency_p50"] and v10["latency_p99"] > 10 * on["latency_p99"]
+    assert v10["honest_delivery"] <= on["honest_delivery"]
 
 
 def test_eclipse_of_one_node_with_scoring_on_and_off(tmp_path: Path) -> None:
-    # 40 Sybils, each dialing the target (node 3, the first lurker) and 7 more of the 20 honest nodes
-    extra = ("--publishers", "3", "--lurkers", "17", "--honest-degree", "6", "--sybils", "40", "--attack-degree", "8",
-             "--duration", "80")
-    on = _attack("eclipse-single", "on", tmp_path / "on", *extra)
-    off = _attack("eclipse-single", "off", tmp_path / "off", *extra)
+    on, off = _runs("eclipse-single", ECLIPSE_ONE, tmp_path, "on", "off")
     assert on["eclipse_target"] == off["eclipse_target"] == 3 and on["targets"] == 1
     # the targeted node, sampled every heartbeat: >= 3 honest mesh peers within 60 s of the attack and
     # from 60 s on; delivery to every honest node, no honest peer graylisted; the Sybils scored down
