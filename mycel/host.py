@@ -100,6 +100,9 @@ log = logging.getLogger("mycel.host")
 S = TypeVar("S", bound=Service)
 
 EVENT_QUEUE_SIZE = 256  # per subscriber; when full, further events are dropped and counted
+EXPIRY_INTERVAL = 1.0
+"""Seconds between two peerstore expiry passes at least (a disconnected peer with nothing worth keeping
+is forgotten within this)."""
 PARSED_ADDRS = 256  # multiaddr strings whose parse connect() remembers; at the bound the memo is cleared
 DEFAULT_HANDLER_CONCURRENCY = 1024  # inbound streams per protocol being handled at once; beyond: reset
 MAX_NEGOTIATING_STREAMS = 128  # inbound streams per connection in negotiation (rust's default); beyond: reset
@@ -485,7 +488,7 @@ class Host:
         self._reachability = Reachability.UNKNOWN
         # connect("/ip4/…/p2p/…") parses the same strings again and again; parsing and splitting off
         # /p2p costs ~0.3 ms with the multiaddr package, a sixth of a loopback dial
-        self._parsed: dict[str, tuple[Multiaddr, PeerId | None]] = {}
+        self._parsed: dict[str | bytes, tuple[Multiaddr, PeerId | None]] = {}
         # connections registered per peer (first opened -> peer_connected; last closed -> peer_disconnected)
         self._conn_counts: dict[PeerId, int] = {}
         # protocols of each connected peer as services were last told (identify diffs against this)
@@ -495,6 +498,8 @@ class Host:
         self.refused_streams = 0
         """Inbound streams reset because too many were still negotiating on their connection."""
         self._expiry_changed = trio.Event()
+        self._expiry_armed = math.inf  # when the expiry timer will run (-inf while it runs)
+        self._expiry_floor = -math.inf  # the earliest it may run again
         # peers reported by discovery that we are dialing now (bounded by config.discovery_connect)
         self._discovery_dials: set[PeerId] = set()
         # every host has its own copy of each component: config objects are templates
@@ -989,9 +994,9 @@ class Host:
         if isinstance(target, PeerId):
             peer = target
         else:
-            text = str(target)
-            if text.startswith("/"):
-                base, maybe_peer = self._parse_addr(text)
+            text = target if isinstance(target, str) else None
+            if text is None or text.startswith("/"):
+                base, maybe_peer = self._parse_addr(target)
                 if maybe_peer is None:
                     if addrs:
                         raise DialError("more addresses need a peer to belong to: put /p2p/<id> on the target")
@@ -1001,6 +1006,7 @@ class Host:
                 extra = [base, *self._own_addrs(peer, addrs)]
                 self.peerstore.add_addrs(peer, extra, AddrSource.USER, PERMANENT_TTL, now)
                 return await self.swarm.dial_peer(peer, extra)
+            assert text is not None
             try:
                 peer = PeerId.from_string(text)
             except (MycelError, ValueError) as exc:
@@ -1093,22 +1099,24 @@ class Host:
         """``addrs`` without their ``/p2p/<peer>`` suffix; an address of another peer is an error."""
         out = []
         for addr in addrs:
-            base, owner = self._parse_addr(str(addr))
+            base, owner = self._parse_addr(addr)
             if owner is not None and owner != peer:
                 raise DialError(f"{addr} belongs to {owner}, not to {peer}")
             out.append(base)
         return out
 
-    def _parse_addr(self, text: str) -> tuple[Multiaddr, PeerId | None]:
-        parsed = self._parsed.get(text)
+    def _parse_addr(self, addr: str | Multiaddr) -> tuple[Multiaddr, PeerId | None]:
+        # keyed by the text, or by the bytes of a Multiaddr (str() of one costs ~30 us: not per dial)
+        key: str | bytes = addr if isinstance(addr, str) else addr.to_bytes()
+        parsed = self._parsed.get(key)
         if parsed is None:
             try:
-                parsed = split_peer_id(as_multiaddr(text))
+                parsed = split_peer_id(as_multiaddr(addr))
             except (MycelError, ValueError) as exc:
-                raise DialError(f"{text!r} is not a valid multiaddr: {exc}") from exc
+                raise DialError(f"{addr!r} is not a valid multiaddr: {exc}") from exc
             if len(self._parsed) >= PARSED_ADDRS:
                 self._parsed.clear()
-            self._parsed[text] = parsed
+            self._parsed[key] = parsed
         return parsed
 
     def connections(self, peer: PeerId | None = None) -> list[Connection]:
@@ -1140,17 +1148,27 @@ class Host:
 
     # -- peerstore expiry -------------------------------------------------------------------------
     def _wake_expiry(self) -> None:
-        self._expiry_changed.set()
+        # the store's next deadline may have moved earlier: wake the timer, unless it is already set
+        # for the earliest time it may run (then an earlier deadline changes nothing: no wake per dial)
+        if self._expiry_armed > self._expiry_floor:
+            self._expiry_changed.set()
 
     async def _expire_peerstore(self) -> None:
-        """Drop expired peerstore entries when they expire: a timer, no polling loop."""
+        """Drop expired peerstore entries when they expire: a timer, no polling loop. It runs at most
+        every EXPIRY_INTERVAL, so a disconnected peer left with nothing worth keeping is forgotten within
+        that, and a churn of connections costs one expiry pass a second, not one wake-up per connection."""
         while True:
             self._expiry_changed = trio.Event()
             deadline = self.peerstore.next_expiry()
-            with trio.move_on_at(deadline if deadline is not None else math.inf):
+            armed = math.inf if deadline is None else max(deadline, self._expiry_floor)
+            self._expiry_armed = armed
+            with trio.move_on_at(armed):
                 await self._expiry_changed.wait()
                 continue
-            self.peerstore.expire(trio.current_time())
+            self._expiry_armed = -math.inf  # running: a change now is seen by the next loop
+            now = trio.current_time()
+            self._expiry_floor = now + EXPIRY_INTERVAL
+            self.peerstore.expire(now)
 
     # -- shutdown -------------------------------------------------------------------------------
     async def _shutdown(self) -> None:

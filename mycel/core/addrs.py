@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,12 @@ def with_peer_id(addr: Multiaddr, peer: PeerId) -> Multiaddr:
 
 def tcp_host_port(addr: Multiaddr) -> tuple[str, str, int] | None:
     """For ``/{ip4,ip6,dns,dns4,dns6}/<host>/tcp/<port>`` (and nothing after): (proto, host, port)."""
+    raw = addr.to_bytes()
+    # the usual /ip4|ip6/<ip>/tcp/<port> read from the bytes (the parsed route costs ~15 us a call)
+    if len(raw) == 8 and raw[0] == 4 and raw[5] == 6:
+        return "ip4", socket.inet_ntop(socket.AF_INET, raw[1:5]), int.from_bytes(raw[6:8], "big")
+    if len(raw) == 20 and raw[0] == 41 and raw[17] == 6:
+        return "ip6", socket.inet_ntop(socket.AF_INET6, raw[1:17]), int.from_bytes(raw[18:20], "big")
     parts = list(addr.items())
     if len(parts) != 2:
         return None
@@ -67,9 +74,15 @@ _PORT_CODES = {"tcp": encode_uvarint(6), "udp": encode_uvarint(273)}
 
 def ip_multiaddr(host: str, port: int, transport: str = "tcp") -> Multiaddr:
     """``/ip4|ip6/<host>/<transport>/<port>``, built from bytes (string parsing is ~30x slower)."""
-    ip = ipaddress.ip_address(host.split("%", 1)[0])
-    code = _IP4 if ip.version == 4 else _IP6
-    return Multiaddr(code + ip.packed + _PORT_CODES[transport] + port.to_bytes(2, "big"))
+    host = host.split("%", 1)[0]
+    try:  # inet_pton is ~10x cheaper than ipaddress; same bytes
+        packed, code = socket.inet_pton(socket.AF_INET, host), _IP4
+    except OSError:
+        try:
+            packed, code = socket.inet_pton(socket.AF_INET6, host), _IP6
+        except OSError:
+            raise ValueError(f"{host!r} is not an IP address") from None
+    return Multiaddr(code + packed + _PORT_CODES[transport] + port.to_bytes(2, "big"))
 
 
 def is_loopback(addr: Multiaddr) -> bool:

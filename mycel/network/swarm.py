@@ -297,8 +297,9 @@ class Swarm:
                 self._refusals.warn(ticket.reason, now, "refusing %s: %s", raw.remote_addr, ticket.detail)
                 await raw.aclose()
                 continue
-            ticket.data = _Watch(self, ticket)
-            self._nursery.start_soon(self._admitted_handshake, raw, ticket.data)
+            ticket.data = watch = _Watch(self, ticket)
+            watch.evicted_others = bool(evicted)
+            self._nursery.start_soon(self._admitted_handshake, raw, watch)
 
     def stats(self) -> dict[str, int]:
         """Inbound handshake counters: admitted, pending, refusals by reason (``ip_pending``, ``ip_rate``,
@@ -333,8 +334,9 @@ class Swarm:
     async def _handshake_inbound(self, raw: RawConnection, watch: _Watch) -> None:
         assert self.upgrader is not None
         scope: ConnectionScope | None = None
-        # handshakes evicted to admit this one release their transient scope when they next run: let them
-        await trio.lowlevel.checkpoint()
+        if watch.evicted_others:
+            # handshakes evicted to admit this one release their transient scope when they next run: let them
+            await trio.lowlevel.checkpoint()
         start = trio.current_time()
         try:
             scope = self._open_scope(Direction.INBOUND, raw.local_addr, raw.remote_addr)
@@ -601,7 +603,7 @@ class _Watch:
     """One admitted inbound handshake: its ticket, and the one cancel scope that both evicts it and
     enforces the deadline of the stage it is in (moved at each stage: no scope per stage)."""
 
-    __slots__ = ("limiter", "ticket", "scope", "timeout", "stage", "evicted")
+    __slots__ = ("limiter", "ticket", "scope", "timeout", "stage", "evicted", "evicted_others")
 
     def __init__(self, swarm: Swarm, ticket: Ticket) -> None:
         self.limiter = swarm._limiter
@@ -610,6 +612,7 @@ class _Watch:
         self.timeout = swarm._stage_timeout
         self.stage = ""
         self.evicted = False
+        self.evicted_others = False  # admitting this one evicted stalled handshakes
 
     def stage_started(self, stage: str) -> None:
         """The upgrader starts ``stage``: the previous one finished (progress), this one's deadline runs."""
