@@ -430,6 +430,9 @@ def _add_stream(scopes: Iterable[Scope], inbound: bool, n: int) -> None:
             s.streams_outbound += n
 
 
+_PER_PEER_KINDS = frozenset(("peer", "protocol-peer", "service-peer"))  # the scopes dropped once idle
+
+
 class ResourceManager:
     """The host's scopes and their limits (``host.resources``).
 
@@ -499,7 +502,7 @@ class ResourceManager:
         return scope
 
     def _drop_if_idle(self, scope: Scope, peer: PeerId | None = None) -> None:
-        if not scope.idle() or peer is None:
+        if peer is None or scope.kind not in _PER_PEER_KINDS or not scope.idle():
             return
         if scope.kind == "peer":
             if self._peers.get(peer) is scope:
@@ -914,7 +917,10 @@ class StreamScope:
         transient = conn._mgr.transient
         _add_stream(new, self._inbound, 1)
         _add_stream((transient,), self._inbound, -1)
-        self._scopes = tuple(s for s in self._scopes if s is not transient) + new
+        old = self._scopes
+        # (peer, transient, system) or (transient, system): the transient one gives way to the protocol's
+        self._scopes = (old[0], old[2], *new) if len(old) == 3 and old[1] is transient else (
+            tuple(s for s in old if s is not transient) + new)
         self.protocol = protocol
 
     def set_service(self, service: str) -> None:
