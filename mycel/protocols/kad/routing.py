@@ -32,6 +32,7 @@ check per bucket, forgotten after ``check_timeout``; the diversity filter's coun
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import heapq
 import ipaddress
@@ -68,6 +69,7 @@ _MAX_KEY_TRIES_FACTOR = 64
 # IP groups and the diversity filter
 
 
+@functools.lru_cache(maxsize=8192)  # pure; every response's peers are grouped, and the same IPs come back
 def ip_group(ip: str, *, group_private: bool = False) -> str | None:
     """The diversity group of an IP address: IPv4 /16 (/8 in the legacy class-A blocks), IPv6 /32.
 

@@ -125,7 +125,9 @@ class KadDHT(Service):
     ``mode``: ``"server"`` answers queries and advertises the protocol, ``"client"`` only asks (switch with
     :meth:`set_mode`). ``alpha`` requests in flight per lookup (10 as go; 3 as rust and the paper), ``beta``
     the convergence parameter, ``k`` the bucket size and result count. ``diversity=False`` turns off the IP
-    diversity filter (needed on transports without IP addresses, such as the memory transport).
+    diversity filter (needed on transports without IP addresses, such as the memory transport);
+    ``group_private=True`` groups private addresses like public ones (a simulation on 10.x.y.z, where each
+    /16 stands for an operator's public block).
     """
 
     def __init__(
@@ -142,6 +144,7 @@ class KadDHT(Service):
         bootstrap: Iterable[str] = (),
         datastore: str | os.PathLike[str] | None = None,
         disjoint_paths: int | None = None,
+        group_private: bool = False,
     ) -> None:
         if mode not in ("server", "client", "auto"):
             raise ValueError(f"mode is 'server', 'client' or 'auto', not {mode!r}")
@@ -153,6 +156,8 @@ class KadDHT(Service):
         self.beta = beta
         self.request_timeout = request_timeout
         self.diversity = diversity
+        self.group_private = group_private
+        """The diversity filter (table and lookup results) groups private addresses too."""
         self.validator = validator or default_validator()
         self.seed = seed
         self.bootstrap_peers: tuple[str, ...] = tuple(bootstrap)
@@ -197,7 +202,7 @@ class KadDHT(Service):
             self._rng.seed(int.from_bytes(os.urandom(8), "big"))
         # public IPs are capped per group (go's filter); peers seen only on private/loopback addresses or
         # transports without IPs (memory) are admitted without a group, as a LAN DHT does
-        diversity = DiversityFilter(admit_without_ip=True) if self.diversity else None
+        diversity = DiversityFilter(admit_without_ip=True, group_private=self.group_private) if self.diversity else None
         self._table = RoutingTable(host.peer_id, k=self.k, now=trio.current_time(), diversity=diversity)
         for peer in host.connected_peers():
             self._consider(host, peer, host.peerstore.protocols(peer))
@@ -526,7 +531,7 @@ class KadDHT(Service):
             addrs = _parse_addrs(entry.addrs)
             taken.append(((peer, addrs), [ip for a in addrs for ip in _ip_of(a)]))
         if self.diversity:
-            taken = filter_results(taken, RESULT_MAX_PER_GROUP)
+            taken = filter_results(taken, RESULT_MAX_PER_GROUP, group_private=self.group_private)
         out: list[PeerId] = []
         for (peer, addrs), _ in taken:
             if addrs and peer != host.peer_id:
@@ -788,13 +793,14 @@ def _parse_addrs(raw_addrs: Iterable[bytes]) -> list[Multiaddr]:
     return addrs
 
 
-def _ip_of(addr: Multiaddr) -> list[str]:
+@functools.lru_cache(maxsize=8192)  # pure; value_for_protocol parses the whole address each time
+def _ip_of(addr: Multiaddr) -> tuple[str, ...]:
     for proto in ("ip4", "ip6"):
         try:
-            return [addr.value_for_protocol(proto)]
+            return (addr.value_for_protocol(proto),)
         except Exception:
             continue
-    return []
+    return ()
 
 
 def _remember(host: ServiceHost, peer: PeerId, raw_addrs: Iterable[bytes], ttl: float) -> None:
