@@ -4,7 +4,8 @@ write the logs (gossipsub-interop's layout: ``DIR/hosts/node<N>/node<N>.stdout``
 ``summary.md`` and plots.
 
 ``python -m mycel.sim attack --persona badboy --scoring on|off --out DIR`` runs the Sybil scenario
-(:mod:`mycel.sim.attacks`); ``python -m mycel.sim evaluate --out benchmarks/sim`` runs everything (``make sim``);
+(:mod:`mycel.sim.attacks`); ``python -m mycel.sim dht --servers N --seed S --out DIR [--alpha 3 10]`` the DHT
+at scale (:mod:`mycel.sim.dht`); ``python -m mycel.sim evaluate --out benchmarks/sim`` runs everything (``make sim``);
 ``python -m mycel.sim node --params params.json`` is one real node for test-plans' gossipsub-interop harness
 (:mod:`mycel.sim.interop_node`).
 
@@ -99,6 +100,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ats.add_argument("--spam-duration", type=float, help="seconds of publishing of the spam runs (default: --duration)")
     ats.add_argument("--scenarios", help="comma-separated subset of the Sybil scenarios")
     ats.add_argument("--quiet", action="store_true")
+    dh = sub.add_parser("dht", help="the DHT at scale: FIND_NODE, PUT/GET, providers, partition, crashes, Sybils")
+    dh.add_argument("--servers", type=int, default=1000)
+    dh.add_argument("--seed", type=int, default=0)
+    dh.add_argument("--out", required=True)
+    dh.add_argument("--alpha", type=int, nargs="+", default=[3, 10], help="alphas compared (the first is used elsewhere)")
+    dh.add_argument("--keys", type=int, default=200, help="random keys looked up per alpha")
+    dh.add_argument("--ops", type=int, default=100, help="writer/reader pairs per operation round")
+    dh.add_argument("--sybils", type=int, default=50)
+    dh.add_argument("--latency", choices=["regions", "uniform"], default="regions")
+    dh.add_argument("--phases", default=",".join(("find_node", "ops", "partition", "crash", "sybil")), help="comma-separated")
+    dh.add_argument("--no-diversity", action="store_true", help="control run: the diversity filter does not group sim IPs")
+    dh.add_argument("--quiet", action="store_true")
     nd = sub.add_parser("node", help="one real node under test-plans' gossipsub-interop contract (TCP port 9000)")
     nd.add_argument("--params", required=True)
     nd.add_argument("--node-id", type=int, help="default: N of the hostname node<N>")
@@ -110,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--lurkers", type=int, default=90)
     ev.add_argument("--attack-duration", type=float, default=240.0)
     ev.add_argument("--seed", type=int, default=1)
+    ev.add_argument("--dht-servers", type=int, default=1000, help="servers of the DHT run (0: none)")
     ev.add_argument("--quiet", action="store_true")
     args = parser.parse_args(args_list)
     if args.command == "node":  # a real node: wall clock, real sockets; no need to pin the hash seed
@@ -160,6 +174,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"report: {md}", file=sys.stderr)
         return 0
 
+    if args.command == "dht":
+        from mycel.sim.dht import DhtOptions, run_dht, write_dht
+
+        try:
+            options_d = DhtOptions(
+                servers=args.servers, seed=args.seed, alphas=tuple(args.alpha), keys=args.keys, ops=args.ops,
+                sybils=args.sybils, latency=args.latency, phases=tuple(p for p in args.phases.split(",") if p),
+                diversity=not args.no_diversity, progress=_progress(args.quiet),
+            )
+            result_d = run_dht(options_d)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        summary_d = write_dht(result_d, args.out)
+        print(json.dumps({k: v for k, v in summary_d.items() if not isinstance(v, (list, dict))}))
+        print(f"report: {args.out}/summary.md", file=sys.stderr)
+        return 0
+
     if args.command == "attack":
         from mycel.sim.attacks import run_attack, scenario_options, write_attack
 
@@ -199,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     options_e = EvalOptions(
         nodes=args.nodes, partition_nodes=args.partition_nodes, sybils=args.sybils, honest_lurkers=args.lurkers,
-        attack_duration=args.attack_duration, seed=args.seed,
+        attack_duration=args.attack_duration, seed=args.seed, dht_servers=args.dht_servers,
     )
     report = evaluate(args.out, options_e, _progress(args.quiet))
     print(f"report: {report}", file=sys.stderr)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mycel.sim.attacks import AttackOptions, evaluate_attacks
+from mycel.sim.dht import DhtOptions, evaluation_lines
 from mycel.sim.report import plot_latency_cdf, write_run
 from mycel.sim.runner import PartitionPlan, RunOptions, run, summarize
 from mycel.sim.script import subnet_blob_msg
@@ -40,6 +41,8 @@ class EvalOptions:
     """Connections each attacker opens."""
     seed: int = 1
     """Seed of every run."""
+    dht_servers: int = 1000
+    """DHT servers of the DHT run (:mod:`mycel.sim.dht`; 0: no DHT run)."""
 
 
 def _pct(x: Any) -> str:
@@ -113,6 +116,10 @@ def evaluate(out: str | Path, opts: EvalOptions, progress: Callable[[str], None]
         "![scores](attack-badboy-scoring-on/scores.png) ![mesh](attack-eclipse-all-v10/honest_in_mesh.png)",
         "",
     ]
+    # 4. the DHT at scale (its summary.json and summary.md in dht-<servers>/)
+    if opts.dht_servers:
+        progress(f"dht: {opts.dht_servers} servers")
+        lines += evaluation_lines(base / f"dht-{opts.dht_servers}", DhtOptions(servers=opts.dht_servers, seed=opts.seed, progress=progress))
     (base / "evaluation.json").write_text(json.dumps({"scale": scale, "partition": psummary, "attacks": attacks}, indent=1) + "\n")
     report = base / "report.md"
     report.write_text("\n".join(lines) + "\n")
