@@ -10,8 +10,15 @@ What is modelled, and how:
 * **Bandwidth**: store-and-forward at link rate. Each node has one uplink and one downlink shared by all its
   connections: a write of ``n`` bytes occupies the sender's uplink for ``n / up`` seconds after whatever it
   was already sending, arrives ``latency`` later, then occupies the receiver's downlink for ``n / down``
-  seconds. Big messages therefore cost time, and a node that sends to many peers serializes its sends. A
-  writer blocks while its uplink has more than ``send_buffer`` bytes queued (a socket buffer).
+  seconds (a slow receiver takes a fast sender's bytes at its own rate). Big messages therefore cost time, and a node that sends to many peers serializes its sends. A
+  writer of bulk blocks while its uplink has more than ``SEND_BUFFER`` bytes queued (a socket buffer).
+  Bulk writes are served first come, first served on each link; a **short write** (at most one segment:
+  a control message such as IHAVE, GRAFT or IDONTWANT) is interleaved with the bulk of *other*
+  connections at packet granularity: it waits for the segment being sent, not for every message queued
+  before it, as a link that carries packets of several TCP connections does (Linux's default fq_codel
+  qdisc even serves such sparse flows first). Within one connection order is kept: a short write still
+  waits for that connection's own earlier bytes (TCP's head-of-line blocking). Where the bottleneck is a
+  deep FIFO queue (bufferbloat), real control messages wait longer than this.
 * **Loss**: a reliable stream does not lose bytes, it delays them: each write is cut into 1,460-byte segments
   and, when any of them is lost (probability ``loss`` each), the write arrives one retransmission timeout
   later (``max(0.2 s, 2 x RTT)``). Order is kept per direction, as TCP keeps it.
@@ -54,6 +61,8 @@ SEGMENT: Final = 1460
 """Bytes per TCP segment, for the loss model."""
 MIN_RTO: Final = 0.2
 """Shortest retransmission timeout (Linux: 200 ms)."""
+SPARSE: Final = SEGMENT
+"""Writes up to this size are interleaved with other connections' bulk at packet granularity."""
 SEND_BUFFER: Final = 256 * 1024
 """Bytes a node may have queued on its uplink before a writer blocks."""
 ACCEPT_BACKLOG: Final = 128
@@ -123,6 +132,7 @@ class _Pipe:
         self.eof = False
         self.reset = False
         self.last_at = 0.0  # in-order delivery: nothing arrives before what was written earlier
+        self.sent_at = 0.0  # when this direction's last byte leaves the sender's uplink
         self.readable = trio.Event()
         self.held: deque[bytes | None] = deque()  # written during a partition, sent when it heals
 
@@ -176,7 +186,7 @@ class SimConnection(RawConnection):
             self._network._send(self._out, bytes(data))
             node = self.node
             backlog_until = node.up_free_at - SEND_BUFFER / node.up
-            if backlog_until > trio.current_time():
+            if len(data) > SPARSE and backlog_until > trio.current_time():  # a short write never fills it
                 await trio.sleep_until(backlog_until)
         await trio.lowlevel.checkpoint()
 
@@ -448,15 +458,31 @@ class SimNetwork:
         now = trio.current_time()
         src, dst = pipe.src, pipe.dst
         size = len(data) if data else 0
-        sent = max(now, src.up_free_at) + size / src.up
-        src.up_free_at = sent
+        sparse = size <= SPARSE
+        if sparse and src.up_free_at > now:
+            # interleaved with the other connections' bulk: it waits for the segment on the wire and
+            # for this connection's own earlier bytes; the bulk queued behind it slips by its size
+            start = max(now + min(src.up_free_at - now, SEGMENT / src.up), pipe.sent_at)
+            sent = start + size / src.up
+            src.up_free_at = max(src.up_free_at + size / src.up, sent)
+        else:
+            sent = max(now, src.up_free_at) + size / src.up
+            src.up_free_at = sent
+        pipe.sent_at = sent
+        first = sent - size / src.up + pipe.latency  # when the first byte reaches the receiver
         arrive = sent + pipe.latency
         if size and self.loss:
             segments = math.ceil(size / SEGMENT)
             if self.rng.random() < 1 - (1 - self.loss) ** segments:
                 arrive += max(MIN_RTO, 4 * pipe.latency)
-        done = max(arrive, dst.down_free_at + size / dst.down)
-        dst.down_free_at = max(dst.down_free_at, done)
+        if sparse and dst.down_free_at > arrive:
+            done = arrive + min(dst.down_free_at - arrive, SEGMENT / dst.down) + size / dst.down
+            dst.down_free_at += size / dst.down
+        else:
+            # the receiver's downlink takes the bytes at its rate once they start arriving (a slow
+            # receiver of a fast sender) and after what it was already receiving
+            done = max(arrive, max(first, dst.down_free_at) + size / dst.down)
+            dst.down_free_at = max(dst.down_free_at, done)
         done = max(done, pipe.last_at)
         pipe.last_at = done
         src.bytes_sent += size

@@ -35,10 +35,10 @@ def test_subnet_blob_msg_reduced_reaches_everyone_and_idontwant_saves_duplicates
     assert [m.reach for m in files] == [m["reach"] for m in s_on["messages"]]
     s_off = sim_cli(*args, "--no-idontwant", "--no-logs", out=tmp_path / "off")
     assert s_off["min_reach"] == 1.0
-    # IDONTWANT saves duplicate payload, though less than the 25 % the issue proposes: it is consulted when a
-    # message is forwarded, and by then most copies are already queued (benchmarks/sim/report.md)
+    # IDONTWANT saves duplicate payload: 26.7 % here (27-30 % in the full runs at 30-200 nodes,
+    # benchmarks/sim/idontwant.md); 13.5 % when control messages waited behind every queued payload write
     saved = 1 - s_on["duplicate_payload_bytes"] / s_off["duplicate_payload_bytes"]
-    assert saved >= 0.05, json.dumps({"on": s_on["duplicate_payload_bytes"], "off": s_off["duplicate_payload_bytes"]})
+    assert saved >= 0.20, json.dumps({"on": s_on["duplicate_payload_bytes"], "off": s_off["duplicate_payload_bytes"]})
 
 
 def test_partition_of_half_the_network_heals_and_later_messages_reach_everyone() -> None:
