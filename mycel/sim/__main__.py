@@ -111,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dh.add_argument("--latency", choices=["regions", "uniform"], default="regions")
     dh.add_argument("--phases", default=",".join(("find_node", "ops", "partition", "crash", "sybil")), help="comma-separated")
     dh.add_argument("--no-diversity", action="store_true", help="control run: the diversity filter does not group sim IPs")
+    dh.add_argument("--no-refresh-round", action="store_true", help="measure right after bootstrap, before the tables' 10-min refresh")
     dh.add_argument("--quiet", action="store_true")
     nd = sub.add_parser("node", help="one real node under test-plans' gossipsub-interop contract (TCP port 9000)")
     nd.add_argument("--params", required=True)
@@ -181,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             options_d = DhtOptions(
                 servers=args.servers, seed=args.seed, alphas=tuple(args.alpha), keys=args.keys, ops=args.ops,
                 sybils=args.sybils, latency=args.latency, phases=tuple(p for p in args.phases.split(",") if p),
-                diversity=not args.no_diversity, progress=_progress(args.quiet),
+                diversity=not args.no_diversity, refresh_round=not args.no_refresh_round, progress=_progress(args.quiet),
             )
             result_d = run_dht(options_d)
         except ValueError as exc:

@@ -97,6 +97,9 @@ class DhtOptions:
     """Well-known servers every later server bootstraps from."""
     join_interval: float = 0.1
     """Virtual seconds between two servers coming up."""
+    refresh_round: bool = True
+    """Wait for every table's first refresh (10 min after its server came up) before measuring; False:
+    measure 60 s after the last server joined, on tables built by the bootstrap (connect, self-lookup) alone."""
     request_timeout: float = 10.0
     """``KadDHT.request_timeout``."""
     crash_fraction: float = 0.1
@@ -304,7 +307,8 @@ class _Scenario:
                 self.say(f"{i + 1} servers up ({time.monotonic() - self.wall0:.0f}s wall)")
         # every table refreshes all its buckets (and looks itself up again) 10 minutes after its server came
         # up: wait for the last server's round, plus time for its lookups to end
-        await trio.sleep_until(self.t0 + (opts.servers - 1) * opts.join_interval + REFRESH_INTERVAL + 60.0)
+        wait = REFRESH_INTERVAL + 60.0 if opts.refresh_round else 60.0
+        await trio.sleep_until(self.t0 + (opts.servers - 1) * opts.join_interval + wait)
         self.figures["tables"] = self.table_figures()
         self.say(f"tables built: {self.figures['tables']}")
 
