@@ -861,13 +861,12 @@ def summarize_attack(result: AttackResult) -> dict[str, Any]:
 
 
 MAIN_SCENARIOS = (
-    "badboy", "eclipse-single", "eclipse-single-sparse", "eclipse-all", "eclipse-publishers", "covert-flash",
-    "cold-boot", "attack-at-dawn",
+    "eclipse-single", "eclipse-all", "covert-flash", "cold-boot", "attack-at-dawn", "eclipse-publishers", "badboy",
 )
 """The Sybil scenarios of the evaluation's attack table (each with scoring on and off)."""
-V10_SCENARIOS = ("eclipse-single-sparse", "eclipse-all", "eclipse-publishers")
+V10_SCENARIOS = ("eclipse-all", "eclipse-publishers")
 """Scenarios also run with all the v1.1 hardening off (the report's v1.0 baseline)."""
-P3_SCALED_SCENARIOS = ("eclipse-all",)
+P3_SCALED_SCENARIOS = ("eclipse-single", "covert-flash", "badboy")
 """Scenarios also run with P3 rescaled to the message rate (``p3_scaled``)."""
 
 
