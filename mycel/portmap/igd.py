@@ -67,7 +67,8 @@ def parse_http_response(data: bytes) -> tuple[int, bytes]:
         raise UpnpMessageError("HTTP answer without a header block under 8 KiB")
     lines = data[:end].decode("latin-1").split("\r\n")
     status_line = lines[0].split(" ", 2)
-    if len(status_line) < 2 or not status_line[0].startswith("HTTP/1.") or not status_line[1].isdigit():
+    status = upnp.parse_decimal(status_line[1], 3) if len(status_line) >= 2 else None
+    if status is None or not status_line[0].startswith("HTTP/1."):
         raise UpnpMessageError(f"bad HTTP status line {lines[0][:40]!r}")
     headers = {}
     for line in lines[1:]:
@@ -77,13 +78,13 @@ def parse_http_response(data: bytes) -> tuple[int, bytes]:
     if headers.get("transfer-encoding", "").lower() == "chunked":
         body = _dechunk(body)
     elif "content-length" in headers:
-        length = headers["content-length"]
-        if not length.isdigit() or int(length) > len(body):
-            raise UpnpMessageError(f"HTTP Content-Length {length[:20]!r} for {len(body)} bytes")
-        body = body[: int(length)]
+        length = upnp.parse_decimal(headers["content-length"], 20)
+        if length is None or length > len(body):
+            raise UpnpMessageError(f"HTTP Content-Length {headers['content-length'][:20]!r} for {len(body)} bytes")
+        body = body[:length]
     if len(body) > upnp.MAX_XML:
         raise UpnpMessageError(f"HTTP body of {len(body)} bytes (> {upnp.MAX_XML})")
-    return int(status_line[1]), body
+    return status, body
 
 
 def _dechunk(data: bytes) -> bytes:
@@ -94,10 +95,11 @@ def _dechunk(data: bytes) -> bytes:
         if eol < 0:
             raise UpnpMessageError("truncated chunked HTTP body")
         size_text = data[pos:eol].split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise UpnpMessageError(f"bad chunk size {size_text[:16]!r}") from None
+        # hex digits only: int() also takes a sign ("-6" sent this loop back to where it started,
+        # forever), underscores and spaces
+        if not 0 < len(size_text) <= 16 or size_text.strip(b"0123456789abcdefABCDEF"):
+            raise UpnpMessageError(f"bad chunk size {size_text[:16]!r}")
+        size = int(size_text, 16)
         if size == 0:
             return bytes(out)
         if size > upnp.MAX_XML or eol + 2 + size > len(data):

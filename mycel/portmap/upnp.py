@@ -102,10 +102,27 @@ def parse_ssdp_response(data: bytes) -> SsdpResponse:
         if sep:
             headers[name.strip().lower()] = value.strip()
     location = headers.get("location", "")
-    url = urllib.parse.urlsplit(location)
-    if url.scheme != "http" or not url.hostname:
+    if _http_url(location) is None:
         raise UpnpMessageError(f"SSDP answer without an http LOCATION: {location[:80]!r}")
     return SsdpResponse(location, headers.get("st", ""), headers.get("usn", ""))
+
+
+def _http_url(url: str) -> urllib.parse.SplitResult | None:
+    """``url`` split, if it is an http URL with a host and a valid port (None otherwise: urllib raises
+    ValueError for a bad ``[IPv6]`` host, a netloc that NFKC-normalizes to ``/?#@:``, a port out of range)."""
+    try:
+        parsed = urllib.parse.urlsplit(url)
+        parsed.port  # noqa: B018 (validates the port)
+    except ValueError:
+        return None
+    return parsed if parsed.scheme == "http" and parsed.hostname else None
+
+
+def parse_decimal(text: str | None, max_digits: int) -> int | None:
+    """A decimal field of at most ``max_digits`` ASCII digits (``str.isdigit`` accepts ``²``, which
+    ``int`` refuses, and ``int`` refuses more than 4300 digits)."""
+    text = (text or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= max_digits else None
 
 
 def _parse_xml(data: bytes) -> Element:
@@ -117,6 +134,8 @@ def _parse_xml(data: bytes) -> Element:
         raise UpnpMessageError(f"hostile XML refused: {type(exc).__name__}") from None
     except SafeET.ParseError as exc:
         raise UpnpMessageError(f"malformed XML: {exc}") from None
+    except (LookupError, ValueError) as exc:  # the declared encoding: unknown, or multi-byte (expat refuses)
+        raise UpnpMessageError(f"XML in an encoding we cannot read: {str(exc)[:80]}") from None
     return root
 
 
@@ -139,9 +158,12 @@ def parse_description(data: bytes, location: str) -> WanService:
             found[kind] = control
     for kind in WAN_SERVICES:
         if kind in found:
-            url = urllib.parse.urljoin(base, found[kind])
-            parsed, origin = urllib.parse.urlsplit(url), urllib.parse.urlsplit(location)
-            if parsed.scheme != "http" or parsed.hostname != origin.hostname:
+            try:
+                url = urllib.parse.urljoin(base, found[kind])
+            except ValueError:
+                raise UpnpMessageError(f"bad control URL {found[kind][:80]!r} (base {base[:80]!r})") from None
+            parsed, origin = _http_url(url), urllib.parse.urlsplit(location)
+            if parsed is None or parsed.hostname != origin.hostname:
                 raise UpnpMessageError(f"control URL {url[:80]!r} is not on the device's host {origin.hostname}")
             return WanService(kind, url)
     raise UpnpMessageError("the device description has no WANIPConnection / WANPPPConnection service")
@@ -169,7 +191,7 @@ def parse_soap_response(status: int, data: bytes, action: str) -> dict[str, str]
         if fault is not None:
             code_text = next((e.text for e in fault.iter(f"{{{_CONTROL_NS}}}errorCode")), None)
             desc = next((e.text for e in fault.iter(f"{{{_CONTROL_NS}}}errorDescription")), None) or ""
-            code = int(code_text) if code_text and code_text.strip().isdigit() else None
+            code = parse_decimal(code_text, 9)
             raise UpnpError(f"{action} refused: {code} {desc[:80]}", code)
     if status != 200:
         raise UpnpError(f"{action}: HTTP {status}", None)
@@ -224,6 +246,7 @@ __all__ = [
     "add_port_mapping_args",
     "delete_port_mapping_args",
     "msearch",
+    "parse_decimal",
     "parse_description",
     "parse_external_ip",
     "parse_soap_response",

@@ -532,6 +532,10 @@ class MdnsCore:
                 self.stats.bad_addrs += 1
                 self._ratelog(now, logging.INFO, "bad addresses", "mdns: dnsaddr from %s names no or another peer: %s", src[0], addr)
                 continue
+            if not addr.to_bytes() or split_peer_id(addr)[1] is not None:  # "/p2p/<id>" alone, or "/p2p" twice
+                self.stats.bad_addrs += 1
+                self._ratelog(now, logging.INFO, "bad addresses", "mdns: dnsaddr from %s holds no address: %r", src[0], s[:80])
+                continue
             peer = owner
             if addr not in addrs:
                 addrs.append(addr)
