@@ -30,10 +30,13 @@ INPUTS = {
     "rendezvous": 300,
     "plaintext": 1500,
     "autonat": 3000,
+    "mdns": 400,
+    "portmap": 500,
+    "dcutr": 400,
 }
 # decoders whose inputs must also get past the first stage into the next (decrypted, applied, ...)
 DEEP = {"multistream", "yamux", "mplex", "peer_record", "tls_certificate", "noise_handshake", "noise_transport",
-        "identify", "kad", "gossipsub", "relay", "rendezvous", "autonat"}
+        "identify", "kad", "gossipsub", "relay", "rendezvous", "autonat", "mdns", "portmap", "dcutr"}
 
 
 def _report(stats: Stats) -> str:
