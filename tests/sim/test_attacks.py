@@ -65,7 +65,7 @@ def test_eclipse_all_scoring_keeps_delivery_fast_and_without_the_hardening_sybil
     # nearly all of them through; the evaluation's table has the delivery figures)
     assert v10["sybils_in_mesh_mean_last"] > on["sybils_in_mesh_mean_last"] + 2, v10
     assert v10["honest_in_mesh_mean_last"] < on["honest_in_mesh_mean_last"] - 2
-    assert v10["latency_p50"] > 10 * on["latency_p50"] and v10["latency_p99"] > 10 * on["latency_p99"]
+    assert v10["latency_p50"] > 2 * on["latency_p50"] and v10["latency_p99"] > 10 * on["latency_p99"]
     assert v10["honest_delivery"] <= on["honest_delivery"]
 
 
