@@ -31,6 +31,7 @@ from fuzz.core import FdpSource, Stats, execute
 def main() -> None:
     name, inputs, out = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     max_seconds = float(sys.argv[4]) if len(sys.argv) > 4 else float("inf")
+    corpus = sys.argv[5:6]  # a corpus directory libFuzzer reads and adds to (optional)
     harness = by_name(name)()
     stats = Stats(name)
     started = [0.0]
@@ -55,7 +56,7 @@ def main() -> None:
             started[0] = time.perf_counter()
             # -runs is a backstop: the harness ends the process itself after `inputs`
             atheris.Setup([sys.argv[0], f"-runs={inputs + 10}", "-max_len=4096", "-print_final_stats=0",
-                           "-handle_term=0", "-handle_int=0"], one_input)
+                           "-handle_term=0", "-handle_int=0", *corpus], one_input)
             atheris.Fuzz()
             finish()  # (if libFuzzer ever returns)
 

@@ -42,12 +42,14 @@ def _atheris_available() -> bool:
     return True
 
 
-def _run_atheris(name: str, inputs: int, max_seconds: float | None) -> dict[str, Any]:
+def _run_atheris(name: str, inputs: int, max_seconds: float | None, corpus: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "stats.json"
         cmd = [sys.executable, "-m", "fuzz.atheris_main", name, str(inputs), str(out)]
-        if max_seconds is not None:
-            cmd.append(str(max_seconds))
+        cmd.append(str(max_seconds) if max_seconds is not None else "inf")
+        if corpus is not None:  # libFuzzer reads it first and adds what finds new coverage: runs build on each other
+            (corpus / name).mkdir(parents=True, exist_ok=True)
+            cmd.append(str(corpus / name))
         timeout = None if max_seconds is None else max_seconds + 300
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -66,6 +68,19 @@ def _run_random(name: str, inputs: int, seed: int) -> dict[str, Any]:
     return run_inputs(by_name(name)(), inputs, seed).to_json()
 
 
+def _add_to_totals(path: Path, totals: dict[str, dict[str, Any]], r: dict[str, Any], engine: str) -> None:
+    """Add one decoder's result to the totals file (written after every decoder: a stopped run keeps what it did)."""
+    t = totals.setdefault(r["name"], {"inputs": 0, "past_header": 0, "deep": 0, "typed_errors": 0, "unexpected": 0,
+                                      "seconds": 0.0, "sittings": 0, "engines": []})
+    for key in ("inputs", "past_header", "deep", "typed_errors", "unexpected", "seconds"):
+        t[key] += r[key]
+    t["sittings"] += 1
+    if engine not in t["engines"]:
+        t["engines"].append(engine)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(totals, indent=1, sort_keys=True))
+
+
 def _line(r: dict[str, Any]) -> str:
     return (f"{r['name']:<18} {r['inputs']:>10,} {r['past_header']:>10,} {r['past_ratio']:>6.1%} {r['deep']:>10,} "
             f"{r['typed_errors']:>10,} {r['unexpected']:>6} {r['seconds']:>9.1f}")
@@ -80,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="stop a decoder after this many seconds, reporting the inputs it ran (atheris engine)")
     parser.add_argument("--json", type=Path, default=None, help="where to write the results")
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="keep each decoder's libFuzzer corpus in CORPUS/<decoder> (atheris): a later run goes on from it")
+    parser.add_argument("--totals", type=Path, default=None,
+                        help="add this run's counts to a JSON of totals per decoder (runs in several sittings add up)")
+    parser.add_argument("--remaining", action="store_true",
+                        help="with --totals: run each decoder only for what its total lacks of --inputs")
     parser.add_argument("--list", action="store_true", help="list the decoders and exit")
     args = parser.parse_args(argv)
     if args.list:
@@ -93,12 +114,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"engine {engine}, {args.inputs:,} inputs per decoder, {len(names)} decoders", flush=True)
     print(f"{'decoder':<18} {'inputs':>10} {'past hdr':>10} {'ratio':>6} {'deeper':>10} {'typed err':>10} "
           f"{'unexp':>6} {'seconds':>9}", flush=True)
+    totals: dict[str, dict[str, Any]] = json.loads(args.totals.read_text()) if args.totals and args.totals.exists() else {}
     results = []
     for name in names:
+        inputs = args.inputs
+        if args.remaining:
+            inputs -= totals.get(name, {}).get("inputs", 0)
+            if inputs <= 0:
+                continue
         if engine == "atheris":
-            r = _run_atheris(name, args.inputs, args.max_seconds)
+            r = _run_atheris(name, inputs, args.max_seconds, args.corpus)
         else:
-            r = _run_random(name, args.inputs, args.seed)
+            r = _run_random(name, inputs, args.seed)
+        if args.totals is not None:
+            _add_to_totals(args.totals, totals, r, engine)
         results.append(r)
         print(_line(r), flush=True)
         for f in r["findings"]:
