@@ -680,12 +680,13 @@ def _frac(counts: dict[str, Any] | None, key: str) -> str:
 def markdown_lines(summary: dict[str, Any], *, heading: str = "##") -> list[str]:
     """The markdown of one DHT run's summary (a section of a report)."""
     o = summary["options"]
+    refresh = "then the tables' own refresh after 10 min" if o.get("refresh_round", True) else "no refresh round waited for"
     lines = [
         f"{heading} DHT at scale: {o['servers']} servers, seed {o['seed']}, {o['latency']} latencies",
         "",
         f"Real hosts (identify, yamux, plaintext, `KadDHT` servers) on the simulated network; tables built by real "
         f"bootstrap ({o['bootstrappers']} well-known servers, one joining every {o['join_interval']} s, self-lookup, "
-        f"then the tables' own refresh after 10 min). Cost: {summary['cpu_seconds']} s CPU, {summary['wall_seconds']} s "
+        f"{refresh}). Cost: {summary['cpu_seconds']} s CPU, {summary['wall_seconds']} s "
         f"wall, peak RSS {summary['max_rss_mib']} MiB, {summary['virtual_seconds']} virtual s.",
         "",
     ]
