@@ -126,3 +126,15 @@ def test_mdns_dnsaddr_that_is_only_a_peer_id_gives_no_address() -> None:
     assert core.peers() == {} and core.stats.bad_addrs == 2
     core.receive(announce(f"dnsaddr=/p2p/{peer}", f"dnsaddr=/ip4/192.168.1.2/tcp/1/p2p/{peer}"), ("192.168.1.2", 5353), 1.0)
     assert [str(a) for a in core.peers()[peer]] == ["/ip4/192.168.1.2/tcp/1"]
+
+
+def test_autonat_refuses_an_address_whose_protocols_do_not_walk() -> None:
+    """Found by the autonat atheris run: ``/ip6zone/116e1`` as bytes survives the string round trip but
+    walking its protocols raises BinaryParseError, which escaped from the v1 server's dial-candidate check."""
+    from mycel.core.addrs import is_relay_addr
+    from mycel.protocols.autonat.messages import parse_addrs
+
+    raw = b"*\x06116\x01e1"
+    assert parse_addrs([raw]) == [None]  # refused at decode, as any address that does not parse
+    assert parse_addrs([b"\x04\x7f\x00\x00\x01\x06\x0f\xa1"]) != [None]  # /ip4/127.0.0.1/tcp/4001 still kept
+    assert not is_relay_addr(parse_addrs([b"\x04\x7f\x00\x00\x01\x06\x0f\xa1"])[0])

@@ -154,6 +154,7 @@ def parse_addrs(raw: list[bytes] | tuple[bytes, ...], limit: int = MAX_ADDRS) ->
         try:  # Multiaddr(bytes) parses lazily: the string round trip checks the bytes (and that they are canonical)
             addr = Multiaddr(bytes(data))
             ok = Multiaddr(str(addr)).to_bytes() == bytes(data)
+            list(addr.protocols())  # (some bytes survive the round trip but not a walk of their protocols)
         except Exception:  # the multiaddr package raises many unrelated types on bad input
             ok = False
         out.append(addr if ok else None)
