@@ -9,7 +9,8 @@ at scale (:mod:`mycel.sim.dht`); ``python -m mycel.sim evaluate --out benchmarks
 ``python -m mycel.sim node --params params.json`` is one real node for test-plans' gossipsub-interop harness
 (:mod:`mycel.sim.interop_node`).
 
-The process re-executes itself with ``PYTHONHASHSEED=0`` so that a seed gives the same run every time.
+The process re-executes itself with ``PYTHONHASHSEED=0``, and the runs break trio's deadline ties in the order the
+deadlines were set (not by ``id()``), so that a seed gives the same run every time, on any machine.
 """
 
 from __future__ import annotations

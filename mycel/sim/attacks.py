@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-import trio.testing
 from multiaddr import Multiaddr
 
 from mycel.core.errors import MycelError
@@ -59,7 +58,7 @@ from mycel.sim.hosts import sim_config
 from mycel.sim.interop_log import InteropLog, MessageStats, analyze_lines
 from mycel.sim.latency import Uniform
 from mycel.sim.network import SimNetwork
-from mycel.sim.runner import InteropGossipsub, _cpu, interop_config, interop_identity, seed_trio_scheduler
+from mycel.sim.runner import InteropGossipsub, _cpu, interop_config, interop_identity, run_virtual
 from mycel.sim.script import message_payload
 
 TOPIC = "blocks"
@@ -744,8 +743,7 @@ async def run_attack_async(opts: AttackOptions) -> AttackResult:
 
 def run_attack(opts: AttackOptions) -> AttackResult:
     """:func:`run_attack_async` in a fresh ``trio.run`` on virtual time."""
-    seed_trio_scheduler(opts.seed)
-    return trio.run(run_attack_async, opts, clock=trio.testing.MockClock(autojump_threshold=0))
+    return run_virtual(run_attack_async, opts, seed=opts.seed)
 
 
 def target_recovery(result: AttackResult, *, need: int = 3) -> dict[str, Any]:

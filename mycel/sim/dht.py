@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-import trio.testing
 from multiaddr import Multiaddr
 
 from mycel.core.identity import Identity
@@ -658,10 +657,9 @@ async def run_dht_async(opts: DhtOptions) -> DhtResult:
 
 def run_dht(opts: DhtOptions) -> DhtResult:
     """:func:`run_dht_async` in a fresh ``trio.run`` on virtual time, trio's scheduler seeded."""
-    from mycel.sim.runner import seed_trio_scheduler
+    from mycel.sim.runner import run_virtual
 
-    seed_trio_scheduler(opts.seed)
-    return trio.run(run_dht_async, opts, clock=trio.testing.MockClock(autojump_threshold=0))
+    return run_virtual(run_dht_async, opts, seed=opts.seed)
 
 
 # -- reports ----------------------------------------------------------------------------------------------

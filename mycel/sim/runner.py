@@ -14,6 +14,8 @@ the router depends on it); the CLI pins it to 0.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
 import math
 import random
@@ -21,7 +23,7 @@ import resource
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 import trio.testing
@@ -380,8 +382,23 @@ def _delay_validator(delay: float) -> Callable[[PubsubMessage], Any]:
 
 def run(script: Script, options: RunOptions) -> RunResult:
     """:func:`run_script` in a fresh ``trio.run`` on a :class:`trio.testing.MockClock` (virtual time)."""
-    seed_trio_scheduler(options.seed)
-    return trio.run(run_script, script, options, clock=trio.testing.MockClock(autojump_threshold=0))
+    return run_virtual(run_script, script, options, seed=options.seed)
+
+
+_T = TypeVar("_T")
+
+
+def run_virtual(fn: Callable[..., Awaitable[_T]], *args: Any, seed: int) -> _T:
+    """``trio.run(fn, *args)`` on a :class:`trio.testing.MockClock` (virtual time), repeatable from ``seed``:
+    trio's scheduler seeded (:func:`seed_trio_scheduler`) and its deadline ties broken in the order the
+    deadlines were set (:func:`order_deadline_ties`)."""
+    seed_trio_scheduler(seed)
+
+    async def main() -> _T:
+        order_deadline_ties()
+        return await fn(*args)
+
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 def seed_trio_scheduler(seed: int) -> None:
@@ -390,6 +407,35 @@ def seed_trio_scheduler(seed: int) -> None:
     scheduler_rng = getattr(trio._core._run, "_r", None)
     if isinstance(scheduler_rng, random.Random):
         scheduler_rng.seed(seed)
+
+
+def order_deadline_ties() -> None:
+    """Make the running trio loop expire cancel scopes with equal deadlines in the order their deadlines
+    were set, not by ``id()`` of the scope as trio does: on virtual time many timers land on the same
+    instant, and the ids depend on the process's allocation history (its environment, its paths), so two
+    checkouts ran the same seed to different figures. Call first thing inside ``trio.run``; a no-op if
+    trio's internals are not the expected shape."""
+    runner = getattr(getattr(trio._core._run, "GLOBAL_RUN_CONTEXT", None), "runner", None)
+    deadlines = getattr(runner, "deadlines", None)
+    heap = getattr(deadlines, "_heap", None)
+    if runner is None or deadlines is None or not isinstance(heap, list) or isinstance(deadlines, _OrderedDeadlines):
+        return
+    ordered = _OrderedDeadlines()
+    ordered._heap = [(d, next(ordered._counter), scope) for d, _, scope in sorted(heap, key=lambda e: (e[0], e[1]))]
+    ordered._active = deadlines._active
+    runner.deadlines = ordered
+
+
+class _OrderedDeadlines(trio._core._run.Deadlines):
+    """trio's deadline heap with a set-order tie-breaker (see :func:`order_deadline_ties`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._counter = itertools.count()
+
+    def add(self, deadline: float, cancel_scope: Any) -> None:
+        heapq.heappush(self._heap, (deadline, next(self._counter), cancel_scope))
+        self._active += 1
 
 
 def summarize(result: RunResult, *, skip: int = 4) -> dict[str, Any]:
