@@ -819,86 +819,84 @@ class Host:
         return list(self._handlers)
 
     async def _handle_inbound_stream(self, stream: MuxedStream) -> None:
+        # one coroutine from reservation to the handler's end: its frame lives as long as the stream
         cscope = self.swarm.scope_of(stream.connection)
-        if cscope is None:  # (a connection being closed)
-            await self._serve_inbound_stream(stream, None)
-            return
-        try:
-            scope = cscope.open_stream(Direction.INBOUND)
-        except ResourceLimitExceeded:  # counted and reported by the resource manager
-            await _reset_quietly(stream)
-            return
-        try:
-            await self._serve_inbound_stream(stream, scope)
-        finally:
-            scope.done()
-
-    async def _serve_inbound_stream(self, stream: MuxedStream, scope: StreamScope | None) -> None:
-        conn = stream.connection
-        peer = conn.remote_peer
-        busy = self._negotiating.get(conn, 0)
-        if busy >= self.config.max_negotiating_streams:
-            self.refused_streams += 1
-            if self.refused_streams & (self.refused_streams - 1) == 0:  # 1st, 2nd, 4th, 8th, ...: logs stay few
-                log.info(
-                    "%s keeps %d streams in negotiation; resetting new ones (%d so far)",
-                    peer,
-                    busy,
-                    self.refused_streams,
-                )
-            await _reset_quietly(stream)
-            return
-        self._negotiating[conn] = busy + 1
-        try:
-            with trio.fail_after(self.config.negotiate_timeout):
-                proto = await select_inbound(stream, self._handlers.__contains__, lambda: list(self._handlers))
-        except (MycelError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.debug("inbound stream from %s: negotiation failed: %r", peer, exc)
-            await _reset_quietly(stream)
-            return
-        finally:
-            left = self._negotiating[conn] - 1
-            if left:
-                self._negotiating[conn] = left
-            else:
-                del self._negotiating[conn]
-        handler = self._handlers.get(proto)
-        if handler is None:
-            await _reset_quietly(stream)
-            return
-        if scope is not None:
+        scope: StreamScope | None = None
+        if cscope is not None:  # (None: a connection being closed)
             try:
-                scope.set_protocol(proto)
-                if handler.owner is not None:
-                    scope.set_service(handler.owner.state.name)
+                scope = cscope.open_stream(Direction.INBOUND)
             except ResourceLimitExceeded:  # counted and reported by the resource manager
                 await _reset_quietly(stream)
                 return
-        if handler.active >= handler.limit:
-            log.warning("too many %s streams being handled (%d); resetting one from %s", proto, handler.limit, peer)
-            await _reset_quietly(stream)
-            return
-        stream.protocol = proto
-        self.emit(StreamOpened(peer, proto, Direction.INBOUND))
-        handler.active += 1
         try:
-            result = handler.func(stream)
-            if not inspect.isawaitable(result):
-                raise TypeError(f"stream handler for {proto} returned {type(result).__name__}, not an awaitable")
-            await result
-        except _PEER_ERRORS as exc:  # the peer's or the connection's doing: log, report, keep serving
-            log.info("%s stream from %s failed: %s", proto, peer, _reason(exc))
-            self.emit(StreamHandlerFailed(peer, proto, exc))
-            await _reset_quietly(stream)
-        except Exception as exc:  # a bug in the handler: loud, with the traceback
-            log.error("handler for %s from %s raised", proto, peer, exc_info=exc)
-            self.emit(StreamHandlerFailed(peer, proto, exc))
-            await _reset_quietly(stream)
+            conn = stream.connection
+            peer = conn.remote_peer
+            busy = self._negotiating.get(conn, 0)
+            if busy >= self.config.max_negotiating_streams:
+                self.refused_streams += 1
+                if self.refused_streams & (self.refused_streams - 1) == 0:  # 1st, 2nd, 4th, 8th, ...: logs stay few
+                    log.info(
+                        "%s keeps %d streams in negotiation; resetting new ones (%d so far)",
+                        peer,
+                        busy,
+                        self.refused_streams,
+                    )
+                await _reset_quietly(stream)
+                return
+            self._negotiating[conn] = busy + 1
+            try:
+                with trio.fail_after(self.config.negotiate_timeout):
+                    proto = await select_inbound(stream, self._handlers.__contains__, lambda: list(self._handlers))
+            except (MycelError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.debug("inbound stream from %s: negotiation failed: %r", peer, exc)
+                await _reset_quietly(stream)
+                return
+            finally:
+                left = self._negotiating[conn] - 1
+                if left:
+                    self._negotiating[conn] = left
+                else:
+                    del self._negotiating[conn]
+            handler = self._handlers.get(proto)
+            if handler is None:
+                await _reset_quietly(stream)
+                return
+            if scope is not None:
+                try:
+                    scope.set_protocol(proto)
+                    if handler.owner is not None:
+                        scope.set_service(handler.owner.state.name)
+                except ResourceLimitExceeded:  # counted and reported by the resource manager
+                    await _reset_quietly(stream)
+                    return
+            if handler.active >= handler.limit:
+                log.warning("too many %s streams being handled (%d); resetting one from %s", proto, handler.limit, peer)
+                await _reset_quietly(stream)
+                return
+            stream.protocol = proto
+            self.emit(StreamOpened(peer, proto, Direction.INBOUND))
+            handler.active += 1
+            try:
+                result = handler.func(stream)
+                if not inspect.isawaitable(result):
+                    raise TypeError(f"stream handler for {proto} returned {type(result).__name__}, not an awaitable")
+                await result
+            except _PEER_ERRORS as exc:  # the peer's or the connection's doing: log, report, keep serving
+                log.info("%s stream from %s failed: %s", proto, peer, _reason(exc))
+                self.emit(StreamHandlerFailed(peer, proto, exc))
+                await _reset_quietly(stream)
+            except Exception as exc:  # a bug in the handler: loud, with the traceback
+                log.error("handler for %s from %s raised", proto, peer, exc_info=exc)
+                self.emit(StreamHandlerFailed(peer, proto, exc))
+                await _reset_quietly(stream)
+            finally:
+                handler.active -= 1
+                with trio.CancelScope(shield=True):
+                    with contextlib.suppress(MycelError, trio.BrokenResourceError, trio.ClosedResourceError):
+                        await stream.aclose()
         finally:
-            handler.active -= 1
-            with trio.CancelScope(shield=True):
-                with contextlib.suppress(MycelError, trio.BrokenResourceError, trio.ClosedResourceError):
-                    await stream.aclose()
+            if scope is not None:
+                scope.done()
 
     async def new_stream(
         self,

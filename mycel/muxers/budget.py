@@ -152,8 +152,7 @@ class RateLimit:
     __slots__ = ("rate", "burst", "_tokens", "_last", "refused")
 
     def __init__(self, rate: float, burst: float) -> None:
-        if rate < 0 or burst < 1:
-            raise ValueError("a rate limit needs rate >= 0 and burst >= 1")
+        check_rate(rate, burst)
         self.rate = rate
         self.burst = burst
         self._tokens = float(burst)
@@ -174,6 +173,12 @@ class RateLimit:
         return False
 
 
+def check_rate(rate: float, burst: float) -> None:
+    """Raise ValueError unless ``rate`` >= 0 and ``burst`` >= 1 (what :class:`RateLimit` accepts)."""
+    if rate < 0 or burst < 1:
+        raise ValueError("a rate limit needs rate >= 0 and burst >= 1")
+
+
 class SessionGuard:
     """The bookkeeping both muxer cores share for one session: its memory reservation (inside
     ``memory``), its inbound streams (at most ``max_inbound``, opened at ``stream_rate`` per second
@@ -184,8 +189,12 @@ class SessionGuard:
         "reserved",
         "inbound",
         "max_inbound",
-        "stream_rate",
-        "junk_rate",
+        "_stream_rate",
+        "_junk_rate",
+        "_stream_per_s",
+        "_stream_burst",
+        "_junk_per_s",
+        "_junk_burst",
         "refused",
         "peer_streams",
         "_peer_held",
@@ -207,9 +216,31 @@ class SessionGuard:
         self.reserved = 0  # bytes this session holds of ``memory``
         self.inbound = 0  # inbound streams open
         self.max_inbound = max_inbound
-        self.stream_rate = RateLimit(stream_rate, stream_burst)
-        self.junk_rate = RateLimit(junk_rate, junk_burst)
+        check_rate(stream_rate, stream_burst)
+        check_rate(junk_rate, junk_burst)
+        # the buckets are made at their first event: most connections never see a junk frame, an idle one
+        # no inbound stream (the numbers are the muxer's: nothing is allocated for them here)
+        self._stream_per_s, self._stream_burst = stream_rate, stream_burst
+        self._junk_per_s, self._junk_burst = junk_rate, junk_burst
+        self._stream_rate: RateLimit | None = None
+        self._junk_rate: RateLimit | None = None
         self.refused: dict[str, int] = {}
+
+    @property
+    def stream_rate(self) -> RateLimit:
+        """The inbound-stream token bucket."""
+        rate = self._stream_rate
+        if rate is None:
+            rate = self._stream_rate = RateLimit(self._stream_per_s, self._stream_burst)
+        return rate
+
+    @property
+    def junk_rate(self) -> RateLimit:
+        """The token bucket of frames that do nothing."""
+        rate = self._junk_rate
+        if rate is None:
+            rate = self._junk_rate = RateLimit(self._junk_per_s, self._junk_burst)
+        return rate
 
     def admit(self, now: float, reserve: int) -> str | None:
         """A new inbound stream that needs ``reserve`` bytes at once: None if it may open (counted),

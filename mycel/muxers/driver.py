@@ -355,6 +355,14 @@ class MuxedStreamImpl(MuxedStreamBase["MuxedConnection"]):
 class MuxedConnection(Connection):
     """A secured connection multiplexed by a sans-IO core; what Yamux/Mplex.new_connection return."""
 
+    # one per connection, idle or not: slots, not an instance dict (past 30 attributes, not even key-shared)
+    __slots__ = (
+        "_secure", "_core", "_close_timeout", "_on_closed", "_refusals_logged", "_refusal_log_at", "_streams",
+        "_accept_queue", "_accept_lot", "_inbound_handler", "_open_lot", "_writer_lot", "_flush_lot", "_pings",
+        "_closed", "_close_reason", "_started", "_running", "_run_done", "_writer_idle", "_writer_dead",
+        "_yields", "_reader_scope", "_stats", "_rtt_core",
+    )
+
     def __init__(
         self,
         secure: SecureConnection,
@@ -849,10 +857,20 @@ def budgeted_connection(
     peer = secure.remote_peer
     peer_memory, peer_streams = peer_budgets.acquire(peer)
     core = make_core(MemoryBudget(connection_memory, peer_memory), peer_streams)
+    on_closed = _PeerRelease(peer_budgets, peer, trimmer)
+    return MuxedConnection(secure, core, close_timeout=close_timeout, on_closed=on_closed)
 
-    def closed() -> None:
-        peer_budgets.drop(peer)
-        if trimmer is not None:
-            trimmer.connection_closed()
 
-    return MuxedConnection(secure, core, close_timeout=close_timeout, on_closed=closed)
+class _PeerRelease:
+    """What a budgeted connection does once it is gone: drop its peer's budget entry, trim memory
+    (an object, not a closure: it lives as long as the connection)."""
+
+    __slots__ = ("_budgets", "_peer", "_trimmer")
+
+    def __init__(self, budgets: PeerBudgets, peer: object, trimmer: MemoryTrimmer | None) -> None:
+        self._budgets, self._peer, self._trimmer = budgets, peer, trimmer
+
+    def __call__(self) -> None:
+        self._budgets.drop(self._peer)
+        if self._trimmer is not None:
+            self._trimmer.connection_closed()

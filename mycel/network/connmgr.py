@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Hashable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import trio
@@ -52,19 +52,21 @@ class ConnManagerConfig:
             raise ConfigError("ConnManagerConfig: grace and silence must not be negative")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Peer:
     first_seen: float
     conns: int = 0
-    tags: dict[str, int] = field(default_factory=dict)
+    # tag -> value; made at the first tag (one of these per connected peer, most with no tags)
+    tags: dict[str, int] | None = None
     value: int = 0
     # decaying tags: tag -> (value, decay per second, when set); worth max(0, value - rate * age)
-    decaying: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    decaying: dict[str, tuple[float, float, float]] | None = None
 
     def worth(self, now: float) -> float:
         total = float(self.value)
-        for value, rate, since in self.decaying.values():
-            total += max(0.0, value - rate * (now - since))
+        if self.decaying:
+            for value, rate, since in self.decaying.values():
+                total += max(0.0, value - rate * (now - since))
         return total
 
 
@@ -119,15 +121,18 @@ class ConnManagerCore(Generic[C]):
             if len(self._peers) >= MAX_PEERS:
                 return  # a tag for a peer not connected, and too many peers known: ignored
             info = self._peers[peer] = _Peer(first_seen=now)
-        if tag not in info.tags and len(info.tags) >= MAX_TAGS_PER_PEER:
+        tags = info.tags
+        if tags is None:
+            tags = info.tags = {}
+        if tag not in tags and len(tags) >= MAX_TAGS_PER_PEER:
             return
-        info.value += value - info.tags.get(tag, 0)
-        info.tags[tag] = value
+        info.value += value - tags.get(tag, 0)
+        tags[tag] = value
 
     def untag_peer(self, peer: PeerId, tag: str) -> None:
         """Remove ``peer``'s ``tag``."""
         info = self._peers.get(peer)
-        if info is not None and tag in info.tags:
+        if info is not None and info.tags and tag in info.tags:
             info.value -= info.tags.pop(tag)
             if not info.conns and not info.tags and not info.decaying:
                 del self._peers[peer]
@@ -137,11 +142,11 @@ class ConnManagerCore(Generic[C]):
         it with its current set (gossipsub's mesh) and the differences are applied."""
         want = set(peers)
         for peer, info in list(self._peers.items()):
-            if tag in info.tags and peer not in want:
+            if info.tags and tag in info.tags and peer not in want:
                 self.untag_peer(peer, tag)
         for peer in want:
             known = self._peers.get(peer)
-            if known is not None and known.conns and known.tags.get(tag) != value:
+            if known is not None and known.conns and (known.tags is None or known.tags.get(tag) != value):
                 self.tag_peer(peer, tag, value, now)
 
     def tag_value(self, peer: PeerId, now: float = 0.0) -> float:
@@ -157,11 +162,14 @@ class ConnManagerCore(Generic[C]):
             if len(self._peers) >= MAX_PEERS:
                 return
             info = self._peers[peer] = _Peer(first_seen=now)
-        old = info.decaying.get(tag)
-        if old is None and len(info.tags) + len(info.decaying) >= MAX_TAGS_PER_PEER:
+        decaying = info.decaying
+        if decaying is None:
+            decaying = info.decaying = {}
+        old = decaying.get(tag)
+        if old is None and len(info.tags or ()) + len(decaying) >= MAX_TAGS_PER_PEER:
             return
         current = max(0.0, old[0] - old[1] * (now - old[2])) if old is not None else 0.0
-        info.decaying[tag] = (current + delta, rate, now)
+        decaying[tag] = (current + delta, rate, now)
 
     def protect(self, peer: PeerId, tag: str) -> None:
         """Never trim ``peer`` while any tag protects it."""

@@ -451,6 +451,9 @@ class ResourceManager:
         lim = self.limits
         self.system = Scope("system", "system", lim.system)
         self.transient = Scope("transient", "transient", lim.transient)
+        # every connection's own memory cap: one limit and one name for refusals, shared (a connection's
+        # MemoryScope counts its own bytes, so no Scope object per connection)
+        self._conn_cap = Scope("conn", "conn", lim.conn)
         self.allowlisted_system = Scope("allowlisted-system", "allowlisted-system", lim.allowlisted_system)
         self.allowlisted_transient = Scope("allowlisted-transient", "allowlisted-transient", lim.allowlisted_transient)
         self._peers: dict[PeerId, Scope] = {}
@@ -609,18 +612,24 @@ class MemoryScope:
     ``reserve(n)`` raises ResourceLimitExceeded (nothing reserved) when a scope would go over;
     ``release(n)`` gives back. For a hot path, reserve in large chunks (:class:`MemoryBudget`)."""
 
-    __slots__ = ("_mgr", "_peer", "_scopes", "reserved")
+    __slots__ = ("_mgr", "_peer", "_scopes", "reserved", "_cap")
 
-    def __init__(self, mgr: ResourceManager, scopes: tuple[Scope, ...], peer: PeerId | None) -> None:
+    def __init__(
+        self, mgr: ResourceManager, scopes: tuple[Scope, ...], peer: PeerId | None, cap: Scope | None = None
+    ) -> None:
         self._mgr = mgr
         self._scopes = scopes
         self._peer = peer
         self.reserved = 0
+        self._cap = cap  # a limit on this handle's own bytes (``reserved``), named by that scope in refusals
         for s in scopes:
             s.refs += 1
 
     def reserve(self, n: int) -> None:
         """Reserve ``n`` bytes in every scope of the chain, or none (ResourceLimitExceeded)."""
+        cap = self._cap
+        if cap is not None and self.reserved + n > cap.limit.memory:
+            raise self._mgr._refuse(cap, "memory", f"reserving {n} bytes", self._peer)
         for s in self._scopes:
             if s.memory + n > s.limit.memory:
                 raise self._mgr._refuse(s, "memory", f"reserving {n} bytes", self._peer)
@@ -630,6 +639,9 @@ class MemoryScope:
 
     def fits(self, n: int) -> bool:
         """Whether ``n`` more bytes fit in every scope of the chain (nothing reserved or counted)."""
+        cap = self._cap
+        if cap is not None and self.reserved + n > cap.limit.memory:
+            return False
         return all(s.memory + n <= s.limit.memory for s in self._scopes)
 
     def try_reserve(self, n: int) -> bool:
@@ -740,7 +752,14 @@ class MemoryBudget:
 
 class ConnectionScope:
     """One connection's reservation: transient until :meth:`set_peer`, then the peer's. Its
-    :meth:`open_stream` reserves streams; :meth:`done` releases everything (idempotent)."""
+    :meth:`open_stream` reserves streams; :meth:`done` releases everything (idempotent).
+
+    Slotted, its tables made on first use: one lives as long as each connection, idle or not."""
+
+    __slots__ = (
+        "_mgr", "inbound", "_fd", "_scopes", "_system", "_transient", "allowlisted", "remote_addr", "peer",
+        "_peer_scope", "_outbound", "_prune_at", "_cached", "memory", "_done",
+    )
 
     def __init__(
         self,
@@ -761,10 +780,11 @@ class ConnectionScope:
         self.remote_addr = remote_addr
         self.peer: PeerId | None = None
         self._peer_scope: Scope | None = None
-        self._outbound: list[tuple[Any, StreamScope]] = []  # (stream, its scope): released lazily
+        self._outbound: list[tuple[Any, StreamScope]] | None = None  # (stream, its scope): released lazily
         self._prune_at = PRUNE_OUTBOUND_AT
-        self._cached: dict[str, tuple[Scope, ...]] = {}  # protocol/service scopes of this peer (_scopes_for)
-        self.memory = MemoryScope(mgr, (Scope("conn", "conn", mgr.limits.conn), *scopes), None)
+        # protocol/service scopes of this peer (_scopes_for), and the whole chains streams share (_chain)
+        self._cached: dict[str, tuple[Scope, ...]] | None = None
+        self.memory = MemoryScope(mgr, scopes, None, mgr._conn_cap)
         self._done = False
 
     def set_peer(self, peer: PeerId) -> None:
@@ -789,9 +809,8 @@ class ConnectionScope:
         if mem.reserved:
             ps.memory += mem.reserved
             self._transient.memory -= mem.reserved
-        mem._scopes = (mem._scopes[0], ps, self._system)
+        self._scopes = mem._scopes = (ps, self._system)
         mem._peer = peer
-        self._scopes = (ps, self._system)
         self.peer = peer
         self._peer_scope = ps
 
@@ -815,7 +834,10 @@ class ConnectionScope:
         """The protocol (``kind`` "p") or service ("s") scopes a stream of this connection is charged
         to: the per-peer one and the overall one, looked up once per connection and kept with it."""
         key = kind + name
-        scopes = self._cached.get(key)
+        cached = self._cached
+        if cached is None:
+            cached = self._cached = {}
+        scopes = cached.get(key)
         if scopes is None:
             mgr, peer = self._mgr, self.peer
             if kind == "p":
@@ -829,22 +851,38 @@ class ConnectionScope:
                 scopes = (per_peer, overall)
             else:
                 scopes = (overall,)
-            if len(self._cached) < MAX_CACHED_SCOPES:
-                self._cached[key] = scopes
+            if len(cached) < MAX_CACHED_SCOPES:
+                cached[key] = scopes
             elif per_peer is not None:
                 per_peer.refs -= 1  # not kept: (a bound on names; ours are few)
         return scopes
 
+    def _chain(self, key: str, make: Callable[[], tuple[Scope, ...]]) -> tuple[Scope, ...]:
+        """A stream's whole chain of scopes for ``key`` (its protocol, its service), built once per
+        connection and shared by its streams instead of a new tuple for each. Holds no references of
+        its own: the scopes in it are held by the connection (:meth:`_scopes_for`, its peer scope)."""
+        cached = self._cached
+        if cached is None:
+            cached = self._cached = {}
+        chain = cached.get(key)
+        if chain is None:
+            chain = make()
+            if len(cached) < MAX_CACHED_SCOPES:
+                cached[key] = chain
+        return chain
+
     def track_outbound(self, stream: object, scope: StreamScope) -> None:
         """Keep an outbound stream's scope until the stream is seen finished (released lazily: at
         the next refusal, in ``stats()``, or when the connection ends)."""
+        if self._outbound is None:
+            self._outbound = []
         self._outbound.append((stream, scope))
         if len(self._outbound) >= self._prune_at:  # amortized: the list stays within twice the live ones
             self._prune_outbound()
             self._prune_at = max(PRUNE_OUTBOUND_AT, 2 * len(self._outbound))
 
     def _prune_outbound(self) -> int:
-        if not self._outbound:
+        if not self._outbound:  # None or empty
             return 0
         live = []
         n = 0
@@ -863,16 +901,16 @@ class ConnectionScope:
             return
         self._done = True
         mgr = self._mgr
-        for _, scope in self._outbound:
+        for _, scope in self._outbound or ():
             scope.done()
-        self._outbound = []
+        self._outbound = None
         self.memory.close()
         _add_conn(self._scopes, self.inbound, self._fd, -1)
-        for scopes in self._cached.values():
-            if len(scopes) == 2:
+        for key, scopes in (self._cached or {}).items():
+            if key[0] in "ps" and len(scopes) == 2:  # a per-peer protocol/service scope and its overall one
                 scopes[0].refs -= 1
                 mgr._drop_if_idle(scopes[0], self.peer)
-        self._cached.clear()
+        self._cached = None
         if self._peer_scope is not None:
             self._peer_scope.refs -= 1
             mgr._drop_if_idle(self._peer_scope, self.peer)
@@ -919,8 +957,10 @@ class StreamScope:
         _add_stream((transient,), self._inbound, -1)
         old = self._scopes
         # (peer, transient, system) or (transient, system): the transient one gives way to the protocol's
-        self._scopes = (old[0], old[2], *new) if len(old) == 3 and old[1] is transient else (
-            tuple(s for s in old if s is not transient) + new)
+        if len(old) == 3 and old[1] is transient and old[0] is conn._peer_scope:
+            self._scopes = conn._chain("P" + protocol, lambda: (old[0], old[2], *new))
+        else:
+            self._scopes = tuple(s for s in old if s is not transient) + new
         self.protocol = protocol
 
     def set_service(self, service: str) -> None:
@@ -933,7 +973,12 @@ class StreamScope:
         if refusal is not None:
             raise conn._mgr._refuse(*refusal, f"{service} stream with {conn.peer}", conn.peer)
         _add_stream(new, self._inbound, 1)
-        self._scopes = (*self._scopes, *new)
+        old = self._scopes
+        protocol = self.protocol
+        if protocol is not None and conn._cached is not None and old is conn._cached.get("P" + protocol):
+            self._scopes = conn._chain("S" + service + "\0" + protocol, lambda: (*old, *new))
+        else:
+            self._scopes = (*old, *new)
         self.service = service
 
     def done(self) -> None:

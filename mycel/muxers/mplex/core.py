@@ -95,6 +95,13 @@ class _Stream:
 class MplexCore(GuardedSession):
     """One mplex session."""
 
+    # one per connection, idle or not: slots, not an instance dict (past 30 attributes, not even key-shared)
+    __slots__ = (
+        "max_buffer", "accept_backlog", "max_frame", "max_message", "_streams", "_next_id", "_pending_accept",
+        "_out", "_closed", "_error", "memory", "_guard", "_now", "frames_received", "frames_per_call",
+        "_backlog", "refused", "_hdr", "_remaining", "_target",
+    )
+
     protocol_id = PROTOCOL_ID
     supports_ping = False
 

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from mycel.core.errors import ConnectionClosed, MuxerError, ResourceLimitExceeded, StreamClosed
-from mycel.muxers.budget import GuardedSession, MemoryBudget, MemoryReserver, RateLimit, SessionGuard
+from mycel.muxers.budget import GuardedSession, MemoryBudget, MemoryReserver, RateLimit, SessionGuard, check_rate
 from mycel.muxers.events import (
     GoAwayReceived,
     KeepaliveTimeout,
@@ -150,6 +150,17 @@ class _Stream:
 class YamuxCore(GuardedSession):
     """One yamux session. ``is_client`` = we initiated the connection (odd stream ids)."""
 
+    # one per connection, idle or not: slots, not an instance dict (past 30 attributes, not even key-shared)
+    __slots__ = (
+        "is_client", "max_window", "max_frame", "accept_backlog", "max_unacked", "keepalive_interval",
+        "keepalive_timeout", "window_growth_rtts", "rtt", "_tuning_rtt", "memory", "_guard", "_ping_rate",
+        "_ping_per_s", "_ping_burst", "_max_remote_id", "_max_granted", "frames_received", "frames_per_call",
+        "_backlog", "refused",
+        "_streams", "_next_id", "_unacked", "_pending_accept", "_out", "_out_len", "_local_goaway",
+        "_remote_goaway", "_error", "_hdr", "_remaining", "_target", "_fin_after", "_now", "_rtt_probe",
+        "_pings", "_next_ping", "_pending_pongs", "_last_recv", "_keepalive_sent", "_heard",
+    )
+
     protocol_id = PROTOCOL_ID
     supports_ping = True
 
@@ -198,7 +209,9 @@ class YamuxCore(GuardedSession):
             junk_burst,
             peer_streams,
         )
-        self._ping_rate = RateLimit(ping_rate, ping_burst)
+        check_rate(ping_rate, ping_burst)
+        self._ping_per_s, self._ping_burst = ping_rate, ping_burst  # the bucket: made at the first ping
+        self._ping_rate: RateLimit | None = None
         self._max_remote_id = 0  # the highest stream id the remote opened (or tried to)
         self._max_granted = INITIAL_WINDOW  # the largest receive window we ever granted
         self.frames_received = 0  # headers parsed (the driver yields every so many)
@@ -507,6 +520,12 @@ class YamuxCore(GuardedSession):
 
     # ---- receiving ----------------------------------------------------------------------
 
+    def _ping_allowed(self) -> bool:
+        rate = self._ping_rate
+        if rate is None:
+            rate = self._ping_rate = RateLimit(self._ping_per_s, self._ping_burst)
+        return rate.allow(self._now)
+
     def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> list[MuxerEvent]:
         """Feed bytes from the wire. Raises MuxerError on a violation (a GoAway is then queued)."""
         if self._error is not None:
@@ -592,7 +611,7 @@ class YamuxCore(GuardedSession):
             if flags == FLAG_SYN:
                 # answered at PING_RATE, and no more than _MAX_PENDING_PONGS queued while the remote
                 # does not read them; the rest count as frames that do nothing
-                if self._pending_pongs < _MAX_PENDING_PONGS and self._ping_rate.allow(self._now):
+                if self._pending_pongs < _MAX_PENDING_PONGS and self._ping_allowed():
                     self._pending_pongs += 1
                     self._frame(TYPE_PING, FLAG_ACK, 0, length)
                 else:
