@@ -9,6 +9,7 @@ The 200-host version and churn come with the simulator work; this is the driver'
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import pathlib
 import random
 import time
@@ -256,6 +257,37 @@ async def test_bootstrap_peers_fill_the_table(autojump_clock: trio.testing.MockC
         assert dht.health().overdue_refreshes >= 1
         await trio.testing.wait_all_tasks_blocked()
         assert dht.health().overdue_refreshes == 0
+        assert await dht.find_peer(hosts[-1].peer_id)
+
+
+async def test_a_table_left_empty_by_refused_bootstrap_dials_retries_every_two_minutes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from mycel.protocols.kad.service import FIX_LOW_PEERS_INTERVAL
+
+    network = MemoryNetwork()
+
+    def config(**kw: object) -> HostConfig:
+        services = [Identify(), KadDHT(alpha=3, **kw)]  # type: ignore[arg-type]
+        return memory_config(network, security=[Plaintext()], muxers=[Yamux()], services=services)
+
+    async with contextlib.AsyncExitStack() as stack:
+        hosts = [await stack.enter_async_context(open_host(config())) for _ in range(5)]
+        for i, host in enumerate(hosts[1:], 1):
+            await host.connect(hosts[i - 1].peer_id, hosts[i - 1].listen_addrs)
+        seed_identity = Identity.generate()  # the bootstrap server is not up when the newcomer starts
+        seed_addr = f"/memory/4242/p2p/{seed_identity.peer_id}"
+        newcomer = await stack.enter_async_context(open_host(config(bootstrap=[seed_addr])))
+        dht = newcomer.service(KadDHT)
+        await trio.sleep(30)
+        assert len(dht.routing_table) == 0 and dht.health().since_self_lookup is None
+        seed_config = dataclasses.replace(config(), identity=seed_identity, listen=["/memory/4242"])
+        seed = await stack.enter_async_context(open_host(seed_config))
+        await seed.connect(hosts[0].peer_id, hosts[0].listen_addrs)
+        await trio.sleep(FIX_LOW_PEERS_INTERVAL - 40)
+        assert len(dht.routing_table) == 0  # nothing happens before the retry is due
+        await trio.sleep(20)
+        assert len(dht.routing_table) >= 5 and dht.health().since_self_lookup is not None
         assert await dht.find_peer(hosts[-1].peer_id)
 
 

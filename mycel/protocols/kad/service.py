@@ -61,6 +61,9 @@ MAX_REQUESTS_PER_STREAM = 1024  # an inbound stream serving more is closed (a ne
 MAX_PEER_RECORD = 8 * 1024  # a closerPeers/providerPeers entry above this is dropped (go's peer record bound)
 RESULT_MAX_PER_GROUP = 3  # peers of one public IP group taken from one response (go's diversity cap)
 MAX_CHECKS = 32
+FIX_LOW_PEERS_INTERVAL = 120.0  # go's periodicBootstrapInterval: how often a small table tries to grow
+LOW_PEERS = 10  # go's minRTRefreshThreshold: a table of at most this many peers tries to grow
+BOOTSTRAP_PEERS_PER_FIX = 2  # go's maxNBoostrappers: an empty table reconnects to this many bootstrap peers
 REPUBLISH_INTERVAL = 22 * 3600.0  # go's reprovide interval (provider records live 48 h)
 MAX_PROVIDED = 100_000  # keys we keep republishing; beyond, the oldest is no longer republished  # check-before-add FIND_NODEs in flight; beyond, offers wait for the next identify
 
@@ -211,6 +214,7 @@ class KadDHT(Service):
             host.spawn(self.bootstrap)
         elif host.config.bootstrap:  # the host's Bootstrap service dials HostConfig.bootstrap
             host.spawn(self._self_lookup_when_joined)
+        host.spawn(self._fix_low_peers_loop)
         while True:
             await trio.sleep_until(min(self._table.next_refresh(), self._next_republish()))
             if trio.current_time() >= self._table.next_refresh():
@@ -253,6 +257,42 @@ class KadDHT(Service):
                     await self._grew.wait()
             await self._self_lookup(host)
         return connected
+
+    async def _fix_low_peers_loop(self) -> None:
+        """Every 2 minutes (go's fixLowPeers), a table of at most 10 peers tries to grow: offer it every
+        connected peer; if it is empty, reconnect to 2 random bootstrap peers of our own list (all of them
+        refused or failed at start: at scale the well-known servers reach their inbound limits while
+        everyone joins); once it holds a peer, look ourselves up. go then refreshes every bucket; the
+        self-lookup meets our neighbours, the buckets' own timer does the rest."""
+        while True:
+            await trio.sleep(FIX_LOW_PEERS_INTERVAL)
+            await self.fix_low_peers()
+
+    async def fix_low_peers(self) -> None:
+        """One round of the low-peers repair (see :meth:`_fix_low_peers_loop`); failures are logged."""
+        host, table = self._running()
+        if len(table) > LOW_PEERS:
+            return
+        for peer in host.connected_peers():
+            self._consider(host, peer, host.peerstore.protocols(peer))
+        if not len(table) and self.bootstrap_peers:
+            connected = 0
+            for i in self._rng.sample(range(len(self.bootstrap_peers)), len(self.bootstrap_peers)):
+                addr = self.bootstrap_peers[i]
+                with trio.move_on_after(10):
+                    try:
+                        await host.connect(addr)
+                        connected += 1
+                    except (MycelError, OSError) as exc:
+                        log.info("bootstrap peer %s (table empty): %s", addr, exc)
+                if connected >= BOOTSTRAP_PEERS_PER_FIX:
+                    break
+            if connected:
+                with trio.move_on_after(10):  # identify, then our check of each server
+                    while not len(table):
+                        await self._grew.wait()
+        if len(table):
+            await self._self_lookup(host)
 
     async def _self_lookup(self, host: ServiceHost) -> None:
         """Look ourselves up: meets our neighbours, and tells them about us."""
