@@ -241,12 +241,7 @@ class KadDHT(Service):
         async def dial(addr: str) -> None:
             nonlocal connected
             async with limiter:
-                with trio.move_on_after(10):
-                    try:
-                        await host.connect(addr)
-                        connected += 1
-                    except (MycelError, OSError) as exc:
-                        log.info("bootstrap peer %s: %s", addr, exc)
+                connected += await self._dial_bootstrap_peer(host, addr)
 
         async with trio.open_nursery() as nursery:
             for addr in self.bootstrap_peers:
@@ -278,13 +273,7 @@ class KadDHT(Service):
         if not len(table) and self.bootstrap_peers:
             connected = 0
             for i in self._rng.sample(range(len(self.bootstrap_peers)), len(self.bootstrap_peers)):
-                addr = self.bootstrap_peers[i]
-                with trio.move_on_after(10):
-                    try:
-                        await host.connect(addr)
-                        connected += 1
-                    except (MycelError, OSError) as exc:
-                        log.info("bootstrap peer %s (table empty): %s", addr, exc)
+                connected += await self._dial_bootstrap_peer(host, self.bootstrap_peers[i])
                 if connected >= BOOTSTRAP_PEERS_PER_FIX:
                     break
             if connected:
@@ -293,6 +282,18 @@ class KadDHT(Service):
                         await self._grew.wait()
         if len(table):
             await self._self_lookup(host)
+
+    async def _dial_bootstrap_peer(self, host: ServiceHost, addr: str) -> int:
+        """Connect to one bootstrap peer within 10 s: 1 if connected, 0 if not (logged)."""
+        with trio.move_on_after(10):
+            try:
+                await host.connect(addr)
+                return 1
+            except (MycelError, OSError) as exc:
+                log.info("bootstrap peer %s: %s", addr, exc)
+                return 0
+        log.info("bootstrap peer %s: no connection within 10 s", addr)
+        return 0
 
     async def _self_lookup(self, host: ServiceHost) -> None:
         """Look ourselves up: meets our neighbours, and tells them about us."""
