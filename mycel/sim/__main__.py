@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dh.add_argument("--latency", choices=["regions", "uniform"], default="regions")
     dh.add_argument("--phases", default=",".join(("find_node", "ops", "partition", "crash", "sybil")), help="comma-separated")
     dh.add_argument("--no-diversity", action="store_true", help="control run: the diversity filter does not group sim IPs")
-    dh.add_argument("--no-refresh-round", action="store_true", help="measure right after bootstrap, before the tables' 10-min refresh")
+    dh.add_argument("--no-refresh-round", action="store_true", help="measure after bootstrap and the tables' first 2-min low-peers repair, before their 10-min refresh")
     dh.add_argument("--quiet", action="store_true")
     nd = sub.add_parser("node", help="one real node under test-plans' gossipsub-interop contract (TCP port 9000)")
     nd.add_argument("--params", required=True)

@@ -62,7 +62,7 @@ from mycel.protocols.identify import Identify
 from mycel.protocols.kad import dht_pb2
 from mycel.protocols.kad.distance import common_prefix_length, kad_key, peer_key
 from mycel.protocols.kad.routing import REFRESH_INTERVAL
-from mycel.protocols.kad.service import KadDHT
+from mycel.protocols.kad.service import FIX_LOW_PEERS_INTERVAL, KadDHT
 from mycel.service import ServiceHost
 from mycel.sim.hosts import sim_config
 from mycel.sim.latency import Regions, Uniform
@@ -305,8 +305,9 @@ class _Scenario:
             if (i + 1) % max(1, opts.servers // 10) == 0:
                 self.say(f"{i + 1} servers up ({time.monotonic() - self.wall0:.0f}s wall)")
         # every table refreshes all its buckets (and looks itself up again) 10 minutes after its server came
-        # up: wait for the last server's round, plus time for its lookups to end
-        wait = REFRESH_INTERVAL + 60.0 if opts.refresh_round else 60.0
+        # up: wait for the last server's round, plus time for its lookups to end; without that round, wait for
+        # the tables' first low-peers repair (2 min: a table whose bootstrap dials were refused tries again)
+        wait = REFRESH_INTERVAL + 60.0 if opts.refresh_round else FIX_LOW_PEERS_INTERVAL + 60.0
         await trio.sleep_until(self.t0 + (opts.servers - 1) * opts.join_interval + wait)
         self.figures["tables"] = self.table_figures()
         self.say(f"tables built: {self.figures['tables']}")
@@ -678,7 +679,7 @@ def _frac(counts: dict[str, Any] | None, key: str) -> str:
 def markdown_lines(summary: dict[str, Any], *, heading: str = "##") -> list[str]:
     """The markdown of one DHT run's summary (a section of a report)."""
     o = summary["options"]
-    refresh = "then the tables' own refresh after 10 min" if o.get("refresh_round", True) else "no refresh round waited for"
+    refresh = "then the tables' own refresh after 10 min" if o.get("refresh_round", True) else "the tables' 2-min low-peers repair, no 10-min refresh round waited for"
     lines = [
         f"{heading} DHT at scale: {o['servers']} servers, seed {o['seed']}, {o['latency']} latencies",
         "",
