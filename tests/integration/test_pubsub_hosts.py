@@ -541,3 +541,32 @@ async def test_a_message_whose_sender_left_during_validation_is_still_delivered(
             with trio.fail_after(WAIT):
                 assert (await sub_mid.receive()).data == b"last words"
                 assert (await sub_c.receive()).data == b"last words"
+
+
+async def test_outgoing_queues_charge_the_hosts_memory_scopes_and_give_it_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """#12: what a host queues for its gossip peers is reserved in its resource scopes while queued, and the
+    reservation goes back once written, and for good when the peer leaves."""
+    async with _hosts(3, _gossipsub) as hosts:
+        async with contextlib.AsyncExitStack() as stack:
+            subs = [await stack.enter_async_context(_pubsub(h).subscribe(TOPIC)) for h in hosts]
+            await _connect(hosts[0], hosts[1])
+            await _connect(hosts[0], hosts[2])
+            await _pubsub(hosts[0]).wait_ready(TOPIC, 2, timeout=WAIT)
+            held: list[int] = []
+            for i in range(20):
+                await _pubsub(hosts[0]).publish(TOPIC, bytes([i]) * 50_000)
+                held.append(hosts[0].resources.stats()["services"]["Gossipsub"]["memory"])
+            assert max(held) >= 2 * 50_000  # queued for two peers before the writers ran
+            for sub in subs[1:]:
+                for _ in range(20):
+                    with trio.fail_after(WAIT):
+                        await sub.receive()
+            await _pubsub(hosts[0]).flush(timeout=WAIT)
+            # written: less than two spare 64 KiB chunks per peer remain reserved
+            assert hosts[0].resources.stats()["services"]["Gossipsub"]["memory"] < 2 * 2 * 65536
+            await hosts[0].disconnect(hosts[1].peer_id)
+            await hosts[0].disconnect(hosts[2].peer_id)
+            await trio.testing.wait_all_tasks_blocked()
+            assert hosts[0].resources.stats()["services"]["Gossipsub"]["memory"] == 0

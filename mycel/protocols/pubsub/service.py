@@ -33,6 +33,7 @@ from mycel.core.errors import MycelError
 from mycel.core.peer_id import PeerId
 from mycel.core.varint import LengthPrefixedDecoder
 from mycel.network.peerstore import ADDRESS_TTL, AddrSource
+from mycel.network.resources import MemoryBudget, MemoryScope
 from mycel.protocols.pubsub import rpc_pb2
 from mycel.protocols.pubsub.config import FLOODSUB, GOSSIPSUB_PROTOCOLS, GossipsubConfig, SignaturePolicy
 from mycel.protocols.pubsub.core import (
@@ -126,37 +127,67 @@ class Subscription:
         self._send.close()
 
 
+QUEUE_MEMORY_CHUNK = 64 * 1024
+"""A peer's outgoing queue reserves host memory in steps of this size (see :class:`_PeerQueue`)."""
+
+
 class _PeerQueue:
-    """The outgoing queue of one peer: control lane first, then messages; both bounded."""
+    """The outgoing queue of one peer: control lane first, then messages; both bounded in count
+    (``size`` each) and, when the host gives it a memory scope (the service's, charged to the peer),
+    in bytes: what is queued is reserved in :data:`QUEUE_MEMORY_CHUNK` steps before it is queued and
+    released as it is written, and an item the scope refuses is dropped like one over the count."""
 
-    __slots__ = ("control", "dropped", "messages", "queued", "size", "wakeup", "written")
+    __slots__ = (
+        "budget", "control", "control_bytes", "dropped", "memory", "messages", "queued", "size", "wakeup", "written",
+    )
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, memory: MemoryScope | None = None) -> None:
         self.size = size
         self.control: deque[rpc_pb2.RPC] = deque()
+        self.control_bytes = 0  # of the RPCs in ``control`` (released when the lane is drained)
         self.messages: deque[tuple[bytes, bytes]] = deque()  # (message id, encoded message)
         self.dropped = 0
         self.queued = 0  # items ever queued, and ever written to the stream (for flush())
         self.written = 0
         self.wakeup = trio.Event()
+        self.memory = memory
+        self.budget = MemoryBudget(memory, QUEUE_MEMORY_CHUNK) if memory is not None else None
 
     def put_control(self, rpc: rpc_pb2.RPC) -> bool:
-        if len(self.control) >= self.size:
+        n = rpc.ByteSize() if self.budget is not None else 0
+        if len(self.control) >= self.size or (self.budget is not None and not self.budget.grow(n)):
             self.dropped += 1
             return False
         self.control.append(rpc)
+        self.control_bytes += n
         self.queued += 1
         self.wakeup.set()
         return True
 
     def put_message(self, msg_id: bytes, raw: bytes) -> bool:
-        if len(self.messages) >= self.size:
+        if len(self.messages) >= self.size or (self.budget is not None and not self.budget.grow(len(raw))):
             self.dropped += 1
             return False
         self.messages.append((msg_id, raw))
         self.queued += 1
         self.wakeup.set()
         return True
+
+    def drained_control(self) -> None:
+        """The control lane was emptied: its bytes go back."""
+        if self.budget is not None and self.control_bytes:
+            self.budget.shrink(self.control_bytes)
+        self.control_bytes = 0
+
+    def took_message(self, raw: bytes) -> None:
+        """A message left the queue (written or no longer wanted): its bytes go back."""
+        if self.budget is not None:
+            self.budget.shrink(len(raw))
+
+    def close(self) -> None:
+        """The peer is gone: release every byte reserved (idempotent)."""
+        if self.memory is not None:
+            self.memory.close()
 
 
 class _PeerLink:
@@ -234,13 +265,17 @@ class Gossipsub(Service):
         )
         for peer in host.connected_peers():
             self._maybe_open(host, peer, host.peerstore.protocols(peer))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._timer)
-            nursery.start_soon(self._connector, host)
-            task_status.started()
-            for peer in direct:
-                self._connects.append((peer, None))
-            self._connect_wakeup.set()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._timer)
+                nursery.start_soon(self._connector, host)
+                task_status.started()
+                for peer in direct:
+                    self._connects.append((peer, None))
+                self._connect_wakeup.set()
+        finally:
+            for link in self._links.values():  # the queues' memory goes back to the host's scopes
+                link.queue.close()
 
     def peer_protocols_changed(self, host: ServiceHost, peer: PeerId, added: frozenset[str], removed: frozenset[str]) -> None:
         """Open our stream to a peer as soon as it is known to speak pubsub."""
@@ -262,13 +297,15 @@ class Gossipsub(Service):
     def _ensure_link(self, peer: PeerId) -> _PeerLink:
         link = self._links.get(peer)
         if link is None:
-            link = self._links[peer] = _PeerLink(_PeerQueue(self.config.peer_queue_size))
+            memory = self._host.resources.service_scope(type(self).__name__, peer) if self._host is not None else None
+            link = self._links[peer] = _PeerLink(_PeerQueue(self.config.peer_queue_size, memory))
         return link
 
     def _drop_peer(self, peer: PeerId) -> None:
         link = self._links.pop(peer, None)
         if link is None:
             return
+        link.queue.close()
         self.dropped_to_peers.pop(peer, None)  # bounded by the connected peers; the total stays in stats()
         if link.writer is not None:
             link.writer.cancel()
@@ -336,12 +373,15 @@ class Gossipsub(Service):
             while queue.control:
                 for payload in fragment_rpc(queue.control.popleft(), limit):
                     pieces.append(frame(payload))
+            queue.drained_control()
             small: list[bytes] = []
             while queue.messages:
                 while queue.control:  # control first, also when it arrived during a large message
                     for payload in fragment_rpc(queue.control.popleft(), limit):
                         pieces.append(frame(payload))
+                queue.drained_control()
                 msg_id, raw = queue.messages.popleft()
+                queue.took_message(raw)
                 state = router.peers.get(peer)
                 if state is not None and msg_id in state.dont_send:
                     # it said IDONTWANT after we queued the message (go checks when a message leaves
