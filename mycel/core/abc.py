@@ -64,6 +64,11 @@ class RawConnection(trio.abc.HalfCloseableStream):
 class SecureConnection(trio.abc.HalfCloseableStream):
     """An authenticated, encrypted byte stream to one remote peer."""
 
+    buffer_bound: int = 0
+    """Bytes this connection may hold in buffers of its own between reads (a partial record or frame, one
+    read ahead): the host reserves them in the connection's resource scope once the peer is known, for the
+    connection's life (a refusal closes the connection)."""
+
     @property
     @abstractmethod
     def local_peer(self) -> PeerId:

@@ -84,6 +84,8 @@ class Upgrader:
                 raise ConnectionGated(f"gater refused the secured connection with {secure.remote_peer}")
         if scope is not None:
             scope.set_peer(secure.remote_peer)
+            if secure.buffer_bound:  # the secure channel's own buffers, charged to the peer (refused: closed)
+                scope.memory.reserve(secure.buffer_bound)
 
     async def upgrade_outbound(
         self, raw: RawConnection, expected_peer: PeerId | None, scope: ConnectionScope | None = None

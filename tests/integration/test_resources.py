@@ -18,10 +18,11 @@ from mycel.core.errors import DialError, MycelError, ResourceLimitExceeded
 from mycel.host import Host
 from mycel.muxers.mplex import Mplex
 from mycel.muxers.yamux import Yamux
-from mycel.network.resources import ResourceLimitReached, ResourceLimits
+from mycel.network.resources import ResourceLimitReached, ResourceLimits, ScopeLimit
 from mycel.protocols.echo import ECHO_PROTOCOL, Echo
 from mycel.protocols.identify import Identify
 from mycel.protocols.ping import Ping
+from mycel.security.noise.connection import NoiseConnection
 from mycel.security.noise import Noise
 from mycel.testing.hosts import memory_config
 from mycel.transports.memory import MemoryNetwork, MemoryTransport
@@ -304,8 +305,10 @@ async def test_muxer_buffers_count_against_the_system_memory() -> None:
         memory_config(network, services=services(), resources=limits, muxers=[Yamux()])
     ) as server, open_host(memory_config(network, services=services(), muxers=[Yamux()])) as client:
         await client.connect(server.addrs[0])
+        await until(lambda: bool(server.connections(client.peer_id)))  # its side upgraded (Noise's buffers reserved)
         await until(lambda: not server.resources.stats()["protocols"].get("/ipfs/id/1.0.0", {}).get("streams_inbound"))
         base = server.resources.system.memory
+        assert base >= NoiseConnection.buffer_bound  # the secure channel's own buffers, for the connection's life
         held = []
         refused = 0
         for _ in range(8):
@@ -320,3 +323,31 @@ async def test_muxer_buffers_count_against_the_system_memory() -> None:
         for stream in held:
             await stream.reset()
         await until(lambda: server.resources.system.memory == base)
+
+
+async def test_the_secure_channels_buffers_are_reserved_and_a_refusal_closes_only_that_connection() -> None:
+    """Noise may hold an incomplete frame and a complete one between reads (~128 KiB): reserved in the
+    peer's scope once the handshake names the peer, for the connection's life. A peer scope without room
+    refuses the connection (counted), and the host goes on serving a peer it has room for."""
+    network = MemoryNetwork()
+    bound = NoiseConnection.buffer_bound
+    limits = ResourceLimits.unlimited().override(peer={"memory": bound - 1})
+    trusted = Identity.generate()
+    limits = ResourceLimits(**{**limits.__dict__, "peers": {trusted.peer_id: ScopeLimit(memory=4 * bound)}})
+    async with open_host(memory_config(network, services=services(), resources=limits)) as server:
+        async with open_host(memory_config(network, services=services())) as stranger:
+            with pytest.raises(MycelError):
+                await stranger.connect(server.addrs[0])
+                await stranger.new_stream(server.peer_id, ECHO_PROTOCOL)  # the server closed its side
+            await until(lambda: server.resources.stats()["refused"].get("peer", {}).get("memory", 0) >= 1)
+            assert not server.connections(stranger.peer_id)
+        async with open_host(memory_config(network, services=services(), identity=trusted)) as friend:
+            await friend.connect(server.addrs[0])
+            await until(lambda: bool(server.connections(friend.peer_id)))
+            assert server.resources.stats()["peers"][str(friend.peer_id)]["memory"] >= bound
+            stream = await friend.new_stream(server.peer_id, ECHO_PROTOCOL)
+            await stream.send_all(b"hi")
+            assert await stream.receive_some(2) == b"hi"
+            await stream.aclose()
+            await friend.disconnect(server.peer_id)
+        await until(lambda: server.resources.system.memory == 0)

@@ -14,7 +14,7 @@ from mycel.core.errors import ProtocolViolation
 from mycel.core.keys import PublicKey
 from mycel.core.peer_id import PeerId
 from mycel.security.base import RawSecureConnection
-from mycel.security.noise.transport import MAX_PLAINTEXT, NoiseTransport
+from mycel.security.noise.transport import MAX_FRAME, MAX_PLAINTEXT, NoiseTransport
 
 __all__ = ["NoiseConnection", "RECEIVE_CHUNK", "SEND_BATCH"]
 
@@ -77,6 +77,8 @@ def _pool() -> _BufferPool:
 class NoiseConnection(RawSecureConnection):
     """An authenticated, encrypted stream. Failed authentication of a received frame raises
     :class:`~mycel.core.errors.DecryptionError`; later receives raise ``trio.BrokenResourceError``."""
+
+    buffer_bound = 2 * (MAX_FRAME + 2)  # an incomplete frame and a complete one held for the next read
 
     def __init__(
         self,

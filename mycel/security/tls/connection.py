@@ -35,6 +35,8 @@ class TLSConnection(RawSecureConnection):
     raise ``trio.BrokenResourceError``.
     """
 
+    buffer_bound = RECEIVE_CHUNK + 2**14 + 256  # one read of ciphertext in the session, and a partial record
+
     def __init__(
         self,
         raw: RawConnection,
