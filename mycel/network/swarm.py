@@ -192,6 +192,9 @@ class Swarm:
         ):
             raise ConnectionGated(f"gater refused the secured connection with {conn.remote_peer}")
         scope.set_peer(conn.remote_peer)
+        charge = getattr(conn, "charge_memory", None)  # QUIC: its streams' unread bytes
+        if charge is not None:
+            charge(scope.memory)
         self._check_upgraded(conn)
     def connections(self, peer: PeerId | None = None) -> list[Connection]:
         """The open connections, to ``peer`` only when given."""

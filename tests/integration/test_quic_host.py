@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from multiaddr import Multiaddr
 
 from mycel import HostConfig, Identity, MuxedStream, open_host
@@ -160,3 +161,40 @@ async def test_tls_and_noise_negotiated_by_preference() -> None:
         conn = await a.connect(b.addrs[0])
         assert conn.security_protocol == "/tls/1.0.0"  # the dialer's preference wins
         assert await a.service(Ping).ping(b.peer_id)
+
+
+async def test_quic_unread_bytes_are_charged_to_the_peers_scope_and_a_stream_over_it_is_reset() -> None:
+    """#12: bytes a QUIC connection's streams hold unread count in the host's scopes (flow control alone
+    allows 8 MiB per connection); a stream whose data finds no room in the peer's scope is reset, counted,
+    and the other streams of the same connection are served; what was held comes back."""
+    from mycel.core.errors import MycelError
+    from mycel.network.resources import ResourceLimits
+
+    limit = 1024 * 1024
+    hold = trio.Event()
+    holding: list[MuxedStream] = []
+
+    async def hoard(stream: MuxedStream) -> None:  # reads nothing until told
+        holding.append(stream)
+        await hold.wait()
+
+    server_config = config(resources=ResourceLimits.unlimited().override(peer={"memory": limit}))
+    async with open_host(server_config) as server, open_host(config(listen=[])) as client:
+        server.set_stream_handler("/hoard/1", hoard)
+        conn = await client.connect(server.addrs[0])
+        stream = await client.new_stream(server.peer_id, ["/hoard/1"])
+        with pytest.raises(MycelError):  # the server resets it once its scope is full
+            with trio.fail_after(10):
+                for _ in range(64):
+                    await stream.send_all(b"x" * 32768)
+        refused = server.resources.stats()["refused"]
+        assert refused.get("peer", {}).get("memory", 0) >= 1, refused
+        assert server.resources.stats()["peers"][str(client.peer_id)]["memory"] <= limit
+        other = await client.new_stream(server.peer_id, [ECHO_PROTOCOL])
+        assert other.connection is conn
+        assert await echo_roundtrip(other, b"still served") == b"still served"
+        hold.set()
+        await client.disconnect(server.peer_id)
+        with trio.fail_after(10):  # the server sees the close (no sleeping: every task runs until blocked)
+            while server.resources.system.memory:
+                await trio.testing.wait_all_tasks_blocked(cushion=0.001)

@@ -35,6 +35,7 @@ from mycel.core.identity import Identity
 from mycel.core.keys import PublicKey
 from mycel.core.peer_id import PeerId
 from mycel.core.yielding import YieldBudget
+from mycel.network.resources import MemoryBudget, MemoryScope
 from mycel.security.tls.certificate import VerificationCache
 from mycel.security.tls.session import ALPN_LIBP2P
 from mycel.transports.quic.core import QuicCore
@@ -91,11 +92,25 @@ class QUICStream(MuxedStreamBase["QUICConnection"]):
 
     def _on_data(self, data: bytes, end: bool) -> None:
         if data:
+            conn = self._conn
             if self._closed or self._reset:
-                self._conn._discard(self._id, len(data))
+                conn._discard(self._id, len(data))
+            elif conn._memory is not None and not conn._memory.grow(len(data)):
+                # the host's scopes have no room for more unread bytes: this stream is reset (as mplex
+                # resets the stream over its budget), its buffer freed; the others go on
+                log.warning(
+                    "QUIC stream %d from %s reset: no memory left in its resource scopes for %d more unread bytes",
+                    self._id, conn._remote_peer, len(data),
+                )
+                conn._discard(self._id, len(data))
+                conn._reset_stream(self._id, stop=True)
+                conn._flush_soon()
+                self._on_reset()
+                conn._forget_if_done(self)
+                return
             else:
                 self._buf += data
-                self._conn._core.unread += len(data)
+                conn._core.unread += len(data)
         if end:
             self._eof = True
         if self._read_lot:
@@ -118,6 +133,8 @@ class QUICStream(MuxedStreamBase["QUICConnection"]):
         unread = len(self._buf) - self._off
         if unread:
             self._conn._core.consume(self._id, unread)
+            if self._conn._memory is not None:
+                self._conn._memory.shrink(unread)
         self._buf = bytearray()
         self._off = 0
 
@@ -178,6 +195,8 @@ class QUICStream(MuxedStreamBase["QUICConnection"]):
         else:
             self._off = end
         conn = self._conn
+        if conn._memory is not None:
+            conn._memory.shrink(end - off)
         if conn._core.consume(self._id, end - off) and conn._state is not _State.CLOSED:
             conn._flush_soon()  # the credit update, with whatever else goes out this round
         return data
@@ -340,6 +359,8 @@ class QUICConnection(Connection):
         self._handshake_deadline: float | None = handshake_deadline
         self._max_datagram_size = max_datagram_size
         self._state = _State.HANDSHAKING
+        # unread stream bytes charged to the host's resource scopes (charge_memory), in 256 KiB steps
+        self._memory: MemoryBudget | None = None
         self._close_reason = ""
         self._error: MycelError | None = None  # why the handshake failed
         self._remote_peer: PeerId | None = None
@@ -490,6 +511,15 @@ class QUICConnection(Connection):
             self._core.stop_stream(stream_id, RESET_CODE)
         except ValueError:  # the core already discarded the stream
             pass
+
+    def charge_memory(self, scope: MemoryScope) -> None:
+        """Charge the bytes this connection's streams hold unread to ``scope`` (the host calls it with the
+        connection's scope once the peer is known). Flow control bounds them per connection
+        (``connection_window``); the scope bounds them per peer and host-wide: a stream whose data finds
+        no room there is reset. The reservation ends with the scope (the connection's end)."""
+        self._memory = MemoryBudget(scope, 256 * 1024)
+        if self._core.unread:  # bytes that arrived before (kept even if refused: later data is held to the limit)
+            self._memory.grow(self._core.unread)
 
     def _reset_stream(self, stream_id: int, stop: bool) -> None:
         try:
