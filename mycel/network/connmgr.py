@@ -5,7 +5,9 @@ until ``low`` are left (go-libp2p's ``BasicConnMgr``, defaults 160/192, grace 1 
 A peer's value is the sum of its tags (``tag_peer(peer, "kad", 5)``); services tag the peers they
 rely on (gossipsub its mesh peers, kad its routing-table peers). Never closed: protected peers
 (``protect(peer, tag)``, until every tag is unprotected) and peers first connected less than
-``grace`` seconds ago. Trims are at least ``silence`` seconds apart.
+``grace`` seconds ago. Trims are at least ``silence`` seconds apart. Among peers of equal value, as in
+go's ``SortByValueAndStreams``, those with no open stream go first (a trim does not cut a request in
+flight when an idle peer of the same value can go instead), then those with an inbound connection.
 
 :class:`ConnManagerCore` is sans-IO (the caller passes ``now``; it says when it wants to run next);
 :class:`ConnManager` is its trio driver: a timer, no polling loop.
@@ -21,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
+from mycel.core.abc import Direction
 from mycel.core.errors import ConfigError
 from mycel.core.peer_id import PeerId
 
@@ -200,10 +203,16 @@ class ConnManagerCore(Generic[C]):
             return math.inf
         return self._last_trim + self.config.silence
 
-    def trim(self, now: float, *, force: bool = False) -> list[C]:
+    def trim(
+        self, now: float, *, force: bool = False, activity: Callable[[C], tuple[int, bool]] | None = None
+    ) -> list[C]:
         """The connections to close now to get down to ``low``: all those of the least valuable
         peers that are neither protected nor in their grace period. Without ``force`` it does
-        nothing before :meth:`next_deadline`."""
+        nothing before :meth:`next_deadline`.
+
+        ``activity(conn)`` gives a connection's (open streams, inbound); among peers of equal value,
+        peers with no open stream are closed first, then peers with an inbound connection (go's
+        order), then the most recently connected."""
         if not force and now < self.next_deadline():
             return []
         self._last_trim = now
@@ -211,14 +220,23 @@ class ConnManagerCore(Generic[C]):
         if excess <= 0:
             return []
         grace = self.config.grace
+        busy: dict[PeerId, int] = {}
+        inbound: set[PeerId] = set()
+        if activity is not None:
+            for conn, peer in self._conns.items():
+                streams, incoming = activity(conn)
+                if streams:
+                    busy[peer] = busy.get(peer, 0) + streams
+                if incoming:
+                    inbound.add(peer)
         candidates = [
-            (info.worth(now), -info.first_seen, peer)
+            (info.worth(now), peer in busy, peer not in inbound, -info.first_seen, peer)
             for peer, info in self._peers.items()
             if info.conns and peer not in self._protected and now - info.first_seen >= grace
         ]
-        candidates.sort(key=lambda c: (c[0], c[1], c[2].to_bytes()))
+        candidates.sort(key=lambda c: (c[0], c[1], c[2], c[3], c[4].to_bytes()))
         victims: set[PeerId] = set()
-        for _value, _age, peer in candidates:
+        for *_order, peer in candidates:
             if excess <= 0:
                 break
             victims.add(peer)
@@ -228,15 +246,30 @@ class ConnManagerCore(Generic[C]):
         return out
 
 
+def connection_activity(conn: Any) -> tuple[int, bool]:
+    """A connection's (open streams, inbound), read from its ``stats.extra["streams"]`` and its
+    ``direction`` (0 and False for what has neither)."""
+    stats = getattr(conn, "stats", None)
+    streams = stats.extra.get("streams", 0) if stats is not None else 0
+    direction = getattr(conn, "direction", None)
+    return (streams if isinstance(streams, int) else 0), direction is Direction.INBOUND
+
+
 class ConnManager:
     """The trio driver of :class:`ConnManagerCore` in a host (``host.connmgr``).
 
-    ``close(conn)`` closes one connection. Run :meth:`run` in a nursery; it sleeps until the core's
-    deadline and is woken when connections open."""
+    ``close(conn)`` closes one connection; ``activity(conn)`` gives its (open streams, inbound) for
+    the trim order (default: read from a :class:`~mycel.core.abc.Connection`'s ``stats`` and
+    ``direction``). Run :meth:`run` in a nursery; it sleeps until the core's deadline and is woken
+    when connections open."""
 
-    def __init__(self, config: ConnManagerConfig, close: Callable[[Any], Awaitable[None]]) -> None:
+    def __init__(
+        self, config: ConnManagerConfig, close: Callable[[Any], Awaitable[None]],
+        activity: Callable[[Any], tuple[int, bool]] | None = None,
+    ) -> None:
         self.core: ConnManagerCore[Hashable] = ConnManagerCore(config)
         self._close = close
+        self._activity = activity or connection_activity
         self._changed = trio.Event()
 
     @property
@@ -289,7 +322,7 @@ class ConnManager:
     async def trim_now(self) -> int:
         """Trim down to the low watermark at once (protection and grace still apply); the number
         of connections closed."""
-        victims = self.core.trim(trio.current_time(), force=True)
+        victims = self.core.trim(trio.current_time(), force=True, activity=self._activity)
         await self._close_all(victims)
         return len(victims)
 
@@ -310,7 +343,7 @@ class ConnManager:
                 with trio.move_on_at(deadline):
                     await self._changed.wait()
                 continue
-            await self._close_all(self.core.trim(trio.current_time()))
+            await self._close_all(self.core.trim(trio.current_time(), activity=self._activity))
 
 
 __all__ = ["ConnManager", "ConnManagerConfig", "ConnManagerCore"]

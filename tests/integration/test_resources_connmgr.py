@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import trio
 import trio.testing
 
+from mycel.core.abc import MuxedStream
 from mycel.core.events import PeerDisconnected
 from mycel.core.peer_id import PeerId
 from mycel.host import Host, open_host
@@ -110,3 +111,36 @@ async def test_cancelling_a_host_while_it_trims_and_admits_leaks_nothing(
         assert not any(v for k, v in stats["transient"].items() if k != "limit")
         assert stats["peers"] == {}
         assert hub.connmgr.core.connection_count == 0
+
+
+async def test_trim_spares_a_peer_with_a_request_in_flight() -> None:
+    """Among peers of equal value the trim closes idle ones first (go's order): the newest client,
+    whose request is being served, keeps its connection and gets its answer."""
+    cfg = ConnManagerConfig(low=1, high=100, grace=0.0, silence=0.0)
+    release = trio.Event()
+
+    async def slow_echo(stream: MuxedStream) -> None:
+        data = await stream.receive_some(64)
+        await release.wait()
+        await stream.send_all(data)
+
+    async with hub_and_clients(3, cfg) as (hub, clients):
+        hub.set_stream_handler("/test/slow/1", slow_echo)
+        for c in clients:
+            await c.connect(hub.addrs[0])
+        busy = clients[-1]  # the newest: the first to go if streams were not considered
+        answer: list[bytes] = []
+
+        async def ask() -> None:
+            stream = await busy.new_stream(hub.peer_id, ["/test/slow/1"])
+            await stream.send_all(b"still here")
+            answer.append(await stream.receive_some(64))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask)
+            await trio.testing.wait_all_tasks_blocked()
+            assert await hub.connmgr.trim_now() == 2
+            await trio.testing.wait_all_tasks_blocked()
+            assert hub.connected_peers() == [busy.peer_id]
+            release.set()
+        assert answer == [b"still here"]

@@ -106,3 +106,20 @@ def test_decaying_tags_lose_their_worth_over_time() -> None:
     core.tag_peer(newcomer, "app", 1)
     # later it has decayed below both others: it is the one to go
     assert core.trim(40.0, force=True) == ["c1"]
+
+
+def test_equal_value_peers_without_streams_then_inbound_go_first() -> None:
+    """go's SortByValueAndStreams: value first; among peers of equal value, one with no open stream
+    goes before one with a request in flight, and an inbound one before an outbound one."""
+    # c0: outbound, 2 streams; c1: inbound, 1 stream; c2: outbound, idle; c3: inbound, idle;
+    # c4: inbound, idle, but worth 1
+    activity = {"c0": (2, False), "c1": (1, True), "c2": (0, False), "c3": (0, True), "c4": (0, True)}
+    expected = {4: ["c3"], 3: ["c2", "c3"], 2: ["c1", "c2", "c3"], 1: ["c0", "c1", "c2", "c3"]}
+    for low, victims in expected.items():
+        core, ps = core_with(5, low=low, high=low)
+        core.tag_peer(ps[4], "app", 1)
+        assert sorted(core.trim(1.0, activity=lambda c: activity[c])) == victims, low
+    # without activity: equal value, newest first, then by id — the valuable peer still stays
+    core, ps = core_with(5, low=2, high=3)
+    core.tag_peer(ps[4], "app", 1)
+    assert "c4" not in core.trim(1.0)
