@@ -28,6 +28,7 @@ parameters and thresholds (:func:`report_score_params`); ``v10`` turns all the v
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -144,13 +145,14 @@ LIGHTHOUSE_P7_WEIGHT = -15.92
 
 def honest_config(
     *, scoring: bool, ip_colocation_weight: float = 0.0, behaviour_penalty_weight: float = 0.0, v10: bool = False,
-    p3_rate: float | None = None,
+    p3_rate: float | None = None, opportunistic_graft_threshold: float | None = None,
 ) -> GossipsubConfig:
     """The evaluation's honest router: D=8/6/12, D_score 6, D_lazy 12, flood publishing, seen 2 min.
 
     ``v10``: the v1.1 hardening off, as the report's v1.0 baseline — no scoring, no flood publishing,
     no opportunistic grafting, no outbound quota (D_out 0), gossip to exactly D_lazy peers (no adaptive
     gossip factor); only options of :class:`GossipsubConfig`, no change to the router.
+    ``opportunistic_graft_threshold``: instead of the report's 0 (None: the report's).
     """
     if v10:
         return interop_config(
@@ -161,9 +163,12 @@ def honest_config(
         report_score_params(ip_colocation_weight=ip_colocation_weight, behaviour_penalty_weight=behaviour_penalty_weight, rate=p3_rate)
         if scoring else None
     )
+    thresholds = REPORT_THRESHOLDS
+    if opportunistic_graft_threshold is not None:
+        thresholds = dataclasses.replace(thresholds, opportunistic_graft_threshold=opportunistic_graft_threshold)
     return interop_config(
         d=8, d_lo=6, d_hi=12, d_score=6, d_lazy=12, flood_publish=True, seen_ttl=120.0,
-        score_params=params, score_thresholds=REPORT_THRESHOLDS,
+        score_params=params, score_thresholds=thresholds,
     )
 
 
@@ -341,6 +346,8 @@ class AttackOptions:
     """All the v1.1 hardening off (see :func:`honest_config`); implies no scoring."""
     p3_scaled: bool = False
     """P3 rescaled from the report's 120 msg/s to this run's rate (:func:`report_score_params`)."""
+    opportunistic_graft_threshold: float | None = None
+    """The honest nodes' opportunistic-graft threshold (None: the report's 0)."""
     seed: int = 0
     """Seed of the network, the identities and the routers' choices."""
     honest_degree: int = 20
@@ -510,6 +517,7 @@ async def run_attack_async(opts: AttackOptions) -> AttackResult:
     honest_cfg = honest_config(
         scoring=opts.scoring, ip_colocation_weight=opts.ip_colocation_weight, behaviour_penalty_weight=opts.p7_weight(),
         v10=opts.v10, p3_rate=1.0 / opts.publish_every if opts.p3_scaled else None,
+        opportunistic_graft_threshold=opts.opportunistic_graft_threshold,
     )
     gray = honest_cfg.score_thresholds.graylist_threshold
     honest_svcs = [InteropGossipsub(honest_cfg, ilog.node(i), seed=opts.seed * 7919 + i, t0=t0) for i in range(honest_n)]
@@ -816,6 +824,7 @@ def summarize_attack(result: AttackResult) -> dict[str, Any]:
         "scoring": o.scoring and not o.v10,
         "v10": o.v10,
         "p3_scaled": o.p3_scaled,
+        "opportunistic_graft_threshold": o.opportunistic_graft_threshold,
         "honest": honest_n,
         "sybils": o.sybils,
         "honest_degree": o.honest_degree,

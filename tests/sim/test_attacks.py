@@ -25,11 +25,13 @@ from mycel.sim.attacks import (
     PERSONAS,
     REPORT_THRESHOLDS,
     SCENARIOS,
+    TOPIC,
     AttackGossipsub,
     AttackOptions,
     AttackResult,
     AttackRouter,
     attacker_config,
+    honest_config,
     run_attack_async,
     scenario_options,
     target_recovery,
@@ -159,6 +161,22 @@ def test_scenarios_and_personas_are_those_the_cli_offers() -> None:
     assert scenario_options("attack-at-dawn").sybils_per_ip == 16 and scenario_options("covert-flash").attack_at == 120
     with pytest.raises(ValueError):
         scenario_options("no-such-attack")
+
+
+def test_rate_scaled_p3_and_opportunistic_graft_threshold_reach_the_honest_router() -> None:
+    """The two departures from the report's parameters the full-size eclipse run tries: P3 rescaled to
+    the run's 1 msg/s, and opportunistic grafting at a threshold above 0; the report's otherwise."""
+    plain = honest_config(scoring=True)
+    assert plain.score_thresholds == REPORT_THRESHOLDS
+    tuned = honest_config(scoring=True, p3_rate=1.0, opportunistic_graft_threshold=1.0)
+    assert tuned.score_thresholds.opportunistic_graft_threshold == 1.0
+    assert tuned.score_thresholds.graylist_threshold == REPORT_THRESHOLDS.graylist_threshold
+    assert tuned.score_params is not None and plain.score_params is not None
+    p3, p3_plain = tuned.score_params.topics[TOPIC], plain.score_params.topics[TOPIC]
+    assert (p3.mesh_message_deliveries_threshold, p3_plain.mesh_message_deliveries_threshold) == (10.0 / 120, 10.0)
+    # the deficit of a peer that delivers nothing is the same: threshold^2 x weight
+    full = p3.mesh_message_deliveries_threshold ** 2 * p3.mesh_message_deliveries_weight
+    assert math.isclose(full, p3_plain.mesh_message_deliveries_threshold ** 2 * p3_plain.mesh_message_deliveries_weight)
 
 
 async def test_a_bad_boy_grafts_its_peers_censors_and_is_cancelled_promptly(autojump_clock: trio.testing.MockClock) -> None:
