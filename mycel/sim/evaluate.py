@@ -33,7 +33,7 @@ class EvalOptions:
     """Honest lurkers of the attack runs."""
     sybils: int = 400
     """Attackers of the attack runs."""
-    attack_duration: float = 240.0
+    attack_duration: float = 300.0
     """Virtual seconds each attack run lasts."""
     attack_honest_degree: int = 20
     """Connections each honest node of the attack runs opens."""
