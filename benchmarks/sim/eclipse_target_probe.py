@@ -7,6 +7,7 @@ D_out 3, or 10 msg/s. Prints one JSON line per run. ``PYTHONHASHSEED`` is pinned
     .venv/bin/python benchmarks/sim/eclipse_target_probe.py [RUN ...]   (default: every run in RUNS)
     .venv/bin/python benchmarks/sim/eclipse_target_probe.py trace       (who prunes the target, who refuses it)
     .venv/bin/python benchmarks/sim/eclipse_target_probe.py heartbeats  (the target's mesh at each heartbeat)
+    .venv/bin/python benchmarks/sim/eclipse_target_probe.py heartbeats-full  (the same at the issue's size)
 """
 
 from __future__ import annotations
@@ -75,16 +76,17 @@ def trace() -> dict[str, Any]:
     }
 
 
-def heartbeats(until: float = 80.0) -> None:
+def heartbeats(until: float = 80.0, *, full: bool = False) -> None:
     """The report's parameters; at each of the target's heartbeats from the attack to ``until``, print its
-    mesh before and after, with each honest member's index, score and whether the target dialled it."""
+    mesh before and after, with each honest member's index, score and whether the target dialled it
+    (``full``: at the issue's size, 10 + 90 + 400 at degree 20, publishing for 100 s)."""
     import mycel.sim.attacks as attacks
     from mycel.protocols.pubsub.core import GossipsubRouter
     from mycel.sim.runner import interop_identity
 
-    opts = attacks.scenario_options(
-        "eclipse-single", publishers=2, lurkers=18, sybils=80, honest_degree=4, attack_degree=4, duration=100.0, seed=1
-    )
+    sizes: dict[str, Any] = {} if full else {
+        "publishers": 2, "lurkers": 18, "sybils": 80, "honest_degree": 4, "attack_degree": 4}
+    opts = attacks.scenario_options("eclipse-single", duration=100.0, seed=1, **sizes)
     honest = {interop_identity(i).peer_id: i for i in range(opts.publishers + opts.lurkers)}
     target = interop_identity(opts.single_target()).peer_id
     beat = GossipsubRouter.heartbeat
@@ -115,6 +117,9 @@ def main() -> None:
         return
     if sys.argv[1:] == ["heartbeats"]:
         heartbeats()
+        return
+    if sys.argv[1:] == ["heartbeats-full"]:
+        heartbeats(150.0, full=True)
         return
     for name in sys.argv[1:] or list(RUNS):
         changes = dict(RUNS[name])
