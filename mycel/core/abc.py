@@ -45,6 +45,11 @@ class Direction(enum.Enum):
 class RawConnection(trio.abc.HalfCloseableStream):
     """A transport connection before security and multiplexing (TCP socket, memory pipe...)."""
 
+    shares_listen_port: bool = False
+    """True for a dial that left from a port we listen on (``TCP(reuse_port=True)``): it can meet the
+    peer's dial from its listen port as one TCP connection (simultaneous open), where both ends start the
+    handshake as initiators; the swarm then redials with :meth:`StreamTransport.dial_ephemeral`."""
+
     @property
     @abstractmethod
     def local_addr(self) -> Multiaddr:
@@ -429,6 +434,11 @@ class StreamTransport(Transport):
     @abstractmethod
     async def dial(self, addr: Multiaddr) -> RawConnection:
         """Open a raw connection to ``addr``; raises DialError or OSError on failure."""
+
+    async def dial_ephemeral(self, addr: Multiaddr) -> RawConnection:
+        """Like :meth:`dial`, never leaving from a listen port (the retry after a simultaneous open);
+        the same as :meth:`dial` for transports that do not share listen ports."""
+        return await self.dial(addr)
 
     @abstractmethod
     async def open_listener(self, addr: Multiaddr) -> Listener[RawConnection]:

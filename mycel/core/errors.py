@@ -36,6 +36,12 @@ class PeerIdMismatch(HandshakeError):
     """The authenticated remote key does not match the peer ID we dialed."""
 
 
+class SimultaneousOpenError(HandshakeError):
+    """Both ends started the handshake as its initiator: a TCP simultaneous open, where two dials that
+    leave from listen ports (``TCP(reuse_port=True)``) cross and become one connection with no server.
+    The swarm retries such a dial once from an ephemeral port."""
+
+
 class InvalidSignature(MycelError):
     """A signature did not verify."""
 

@@ -36,6 +36,7 @@ from mycel.core.errors import (
     HostClosed,
     MycelError,
     PeerIdMismatch,
+    SimultaneousOpenError,
     TransportError,
 )
 from mycel.network.gater import ConnectionGater, allowed
@@ -148,6 +149,7 @@ class Swarm:
         self.upgrader = upgrader
         self.handshake_timeout = handshake_timeout
         self._limiter = SourceLimiter(source_limits or SourceLimits(), max_pending_inbound)
+        self._simultaneous_opens = 0  # outbound dials redialed after a TCP simultaneous open
         self._stage_timeout = stage_timeout
         self._refusals = WarningThrottle(log)
         self._on_connection = on_connection
@@ -307,9 +309,11 @@ class Swarm:
 
     def stats(self) -> dict[str, int]:
         """Inbound handshake counters: admitted, pending, refusals by reason (``ip_pending``, ``ip_rate``,
-        ``table_full``), ``evicted_stalled``, and ``timeout_<stage>`` per stage deadline missed; then the
-        counters of listeners that keep their own (QUIC: ``quic_<counter>``, summed over its listeners)."""
+        ``table_full``), ``evicted_stalled``, and ``timeout_<stage>`` per stage deadline missed; outbound
+        ``dial_simultaneous_open`` (dials redialed from an ephemeral port after a TCP simultaneous open); then
+        the counters of listeners that keep their own (QUIC: ``quic_<counter>``, summed over its listeners)."""
         out = {**{f"timeout_{stage}": 0 for stage in STAGES}, **self._limiter.stats()}
+        out["dial_simultaneous_open"] = self._simultaneous_opens
         for listener in self._listeners:
             counters = getattr(listener, "stats", None)
             if counters is not None:
@@ -563,7 +567,18 @@ class Swarm:
                 raise _dial_failure(addr, exc) from exc
             try:
                 with trio.fail_after(self.handshake_timeout):
-                    conn = await _corked(raw, self.upgrader.upgrade_outbound(raw, peer, scope))
+                    try:
+                        conn = await _corked(raw, self.upgrader.upgrade_outbound(raw, peer, scope))
+                    except SimultaneousOpenError as exc:
+                        if not raw.shares_listen_port:
+                            raise
+                        # our dial and the peer's, both from listen ports, met as one TCP connection with two
+                        # initiators: dial once more from a port of our own (the peer does the same)
+                        self._simultaneous_opens += 1
+                        log.info("dial %s: simultaneous open (%s); redialing from an ephemeral port", addr, exc)
+                        await raw.aclose()
+                        raw = await transport.dial_ephemeral(addr)
+                        conn = await _corked(raw, self.upgrader.upgrade_outbound(raw, peer, scope))
                 self._check_upgraded(conn)
             except trio.TooSlowError as exc:
                 await raw.aclose()

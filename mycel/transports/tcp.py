@@ -307,7 +307,9 @@ class TCP(StreamTransport):
     ``reuse_port=True`` (go's default, off here) makes listeners ``SO_REUSEPORT`` and dials leave from a
     listen port (same family; not a loopback-bound one for an outside target), falling back to an
     ephemeral port when that 4-tuple is taken: peers then observe the address we listen on behind an
-    endpoint-independent NAT, and :meth:`hole_punch` (DCUtR's TCP simultaneous open) works.
+    endpoint-independent NAT, and :meth:`hole_punch` (DCUtR's TCP simultaneous open) works. Two such hosts
+    dialing each other at once may meet as one connection with two initiators: the handshake raises
+    :class:`~mycel.core.errors.SimultaneousOpenError` and the swarm redials with :meth:`dial_ephemeral`.
     """
 
     name = "tcp"
@@ -418,11 +420,18 @@ class TCP(StreamTransport):
         return out
 
     async def dial(self, addr: Multiaddr) -> RawConnection:
+        return await self._dial(addr, shared=True)
+
+    async def dial_ephemeral(self, addr: Multiaddr) -> RawConnection:
+        """A dial from an ephemeral port even with ``reuse_port`` (the swarm's retry after a simultaneous open)."""
+        return await self._dial(addr, shared=False)
+
+    async def _dial(self, addr: Multiaddr, *, shared: bool) -> RawConnection:
         targets = await self.resolve(addr)
         errors: list[BaseException] = []
         for family, host, port in targets:
             # a plain socket connect: trio.open_tcp_stream's happy-eyeballs machinery costs ~0.3 ms a dial
-            bind = self._bind_for(family, host)
+            bind = self._bind_for(family, host) if shared else None
             try:
                 with trio.fail_after(self.dial_timeout):
                     try:
@@ -434,7 +443,9 @@ class TCP(StreamTransport):
             except (OSError, trio.TooSlowError) as exc:
                 errors.append(exc)
                 continue
-            return SocketConnection(trio.SocketStream(sock), Direction.OUTBOUND)
+            conn = SocketConnection(trio.SocketStream(sock), Direction.OUTBOUND)
+            conn.shares_listen_port = bind is not None and sock.getsockname()[1] == bind[1]
+            return conn
         raise DialError(f"TCP dial to {addr} failed: {errors[-1] if errors else 'no address'}", errors)
 
     async def open_listener(self, addr: Multiaddr) -> Listener[RawConnection]:

@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 
 import mycel.security.noise.protocol as noise_protocol_module
 from mycel.core.abc import Direction
-from mycel.core.errors import DecodeError, DecryptionError, HandshakeError, PeerIdMismatch, ProtocolViolation
+from mycel.core.errors import (
+    DecodeError,
+    DecryptionError,
+    HandshakeError,
+    PeerIdMismatch,
+    ProtocolViolation,
+    SimultaneousOpenError,
+)
 from mycel.core.identity import Identity
 from mycel.core.keys import KeyType, private_key_from_protobuf
 from mycel.core.peer_id import PeerId
@@ -224,6 +231,27 @@ def test_core_message_shapes_and_result() -> None:
     # msg2 = e (32) + encrypted s (48) + encrypted payload; msg3 = encrypted s (48) + payload.
     assert len(msg2) - 2 > 32 + 48 + 16
     assert len(msg3) - 2 > 48 + 16
+
+
+def test_core_two_initiators_see_a_simultaneous_open() -> None:
+    """TCP simultaneous open: each side's message 1 arrives where the other awaits message 2."""
+    a = NoiseHandshake(
+        Identity.generate(), initiator=True, static_private=os.urandom(32), ephemeral_private=os.urandom(32)
+    )
+    b = NoiseHandshake(
+        Identity.generate(), initiator=True, static_private=os.urandom(32), ephemeral_private=os.urandom(32)
+    )
+    a_out, b_out = a.data_to_send(), b.data_to_send()
+    for core, data in ((a, b_out), (b, a_out)):
+        with pytest.raises(SimultaneousOpenError, match="both ends are initiators"):
+            core.receive_data(data)
+    # a real message 2 that is merely cut short is not mistaken for one (it fails as a bad message)
+    init, resp = make_cores(Identity.generate(), Identity.generate())
+    resp.receive_data(init.data_to_send())
+    msg2 = unframe(resp.data_to_send())
+    with pytest.raises(HandshakeError) as info:
+        init.receive_data(frame(msg2[:33]))
+    assert not isinstance(info.value, SimultaneousOpenError)
 
 
 def test_core_byte_by_byte_and_bytes_wanted() -> None:

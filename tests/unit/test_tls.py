@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from OpenSSL import SSL
 
 from mycel.core.abc import Direction
-from mycel.core.errors import DecodeError, HandshakeError, InvalidCertificate, PeerIdMismatch, ProtocolViolation
+from mycel.core.errors import (
+    DecodeError,
+    HandshakeError,
+    InvalidCertificate,
+    PeerIdMismatch,
+    ProtocolViolation,
+    SimultaneousOpenError,
+)
 from mycel.core.identity import Identity
 from mycel.core.keys import KeyType
 from mycel.security.tls import TLS, TLSConnection, TLSSession
@@ -161,6 +168,21 @@ async def test_alpn_muxer_negotiation(
     a, b = await tls_pair(client_muxers=client_muxers, server_muxers=server_muxers)
     assert a.early_muxer == b.early_muxer == expected
     assert a.alpn == b.alpn == (expected or "libp2p")
+
+
+def test_two_clients_see_a_simultaneous_open() -> None:
+    """TCP simultaneous open: each client receives the other's ClientHello where a ServerHello was due."""
+    tls = TLS()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    a, b = (TLSSession(tls._contexts.get(Identity.generate(), now)[1], is_client=True, now=now) for _ in range(2))
+    assert not a.handshake() and not b.handshake()
+    a_hello, b_hello = a.data_to_send(), b.data_to_send()
+    a.receive_data(b_hello[:3])  # byte by byte up to the message type
+    a.receive_data(b_hello[3:])
+    b.receive_data(a_hello)
+    for session in (a, b):
+        with pytest.raises(SimultaneousOpenError, match="both ends are clients"):
+            session.handshake()
 
 
 async def test_server_aborts_without_a_common_alpn() -> None:

@@ -25,7 +25,7 @@ from noise.backends.default.keypairs import KeyPair25519
 from noise.connection import NoiseConnection
 from noise.exceptions import NoiseHandshakeError, NoiseInvalidMessage, NoiseMaxNonceError, NoiseValueError
 
-from mycel.core.errors import DecodeError, HandshakeError, PeerIdMismatch
+from mycel.core.errors import DecodeError, HandshakeError, PeerIdMismatch, SimultaneousOpenError
 from mycel.core.identity import Identity
 from mycel.core.keys import PublicKey, public_key_from_protobuf
 from mycel.core.peer_id import PeerId
@@ -333,6 +333,11 @@ class NoiseHandshake:
             self._emit(self._xx.write_message(self._our_payload()))
             self._state = _State.AWAIT_MSG3
         elif state is _State.AWAIT_MSG2:
+            if len(message) <= MSG1_MAX:  # a first message (-> e) where the reply (<- e, ee, s, es) was due
+                raise SimultaneousOpenError(
+                    f"Noise: the peer sent a {len(message)}-byte first message instead of a reply; both ends "
+                    "are initiators (TCP simultaneous open)"
+                )
             key, peer, remote_muxers = self._verify_payload(self._xx.read_message(message))
             if self._expected is not None and peer != self._expected:
                 raise PeerIdMismatch(f"dialed {self._expected} but the remote authenticated as {peer}")

@@ -16,7 +16,7 @@ from typing import Final
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
 
-from mycel.core.errors import DecodeError, HandshakeError, InvalidCertificate, MycelError
+from mycel.core.errors import DecodeError, HandshakeError, InvalidCertificate, MycelError, SimultaneousOpenError
 from mycel.core.peer_id import PeerId
 from mycel.security.tls.certificate import LocalCertificate, VerificationCache, VerifiedPeer
 
@@ -102,6 +102,8 @@ class TLSSession:
         # Record boundary tracking on the received byte stream, to tell a clean EOF from a cut record.
         self._header = bytearray()
         self._record_left = 0
+        # the client's first 6 bytes received: record type, version, length, handshake message type
+        self._first: bytearray | None = bytearray() if is_client else None
 
     # --- callbacks (run inside OpenSSL calls) ---
 
@@ -143,6 +145,12 @@ class TLSSession:
         """
         if self.handshake_done:
             return True
+        if self._first is not None and len(self._first) >= 6 and self._first[0] == 0x16 and self._first[5] == 0x01:
+            # a ClientHello where the ServerHello was due
+            self.error = SimultaneousOpenError(
+                "TLS: the peer sent a ClientHello instead of a ServerHello; both ends are clients (TCP simultaneous open)"
+            )
+            raise self.error
         try:
             self._ssl.do_handshake()
         except SSL.WantReadError:
@@ -186,6 +194,9 @@ class TLSSession:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes received from the transport."""
+        first = self._first
+        if first is not None and len(first) < 6:
+            first += bytes(data[: 6 - len(first)])
         self._track_records(data)
         self._ssl.bio_write(data)
 
