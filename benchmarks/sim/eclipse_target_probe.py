@@ -24,6 +24,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "d_out-3": {"d_out": 3},
     "10-msg-per-s": {"publish_every": 0.1},
     "10-msg-per-s+p3-scaled": {"publish_every": 0.1, "p3_scaled": True},
+    "prune-above-d-hi": {"prune_at_d_hi": False},
 }
 KEYS = ("honest_delivery", "min_honest_60s_after_attack", "held_3_honest_from", "honest_in_mesh_mean_last",
         "sybils_in_mesh_mean_last", "score_honest_mean", "score_sybil_mean", "graylisted_honest", "cpu_seconds")

@@ -145,7 +145,7 @@ LIGHTHOUSE_P7_WEIGHT = -15.92
 
 def honest_config(
     *, scoring: bool, ip_colocation_weight: float = 0.0, behaviour_penalty_weight: float = 0.0, v10: bool = False,
-    p3_rate: float | None = None, opportunistic_graft_threshold: float | None = None,
+    p3_rate: float | None = None, opportunistic_graft_threshold: float | None = None, prune_at_d_hi: bool = True,
 ) -> GossipsubConfig:
     """The evaluation's honest router: D=8/6/12, D_score 6, D_lazy 12, flood publishing, seen 2 min.
 
@@ -153,11 +153,13 @@ def honest_config(
     no opportunistic grafting, no outbound quota (D_out 0), gossip to exactly D_lazy peers (no adaptive
     gossip factor); only options of :class:`GossipsubConfig`, no change to the router.
     ``opportunistic_graft_threshold``: instead of the report's 0 (None: the report's).
+    ``prune_at_d_hi``: False prunes only meshes above D_hi, as the go the report ran (see
+    :attr:`GossipsubConfig.prune_at_d_hi`).
     """
     if v10:
         return interop_config(
             d=8, d_lo=6, d_hi=12, d_score=6, d_lazy=12, seen_ttl=120.0, flood_publish=False,
-            opportunistic_graft_ticks=0, d_out=0, gossip_factor=0.0, score_params=None,
+            opportunistic_graft_ticks=0, d_out=0, gossip_factor=0.0, score_params=None, prune_at_d_hi=prune_at_d_hi,
         )
     params = (
         report_score_params(ip_colocation_weight=ip_colocation_weight, behaviour_penalty_weight=behaviour_penalty_weight, rate=p3_rate)
@@ -168,7 +170,7 @@ def honest_config(
         thresholds = dataclasses.replace(thresholds, opportunistic_graft_threshold=opportunistic_graft_threshold)
     return interop_config(
         d=8, d_lo=6, d_hi=12, d_score=6, d_lazy=12, flood_publish=True, seen_ttl=120.0,
-        score_params=params, score_thresholds=thresholds,
+        score_params=params, score_thresholds=thresholds, prune_at_d_hi=prune_at_d_hi,
     )
 
 
@@ -348,6 +350,8 @@ class AttackOptions:
     """P3 rescaled from the report's 120 msg/s to this run's rate (:func:`report_score_params`)."""
     opportunistic_graft_threshold: float | None = None
     """The honest nodes' opportunistic-graft threshold (None: the report's 0)."""
+    prune_at_d_hi: bool = True
+    """Honest meshes pruned on reaching D_hi (go today); False: only above it, as the go of the report."""
     seed: int = 0
     """Seed of the network, the identities and the routers' choices."""
     honest_degree: int = 20
@@ -517,7 +521,7 @@ async def run_attack_async(opts: AttackOptions) -> AttackResult:
     honest_cfg = honest_config(
         scoring=opts.scoring, ip_colocation_weight=opts.ip_colocation_weight, behaviour_penalty_weight=opts.p7_weight(),
         v10=opts.v10, p3_rate=1.0 / opts.publish_every if opts.p3_scaled else None,
-        opportunistic_graft_threshold=opts.opportunistic_graft_threshold,
+        opportunistic_graft_threshold=opts.opportunistic_graft_threshold, prune_at_d_hi=opts.prune_at_d_hi,
     )
     gray = honest_cfg.score_thresholds.graylist_threshold
     honest_svcs = [InteropGossipsub(honest_cfg, ilog.node(i), seed=opts.seed * 7919 + i, t0=t0) for i in range(honest_n)]
@@ -825,6 +829,7 @@ def summarize_attack(result: AttackResult) -> dict[str, Any]:
         "v10": o.v10,
         "p3_scaled": o.p3_scaled,
         "opportunistic_graft_threshold": o.opportunistic_graft_threshold,
+        "prune_at_d_hi": o.prune_at_d_hi,
         "honest": honest_n,
         "sybils": o.sybils,
         "honest_degree": o.honest_degree,

@@ -177,6 +177,11 @@ def test_rate_scaled_p3_and_opportunistic_graft_threshold_reach_the_honest_route
     # the deficit of a peer that delivers nothing is the same: threshold^2 x weight
     full = p3.mesh_message_deliveries_threshold ** 2 * p3.mesh_message_deliveries_weight
     assert math.isclose(full, p3_plain.mesh_message_deliveries_threshold ** 2 * p3_plain.mesh_message_deliveries_weight)
+    # the report's go pruned meshes only above D_hi; today's go (and our default) on reaching it
+    assert plain.prune_at_d_hi and not honest_config(scoring=True, prune_at_d_hi=False).prune_at_d_hi
+    assert not honest_config(scoring=False, v10=True, prune_at_d_hi=False).prune_at_d_hi
+    opts = scenario_options("eclipse-single", prune_at_d_hi=False)
+    assert opts.prune_at_d_hi is False
 
 
 async def test_a_bad_boy_grafts_its_peers_censors_and_is_cancelled_promptly(autojump_clock: trio.testing.MockClock) -> None:

@@ -898,7 +898,7 @@ class GossipsubRouter:
                     and score(p) >= 0,
                 ):
                     graft_peer(p)
-            if len(members) >= cfg.d_hi:  # oversubscribed at D_hi, as go and rust (and v1.1's GRAFT rule)
+            if len(members) > cfg.d_hi or (cfg.prune_at_d_hi and len(members) == cfg.d_hi):  # oversubscribed
                 plst = sorted(members)  # sets iterate in hash order (PYTHONHASHSEED): sort, then the seeded shuffle
                 self.rng.shuffle(plst)
                 plst.sort(key=score, reverse=True)

@@ -122,6 +122,19 @@ def test_prune_mesh_correctly() -> None:
     assert len(h.out.prunes()) == 2
 
 
+def test_prune_above_d_hi_only_keeps_a_mesh_of_exactly_d_hi() -> None:
+    """``prune_at_d_hi=False`` (the spec's ``|mesh| > D_high``, go before #589): a mesh of exactly D_hi
+    stays; one more member makes it oversubscribed, and it is pruned back to D."""
+    h = make_router(9, outbound=True, d_hi=8, prune_at_d_hi=False)
+    for p in h.peers[:8]:
+        h.graft(p)
+    h.heartbeat()
+    assert len(h.mesh()) == 8 and h.out.prunes() == []
+    h.graft(h.peers[8])
+    h.heartbeat()
+    assert len(h.mesh()) == 6 and len(h.out.prunes()) == 3
+
+
 def test_prune_mesh_correctly_network() -> None:
     """go TestGossipsubPruneMeshCorrectly as go runs it: 9 nodes with D_hi = 8, node 0 connected to the
     8 others, everybody subscribed; after the initial delay and two heartbeats node 0's mesh is D."""
