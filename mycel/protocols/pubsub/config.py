@@ -78,8 +78,9 @@ class GossipsubConfig:
     """A GRAFT this soon after our PRUNE's backoff started counts double in P7 (go)."""
     prune_at_d_hi: bool = True
     """The heartbeat prunes a mesh back to ``d`` once it *reaches* ``d_hi`` (go-libp2p-pubsub since v0.13,
-    #589, and rust: otherwise a mesh held at ``d_hi`` by the GRAFT rule never shrinks). False: only *above*
-    ``d_hi``, as the spec's ``|mesh| > D_high`` and the go that the v1.1 evaluation ran."""
+    #589, Dec 2024: otherwise a mesh held at ``d_hi`` by the GRAFT rule never shrinks). False: only *above*
+    ``d_hi``, as the spec's ``|mesh| > D_high``, the rust-libp2p versions we read, and the go that the v1.1
+    evaluation ran."""
     opportunistic_graft_ticks: int = 60
     """Heartbeats between opportunistic grafting rounds (0 disables it)."""
     opportunistic_graft_peers: int = 2

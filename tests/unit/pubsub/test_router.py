@@ -111,8 +111,8 @@ def test_mesh_subtraction() -> None:
 
 
 def test_prune_mesh_correctly() -> None:
-    """go TestGossipsubPruneMeshCorrectly (with rust's heartbeat: ``peers.len() >= mesh_n_high``): a mesh
-    of exactly D_hi is oversubscribed and is pruned back to D (D_hi = 8 as in go's test)."""
+    """go TestGossipsubPruneMeshCorrectly (go's heartbeat since #589: ``len(peers) >= Dhi``): a mesh of
+    exactly D_hi is oversubscribed and is pruned back to D (D_hi = 8 as in go's test)."""
     h = make_router(8, outbound=True, d_hi=8)
     for p in h.peers:
         h.graft(p)
