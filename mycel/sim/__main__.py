@@ -89,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     atk.add_argument("--opportunistic-graft-threshold", type=float, help="instead of the report's 0")
     atk.add_argument("--prune-above-d-hi", action="store_true",
                      help="honest meshes pruned only above D_hi (the go the report ran), not on reaching it (go today)")
+    atk.add_argument("--report-rules", action="store_true",
+                     help="the report's rules: --p3-scaled and --prune-above-d-hi together")
     atk.add_argument("--duration", type=float, default=300.0)
     atk.add_argument("--warmup", type=float, help="seconds from the connections to the first publish (10)")
     atk.add_argument("--quiet", action="store_true")
@@ -205,8 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "persona": args.persona, "attack_at": args.attack_at, "warmup": args.warmup, "eclipse": args.eclipse,
             "sybil_delay": args.sybil_delay, "sybils_per_ip": args.sybils_per_ip, "ip_colocation_weight": args.ip_colocation_weight,
             "cold_boot": args.cold_boot or None, "eclipse_target": args.eclipse_target,
-            "p3_scaled": args.p3_scaled or None, "opportunistic_graft_threshold": args.opportunistic_graft_threshold,
-            "prune_at_d_hi": False if args.prune_above_d_hi else None,
+            "p3_scaled": args.p3_scaled or args.report_rules or None,
+            "opportunistic_graft_threshold": args.opportunistic_graft_threshold,
+            "prune_at_d_hi": False if args.prune_above_d_hi or args.report_rules else None,
         }
         options_a = scenario_options(
             args.scenario or "badboy", publishers=args.publishers, lurkers=args.lurkers, sybils=args.sybils,

@@ -880,6 +880,9 @@ V10_SCENARIOS = ("eclipse-all", "eclipse-publishers")
 """Scenarios also run with all the v1.1 hardening off (the report's v1.0 baseline)."""
 P3_SCALED_SCENARIOS = ("eclipse-single", "covert-flash", "badboy")
 """Scenarios also run with P3 rescaled to the message rate (``p3_scaled``)."""
+REPORT_RULES_SCENARIOS = MAIN_SCENARIOS
+"""Scenarios also run under the report's rules: P3 rescaled to the message rate (the report set it for
+120 msg/s) and meshes pruned only above D_hi (the go it ran; ``prune_at_d_hi=False``)."""
 
 
 def evaluate_attacks(
@@ -890,6 +893,7 @@ def evaluate_attacks(
     scenarios: Iterable[str] = MAIN_SCENARIOS,
     v10: Iterable[str] = V10_SCENARIOS,
     p3_scaled: Iterable[str] = P3_SCALED_SCENARIOS,
+    report_rules: Iterable[str] = REPORT_RULES_SCENARIOS,
     spammers: int | None = None,
     spam_duration: float | None = None,
 ) -> tuple[list[str], dict[str, dict[str, Any]]]:
@@ -900,16 +904,24 @@ def evaluate_attacks(
     root = Path(out)
     lines: list[str] = list(ATTACK_HEADER)
     summaries: dict[str, dict[str, Any]] = {}
-    v10_set, scaled_set = set(v10), set(p3_scaled)
+    v10_set, scaled_set, rules_set = set(v10), set(p3_scaled), set(report_rules)
     keep = {"progress": progress}
-    tags = {"on": "scoring-on", "off": "scoring-off", "v1.0-like": "v10", "on, P3 scaled": "scoring-p3-scaled"}
+    rules = "on, report's rules"
+    tags = {
+        "on": "scoring-on", "off": "scoring-off", "v1.0-like": "v10", "on, P3 scaled": "scoring-p3-scaled",
+        rules: "scoring-report-rules",
+    }
     for name in scenarios:
-        modes = ["on", "off"] + (["on, P3 scaled"] if name in scaled_set else []) + (["v1.0-like"] if name in v10_set else [])
+        modes = (
+            ["on", "off"] + ([rules] if name in rules_set else []) + (["on, P3 scaled"] if name in scaled_set else [])
+            + (["v1.0-like"] if name in v10_set else [])
+        )
         for mode in modes:
             tag = f"{name}-{tags[mode]}"
             progress(f"attack: {tag}")
             opts = scenario_options(
-                name, **_sizes(base), scoring=mode.startswith("on"), v10=mode == "v1.0-like", p3_scaled=mode == "on, P3 scaled", **keep
+                name, **_sizes(base), scoring=mode.startswith("on"), v10=mode == "v1.0-like",
+                p3_scaled=mode in ("on, P3 scaled", rules), prune_at_d_hi=mode != rules, **keep
             )
             s = write_attack(run_attack(opts), root / f"attack-{tag}", logs=False)
             summaries[tag] = s
@@ -947,7 +959,8 @@ SPAM_HEADER = (
 
 
 def attack_row(name: str, mode: str, s: dict[str, Any]) -> str:
-    """One row of the Sybil table from a run's summary (``mode``: on, off, v1.0-like, on, P3 scaled)."""
+    """One row of the Sybil table from a run's summary (``mode``: on, off, v1.0-like, on, P3 scaled, on,
+    report's rules)."""
     first = s["time_to_3_honest"]
     return (
         f"| {name} | {'scoring ' + mode if mode.startswith(('on', 'off')) else mode} | {_pct(s['honest_delivery'])} "
